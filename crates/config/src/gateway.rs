@@ -1,0 +1,575 @@
+//! The gateway's validated configuration and its loader.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use infergate_policy::{Permissions, RouteTable};
+use infergate_ratelimit::RateSpec;
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::raw::RawConfig;
+use crate::{ConfigError, Secret, Source, parse};
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamSettings {
+    pub url: String,
+    #[serde(serialize_with = "secs", rename = "timeout_seconds")]
+    pub timeout: Duration,
+    #[serde(serialize_with = "secs", rename = "connect_timeout_seconds")]
+    pub connect_timeout: Duration,
+    #[serde(serialize_with = "secs", rename = "idle_timeout_seconds")]
+    pub idle_timeout: Duration,
+    pub api_key: Option<Secret>,
+    pub api_key_header: String,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthSettings {
+    pub enabled: bool,
+    pub header_name: String,
+    pub query_param_enabled: bool,
+    pub keys_file: PathBuf,
+    /// `API_KEY`: one key with the admin role.
+    pub api_key: Option<Secret>,
+    /// `API_KEYS`: `key:role,key:role`.
+    pub api_keys: Option<Secret>,
+    pub public_routes: Vec<String>,
+    pub permission_overrides: BTreeMap<String, Vec<String>>,
+    #[serde(skip)]
+    pub permissions: Permissions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    Memory,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    pub storage: Storage,
+    pub redis_url: Option<Secret>,
+    pub default: RateSpec,
+    pub authenticated: RateSpec,
+    pub admin: RateSpec,
+    pub endpoints: BTreeMap<String, RateSpec>,
+    pub exempt_from_default: Vec<String>,
+    #[serde(serialize_with = "secs", rename = "sweep_interval_seconds")]
+    pub sweep_interval: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CorsSettings {
+    pub origins: Vec<String>,
+    pub allow_credentials: bool,
+    pub max_age_seconds: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BodyLimits {
+    pub default_bytes: usize,
+    pub routes: BTreeMap<String, usize>,
+}
+
+impl BodyLimits {
+    pub fn for_route(&self, template: &str) -> usize {
+        self.routes.get(template).copied().unwrap_or(self.default_bytes)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// The gateway's effective configuration. `Serialize` prints it with secrets masked
+/// (`check-config`).
+#[derive(Debug, Clone, Serialize)]
+pub struct GatewayConfig {
+    pub config_file: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub workers: usize,
+    #[serde(serialize_with = "secs", rename = "shutdown_timeout_seconds")]
+    pub shutdown_timeout: Duration,
+    pub debug: bool,
+    pub upstream: UpstreamSettings,
+    pub tls: Option<TlsSettings>,
+    pub https_only: bool,
+    pub https_redirect: bool,
+    pub trusted_hosts: Vec<String>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
+    pub cors: CorsSettings,
+    pub security_headers: bool,
+    pub body_limits: BodyLimits,
+    pub logging: LogSettings,
+    /// YAML path → the environment variable that set it, so errors found later (while building the
+    /// app) can name the setting the operator actually wrote.
+    #[serde(skip)]
+    pub set_by_env: BTreeMap<&'static str, &'static str>,
+}
+
+impl GatewayConfig {
+    /// The name to show for a setting: the environment variable if one set it, else its YAML path.
+    pub fn setting_name(&self, yaml_path: &'static str) -> &'static str {
+        self.set_by_env.get(yaml_path).copied().unwrap_or(yaml_path)
+    }
+
+    /// Defaults only, no file, no environment: what tests start from.
+    pub fn defaults() -> Self {
+        validate(RawConfig::default(), None, Path::new("."), BTreeMap::new())
+            .unwrap_or_else(|e| panic!("built-in defaults must validate: {e}"))
+    }
+}
+
+/// Loads the configuration: defaults, then the YAML file (`config_path`, else `INFERGATE_CONFIG`),
+/// then `env` (which the binary builds from `.env` under the process environment).
+pub fn load_gateway(config_path: Option<&Path>, env: &dyn Source) -> Result<GatewayConfig, ConfigError> {
+    let path: Option<PathBuf> = match config_path {
+        Some(p) => Some(p.to_path_buf()),
+        None => env.get("INFERGATE_CONFIG").filter(|s| !s.trim().is_empty()).map(PathBuf::from),
+    };
+    let (mut raw, base_dir) = match &path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| ConfigError::File {
+                path: p.display().to_string(),
+                detail: e.to_string(),
+            })?;
+            let raw: RawConfig = if text.trim().is_empty() {
+                RawConfig::default()
+            } else {
+                serde_yaml::from_str(&text).map_err(|e| ConfigError::File {
+                    path: p.display().to_string(),
+                    detail: e.to_string().replace('\n', " "),
+                })?
+            };
+            let dir = p.parent().map(Path::to_path_buf).unwrap_or_default();
+            (raw, dir)
+        }
+        None => (RawConfig::default(), PathBuf::new()),
+    };
+    let mut set_by_env = BTreeMap::new();
+    apply_env(&mut raw, env, &mut set_by_env)?;
+    // A keys file named by the environment is relative to the working directory, like any path
+    // typed on a command line; one named in the YAML is relative to the YAML file.
+    let keys_base = if set_by_env.contains_key("auth.keys_file") {
+        PathBuf::new()
+    } else {
+        base_dir
+    };
+    let mut cfg = validate(raw, path, &keys_base, set_by_env.clone())?;
+    cfg.auth.api_key = env.get("API_KEY").filter(|s| !s.trim().is_empty()).map(|s| Secret::new(s.trim()));
+    cfg.auth.api_keys = env.get("API_KEYS").filter(|s| !s.trim().is_empty()).map(Secret::new);
+    Ok(cfg)
+}
+
+fn apply_env(
+    raw: &mut RawConfig,
+    env: &dyn Source,
+    set_by_env: &mut BTreeMap<&'static str, &'static str>,
+) -> Result<(), ConfigError> {
+    let mut get = |name: &'static str, path: &'static str| -> Option<String> {
+        let v = env.get(name)?;
+        set_by_env.insert(path, name);
+        Some(v)
+    };
+    if let Some(v) = get("INFERGATE_LISTEN", "listen") {
+        raw.listen = v;
+    }
+    if let Some(v) = get("INFERGATE_WORKERS", "workers") {
+        raw.workers = v
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::invalid("INFERGATE_WORKERS", &v, "a whole number (0 = one per CPU)"))?;
+    }
+    if let Some(v) = get("INFERGATE_SHUTDOWN_TIMEOUT_SECONDS", "shutdown_timeout_seconds") {
+        raw.shutdown_timeout_seconds = parse::positive_u64("INFERGATE_SHUTDOWN_TIMEOUT_SECONDS", &v)?;
+    }
+    if let Some(v) = get("DEBUG", "debug") {
+        raw.debug = parse::boolean("DEBUG", &v)?;
+    }
+    if let Some(v) = get("INFERGATE_UPSTREAM", "upstream.url") {
+        raw.upstream.url = v;
+    }
+    if let Some(v) = get("INFERGATE_UPSTREAM_TIMEOUT_SECONDS", "upstream.timeout_seconds") {
+        raw.upstream.timeout_seconds = parse::positive_u64("INFERGATE_UPSTREAM_TIMEOUT_SECONDS", &v)?;
+    }
+    if let Some(v) = get("INFERGATE_UPSTREAM_CONNECT_TIMEOUT_SECONDS", "upstream.connect_timeout_seconds") {
+        raw.upstream.connect_timeout_seconds =
+            parse::positive_u64("INFERGATE_UPSTREAM_CONNECT_TIMEOUT_SECONDS", &v)?;
+    }
+    if let Some(v) = get("INFERGATE_UPSTREAM_API_KEY", "upstream.api_key") {
+        raw.upstream.api_key = Some(v).filter(|s| !s.is_empty());
+    }
+    if let Some(v) = get("INFERGATE_TLS_CERT", "tls.cert") {
+        raw.tls.cert = Some(v).filter(|s| !s.is_empty());
+    }
+    if let Some(v) = get("INFERGATE_TLS_KEY", "tls.key") {
+        raw.tls.key = Some(v).filter(|s| !s.is_empty());
+    }
+    if let Some(v) = get("HTTPS_ONLY", "https_only") {
+        raw.https_only = parse::boolean("HTTPS_ONLY", &v)?;
+    }
+    if let Some(v) = get("INFERGATE_HTTPS_REDIRECT", "https_redirect") {
+        raw.https_redirect = parse::boolean("INFERGATE_HTTPS_REDIRECT", &v)?;
+    }
+    if let Some(v) = get("TRUSTED_HOSTS", "trusted_hosts") {
+        raw.trusted_hosts = parse::list("TRUSTED_HOSTS", &v)?;
+    }
+    if let Some(v) = get("INFERGATE_TRUSTED_PROXIES", "trusted_proxies") {
+        raw.trusted_proxies = parse::list("INFERGATE_TRUSTED_PROXIES", &v)?;
+    }
+    if let Some(v) = get("API_KEY_AUTH_ENABLED", "auth.enabled") {
+        raw.auth.enabled = parse::boolean("API_KEY_AUTH_ENABLED", &v)?;
+    }
+    if let Some(v) = get("INFERGATE_API_KEY_HEADER", "auth.header_name") {
+        raw.auth.header_name = v;
+    }
+    if let Some(v) = get("INFERGATE_API_KEY_QUERY_ENABLED", "auth.query_param_enabled") {
+        raw.auth.query_param_enabled = parse::boolean("INFERGATE_API_KEY_QUERY_ENABLED", &v)?;
+    }
+    if let Some(v) = get("INFERGATE_KEYS_FILE", "auth.keys_file") {
+        raw.auth.keys_file = v;
+    }
+    if let Some(v) = get("RATE_LIMIT_ENABLED", "rate_limit.enabled") {
+        raw.rate_limit.enabled = parse::boolean("RATE_LIMIT_ENABLED", &v)?;
+    }
+    if let Some(v) = get("RATE_LIMIT_STORAGE", "rate_limit.storage") {
+        raw.rate_limit.storage = v;
+    }
+    if let Some(v) = get("RATE_LIMIT_REDIS_URL", "rate_limit.redis_url") {
+        raw.rate_limit.redis_url = Some(v).filter(|s| !s.is_empty());
+    }
+    let requests = get("RATE_LIMIT_REQUESTS", "rate_limit.default");
+    let period = get("RATE_LIMIT_PERIOD_SECONDS", "rate_limit.default");
+    let default = get("RATE_LIMIT_DEFAULT", "rate_limit.default");
+    if requests.is_some() || period.is_some() {
+        let n = match &requests {
+            Some(v) => parse::positive_u64("RATE_LIMIT_REQUESTS", v)?,
+            None => 100,
+        };
+        let secs = match &period {
+            Some(v) => parse::positive_u64("RATE_LIMIT_PERIOD_SECONDS", v)?,
+            None => 60,
+        };
+        let pair = RateSpec::new(n, Duration::from_secs(secs)).map_err(|e| {
+            ConfigError::invalid("RATE_LIMIT_REQUESTS", n.to_string(), e.to_string())
+        })?;
+        if let Some(d) = &default {
+            let spec = parse::rate("RATE_LIMIT_DEFAULT", d)?;
+            if spec != pair {
+                return Err(ConfigError::Contradiction {
+                    settings: "RATE_LIMIT_DEFAULT, RATE_LIMIT_REQUESTS/RATE_LIMIT_PERIOD_SECONDS".into(),
+                    detail: format!("{d} is not {pair}; set one or make them agree"),
+                });
+            }
+        }
+        raw.rate_limit.default = pair.to_string();
+    } else if let Some(d) = default {
+        raw.rate_limit.default = d;
+    }
+    if let Some(v) = get("RATE_LIMIT_AUTHENTICATED", "rate_limit.authenticated") {
+        raw.rate_limit.authenticated = v;
+    }
+    if let Some(v) = get("RATE_LIMIT_ADMIN", "rate_limit.admin") {
+        raw.rate_limit.admin = v;
+    }
+    if let Some(v) = get("CORS_ORIGINS", "cors.origins") {
+        raw.cors.origins = parse::list("CORS_ORIGINS", &v)?;
+    }
+    if let Some(v) = get("CORS_ALLOW_CREDENTIALS", "cors.allow_credentials") {
+        raw.cors.allow_credentials = parse::boolean("CORS_ALLOW_CREDENTIALS", &v)?;
+    }
+    if let Some(v) = get("SECURITY_HEADERS_ENABLED", "security_headers.enabled") {
+        raw.security_headers.enabled = parse::boolean("SECURITY_HEADERS_ENABLED", &v)?;
+    }
+    if let Some(v) = get("INFERGATE_MAX_BODY_BYTES", "body_limits.default_bytes") {
+        raw.body_limits.default_bytes = parse::positive_u64("INFERGATE_MAX_BODY_BYTES", &v)? as usize;
+    }
+    if let Some(v) = get("INFERGATE_MAX_BATCH_BODY_BYTES", "body_limits.routes") {
+        let n = parse::positive_u64("INFERGATE_MAX_BATCH_BODY_BYTES", &v)? as usize;
+        raw.body_limits.routes.insert("/inference/batch".into(), n);
+    }
+    if let Some(v) = get("LOG_FORMAT", "logging.format") {
+        raw.logging.format = v;
+    }
+    if let Some(v) = get("LOG_LEVEL", "logging.level") {
+        raw.logging.level = v;
+    }
+    Ok(())
+}
+
+fn is_header_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn validate_origin(setting: &str, origin: &str) -> Result<(), ConfigError> {
+    if origin == "*" {
+        return Ok(());
+    }
+    let accepted = "* or origins like https://app.example.com (scheme://host[:port], no path)";
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .ok_or_else(|| ConfigError::invalid(setting, origin, accepted))?;
+    if rest.is_empty() || rest.contains(['/', ' ', '*', '?', '#']) {
+        return Err(ConfigError::invalid(setting, origin, accepted));
+    }
+    Ok(())
+}
+
+fn validate(
+    raw: RawConfig,
+    config_file: Option<PathBuf>,
+    keys_base: &Path,
+    set_by_env: BTreeMap<&'static str, &'static str>,
+) -> Result<GatewayConfig, ConfigError> {
+    let name = |path: &'static str| -> &'static str { set_by_env.get(path).copied().unwrap_or(path) };
+
+    let listen = parse::socket_addr(name("listen"), &raw.listen)?;
+    let upstream_url = parse::upstream_url(name("upstream.url"), &raw.upstream.url)?;
+    for (path, v) in [
+        ("upstream.timeout_seconds", raw.upstream.timeout_seconds),
+        ("upstream.connect_timeout_seconds", raw.upstream.connect_timeout_seconds),
+        ("upstream.idle_timeout_seconds", raw.upstream.idle_timeout_seconds),
+        ("shutdown_timeout_seconds", raw.shutdown_timeout_seconds),
+        ("rate_limit.sweep_interval_seconds", raw.rate_limit.sweep_interval_seconds),
+    ] {
+        if v == 0 {
+            return Err(ConfigError::invalid(name(path), "0", "a positive number of seconds"));
+        }
+    }
+    if raw.upstream.max_connections == 0 {
+        return Err(ConfigError::invalid("upstream.max_connections", "0", "a positive whole number"));
+    }
+    if !is_header_token(&raw.upstream.api_key_header) {
+        return Err(ConfigError::invalid(
+            "upstream.api_key_header",
+            &raw.upstream.api_key_header,
+            "an HTTP header name",
+        ));
+    }
+    let tls = match (raw.tls.cert, raw.tls.key) {
+        (Some(cert), Some(key)) => Some(TlsSettings {
+            cert: PathBuf::from(cert),
+            key: PathBuf::from(key),
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError::Contradiction {
+                settings: "tls.cert (INFERGATE_TLS_CERT), tls.key (INFERGATE_TLS_KEY)".into(),
+                detail: "serving TLS needs both a certificate and a private key".into(),
+            });
+        }
+    };
+    let trusted_proxies = parse::cidrs(name("trusted_proxies"), &raw.trusted_proxies)?;
+    if raw.trusted_hosts.is_empty() {
+        return Err(ConfigError::invalid(
+            name("trusted_hosts"),
+            "(empty)",
+            "host names, *.domain wildcards, or * for any host",
+        ));
+    }
+
+    if !is_header_token(&raw.auth.header_name) {
+        return Err(ConfigError::invalid(
+            name("auth.header_name"),
+            &raw.auth.header_name,
+            "an HTTP header name such as X-API-Key",
+        ));
+    }
+    let overrides: std::collections::HashMap<String, Vec<String>> = raw
+        .auth
+        .permissions
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let permissions = Permissions::with_overrides(&overrides).map_err(|e| {
+        ConfigError::invalid("auth.permissions", format!("{:?}", raw.auth.permissions), e.to_string())
+    })?;
+    let table = RouteTable::gateway();
+    let known_routes = || {
+        table
+            .routes()
+            .iter()
+            .map(|r| r.template.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for r in &raw.auth.public_routes {
+        if table.find_template(r).is_none() {
+            return Err(ConfigError::invalid("auth.public_routes", r, known_routes()));
+        }
+    }
+    let keys_file = {
+        let p = PathBuf::from(&raw.auth.keys_file);
+        if p.is_absolute() || keys_base.as_os_str().is_empty() {
+            p
+        } else {
+            keys_base.join(p)
+        }
+    };
+
+    let storage = match raw.rate_limit.storage.trim().to_ascii_lowercase().as_str() {
+        "memory" => Storage::Memory,
+        "redis" => {
+            return Err(ConfigError::invalid(
+                name("rate_limit.storage"),
+                &raw.rate_limit.storage,
+                "memory (the Redis backend is not built yet in this release)",
+            ));
+        }
+        _ => {
+            return Err(ConfigError::invalid(
+                name("rate_limit.storage"),
+                &raw.rate_limit.storage,
+                "memory or redis",
+            ));
+        }
+    };
+    let redis_url = match raw.rate_limit.redis_url {
+        Some(u) if !(u.starts_with("redis://") || u.starts_with("rediss://")) => {
+            return Err(ConfigError::invalid(
+                name("rate_limit.redis_url"),
+                Secret::new(u).masked(),
+                "a redis:// or rediss:// URL",
+            ));
+        }
+        other => other.map(Secret::new),
+    };
+    let default = parse::rate(name("rate_limit.default"), &raw.rate_limit.default)?;
+    let authenticated = parse::rate(name("rate_limit.authenticated"), &raw.rate_limit.authenticated)?;
+    let admin = parse::rate(name("rate_limit.admin"), &raw.rate_limit.admin)?;
+    let mut endpoints = BTreeMap::new();
+    for (route, spec) in &raw.rate_limit.endpoints {
+        if table.find_template(route).is_none() {
+            return Err(ConfigError::invalid("rate_limit.endpoints", route, known_routes()));
+        }
+        endpoints.insert(route.clone(), parse::rate("rate_limit.endpoints", spec)?);
+    }
+    for route in &raw.rate_limit.exempt_from_default {
+        if table.find_template(route).is_none() {
+            return Err(ConfigError::invalid("rate_limit.exempt_from_default", route, known_routes()));
+        }
+    }
+
+    for origin in &raw.cors.origins {
+        validate_origin(name("cors.origins"), origin)?;
+    }
+    if raw.cors.allow_credentials && raw.cors.origins.iter().any(|o| o == "*") {
+        return Err(ConfigError::Contradiction {
+            settings: format!("{}, {}", name("cors.origins"), name("cors.allow_credentials")),
+            detail: "origin * cannot be combined with credentials (browsers refuse it, and it would let any site use a user's session); list the allowed origins".into(),
+        });
+    }
+
+    if raw.body_limits.default_bytes == 0 {
+        return Err(ConfigError::invalid(
+            name("body_limits.default_bytes"),
+            "0",
+            "a positive number of bytes",
+        ));
+    }
+    for (route, n) in &raw.body_limits.routes {
+        if table.find_template(route).is_none() {
+            return Err(ConfigError::invalid("body_limits.routes", route, known_routes()));
+        }
+        if *n == 0 {
+            return Err(ConfigError::invalid(name("body_limits.routes"), "0", "a positive number of bytes"));
+        }
+    }
+    let format = match raw.logging.format.trim().to_ascii_lowercase().as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        _ => {
+            return Err(ConfigError::invalid(name("logging.format"), &raw.logging.format, "text or json"));
+        }
+    };
+    let level = if raw.debug && !set_by_env.contains_key("logging.level") && raw.logging.level == "info" {
+        "debug".to_string()
+    } else {
+        raw.logging.level
+    };
+
+    Ok(GatewayConfig {
+        config_file,
+        listen,
+        workers: raw.workers,
+        shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_seconds),
+        debug: raw.debug,
+        upstream: UpstreamSettings {
+            url: upstream_url,
+            timeout: Duration::from_secs(raw.upstream.timeout_seconds),
+            connect_timeout: Duration::from_secs(raw.upstream.connect_timeout_seconds),
+            idle_timeout: Duration::from_secs(raw.upstream.idle_timeout_seconds),
+            api_key: raw.upstream.api_key.map(Secret::new),
+            api_key_header: raw.upstream.api_key_header,
+            max_connections: raw.upstream.max_connections,
+        },
+        tls,
+        https_only: raw.https_only,
+        https_redirect: raw.https_redirect,
+        trusted_hosts: raw.trusted_hosts,
+        trusted_proxies,
+        auth: AuthSettings {
+            enabled: raw.auth.enabled,
+            header_name: raw.auth.header_name,
+            query_param_enabled: raw.auth.query_param_enabled,
+            keys_file,
+            api_key: None,
+            api_keys: None,
+            public_routes: raw.auth.public_routes,
+            permission_overrides: raw.auth.permissions,
+            permissions,
+        },
+        rate_limit: RateLimitSettings {
+            enabled: raw.rate_limit.enabled,
+            storage,
+            redis_url,
+            default,
+            authenticated,
+            admin,
+            endpoints,
+            exempt_from_default: raw.rate_limit.exempt_from_default,
+            sweep_interval: Duration::from_secs(raw.rate_limit.sweep_interval_seconds),
+        },
+        cors: CorsSettings {
+            origins: raw.cors.origins,
+            allow_credentials: raw.cors.allow_credentials,
+            max_age_seconds: raw.cors.max_age_seconds,
+        },
+        security_headers: raw.security_headers.enabled,
+        body_limits: BodyLimits {
+            default_bytes: raw.body_limits.default_bytes,
+            routes: raw.body_limits.routes,
+        },
+        logging: LogSettings { format, level },
+        set_by_env,
+    })
+}

@@ -1,0 +1,59 @@
+//! Configuration for every infergate service: load, layer, validate.
+//!
+//! Layers, lowest first: built-in defaults (identical to the shipped `config/gateway.yaml`), a YAML
+//! file (`--config PATH` or `INFERGATE_CONFIG`), `.env` in the working directory, then the process
+//! environment. The environment keeps the variable names of the FastAPI setups users migrate from
+//! (`API_KEY`, `RATE_LIMIT_DEFAULT`, `CORS_ORIGINS`, …); new settings are `INFERGATE_*`.
+//!
+//! - [`source`]: where strings come from. Parsing reads a [`Source`], so tests hand in a map instead
+//!   of mutating the process environment.
+//! - [`raw`]: the YAML document, every field defaulted.
+//! - [`gateway`]: [`GatewayConfig`], the validated result, and [`load_gateway`].
+//! - [`secret`]: [`Secret`], a string whose `Debug`, `Display` and `Serialize` never show it.
+//!
+//! Every error is a [`ConfigError`] whose one-line message names the setting, the value and what
+//! is accepted; binaries print it and exit with status 64 (`EX_USAGE`).
+#![forbid(unsafe_code)]
+
+pub mod gateway;
+pub mod parse;
+pub mod raw;
+pub mod secret;
+pub mod source;
+
+pub use gateway::{
+    AuthSettings, BodyLimits, CorsSettings, GatewayConfig, LogFormat, LogSettings, RateLimitSettings,
+    Storage, TlsSettings, UpstreamSettings, load_gateway,
+};
+pub use secret::Secret;
+pub use source::{MapSource, ProcessEnv, Source};
+
+/// Exit status for a configuration error (`EX_USAGE` from sysexits.h).
+pub const EXIT_CONFIG: i32 = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// One setting has a value that cannot be used.
+    #[error("invalid {setting}={value}: accepted: {accepted}")]
+    Invalid {
+        setting: String,
+        value: String,
+        accepted: String,
+    },
+    /// Settings that are each valid but cannot hold together.
+    #[error("contradictory settings {settings}: {detail}")]
+    Contradiction { settings: String, detail: String },
+    /// The configuration file cannot be read or parsed.
+    #[error("cannot load configuration file {path}: {detail}")]
+    File { path: String, detail: String },
+}
+
+impl ConfigError {
+    pub fn invalid(setting: impl Into<String>, value: impl Into<String>, accepted: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            setting: setting.into(),
+            value: value.into(),
+            accepted: accepted.into(),
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Parsers for setting strings, each returning a [`ConfigError`] that names the setting.
+
+use std::net::SocketAddr;
+
+use infergate_ratelimit::{RATE_SPEC_ACCEPTED, RateSpec};
+use ipnet::IpNet;
+
+use crate::ConfigError;
+
+pub const BOOL_ACCEPTED: &str = "true, false, 1, 0, yes, no, on or off";
+
+pub fn boolean(setting: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::invalid(setting, value, BOOL_ACCEPTED)),
+    }
+}
+
+pub fn rate(setting: &str, value: &str) -> Result<RateSpec, ConfigError> {
+    value
+        .parse::<RateSpec>()
+        .map_err(|_| ConfigError::invalid(setting, value, RATE_SPEC_ACCEPTED))
+}
+
+pub fn positive_u64(setting: &str, value: &str) -> Result<u64, ConfigError> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(ConfigError::invalid(setting, value, "a positive whole number")),
+    }
+}
+
+pub fn socket_addr(setting: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .trim()
+        .parse::<SocketAddr>()
+        .map_err(|_| ConfigError::invalid(setting, value, "IP:PORT, e.g. 127.0.0.1:8000 or [::]:8000"))
+}
+
+/// A list given either as JSON (`["a","b"]`, as pydantic settings read them) or comma-separated.
+pub fn list(setting: &str, value: &str) -> Result<Vec<String>, ConfigError> {
+    let trimmed = value.trim();
+    if trimmed.starts_with('[') {
+        return serde_json::from_str::<Vec<String>>(trimmed).map_err(|_| {
+            ConfigError::invalid(setting, value, "a JSON list of strings or a comma-separated list")
+        });
+    }
+    Ok(trimmed
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+pub fn cidrs(setting: &str, values: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+    values
+        .iter()
+        .map(|v| {
+            let v = v.trim();
+            v.parse::<IpNet>()
+                .or_else(|_| v.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    ConfigError::invalid(setting, v, "CIDRs or addresses, e.g. 10.0.0.0/8, 127.0.0.1")
+                })
+        })
+        .collect()
+}
+
+/// An `http://host:port[/base]` upstream URL (the proxy speaks plain HTTP/1.1 to the model server).
+pub fn upstream_url(setting: &str, value: &str) -> Result<String, ConfigError> {
+    let v = value.trim().trim_end_matches('/');
+    let accepted = "an http:// URL with a host, e.g. http://127.0.0.1:9000";
+    let rest = v
+        .strip_prefix("http://")
+        .ok_or_else(|| ConfigError::invalid(setting, value, accepted))?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || rest.contains(char::is_whitespace) || rest.contains(['?', '#']) {
+        return Err(ConfigError::invalid(setting, value, accepted));
+    }
+    Ok(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_json_or_commas() {
+        assert_eq!(list("X", "a, b,,c").unwrap(), ["a", "b", "c"]);
+        assert_eq!(list("X", r#"["a","b"]"#).unwrap(), ["a", "b"]);
+        assert!(list("X", "[broken").is_err());
+    }
+
+    #[test]
+    fn upstream_urls() {
+        assert_eq!(upstream_url("U", "http://h:1/").unwrap(), "http://h:1");
+        assert_eq!(upstream_url("U", "http://h:1/base").unwrap(), "http://h:1/base");
+        assert!(upstream_url("U", "ftp://h").is_err());
+        assert!(upstream_url("U", "http://").is_err());
+    }
+
+    #[test]
+    fn booleans_and_numbers() {
+        assert!(boolean("B", "Yes").unwrap());
+        assert!(!boolean("B", "off").unwrap());
+        assert!(boolean("B", "maybe").is_err());
+        assert!(positive_u64("N", "0").is_err());
+        assert!(positive_u64("N", "-5").is_err());
+        assert_eq!(positive_u64("N", "7").unwrap(), 7);
+    }
+}

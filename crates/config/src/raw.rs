@@ -1,0 +1,232 @@
+//! The YAML document as written, every field defaulted. Unknown fields are errors, so a typo in a
+//! security setting cannot be silently ignored.
+//!
+//! The defaults here are the documented defaults; `config/gateway.yaml` spells out the same values
+//! (a test keeps the two equal).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: String,
+    /// 0 means one worker per CPU.
+    pub workers: usize,
+    pub shutdown_timeout_seconds: u64,
+    pub debug: bool,
+    pub upstream: RawUpstream,
+    pub tls: RawTls,
+    pub https_only: bool,
+    pub https_redirect: bool,
+    pub trusted_hosts: Vec<String>,
+    pub trusted_proxies: Vec<String>,
+    pub auth: RawAuth,
+    pub rate_limit: RawRateLimit,
+    pub cors: RawCors,
+    pub security_headers: RawSecurityHeaders,
+    pub body_limits: RawBodyLimits,
+    pub logging: RawLogging,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8000".into(),
+            workers: 0,
+            shutdown_timeout_seconds: 30,
+            debug: false,
+            upstream: RawUpstream::default(),
+            tls: RawTls::default(),
+            https_only: false,
+            https_redirect: true,
+            trusted_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            trusted_proxies: Vec::new(),
+            auth: RawAuth::default(),
+            rate_limit: RawRateLimit::default(),
+            cors: RawCors::default(),
+            security_headers: RawSecurityHeaders::default(),
+            body_limits: RawBodyLimits::default(),
+            logging: RawLogging::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawUpstream {
+    pub url: String,
+    /// Time allowed for the upstream to start answering (response headers). Streaming bodies may
+    /// run longer; they are bounded by `idle_timeout_seconds` between chunks.
+    pub timeout_seconds: u64,
+    pub connect_timeout_seconds: u64,
+    pub idle_timeout_seconds: u64,
+    /// Credential the gateway adds to every upstream request (the client's own is always removed).
+    pub api_key: Option<String>,
+    /// Header carrying `api_key`; with `Authorization` the value is sent as `Bearer <api_key>`.
+    pub api_key_header: String,
+    pub max_connections: usize,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:9000".into(),
+            timeout_seconds: 60,
+            connect_timeout_seconds: 5,
+            idle_timeout_seconds: 300,
+            api_key: None,
+            api_key_header: "Authorization".into(),
+            max_connections: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAuth {
+    pub enabled: bool,
+    pub header_name: String,
+    pub query_param_enabled: bool,
+    /// Relative paths are resolved against the configuration file's directory (or the working
+    /// directory when there is no file).
+    pub keys_file: String,
+    /// Routes (templates) that need no credential, on top of `/health`, `/openapi.json`, `/docs`.
+    pub public_routes: Vec<String>,
+    /// Role → rules, replacing that role's defaults (`["GET /models", "* /v1/*"]`).
+    pub permissions: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            header_name: "X-API-Key".into(),
+            query_param_enabled: true,
+            keys_file: "config/api_keys.yaml".into(),
+            public_routes: Vec::new(),
+            permissions: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub enabled: bool,
+    pub storage: String,
+    pub redis_url: Option<String>,
+    /// Anonymous clients, per IP.
+    pub default: String,
+    /// `user` and `readonly` keys, per key.
+    pub authenticated: String,
+    /// `admin` keys, per key.
+    pub admin: String,
+    /// Route template → limit per client (key, or IP when anonymous).
+    pub endpoints: BTreeMap<String, String>,
+    /// Routes not counted against the per-IP default (they keep their endpoint limit).
+    pub exempt_from_default: Vec<String>,
+    pub sweep_interval_seconds: u64,
+}
+
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        let endpoints = [
+            ("/health", "1000/minute"),
+            ("/metrics", "100/minute"),
+            ("/models", "200/minute"),
+            ("/models/load", "10/minute"),
+            ("/inference", "500/minute"),
+            ("/inference/batch", "100/minute"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Self {
+            enabled: true,
+            storage: "memory".into(),
+            redis_url: None,
+            default: "100/minute".into(),
+            authenticated: "1000/minute".into(),
+            admin: "10000/minute".into(),
+            endpoints,
+            exempt_from_default: vec!["/health".into()],
+            sweep_interval_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawCors {
+    pub origins: Vec<String>,
+    pub allow_credentials: bool,
+    pub max_age_seconds: usize,
+}
+
+impl Default for RawCors {
+    fn default() -> Self {
+        Self {
+            origins: Vec::new(),
+            allow_credentials: false,
+            max_age_seconds: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSecurityHeaders {
+    pub enabled: bool,
+}
+
+impl Default for RawSecurityHeaders {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawBodyLimits {
+    pub default_bytes: usize,
+    /// Route template → limit in bytes.
+    pub routes: BTreeMap<String, usize>,
+}
+
+impl Default for RawBodyLimits {
+    fn default() -> Self {
+        Self {
+            default_bytes: 1024 * 1024,
+            routes: [("/inference/batch".to_string(), 10 * 1024 * 1024)]
+                .into_iter()
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLogging {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter (`info`, `infergate=debug,actix_web=info`); `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for RawLogging {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}

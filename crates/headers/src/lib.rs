@@ -1,0 +1,120 @@
+//! Response hardening shared by every HTTP service: security headers, CORS and trusted hosts.
+//!
+//! - [`SecurityHeaders`]: the header set added to every response, built once at startup so the hot
+//!   path only clones pre-validated `HeaderValue`s (a reference-count bump each, no parsing).
+//! - [`cors`]: an `actix-cors` policy from configured origins.
+//! - [`HostMatcher`]: the trusted-host check (exact names and `*.example.com` wildcards, port ignored).
+//!
+//! This is the only library crate that knows actix-web: the header types are its.
+#![forbid(unsafe_code)]
+
+mod hosts;
+
+use actix_cors::Cors;
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+pub use hosts::{HostMatcher, HostPatternError};
+
+/// Strict policy for JSON API responses: nothing may be loaded, framed or used as a base.
+pub const CSP_API: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+/// Relaxed only as far as the self-hosted docs page needs: its own script, style and the spec.
+pub const CSP_DOCS: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// The security headers, pre-built.
+#[derive(Clone, Debug)]
+pub struct SecurityHeaders {
+    common: Vec<(HeaderName, HeaderValue)>,
+    csp_api: HeaderValue,
+    csp_docs: HeaderValue,
+}
+
+impl Default for SecurityHeaders {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SecurityHeaders {
+    pub fn new() -> Self {
+        let common = vec![
+            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+            (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+            (header::X_XSS_PROTECTION, HeaderValue::from_static("1; mode=block")),
+            (
+                header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+            ),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("strict-origin-when-cross-origin"),
+            ),
+            (
+                HeaderName::from_static("permissions-policy"),
+                HeaderValue::from_static("geolocation=(), microphone=(), camera=()"),
+            ),
+        ];
+        Self {
+            common,
+            csp_api: HeaderValue::from_static(CSP_API),
+            csp_docs: HeaderValue::from_static(CSP_DOCS),
+        }
+    }
+
+    /// Adds the headers to a response. `docs_page` selects the relaxed CSP. Headers an upstream
+    /// already set are overwritten: the gateway's policy is the one that holds.
+    pub fn apply(&self, headers: &mut HeaderMap, docs_page: bool) {
+        for (name, value) in &self.common {
+            headers.insert(name.clone(), value.clone());
+        }
+        let csp = if docs_page { &self.csp_docs } else { &self.csp_api };
+        headers.insert(header::CONTENT_SECURITY_POLICY, csp.clone());
+    }
+}
+
+/// CORS policy: only `origins` get `Access-Control-Allow-Origin` (`*` means any origin, which the
+/// configuration refuses together with credentials); methods GET, POST, PUT, DELETE, OPTIONS; any
+/// request header; preflight cached `max_age_secs`.
+pub fn cors(origins: &[String], allow_credentials: bool, max_age_secs: usize) -> Cors {
+    let mut cors = Cors::default()
+        .allowed_methods(["GET", "POST", "PUT", "DELETE", "OPTIONS"])
+        .allow_any_header()
+        .expose_headers([
+            "x-request-id",
+            "x-process-time",
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+            "ratelimit",
+            "ratelimit-policy",
+            "retry-after",
+        ])
+        .max_age(max_age_secs);
+    if origins.iter().any(|o| o == "*") {
+        cors = cors.allow_any_origin().send_wildcard();
+    } else {
+        for origin in origins {
+            cors = cors.allowed_origin(origin);
+        }
+    }
+    if allow_credentials {
+        cors = cors.supports_credentials();
+    }
+    cors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applies_every_header_and_picks_the_csp() {
+        let h = SecurityHeaders::new();
+        let mut map = HeaderMap::new();
+        h.apply(&mut map, false);
+        assert_eq!(map.get("x-frame-options").unwrap(), "DENY");
+        assert_eq!(map.get("content-security-policy").unwrap(), CSP_API);
+        assert_eq!(map.len(), 7);
+        h.apply(&mut map, true);
+        assert_eq!(map.get("content-security-policy").unwrap(), CSP_DOCS);
+    }
+}

@@ -1,0 +1,45 @@
+use chrono::{Duration, Utc};
+use infergate_keystore::{KeyStore, StaticKey, StaticKeyStore, Verification, parse_api_keys};
+use infergate_policy::Role;
+
+fn key(secret: &str, role: Role, expires_in: Option<Duration>) -> StaticKey {
+    StaticKey {
+        secret: secret.to_string(),
+        name: format!("name-{role}"),
+        role,
+        expires_at: expires_in.map(|d| Utc::now() + d),
+        rate_limit: None,
+        origin: "test",
+    }
+}
+
+#[tokio::test]
+async fn valid_unknown_and_expired() {
+    let store = StaticKeyStore::new(vec![
+        key("good-key-123456", Role::User, Some(Duration::days(1))),
+        key("old-key-1234567", Role::Admin, Some(Duration::days(-1))),
+    ])
+    .unwrap();
+    let now = Utc::now();
+    match store.verify("good-key-123456", now).await.unwrap() {
+        Verification::Valid(r) => {
+            assert_eq!(r.role, Role::User);
+            assert!(r.id.starts_with("static-"));
+            assert!(!r.id.contains("good"));
+        }
+        other => panic!("expected valid, got {other:?}"),
+    }
+    assert!(matches!(store.verify("old-key-1234567", now).await.unwrap(), Verification::Expired(_)));
+    assert_eq!(store.verify("good-key-12345", now).await.unwrap(), Verification::Unknown);
+    assert_eq!(store.verify("", now).await.unwrap(), Verification::Unknown);
+}
+
+#[tokio::test]
+async fn duplicates_are_rejected_and_listing_has_no_secrets() {
+    let dup = StaticKeyStore::new(vec![key("same", Role::User, None), key("same", Role::Admin, None)]);
+    assert!(dup.is_err());
+    let store = StaticKeyStore::new(parse_api_keys("alpha-secret:admin,beta-secret:readonly", "API_KEYS").unwrap()).unwrap();
+    let listed = format!("{:?}", store.list().await.unwrap());
+    assert!(!listed.contains("alpha-secret") && !listed.contains("beta-secret"), "{listed}");
+    assert_eq!(store.len(), 2);
+}

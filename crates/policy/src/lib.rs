@@ -1,0 +1,24 @@
+//! Who may call what.
+//!
+//! This crate holds the gateway's access rules as plain values, with no web framework in sight, so the
+//! same decisions can be unit-tested in microseconds and reused by every service:
+//!
+//! - [`role`]: the three roles (`admin`, `user`, `readonly`).
+//! - [`credential`]: where a credential may be read from (`X-API-Key`, `Authorization: Bearer`, `?api_key=`),
+//!   how it is masked for logs, and how it is stripped from a query string before anything goes upstream.
+//! - [`routes`]: the gateway's route table (which paths exist, which methods they take, which are public).
+//! - [`permissions`]: the role → allowed `METHOD /path` rules and the authorization decision.
+#![forbid(unsafe_code)]
+
+pub mod credential;
+pub mod permissions;
+pub mod role;
+pub mod routes;
+
+pub use credential::{
+    Credential, CredentialError, CredentialRules, CredentialSource, extract_credential, mask_secret,
+    strip_query_param,
+};
+pub use permissions::{PermissionError, Permissions, Rule};
+pub use role::{Role, UnknownRole};
+pub use routes::{PathPattern, Route, RouteKind, RouteMatch, RouteTable};

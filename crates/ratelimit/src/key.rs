@@ -1,0 +1,176 @@
+//! Bucket identities.
+//!
+//! A key is built on every request, so it holds only inline data (`IpAddr`)
+//! and `Arc<str>` handles that the caller already owns: building one costs a
+//! reference-count increment, never a heap allocation.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::spec::RateSpec;
+
+/// What a limit is counted against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dimension {
+    /// Per client IP address.
+    Ip,
+    /// Per API key.
+    Key,
+    /// Per role shared by several keys.
+    Role,
+    /// Per route template, for a given subject.
+    Endpoint,
+}
+
+impl Dimension {
+    /// Stable lowercase name, used in key names, headers and metrics labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ip => "ip",
+            Self::Key => "key",
+            Self::Role => "role",
+            Self::Endpoint => "endpoint",
+        }
+    }
+}
+
+impl fmt::Display for Dimension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who is being counted.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// A client address.
+    Ip(IpAddr),
+    /// An API key's id. Never the secret: key names end up in logs and in a
+    /// shared backend's key space.
+    Key(Arc<str>),
+    /// A role name.
+    Role(Arc<str>),
+}
+
+impl Subject {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Ip(_) => "ip",
+            Self::Key(_) => "key",
+            Self::Role(_) => "role",
+        }
+    }
+}
+
+/// Writes `s` with `%` and `:` percent-escaped, so that `:` can separate the
+/// parts of a [`BucketKey`] name unambiguously whatever a key id, role or
+/// route template contains.
+fn write_escaped(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    let mut rest = s;
+    while let Some(pos) = rest.find([':', '%']) {
+        f.write_str(&rest[..pos])?;
+        f.write_str(if rest.as_bytes()[pos] == b':' {
+            "%3A"
+        } else {
+            "%25"
+        })?;
+        rest = &rest[pos + 1..];
+    }
+    f.write_str(rest)
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind())?;
+        f.write_str(":")?;
+        match self {
+            Self::Ip(ip) => write!(f, "{ip}"),
+            Self::Key(id) | Self::Role(id) => write_escaped(f, id),
+        }
+    }
+}
+
+/// Identifies one bucket (together with the period of the spec it is checked
+/// against: a backend keeps separate buckets for, say, `10/second` and
+/// `1000/hour` on the same key).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BucketKey {
+    /// Which configured limit this bucket serves.
+    pub dimension: Dimension,
+    /// Who is counted.
+    pub subject: Subject,
+    /// Route template for endpoint limits; `None` for global ones.
+    pub scope: Option<Arc<str>>,
+}
+
+impl BucketKey {
+    /// A key for a limit counted per subject across all routes.
+    pub fn new(dimension: Dimension, subject: Subject) -> Self {
+        Self {
+            dimension,
+            subject,
+            scope: None,
+        }
+    }
+
+    /// A key for an endpoint limit: `subject` counted on the route `scope`.
+    pub fn endpoint(scope: Arc<str>, subject: Subject) -> Self {
+        Self {
+            dimension: Dimension::Endpoint,
+            subject,
+            scope: Some(scope),
+        }
+    }
+
+    /// Per-IP key.
+    pub fn ip(ip: IpAddr) -> Self {
+        Self::new(Dimension::Ip, Subject::Ip(ip))
+    }
+
+    /// Per-API-key key (`id` is the key's id, never its secret).
+    pub fn key(id: Arc<str>) -> Self {
+        Self::new(Dimension::Key, Subject::Key(id))
+    }
+
+    /// Per-role key.
+    pub fn role(role: Arc<str>) -> Self {
+        Self::new(Dimension::Role, Subject::Role(role))
+    }
+}
+
+/// Renders the key as a backend key name: `ip:203.0.113.9`, `key:abc123`,
+/// `endpoint:/inference:key:abc123`. The dimension is omitted when it equals
+/// the subject's kind; `:` and `%` inside ids, roles and scopes are
+/// percent-escaped so distinct keys always render differently.
+impl fmt::Display for BucketKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.scope {
+            Some(scope) => {
+                write!(f, "{}:", self.dimension)?;
+                write_escaped(f, scope)?;
+                write!(f, ":{}", self.subject)
+            }
+            None if self.dimension.as_str() == self.subject.kind() => {
+                write!(f, "{}", self.subject)
+            }
+            None => write!(f, "{}:{}", self.dimension, self.subject),
+        }
+    }
+}
+
+/// One limit to enforce on one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitCheck {
+    /// The bucket counted.
+    pub key: BucketKey,
+    /// The limit applied to it.
+    pub spec: RateSpec,
+}
+
+impl LimitCheck {
+    /// Pairs a bucket with its limit.
+    pub fn new(key: BucketKey, spec: RateSpec) -> Self {
+        Self { key, spec }
+    }
+}

@@ -1,0 +1,63 @@
+//! Rate limiting for the infergate gateway.
+//!
+//! The gateway limits requests per client IP, per API key, per role and per
+//! endpoint. This crate holds everything about those limits that does not
+//! depend on HTTP: how a limit is written, how a bucket is named, the
+//! backend-neutral [`RateLimiter`] trait the gateway holds as
+//! `Arc<dyn RateLimiter>`, and the in-process backend.
+//!
+//! Layout:
+//! - [`spec`]: [`RateSpec`] (`100/minute`), its parser, `Display` and serde form.
+//! - [`key`]: [`Dimension`], [`Subject`], [`BucketKey`] and [`LimitCheck`],
+//!   built per request without heap allocation.
+//! - [`decision`]: [`Decision`] and [`LimitStatus`], shaped for
+//!   `X-RateLimit-*` and `Retry-After` headers.
+//! - [`clock`]: injected time ([`SystemClock`], [`ManualClock`] for tests).
+//! - [`memory`]: [`MemoryLimiter`], the sliding-window counter backend; its
+//!   module doc describes the algorithm and its accuracy.
+//! - `window` (private): the window arithmetic, kept storage-free so other
+//!   backends can reach identical decisions from the same counts.
+
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod decision;
+pub mod key;
+pub mod memory;
+pub mod spec;
+mod window;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use decision::{Decision, LimitStatus};
+pub use key::{BucketKey, Dimension, LimitCheck, Subject};
+pub use memory::{MemoryLimiter, SweeperGuard};
+pub use spec::{RATE_SPEC_ACCEPTED, RateSpec, RateSpecError};
+
+/// A rate-limit backend.
+///
+/// Async so a networked backend can sit behind the same interface; the
+/// in-memory backend completes without yielding.
+#[async_trait::async_trait]
+pub trait RateLimiter: Send + Sync + std::fmt::Debug {
+    /// Checks every limit; consumes one unit from every bucket only if ALL
+    /// allow (a denied request consumes nothing). `statuses` has one entry
+    /// per check, in order.
+    async fn check(&self, checks: &[LimitCheck]) -> Result<Decision, RateLimitError>;
+
+    /// Reports the status of one bucket without consuming (used to refuse
+    /// key-guessing before any key lookup). `retry_after` is non-zero exactly
+    /// when a check of this bucket would be refused now.
+    async fn peek(&self, check: &LimitCheck) -> Result<LimitStatus, RateLimitError>;
+
+    /// Backend name for metrics and status pages, e.g. `"memory"`.
+    fn backend(&self) -> &'static str;
+}
+
+/// Why a backend could not decide. The caller chooses whether to fail open
+/// or closed; the memory backend never returns it.
+#[derive(thiserror::Error, Debug)]
+pub enum RateLimitError {
+    /// The backend could not be reached or answered nonsense.
+    #[error("rate-limit backend unavailable: {0}")]
+    Unavailable(String),
+}

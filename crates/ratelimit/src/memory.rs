@@ -1,0 +1,419 @@
+//! In-process rate limiting with a sliding-window counter.
+//!
+//! # Algorithm
+//!
+//! Time is cut into fixed windows aligned to multiples of the period since the
+//! Unix epoch (`start = now - now % period`), so every instance, and a future
+//! shared backend reading the same clock, agrees on the boundaries, and a
+//! window's end is a meaningful `X-RateLimit-Reset`. Each bucket keeps three
+//! numbers: the start of its current window, the count in that window and the
+//! count in the window before. The number of requests in the trailing period is
+//! estimated as
+//!
+//! ```text
+//! estimate = previous * (period - elapsed) / period + current
+//! ```
+//!
+//! where `elapsed` is the time since the current window started: the previous
+//! window contributes in proportion to how much of it still overlaps the
+//! trailing period. A request is allowed iff `estimate + 1 <= limit`; it then
+//! adds one to `current`, and `remaining = floor(limit - estimate)` afterwards.
+//! All of it is computed exactly in integers (see `window.rs`), so decisions
+//! are deterministic to the millisecond. When refused, `retry_after` is the
+//! smallest whole number of milliseconds after which the decaying estimate
+//! admits one request, solved in closed form; it may run into the next window,
+//! where today's count becomes the decaying previous one.
+//!
+//! This is the estimator Cloudflare described for its rate limiting and that
+//! pingora's `Rate` uses. It assumes the previous window's requests were spread
+//! evenly across it. Since no more than `limit` requests are ever admitted
+//! within one aligned window, any trailing interval of one period holds at most
+//! `2 * limit`; that extreme needs a client that bunches a full allowance at the
+//! very end of one window and then spreads the next evenly, and bursts stay
+//! bounded because the previous window's weight decays linearly. On real
+//! traffic the error is tiny: Cloudflare measured, over 400 million requests
+//! from 270,000 sources, 0.003% of requests wrongly allowed or rate-limited.
+//!
+//! # Storage and atomicity
+//!
+//! Buckets live in [`SHARDS`] shards, each a `std::sync::Mutex` around a
+//! `HashMap` keyed by bucket key and period (so `10/second` and `1000/hour` on
+//! the same key are separate buckets). A std mutex rather than an async one is
+//! right here: critical sections are a few hash lookups and never span an
+//! `.await`. A check touching several buckets locks every shard involved, in
+//! ascending shard order so two checks can never deadlock, evaluates every
+//! bucket, and consumes from all of them only if all allow: concurrent requests
+//! cannot both slip through, and a refused request costs nothing. A poisoned
+//! mutex is recovered rather than propagated, since a panic elsewhere cannot
+//! leave a bucket's three integers half-written.
+//!
+//! Buckets that can no longer affect a decision (their windows are two or more
+//! periods old) are dropped by [`MemoryLimiter::sweep`], typically run by
+//! [`MemoryLimiter::spawn_sweeper`].
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::clock::{Clock, SystemClock};
+use crate::decision::{Decision, LimitStatus};
+use crate::key::{BucketKey, LimitCheck};
+use crate::window::{View, Window};
+use crate::{RateLimitError, RateLimiter};
+
+/// Number of shards. 64 keeps contention low on any realistic core count and
+/// lets a check record the shards it touches in one `u64` bitmask.
+pub const SHARDS: usize = 64;
+
+/// Checks with at most this many limits find their shards without allocating.
+const INLINE_CHECKS: usize = 16;
+
+/// A bucket's identity in the map: the key plus the period it is counted over.
+#[derive(Debug)]
+struct Slot {
+    key: BucketKey,
+    period_ms: u64,
+}
+
+/// Lets the map be probed with a borrowed key, so a lookup never clones the
+/// key's `Arc`s (the standard "borrow a compound key as a trait object" trick).
+trait SlotId {
+    fn key(&self) -> &BucketKey;
+    fn period_ms(&self) -> u64;
+}
+
+impl SlotId for Slot {
+    fn key(&self) -> &BucketKey {
+        &self.key
+    }
+    fn period_ms(&self) -> u64 {
+        self.period_ms
+    }
+}
+
+struct Probe<'a> {
+    key: &'a BucketKey,
+    period_ms: u64,
+}
+
+impl SlotId for Probe<'_> {
+    fn key(&self) -> &BucketKey {
+        self.key
+    }
+    fn period_ms(&self) -> u64 {
+        self.period_ms
+    }
+}
+
+// Hash and Eq of `Slot` are defined through `dyn SlotId` so that the owned
+// key and a borrowed probe hash identically, as `Borrow` requires.
+impl Hash for dyn SlotId + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+        self.period_ms().hash(state);
+    }
+}
+
+impl PartialEq for dyn SlotId + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.period_ms() == other.period_ms() && self.key() == other.key()
+    }
+}
+
+impl Eq for dyn SlotId + '_ {}
+
+impl Hash for Slot {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self as &dyn SlotId).hash(state);
+    }
+}
+
+impl PartialEq for Slot {
+    fn eq(&self, other: &Self) -> bool {
+        (self as &dyn SlotId) == (other as &dyn SlotId)
+    }
+}
+
+impl Eq for Slot {}
+
+impl<'a> Borrow<dyn SlotId + 'a> for Slot {
+    fn borrow(&self) -> &(dyn SlotId + 'a) {
+        self
+    }
+}
+
+type ShardMap = HashMap<Slot, Window>;
+
+fn lock(shard: &Mutex<ShardMap>) -> MutexGuard<'_, ShardMap> {
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn view_in(map: &ShardMap, key: &BucketKey, period_ms: u64, now_ms: u64) -> View {
+    let probe = Probe { key, period_ms };
+    match map.get(&probe as &dyn SlotId) {
+        Some(window) => View::of(window, now_ms, period_ms),
+        None => View::fresh(now_ms, period_ms),
+    }
+}
+
+fn consume_in(map: &mut ShardMap, key: &BucketKey, period_ms: u64, now_ms: u64) -> View {
+    let probe = Probe { key, period_ms };
+    if let Some(window) = map.get_mut(&probe as &dyn SlotId) {
+        let view = View::of(window, now_ms, period_ms).consumed();
+        *window = view.window();
+        return view;
+    }
+    let view = View::fresh(now_ms, period_ms).consumed();
+    map.insert(
+        Slot {
+            key: key.clone(),
+            period_ms,
+        },
+        view.window(),
+    );
+    view
+}
+
+/// The in-memory backend: exact within one process, nothing shared between
+/// gateway instances.
+pub struct MemoryLimiter {
+    clock: Arc<dyn Clock>,
+    // Separate from the maps' own hashers: shard choice and in-map placement
+    // must not be correlated, or every map would see keys whose hashes share
+    // the bits hashbrown uses for its control bytes.
+    shard_hasher: RandomState,
+    shards: Box<[Mutex<ShardMap>]>,
+}
+
+impl fmt::Debug for MemoryLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // No bucket count: that would lock every shard just to print.
+        f.debug_struct("MemoryLimiter")
+            .field("clock", &self.clock)
+            .field("shards", &self.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryLimiter {
+    fn default() -> Self {
+        Self::new(Arc::new(SystemClock))
+    }
+}
+
+impl MemoryLimiter {
+    /// An empty limiter reading time from `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            shard_hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn shard_of(&self, key: &BucketKey, period_ms: u64) -> usize {
+        let hash = self.shard_hasher.hash_one((key, period_ms));
+        // SHARDS is 64, so the top six bits select a shard uniformly.
+        (hash >> (u64::BITS - SHARDS.trailing_zeros())) as usize
+    }
+
+    /// Number of buckets held.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// Whether no bucket is held.
+    pub fn is_empty(&self) -> bool {
+        self.shards.iter().all(|s| lock(s).is_empty())
+    }
+
+    /// Removes buckets that can no longer affect a decision: those whose
+    /// current window is two or more periods old, which includes every bucket
+    /// idle for longer than two periods. Returns how many were removed.
+    ///
+    /// Shards are locked one at a time, so requests keep flowing meanwhile.
+    pub fn sweep(&self) -> usize {
+        let now = self.clock.now_millis();
+        self.shards
+            .iter()
+            .map(|shard| {
+                let mut map = lock(shard);
+                let before = map.len();
+                map.retain(|slot, window| !window.is_expired(now, slot.period_ms));
+                before - map.len()
+            })
+            .sum()
+    }
+
+    /// Runs [`sweep`](Self::sweep) every `every` (at least 1ms) on a
+    /// dedicated OS thread, so it works under any async runtime or none.
+    ///
+    /// The thread holds only a `Weak` reference, so it never keeps the limiter
+    /// alive, and exits when the limiter is gone. Dropping the returned guard
+    /// wakes and stops the thread immediately and waits for it to finish.
+    pub fn spawn_sweeper(self: &Arc<Self>, every: Duration) -> std::io::Result<SweeperGuard> {
+        let limiter = Arc::downgrade(self);
+        let every = every.max(Duration::from_millis(1));
+        let (stop, stopped) = mpsc::channel::<()>();
+        let handle = thread::Builder::new()
+            .name("ratelimit-sweeper".into())
+            .spawn(move || {
+                // The guard never sends; its sender being dropped is the stop
+                // signal, which also interrupts the wait at once.
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    let Some(limiter) = limiter.upgrade() else {
+                        return;
+                    };
+                    limiter.sweep();
+                }
+            })?;
+        Ok(SweeperGuard {
+            stop: Some(stop),
+            handle: Some(handle),
+        })
+    }
+
+    /// Synchronous form of [`RateLimiter::check`]: evaluates every check and
+    /// consumes one unit from each bucket only if all allow. Never blocks on
+    /// anything but the shard mutexes.
+    ///
+    /// Checks that name the same bucket (same key and period) share it: it is
+    /// charged once per request, and each such check is judged against its own limit.
+    pub fn check_now(&self, checks: &[LimitCheck]) -> Decision {
+        let now = self.clock.now_millis();
+        let mut statuses = Vec::with_capacity(checks.len());
+        if checks.is_empty() {
+            return Decision {
+                allowed: true,
+                statuses,
+            };
+        }
+
+        let mut inline = [0u8; INLINE_CHECKS];
+        let mut spilled = Vec::new();
+        let shard_ix: &mut [u8] = if checks.len() <= INLINE_CHECKS {
+            &mut inline[..checks.len()]
+        } else {
+            spilled.resize(checks.len(), 0);
+            &mut spilled
+        };
+        let mut touched = 0u64;
+        for (slot, check) in shard_ix.iter_mut().zip(checks) {
+            let shard = self.shard_of(&check.key, check.spec.period_ms());
+            // SHARDS is 64, so a shard index always fits a u8.
+            *slot = shard as u8;
+            touched |= 1 << shard;
+        }
+
+        let mut locked = Locked::ascending(&self.shards, touched);
+
+        let allowed = checks.iter().zip(shard_ix.iter()).all(|(check, &shard)| {
+            view_in(locked.map(shard), &check.key, check.spec.period_ms(), now).remaining(check.spec.limit) > 0
+        });
+
+        for (i, (check, &shard)) in checks.iter().zip(shard_ix.iter()).enumerate() {
+            let period_ms = check.spec.period_ms();
+            let view = if allowed && !shares_earlier_bucket(checks, shard_ix, i) {
+                consume_in(locked.map(shard), &check.key, period_ms, now)
+            } else {
+                view_in(locked.map(shard), &check.key, period_ms, now)
+            };
+            statuses.push(view.status(check.key.dimension, &check.spec, !allowed));
+        }
+        Decision { allowed, statuses }
+    }
+
+    /// Synchronous form of [`RateLimiter::peek`]: the bucket's status without
+    /// consuming, and without creating a bucket that does not exist.
+    pub fn peek_now(&self, check: &LimitCheck) -> LimitStatus {
+        let now = self.clock.now_millis();
+        let period_ms = check.spec.period_ms();
+        let shard = self.shard_of(&check.key, period_ms);
+        let view = view_in(&lock(&self.shards[shard]), &check.key, period_ms, now);
+        view.status(check.key.dimension, &check.spec, true)
+    }
+}
+
+/// The shards one check holds, locked in ascending index order, which is the
+/// deadlock-avoidance rule shared by every check.
+struct Locked<'a> {
+    shards: &'a [Mutex<ShardMap>],
+    guards: [Option<MutexGuard<'a, ShardMap>>; SHARDS],
+}
+
+impl<'a> Locked<'a> {
+    fn ascending(shards: &'a [Mutex<ShardMap>], mask: u64) -> Self {
+        let mut guards = [const { None }; SHARDS];
+        let mut pending = mask;
+        while pending != 0 {
+            let shard = pending.trailing_zeros() as usize;
+            guards[shard] = Some(lock(&shards[shard]));
+            pending &= pending - 1;
+        }
+        Self { shards, guards }
+    }
+
+    fn map(&mut self, shard: u8) -> &mut ShardMap {
+        let shard = usize::from(shard);
+        // Every shard a check names was locked in `ascending`; the fallback
+        // only spares an unwrap and never runs.
+        self.guards[shard].get_or_insert_with(|| lock(&self.shards[shard]))
+    }
+}
+
+/// Whether check `i` names a bucket an earlier check in the same request
+/// already charged. Quadratic, but a request carries a handful of checks and
+/// the shard comparison rejects almost every pair without touching the keys.
+fn shares_earlier_bucket(checks: &[LimitCheck], shard_ix: &[u8], i: usize) -> bool {
+    let check = &checks[i];
+    checks[..i]
+        .iter()
+        .zip(&shard_ix[..i])
+        .any(|(earlier, &shard)| {
+            shard == shard_ix[i]
+                && earlier.spec.period_ms() == check.spec.period_ms()
+                && earlier.key == check.key
+        })
+}
+
+#[async_trait]
+impl RateLimiter for MemoryLimiter {
+    async fn check(&self, checks: &[LimitCheck]) -> Result<Decision, RateLimitError> {
+        Ok(self.check_now(checks))
+    }
+
+    async fn peek(&self, check: &LimitCheck) -> Result<LimitStatus, RateLimitError> {
+        Ok(self.peek_now(check))
+    }
+
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+}
+
+/// Stops the sweeper thread started by [`MemoryLimiter::spawn_sweeper`] when dropped.
+#[derive(Debug)]
+#[must_use = "dropping the guard stops the sweeper at once"]
+pub struct SweeperGuard {
+    stop: Option<mpsc::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Drop for SweeperGuard {
+    fn drop(&mut self) {
+        // Closing the channel wakes the thread out of its wait immediately.
+        drop(self.stop.take());
+        if let Some(handle) = self.handle.take() {
+            // A panic in the sweeper has nothing left to clean up; ignoring it
+            // keeps a drop from panicking in turn.
+            let _ = handle.join();
+        }
+    }
+}
