@@ -88,7 +88,10 @@ pub struct BodyLimits {
 
 impl BodyLimits {
     pub fn for_route(&self, template: &str) -> usize {
-        self.routes.get(template).copied().unwrap_or(self.default_bytes)
+        self.routes
+            .get(template)
+            .copied()
+            .unwrap_or(self.default_bytes)
     }
 }
 
@@ -148,10 +151,16 @@ impl GatewayConfig {
 
 /// Loads the configuration: defaults, then the YAML file (`config_path`, else `INFERGATE_CONFIG`),
 /// then `env` (which the binary builds from `.env` under the process environment).
-pub fn load_gateway(config_path: Option<&Path>, env: &dyn Source) -> Result<GatewayConfig, ConfigError> {
+pub fn load_gateway(
+    config_path: Option<&Path>,
+    env: &dyn Source,
+) -> Result<GatewayConfig, ConfigError> {
     let path: Option<PathBuf> = match config_path {
         Some(p) => Some(p.to_path_buf()),
-        None => env.get("INFERGATE_CONFIG").filter(|s| !s.trim().is_empty()).map(PathBuf::from),
+        None => env
+            .get("INFERGATE_CONFIG")
+            .filter(|s| !s.trim().is_empty())
+            .map(PathBuf::from),
     };
     let (mut raw, base_dir) = match &path {
         Some(p) => {
@@ -182,8 +191,14 @@ pub fn load_gateway(config_path: Option<&Path>, env: &dyn Source) -> Result<Gate
         base_dir
     };
     let mut cfg = validate(raw, path, &keys_base, set_by_env.clone())?;
-    cfg.auth.api_key = env.get("API_KEY").filter(|s| !s.trim().is_empty()).map(|s| Secret::new(s.trim()));
-    cfg.auth.api_keys = env.get("API_KEYS").filter(|s| !s.trim().is_empty()).map(Secret::new);
+    cfg.auth.api_key = env
+        .get("API_KEY")
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| Secret::new(s.trim()));
+    cfg.auth.api_keys = env
+        .get("API_KEYS")
+        .filter(|s| !s.trim().is_empty())
+        .map(Secret::new);
     Ok(cfg)
 }
 
@@ -201,13 +216,16 @@ fn apply_env(
         raw.listen = v;
     }
     if let Some(v) = get("INFERGATE_WORKERS", "workers") {
-        raw.workers = v
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError::invalid("INFERGATE_WORKERS", &v, "a whole number (0 = one per CPU)"))?;
+        raw.workers = v.trim().parse().map_err(|_| {
+            ConfigError::invalid("INFERGATE_WORKERS", &v, "a whole number (0 = one per CPU)")
+        })?;
     }
-    if let Some(v) = get("INFERGATE_SHUTDOWN_TIMEOUT_SECONDS", "shutdown_timeout_seconds") {
-        raw.shutdown_timeout_seconds = parse::positive_u64("INFERGATE_SHUTDOWN_TIMEOUT_SECONDS", &v)?;
+    if let Some(v) = get(
+        "INFERGATE_SHUTDOWN_TIMEOUT_SECONDS",
+        "shutdown_timeout_seconds",
+    ) {
+        raw.shutdown_timeout_seconds =
+            parse::positive_u64("INFERGATE_SHUTDOWN_TIMEOUT_SECONDS", &v)?;
     }
     if let Some(v) = get("DEBUG", "debug") {
         raw.debug = parse::boolean("DEBUG", &v)?;
@@ -215,10 +233,17 @@ fn apply_env(
     if let Some(v) = get("INFERGATE_UPSTREAM", "upstream.url") {
         raw.upstream.url = v;
     }
-    if let Some(v) = get("INFERGATE_UPSTREAM_TIMEOUT_SECONDS", "upstream.timeout_seconds") {
-        raw.upstream.timeout_seconds = parse::positive_u64("INFERGATE_UPSTREAM_TIMEOUT_SECONDS", &v)?;
+    if let Some(v) = get(
+        "INFERGATE_UPSTREAM_TIMEOUT_SECONDS",
+        "upstream.timeout_seconds",
+    ) {
+        raw.upstream.timeout_seconds =
+            parse::positive_u64("INFERGATE_UPSTREAM_TIMEOUT_SECONDS", &v)?;
     }
-    if let Some(v) = get("INFERGATE_UPSTREAM_CONNECT_TIMEOUT_SECONDS", "upstream.connect_timeout_seconds") {
+    if let Some(v) = get(
+        "INFERGATE_UPSTREAM_CONNECT_TIMEOUT_SECONDS",
+        "upstream.connect_timeout_seconds",
+    ) {
         raw.upstream.connect_timeout_seconds =
             parse::positive_u64("INFERGATE_UPSTREAM_CONNECT_TIMEOUT_SECONDS", &v)?;
     }
@@ -249,7 +274,10 @@ fn apply_env(
     if let Some(v) = get("INFERGATE_API_KEY_HEADER", "auth.header_name") {
         raw.auth.header_name = v;
     }
-    if let Some(v) = get("INFERGATE_API_KEY_QUERY_ENABLED", "auth.query_param_enabled") {
+    if let Some(v) = get(
+        "INFERGATE_API_KEY_QUERY_ENABLED",
+        "auth.query_param_enabled",
+    ) {
         raw.auth.query_param_enabled = parse::boolean("INFERGATE_API_KEY_QUERY_ENABLED", &v)?;
     }
     if let Some(v) = get("INFERGATE_KEYS_FILE", "auth.keys_file") {
@@ -283,7 +311,8 @@ fn apply_env(
             let spec = parse::rate("RATE_LIMIT_DEFAULT", d)?;
             if spec != pair {
                 return Err(ConfigError::Contradiction {
-                    settings: "RATE_LIMIT_DEFAULT, RATE_LIMIT_REQUESTS/RATE_LIMIT_PERIOD_SECONDS".into(),
+                    settings: "RATE_LIMIT_DEFAULT, RATE_LIMIT_REQUESTS/RATE_LIMIT_PERIOD_SECONDS"
+                        .into(),
                     detail: format!("{d} is not {pair}; set one or make them agree"),
                 });
             }
@@ -308,7 +337,8 @@ fn apply_env(
         raw.security_headers.enabled = parse::boolean("SECURITY_HEADERS_ENABLED", &v)?;
     }
     if let Some(v) = get("INFERGATE_MAX_BODY_BYTES", "body_limits.default_bytes") {
-        raw.body_limits.default_bytes = parse::positive_u64("INFERGATE_MAX_BODY_BYTES", &v)? as usize;
+        raw.body_limits.default_bytes =
+            parse::positive_u64("INFERGATE_MAX_BODY_BYTES", &v)? as usize;
     }
     if let Some(v) = get("INFERGATE_MAX_BATCH_BODY_BYTES", "body_limits.routes") {
         let n = parse::positive_u64("INFERGATE_MAX_BATCH_BODY_BYTES", &v)? as usize;
@@ -350,23 +380,41 @@ fn validate(
     keys_base: &Path,
     set_by_env: BTreeMap<&'static str, &'static str>,
 ) -> Result<GatewayConfig, ConfigError> {
-    let name = |path: &'static str| -> &'static str { set_by_env.get(path).copied().unwrap_or(path) };
+    let name =
+        |path: &'static str| -> &'static str { set_by_env.get(path).copied().unwrap_or(path) };
 
     let listen = parse::socket_addr(name("listen"), &raw.listen)?;
     let upstream_url = parse::upstream_url(name("upstream.url"), &raw.upstream.url)?;
     for (path, v) in [
         ("upstream.timeout_seconds", raw.upstream.timeout_seconds),
-        ("upstream.connect_timeout_seconds", raw.upstream.connect_timeout_seconds),
-        ("upstream.idle_timeout_seconds", raw.upstream.idle_timeout_seconds),
+        (
+            "upstream.connect_timeout_seconds",
+            raw.upstream.connect_timeout_seconds,
+        ),
+        (
+            "upstream.idle_timeout_seconds",
+            raw.upstream.idle_timeout_seconds,
+        ),
         ("shutdown_timeout_seconds", raw.shutdown_timeout_seconds),
-        ("rate_limit.sweep_interval_seconds", raw.rate_limit.sweep_interval_seconds),
+        (
+            "rate_limit.sweep_interval_seconds",
+            raw.rate_limit.sweep_interval_seconds,
+        ),
     ] {
         if v == 0 {
-            return Err(ConfigError::invalid(name(path), "0", "a positive number of seconds"));
+            return Err(ConfigError::invalid(
+                name(path),
+                "0",
+                "a positive number of seconds",
+            ));
         }
     }
     if raw.upstream.max_connections == 0 {
-        return Err(ConfigError::invalid("upstream.max_connections", "0", "a positive whole number"));
+        return Err(ConfigError::invalid(
+            "upstream.max_connections",
+            "0",
+            "a positive whole number",
+        ));
     }
     if !is_header_token(&raw.upstream.api_key_header) {
         return Err(ConfigError::invalid(
@@ -411,7 +459,11 @@ fn validate(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let permissions = Permissions::with_overrides(&overrides).map_err(|e| {
-        ConfigError::invalid("auth.permissions", format!("{:?}", raw.auth.permissions), e.to_string())
+        ConfigError::invalid(
+            "auth.permissions",
+            format!("{:?}", raw.auth.permissions),
+            e.to_string(),
+        )
     })?;
     let table = RouteTable::gateway();
     let known_routes = || {
@@ -424,7 +476,11 @@ fn validate(
     };
     for r in &raw.auth.public_routes {
         if table.find_template(r).is_none() {
-            return Err(ConfigError::invalid("auth.public_routes", r, known_routes()));
+            return Err(ConfigError::invalid(
+                "auth.public_routes",
+                r,
+                known_routes(),
+            ));
         }
     }
     let keys_file = {
@@ -464,18 +520,29 @@ fn validate(
         other => other.map(Secret::new),
     };
     let default = parse::rate(name("rate_limit.default"), &raw.rate_limit.default)?;
-    let authenticated = parse::rate(name("rate_limit.authenticated"), &raw.rate_limit.authenticated)?;
+    let authenticated = parse::rate(
+        name("rate_limit.authenticated"),
+        &raw.rate_limit.authenticated,
+    )?;
     let admin = parse::rate(name("rate_limit.admin"), &raw.rate_limit.admin)?;
     let mut endpoints = BTreeMap::new();
     for (route, spec) in &raw.rate_limit.endpoints {
         if table.find_template(route).is_none() {
-            return Err(ConfigError::invalid("rate_limit.endpoints", route, known_routes()));
+            return Err(ConfigError::invalid(
+                "rate_limit.endpoints",
+                route,
+                known_routes(),
+            ));
         }
         endpoints.insert(route.clone(), parse::rate("rate_limit.endpoints", spec)?);
     }
     for route in &raw.rate_limit.exempt_from_default {
         if table.find_template(route).is_none() {
-            return Err(ConfigError::invalid("rate_limit.exempt_from_default", route, known_routes()));
+            return Err(ConfigError::invalid(
+                "rate_limit.exempt_from_default",
+                route,
+                known_routes(),
+            ));
         }
     }
 
@@ -498,24 +565,37 @@ fn validate(
     }
     for (route, n) in &raw.body_limits.routes {
         if table.find_template(route).is_none() {
-            return Err(ConfigError::invalid("body_limits.routes", route, known_routes()));
+            return Err(ConfigError::invalid(
+                "body_limits.routes",
+                route,
+                known_routes(),
+            ));
         }
         if *n == 0 {
-            return Err(ConfigError::invalid(name("body_limits.routes"), "0", "a positive number of bytes"));
+            return Err(ConfigError::invalid(
+                name("body_limits.routes"),
+                "0",
+                "a positive number of bytes",
+            ));
         }
     }
     let format = match raw.logging.format.trim().to_ascii_lowercase().as_str() {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
         _ => {
-            return Err(ConfigError::invalid(name("logging.format"), &raw.logging.format, "text or json"));
+            return Err(ConfigError::invalid(
+                name("logging.format"),
+                &raw.logging.format,
+                "text or json",
+            ));
         }
     };
-    let level = if raw.debug && !set_by_env.contains_key("logging.level") && raw.logging.level == "info" {
-        "debug".to_string()
-    } else {
-        raw.logging.level
-    };
+    let level =
+        if raw.debug && !set_by_env.contains_key("logging.level") && raw.logging.level == "info" {
+            "debug".to_string()
+        } else {
+            raw.logging.level
+        };
 
     Ok(GatewayConfig {
         config_file,

@@ -22,8 +22,8 @@ pub mod secret;
 pub mod source;
 
 pub use gateway::{
-    AuthSettings, BodyLimits, CorsSettings, GatewayConfig, LogFormat, LogSettings, RateLimitSettings,
-    Storage, TlsSettings, UpstreamSettings, load_gateway,
+    AuthSettings, BodyLimits, CorsSettings, GatewayConfig, LogFormat, LogSettings,
+    RateLimitSettings, Storage, TlsSettings, UpstreamSettings, load_gateway,
 };
 pub use secret::Secret;
 pub use source::{MapSource, ProcessEnv, Source};
@@ -49,7 +49,11 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    pub fn invalid(setting: impl Into<String>, value: impl Into<String>, accepted: impl Into<String>) -> Self {
+    pub fn invalid(
+        setting: impl Into<String>,
+        value: impl Into<String>,
+        accepted: impl Into<String>,
+    ) -> Self {
         ConfigError::Invalid {
             setting: setting.into(),
             value: value.into(),

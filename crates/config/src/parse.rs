@@ -26,15 +26,18 @@ pub fn rate(setting: &str, value: &str) -> Result<RateSpec, ConfigError> {
 pub fn positive_u64(setting: &str, value: &str) -> Result<u64, ConfigError> {
     match value.trim().parse::<u64>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(ConfigError::invalid(setting, value, "a positive whole number")),
+        _ => Err(ConfigError::invalid(
+            setting,
+            value,
+            "a positive whole number",
+        )),
     }
 }
 
 pub fn socket_addr(setting: &str, value: &str) -> Result<SocketAddr, ConfigError> {
-    value
-        .trim()
-        .parse::<SocketAddr>()
-        .map_err(|_| ConfigError::invalid(setting, value, "IP:PORT, e.g. 127.0.0.1:8000 or [::]:8000"))
+    value.trim().parse::<SocketAddr>().map_err(|_| {
+        ConfigError::invalid(setting, value, "IP:PORT, e.g. 127.0.0.1:8000 or [::]:8000")
+    })
 }
 
 /// A list given either as JSON (`["a","b"]`, as pydantic settings read them) or comma-separated.
@@ -42,7 +45,11 @@ pub fn list(setting: &str, value: &str) -> Result<Vec<String>, ConfigError> {
     let trimmed = value.trim();
     if trimmed.starts_with('[') {
         return serde_json::from_str::<Vec<String>>(trimmed).map_err(|_| {
-            ConfigError::invalid(setting, value, "a JSON list of strings or a comma-separated list")
+            ConfigError::invalid(
+                setting,
+                value,
+                "a JSON list of strings or a comma-separated list",
+            )
         });
     }
     Ok(trimmed
@@ -61,7 +68,11 @@ pub fn cidrs(setting: &str, values: &[String]) -> Result<Vec<IpNet>, ConfigError
             v.parse::<IpNet>()
                 .or_else(|_| v.parse::<std::net::IpAddr>().map(IpNet::from))
                 .map_err(|_| {
-                    ConfigError::invalid(setting, v, "CIDRs or addresses, e.g. 10.0.0.0/8, 127.0.0.1")
+                    ConfigError::invalid(
+                        setting,
+                        v,
+                        "CIDRs or addresses, e.g. 10.0.0.0/8, 127.0.0.1",
+                    )
                 })
         })
         .collect()
@@ -95,7 +106,10 @@ mod tests {
     #[test]
     fn upstream_urls() {
         assert_eq!(upstream_url("U", "http://h:1/").unwrap(), "http://h:1");
-        assert_eq!(upstream_url("U", "http://h:1/base").unwrap(), "http://h:1/base");
+        assert_eq!(
+            upstream_url("U", "http://h:1/base").unwrap(),
+            "http://h:1/base"
+        );
         assert!(upstream_url("U", "ftp://h").is_err());
         assert!(upstream_url("U", "http://").is_err());
     }

@@ -14,7 +14,12 @@ pub struct MapSource(pub HashMap<String, String>);
 
 impl MapSource {
     pub fn new<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
-        MapSource(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        MapSource(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 }
 

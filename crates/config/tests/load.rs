@@ -40,15 +40,23 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(cfg.rate_limit.default.to_string(), "100/minute");
     assert_eq!(cfg.rate_limit.authenticated.to_string(), "1000/minute");
     assert_eq!(cfg.rate_limit.admin.to_string(), "10000/minute");
-    assert_eq!(cfg.rate_limit.endpoints["/models/load"].to_string(), "10/minute");
+    assert_eq!(
+        cfg.rate_limit.endpoints["/models/load"].to_string(),
+        "10/minute"
+    );
     assert_eq!(cfg.body_limits.for_route("/inference"), 1024 * 1024);
-    assert_eq!(cfg.body_limits.for_route("/inference/batch"), 10 * 1024 * 1024);
+    assert_eq!(
+        cfg.body_limits.for_route("/inference/batch"),
+        10 * 1024 * 1024
+    );
     assert!(cfg.auth.enabled && cfg.auth.query_param_enabled && cfg.security_headers);
 }
 
 #[test]
 fn environment_overrides_the_file() {
-    let f = yaml_file("listen: 127.0.0.1:7000\nrate_limit:\n  default: 5/second\ncors:\n  origins: [https://a.example]\n");
+    let f = yaml_file(
+        "listen: 127.0.0.1:7000\nrate_limit:\n  default: 5/second\ncors:\n  origins: [https://a.example]\n",
+    );
     let env = MapSource::new([
         ("RATE_LIMIT_DEFAULT", "7/minute"),
         ("CORS_ORIGINS", "https://b.example, https://c.example"),
@@ -58,12 +66,19 @@ fn environment_overrides_the_file() {
         ("INFERGATE_UPSTREAM", "http://10.1.2.3:8080/"),
     ]);
     let cfg = load_gateway(Some(f.path()), &env).unwrap();
-    assert_eq!(cfg.listen.port(), 7000, "file value kept where env is silent");
+    assert_eq!(
+        cfg.listen.port(),
+        7000,
+        "file value kept where env is silent"
+    );
     assert_eq!(cfg.rate_limit.default.to_string(), "7/minute");
     assert_eq!(cfg.cors.origins, ["https://b.example", "https://c.example"]);
     assert_eq!(cfg.trusted_hosts, ["api.example.com", "*.example.org"]);
     assert_eq!(cfg.auth.api_key.as_ref().unwrap().expose(), "sk-single");
-    assert_eq!(cfg.auth.api_keys.as_ref().unwrap().expose(), "k1:user,k2:readonly");
+    assert_eq!(
+        cfg.auth.api_keys.as_ref().unwrap().expose(),
+        "k1:user,k2:readonly"
+    );
     assert_eq!(cfg.upstream.url, "http://10.1.2.3:8080");
     assert_eq!(cfg.setting_name("rate_limit.default"), "RATE_LIMIT_DEFAULT");
     assert_eq!(cfg.setting_name("listen"), "listen");
@@ -101,12 +116,26 @@ fn seed_variables_keep_their_meaning() {
 
 #[test]
 fn requests_and_period_make_the_default() {
-    let cfg = load(&[("RATE_LIMIT_REQUESTS", "30"), ("RATE_LIMIT_PERIOD_SECONDS", "10")]).unwrap();
+    let cfg = load(&[
+        ("RATE_LIMIT_REQUESTS", "30"),
+        ("RATE_LIMIT_PERIOD_SECONDS", "10"),
+    ])
+    .unwrap();
     assert_eq!(cfg.rate_limit.default.limit, 30);
     assert_eq!(cfg.rate_limit.default.period.as_secs(), 10);
     // Agreeing with RATE_LIMIT_DEFAULT is fine; disagreeing is a contradiction.
-    assert!(load(&[("RATE_LIMIT_REQUESTS", "30"), ("RATE_LIMIT_DEFAULT", "30/minute")]).is_ok());
-    let err = load(&[("RATE_LIMIT_REQUESTS", "30"), ("RATE_LIMIT_DEFAULT", "40/minute")]).unwrap_err();
+    assert!(
+        load(&[
+            ("RATE_LIMIT_REQUESTS", "30"),
+            ("RATE_LIMIT_DEFAULT", "30/minute")
+        ])
+        .is_ok()
+    );
+    let err = load(&[
+        ("RATE_LIMIT_REQUESTS", "30"),
+        ("RATE_LIMIT_DEFAULT", "40/minute"),
+    ])
+    .unwrap_err();
     assert!(matches!(err, ConfigError::Contradiction { .. }), "{err}");
 }
 
@@ -139,7 +168,10 @@ fn every_bad_setting_names_itself() {
     for (name, value) in cases {
         let err = load(&[(name, value)]).expect_err(&format!("{name}={value} must fail"));
         let msg = err.to_string();
-        assert!(msg.contains(name), "{name}={value}: message does not name the setting: {msg}");
+        assert!(
+            msg.contains(name),
+            "{name}={value}: message does not name the setting: {msg}"
+        );
         assert!(!msg.contains('\n'), "one line: {msg}");
     }
 }
@@ -148,7 +180,10 @@ fn every_bad_setting_names_itself() {
 fn contradictions_fail() {
     let err = load(&[("CORS_ORIGINS", "*"), ("CORS_ALLOW_CREDENTIALS", "true")]).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("CORS_ORIGINS") && msg.contains("CORS_ALLOW_CREDENTIALS"), "{msg}");
+    assert!(
+        msg.contains("CORS_ORIGINS") && msg.contains("CORS_ALLOW_CREDENTIALS"),
+        "{msg}"
+    );
     let err = load(&[("INFERGATE_TLS_CERT", "/tmp/cert.pem")]).unwrap_err();
     assert!(err.to_string().contains("INFERGATE_TLS_KEY"), "{err}");
 }
@@ -156,16 +191,30 @@ fn contradictions_fail() {
 #[test]
 fn yaml_errors_name_the_file_and_the_field() {
     let f = yaml_file("rate_limit:\n  defualt: 5/second\n");
-    let msg = load_gateway(Some(f.path()), &MapSource::default()).unwrap_err().to_string();
+    let msg = load_gateway(Some(f.path()), &MapSource::default())
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("defualt"), "{msg}");
     let f = yaml_file("auth:\n  permissions:\n    superuser: [\"GET /models\"]\n");
-    let msg = load_gateway(Some(f.path()), &MapSource::default()).unwrap_err().to_string();
+    let msg = load_gateway(Some(f.path()), &MapSource::default())
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("superuser"), "{msg}");
     let f = yaml_file("rate_limit:\n  endpoints:\n    /nope: 5/second\n");
-    let msg = load_gateway(Some(f.path()), &MapSource::default()).unwrap_err().to_string();
+    let msg = load_gateway(Some(f.path()), &MapSource::default())
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("/nope"), "{msg}");
-    let missing = load_gateway(Some(std::path::Path::new("/nonexistent/gw.yaml")), &MapSource::default());
-    assert!(missing.unwrap_err().to_string().contains("/nonexistent/gw.yaml"));
+    let missing = load_gateway(
+        Some(std::path::Path::new("/nonexistent/gw.yaml")),
+        &MapSource::default(),
+    );
+    assert!(
+        missing
+            .unwrap_err()
+            .to_string()
+            .contains("/nonexistent/gw.yaml")
+    );
 }
 
 #[test]

@@ -72,7 +72,9 @@ fn strip_port(host: &str) -> &str {
     }
     match host.rsplit_once(':') {
         // More than one colon without brackets is a bare IPv6 address.
-        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
         _ => host,
     }
 }

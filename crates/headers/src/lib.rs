@@ -16,7 +16,8 @@ use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 pub use hosts::{HostMatcher, HostPatternError};
 
 /// Strict policy for JSON API responses: nothing may be loaded, framed or used as a base.
-pub const CSP_API: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+pub const CSP_API: &str =
+    "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 /// Relaxed only as far as the self-hosted docs page needs: its own script, style and the spec.
 pub const CSP_DOCS: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
@@ -37,9 +38,15 @@ impl Default for SecurityHeaders {
 impl SecurityHeaders {
     pub fn new() -> Self {
         let common = vec![
-            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
             (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-            (header::X_XSS_PROTECTION, HeaderValue::from_static("1; mode=block")),
+            (
+                header::X_XSS_PROTECTION,
+                HeaderValue::from_static("1; mode=block"),
+            ),
             (
                 header::STRICT_TRANSPORT_SECURITY,
                 HeaderValue::from_static("max-age=31536000; includeSubDomains"),
@@ -66,7 +73,11 @@ impl SecurityHeaders {
         for (name, value) in &self.common {
             headers.insert(name.clone(), value.clone());
         }
-        let csp = if docs_page { &self.csp_docs } else { &self.csp_api };
+        let csp = if docs_page {
+            &self.csp_docs
+        } else {
+            &self.csp_api
+        };
         headers.insert(header::CONTENT_SECURITY_POLICY, csp.clone());
     }
 }

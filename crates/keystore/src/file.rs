@@ -99,7 +99,11 @@ pub fn parse_expiry(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
         return Some(dt.with_timezone(&Utc));
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S",
+    ] {
         if let Ok(naive) = NaiveDateTime::parse_from_str(s, fmt) {
             return Some(naive.and_utc());
         }
@@ -186,7 +190,9 @@ mod tests {
         let roles: Vec<_> = keys.iter().map(|k| k.role).collect();
         assert_eq!(roles, [Role::Admin, Role::User, Role::Readonly, Role::User]);
         assert_eq!(keys[1].secret, "k2");
-        let err = parse_api_keys("k1:root", "API_KEYS").unwrap_err().to_string();
+        let err = parse_api_keys("k1:root", "API_KEYS")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("root"), "{err}");
         assert!(!err.contains("k1"), "error must not echo the key: {err}");
     }
@@ -209,7 +215,12 @@ mod tests {
         let keys = parse_keys_document(yaml, "k.yaml").unwrap();
         assert_eq!(keys[0].rate_limit.map(|r| r.limit), Some(5));
         let bad_role = "keys:\n  sk-1:\n    role: wizard\n";
-        assert!(parse_keys_document(bad_role, "k.yaml").unwrap_err().to_string().contains("wizard"));
+        assert!(
+            parse_keys_document(bad_role, "k.yaml")
+                .unwrap_err()
+                .to_string()
+                .contains("wizard")
+        );
         let bad_exp = "keys:\n  sk-1:\n    role: user\n    expires: tomorrow\n";
         assert!(parse_keys_document(bad_exp, "k.yaml").is_err());
     }

@@ -30,7 +30,9 @@ pub enum KeyStoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("keys file {path} is not valid YAML or JSON of the form {{keys: {{<key>: {{name, role, expires}}}}}}: {detail}")]
+    #[error(
+        "keys file {path} is not valid YAML or JSON of the form {{keys: {{<key>: {{name, role, expires}}}}}}: {detail}"
+    )]
     Parse { path: String, detail: String },
     #[error("key {name:?} in {origin}: {detail}")]
     Invalid {
@@ -49,7 +51,11 @@ pub enum KeyStoreError {
 pub trait KeyStore: Send + Sync + std::fmt::Debug {
     /// Looks up a presented credential. Implementations compare secrets in constant time and never
     /// log or return the presented value.
-    async fn verify(&self, presented: &str, now: DateTime<Utc>) -> Result<Verification, KeyStoreError>;
+    async fn verify(
+        &self,
+        presented: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Verification, KeyStoreError>;
 
     /// Every record (for status pages and admin listings); never includes secrets.
     async fn list(&self) -> Result<Vec<Arc<KeyRecord>>, KeyStoreError>;

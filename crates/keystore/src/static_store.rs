@@ -83,7 +83,11 @@ impl StaticKeyStore {
 
 #[async_trait::async_trait]
 impl KeyStore for StaticKeyStore {
-    async fn verify(&self, presented: &str, now: DateTime<Utc>) -> Result<Verification, KeyStoreError> {
+    async fn verify(
+        &self,
+        presented: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Verification, KeyStoreError> {
         Ok(self.verify_now(presented, now))
     }
 

@@ -29,17 +29,32 @@ async fn valid_unknown_and_expired() {
         }
         other => panic!("expected valid, got {other:?}"),
     }
-    assert!(matches!(store.verify("old-key-1234567", now).await.unwrap(), Verification::Expired(_)));
-    assert_eq!(store.verify("good-key-12345", now).await.unwrap(), Verification::Unknown);
+    assert!(matches!(
+        store.verify("old-key-1234567", now).await.unwrap(),
+        Verification::Expired(_)
+    ));
+    assert_eq!(
+        store.verify("good-key-12345", now).await.unwrap(),
+        Verification::Unknown
+    );
     assert_eq!(store.verify("", now).await.unwrap(), Verification::Unknown);
 }
 
 #[tokio::test]
 async fn duplicates_are_rejected_and_listing_has_no_secrets() {
-    let dup = StaticKeyStore::new(vec![key("same", Role::User, None), key("same", Role::Admin, None)]);
+    let dup = StaticKeyStore::new(vec![
+        key("same", Role::User, None),
+        key("same", Role::Admin, None),
+    ]);
     assert!(dup.is_err());
-    let store = StaticKeyStore::new(parse_api_keys("alpha-secret:admin,beta-secret:readonly", "API_KEYS").unwrap()).unwrap();
+    let store = StaticKeyStore::new(
+        parse_api_keys("alpha-secret:admin,beta-secret:readonly", "API_KEYS").unwrap(),
+    )
+    .unwrap();
     let listed = format!("{:?}", store.list().await.unwrap());
-    assert!(!listed.contains("alpha-secret") && !listed.contains("beta-secret"), "{listed}");
+    assert!(
+        !listed.contains("alpha-secret") && !listed.contains("beta-secret"),
+        "{listed}"
+    );
     assert_eq!(store.len(), 2);
 }

@@ -185,7 +185,10 @@ mod tests {
         let c = extract_credential(&rules(), None, Some("bearer abc"), None)
             .unwrap()
             .unwrap();
-        assert_eq!((c.value.as_ref(), c.source), ("abc", CredentialSource::Bearer));
+        assert_eq!(
+            (c.value.as_ref(), c.source),
+            ("abc", CredentialSource::Bearer)
+        );
         assert_eq!(
             extract_credential(&rules(), None, Some("Basic dXNlcjpwYXNz"), None),
             Err(CredentialError::MalformedAuthorization)
@@ -201,12 +204,18 @@ mod tests {
         let c = extract_credential(&rules(), None, None, Some("a=1&api_key=ab%2Bc&b=2"))
             .unwrap()
             .unwrap();
-        assert_eq!((c.value.as_ref(), c.source), ("ab+c", CredentialSource::Query));
+        assert_eq!(
+            (c.value.as_ref(), c.source),
+            ("ab+c", CredentialSource::Query)
+        );
         let off = CredentialRules {
             query_param: None,
             ..rules()
         };
-        assert_eq!(extract_credential(&off, None, None, Some("api_key=abc")), Ok(None));
+        assert_eq!(
+            extract_credential(&off, None, None, Some("api_key=abc")),
+            Ok(None)
+        );
     }
 
     #[test]

@@ -16,8 +16,8 @@ pub mod role;
 pub mod routes;
 
 pub use credential::{
-    Credential, CredentialError, CredentialRules, CredentialSource, extract_credential, mask_secret,
-    strip_query_param,
+    Credential, CredentialError, CredentialRules, CredentialSource, extract_credential,
+    mask_secret, strip_query_param,
 };
 pub use permissions::{PermissionError, Permissions, Rule};
 pub use role::{Role, UnknownRole};

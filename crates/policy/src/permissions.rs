@@ -18,7 +18,9 @@ pub struct Rule {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PermissionError {
-    #[error("rule {0:?} is not of the form \"[METHOD] /path\" (METHOD is GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS or *; /path may end with *)")]
+    #[error(
+        "rule {0:?} is not of the form \"[METHOD] /path\" (METHOD is GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS or *; /path may end with *)"
+    )]
     BadRule(String),
     #[error(transparent)]
     UnknownRole(#[from] UnknownRole),
@@ -108,7 +110,9 @@ impl Permissions {
     }
 
     /// Defaults with some roles' rules replaced, as configured (`role → ["GET /models", …]`).
-    pub fn with_overrides(overrides: &HashMap<String, Vec<String>>) -> Result<Self, PermissionError> {
+    pub fn with_overrides(
+        overrides: &HashMap<String, Vec<String>>,
+    ) -> Result<Self, PermissionError> {
         let mut p = Self::defaults();
         for (role, list) in overrides {
             let role: Role = role.parse()?;
@@ -170,9 +174,15 @@ mod tests {
         assert!(p.allows(Role::User, "POST", "/inference"));
 
         o.insert("root".to_string(), vec![]);
-        assert!(matches!(Permissions::with_overrides(&o), Err(PermissionError::UnknownRole(_))));
+        assert!(matches!(
+            Permissions::with_overrides(&o),
+            Err(PermissionError::UnknownRole(_))
+        ));
         let mut bad = HashMap::new();
         bad.insert("user".to_string(), vec!["FETCH /x".to_string()]);
-        assert!(matches!(Permissions::with_overrides(&bad), Err(PermissionError::BadRule(_))));
+        assert!(matches!(
+            Permissions::with_overrides(&bad),
+            Err(PermissionError::BadRule(_))
+        ));
     }
 }

@@ -50,12 +50,7 @@ pub struct Route {
 }
 
 impl Route {
-    fn new(
-        template: &str,
-        methods: &[&'static str],
-        public: bool,
-        kind: RouteKind,
-    ) -> Self {
+    fn new(template: &str, methods: &[&'static str], public: bool, kind: RouteKind) -> Self {
         Self {
             template: Arc::from(template),
             pattern: PathPattern::parse(template),
@@ -152,8 +147,13 @@ mod tests {
     #[test]
     fn exact_prefix_and_method_matching() {
         let t = RouteTable::gateway();
-        assert!(matches!(t.lookup("GET", "/models"), RouteMatch::Found(r) if &*r.template == "/models"));
-        assert!(matches!(t.lookup("POST", "/models"), RouteMatch::MethodNotAllowed(_)));
+        assert!(
+            matches!(t.lookup("GET", "/models"), RouteMatch::Found(r) if &*r.template == "/models")
+        );
+        assert!(matches!(
+            t.lookup("POST", "/models"),
+            RouteMatch::MethodNotAllowed(_)
+        ));
         assert!(matches!(
             t.lookup("POST", "/v1/chat/completions"),
             RouteMatch::Found(r) if &*r.template == "/v1/*"

@@ -17,7 +17,10 @@ fn two_check_decision(c: &mut Criterion) {
         period: std::time::Duration::from_secs(60),
     };
     let checks = [
-        LimitCheck::new(BucketKey::ip(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9))), spec),
+        LimitCheck::new(
+            BucketKey::ip(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9))),
+            spec,
+        ),
         LimitCheck::new(BucketKey::key(Arc::from("abc123")), spec),
     ];
     limiter.check_now(&checks);

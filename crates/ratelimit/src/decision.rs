@@ -48,9 +48,7 @@ impl Decision {
     /// that is the one the client will hit first.
     pub fn tightest(&self) -> Option<&LimitStatus> {
         if self.allowed {
-            self.statuses
-                .iter()
-                .min_by_key(|s| (s.remaining, s.limit))
+            self.statuses.iter().min_by_key(|s| (s.remaining, s.limit))
         } else {
             // max_by_key returns the last maximum; reversing keeps the first
             // check in configuration order on ties.

@@ -24,15 +24,15 @@
 //! admits one request, solved in closed form; it may run into the next window,
 //! where today's count becomes the decaying previous one.
 //!
-//! This is the estimator Cloudflare described for its rate limiting and that
-//! pingora's `Rate` uses. It assumes the previous window's requests were spread
-//! evenly across it. Since no more than `limit` requests are ever admitted
-//! within one aligned window, any trailing interval of one period holds at most
-//! `2 * limit`; that extreme needs a client that bunches a full allowance at the
-//! very end of one window and then spreads the next evenly, and bursts stay
-//! bounded because the previous window's weight decays linearly. On real
-//! traffic the error is tiny: Cloudflare measured, over 400 million requests
-//! from 270,000 sources, 0.003% of requests wrongly allowed or rate-limited.
+//! This is the sliding-window estimate Cloudflare described for its rate
+//! limiting (pingora-limits' `Rate` keeps the same two interval counts). It
+//! assumes the previous window's requests were spread evenly across it. Since
+//! no more than `limit` requests are ever admitted within one aligned window,
+//! any trailing interval of one period holds at most `2 * limit`; approaching
+//! that takes a client that bunches a full allowance at the very end of one
+//! window and then paces the next one to the decaying estimate. On real traffic
+//! the error is tiny: Cloudflare measured, over 400 million requests, 0.003% of
+//! requests wrongly allowed or rate-limited.
 //!
 //! # Storage and atomicity
 //!
@@ -287,7 +287,6 @@ impl MemoryLimiter {
     /// Checks that name the same bucket (same key and period) share it: it is
     /// charged once per request, and each such check is judged against its own limit.
     pub fn check_now(&self, checks: &[LimitCheck]) -> Decision {
-        let now = self.clock.now_millis();
         let mut statuses = Vec::with_capacity(checks.len());
         if checks.is_empty() {
             return Decision {
@@ -313,9 +312,14 @@ impl MemoryLimiter {
         }
 
         let mut locked = Locked::ascending(&self.shards, touched);
+        // Read under the locks, so every bucket sees non-decreasing times
+        // from successive checks (short of the clock itself stepping back).
+        let now = self.clock.now_millis();
 
         let allowed = checks.iter().zip(shard_ix.iter()).all(|(check, &shard)| {
-            view_in(locked.map(shard), &check.key, check.spec.period_ms(), now).remaining(check.spec.limit) > 0
+            view_in(locked.map(shard), &check.key, check.spec.period_ms(), now)
+                .remaining(check.spec.limit)
+                > 0
         });
 
         for (i, (check, &shard)) in checks.iter().zip(shard_ix.iter()).enumerate() {
@@ -333,10 +337,11 @@ impl MemoryLimiter {
     /// Synchronous form of [`RateLimiter::peek`]: the bucket's status without
     /// consuming, and without creating a bucket that does not exist.
     pub fn peek_now(&self, check: &LimitCheck) -> LimitStatus {
-        let now = self.clock.now_millis();
         let period_ms = check.spec.period_ms();
         let shard = self.shard_of(&check.key, period_ms);
-        let view = view_in(&lock(&self.shards[shard]), &check.key, period_ms, now);
+        let map = lock(&self.shards[shard]);
+        let view = view_in(&map, &check.key, period_ms, self.clock.now_millis());
+        drop(map);
         view.status(check.key.dimension, &check.spec, true)
     }
 }

@@ -106,9 +106,7 @@ fn unit_seconds(unit: &str) -> Option<u64> {
     }
     // `N/<M>s` is what `Display` prints for periods without a unit name; it is
     // accepted so that every spec round-trips through its string form.
-    let digits = unit
-        .strip_suffix('s')
-        .or_else(|| unit.strip_suffix('S'))?;
+    let digits = unit.strip_suffix('s').or_else(|| unit.strip_suffix('S'))?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

@@ -33,10 +33,7 @@ impl Window {
     /// its current window is two or more windows back, so even its "current"
     /// count would have rolled out of the previous-window slot.
     pub(crate) fn is_expired(&self, now_ms: u64, period_ms: u64) -> bool {
-        window_start(now_ms, period_ms)
-            >= self
-                .start_ms
-                .saturating_add(period_ms.saturating_mul(2))
+        window_start(now_ms, period_ms) >= self.start_ms.saturating_add(period_ms.saturating_mul(2))
     }
 }
 
@@ -153,15 +150,15 @@ impl View {
             // t == to_boundary exactly when only the boundary itself suffices.
             let slack = (l - c - 1) * p;
             to_boundary - (slack / prev).min(to_boundary)
-        } else if c == 0 {
-            // Unreachable when refused with limit >= 1; kept total for safety.
-            1
         } else {
             // The current count alone fills the limit: wait into the next
             // window, where it becomes `previous` and decays: need
             // c * (p - u) <= (l - 1) * p.
-            let keep = ((l - 1) * p / c).min(p);
-            to_boundary + (p - keep)
+            match ((l - 1) * p).checked_div(c) {
+                Some(keep) => to_boundary + (p - keep.min(p)),
+                // c == 0 cannot be refused with limit >= 1; kept total for safety.
+                None => 1,
+            }
         };
         let wait = wait.max(1) + u128::from(self.lag_ms);
         u64::try_from(wait).unwrap_or(u64::MAX)
@@ -170,7 +167,12 @@ impl View {
     /// The status reported for this view. `refused` selects whether a wait
     /// is computed: a request that was allowed reports no wait even when it
     /// used the last unit.
-    pub(crate) fn status(&self, dimension: Dimension, spec: &RateSpec, refused: bool) -> LimitStatus {
+    pub(crate) fn status(
+        &self,
+        dimension: Dimension,
+        spec: &RateSpec,
+        refused: bool,
+    ) -> LimitStatus {
         let remaining = self.remaining(spec.limit);
         let retry_after = if refused && remaining == 0 {
             Duration::from_millis(self.retry_after_ms(spec.limit))

@@ -91,10 +91,7 @@ fn error_messages_are_short() {
 
 #[test]
 fn new_enforces_bounds() {
-    assert_eq!(
-        RateSpec::new(10, Duration::from_secs(60)),
-        Ok(spec(10, 60))
-    );
+    assert_eq!(RateSpec::new(10, Duration::from_secs(60)), Ok(spec(10, 60)));
     assert_eq!(
         RateSpec::new(0, Duration::from_secs(60)),
         Err(RateSpecError::InvalidLimit)
@@ -139,7 +136,10 @@ fn serde_uses_the_string_form() {
     assert_eq!(parsed, spec(100, 60));
     let parsed: RateSpec = serde_json::from_str("\" 20 / Hour \"").unwrap();
     assert_eq!(parsed, spec(20, 3600));
-    assert_eq!(serde_json::to_string(&spec(100, 60)).unwrap(), "\"100/minute\"");
+    assert_eq!(
+        serde_json::to_string(&spec(100, 60)).unwrap(),
+        "\"100/minute\""
+    );
 
     let err = serde_json::from_str::<RateSpec>("\"0/minute\"")
         .unwrap_err()

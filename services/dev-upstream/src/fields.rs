@@ -19,8 +19,12 @@ pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Parses a request body that must be a JSON object: syntax errors are 400, a well-formed
 /// non-object is 422 (the body itself is the "field" at fault).
 pub(crate) fn parse_object(body: &Bytes) -> Result<Object, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("request body is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("request body is not valid JSON: {e}"),
+        )
+    })?;
     match value {
         Value::Object(map) => Ok(map),
         other => Err(ApiError::invalid_field(
@@ -86,9 +90,10 @@ pub(crate) fn opt_str<'a>(
 pub(crate) fn opt_u64(obj: &Object, prefix: &str, field: &str) -> Result<Option<u64>, ApiError> {
     match present(obj, field) {
         None => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-            wrong_type(&join(prefix, field), "a non-negative integer", v)
-        }),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| wrong_type(&join(prefix, field), "a non-negative integer", v)),
     }
 }
 
@@ -128,7 +133,10 @@ pub(crate) fn req_str_or_strs<'a>(
 ) -> Result<Vec<&'a str>, ApiError> {
     let path = join(prefix, field);
     match present(obj, field) {
-        None => Err(ApiError::missing_field(&path, "a string or an array of strings")),
+        None => Err(ApiError::missing_field(
+            &path,
+            "a string or an array of strings",
+        )),
         Some(Value::String(s)) => Ok(vec![s.as_str()]),
         Some(Value::Array(items)) => {
             if items.is_empty() {

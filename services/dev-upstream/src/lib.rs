@@ -163,8 +163,9 @@ impl DevUpstream {
     ///
     /// Fails (rather than panicking) when called outside a tokio runtime.
     pub fn start(addr: &str, cfg: UpstreamConfig) -> io::Result<DevUpstream> {
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|e| io::Error::other(format!("DevUpstream::start needs a tokio runtime: {e}")))?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
+            io::Error::other(format!("DevUpstream::start needs a tokio runtime: {e}"))
+        })?;
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         // Tests stop the upstream to provoke 502s; a short drain keeps `stop(true)` from hanging

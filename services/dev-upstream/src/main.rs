@@ -28,7 +28,12 @@ struct Args {
           value_parser = clap::value_parser!(u16).range(1..))]
     workers: u16,
     /// Comma-separated model ids to report as loaded.
-    #[arg(long, env = "DEV_UPSTREAM_MODELS", value_delimiter = ',', default_value = "echo-1,echo-large")]
+    #[arg(
+        long,
+        env = "DEV_UPSTREAM_MODELS",
+        value_delimiter = ',',
+        default_value = "echo-1,echo-large"
+    )]
     models: Vec<String>,
     /// Seconds a graceful shutdown waits for in-flight requests.
     #[arg(long, env = "DEV_UPSTREAM_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
@@ -39,7 +44,9 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
 
     let cfg = UpstreamConfig {
@@ -48,8 +55,8 @@ async fn main() -> anyhow::Result<()> {
         models: args.models.into_iter().filter(|m| !m.is_empty()).collect(),
         workers: usize::from(args.workers),
     };
-    let listener = TcpListener::bind(&args.listen)
-        .with_context(|| format!("binding {}", args.listen))?;
+    let listener =
+        TcpListener::bind(&args.listen).with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr().context("reading bound address")?;
     let server = build_server(
         listener,

@@ -140,7 +140,9 @@ fn parse_dev_headers(headers: &HeaderMap) -> Result<(Duration, Option<StatusCode
                 None => {
                     return Err(ApiError::bad_request(
                         "invalid_dev_header",
-                        format!("header `{STATUS_HEADER}` must be a status code in 200..=599, got {code}"),
+                        format!(
+                            "header `{STATUS_HEADER}` must be a status code in 200..=599, got {code}"
+                        ),
                     ));
                 }
             }
@@ -202,8 +204,8 @@ async fn load_model(
 
 fn run_inference(state: &AppState, obj: &Object, prefix: &str) -> Result<Value, ApiError> {
     let prompt = fields::req_str(obj, prefix, "prompt")?;
-    let model = fields::opt_str(obj, prefix, "model")?
-        .map_or_else(|| state.default_model(), str::to_owned);
+    let model =
+        fields::opt_str(obj, prefix, "model")?.map_or_else(|| state.default_model(), str::to_owned);
     let max_tokens = fields::opt_u64(obj, prefix, "max_tokens")?;
     let (output, tokens, _) = text::echo_reply(prompt, max_tokens);
     Ok(json!({
@@ -286,8 +288,13 @@ fn message_text(msg: &Object, path: &str) -> Result<String, ApiError> {
 }
 
 fn max_tokens(obj: &Object) -> Result<Option<u64>, ApiError> {
-    Ok(fields::opt_u64(obj, "", "max_completion_tokens")?
-        .or(fields::opt_u64(obj, "", "max_tokens")?))
+    Ok(
+        fields::opt_u64(obj, "", "max_completion_tokens")?.or(fields::opt_u64(
+            obj,
+            "",
+            "max_tokens",
+        )?),
+    )
 }
 
 fn include_usage(obj: &Object) -> Result<bool, ApiError> {
@@ -351,8 +358,8 @@ async fn chat_completions(
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload).await?;
     let obj = fields::parse_object(&body)?;
-    let model = fields::opt_str(&obj, "", "model")?
-        .map_or_else(|| state.default_model(), str::to_owned);
+    let model =
+        fields::opt_str(&obj, "", "model")?.map_or_else(|| state.default_model(), str::to_owned);
     let messages = fields::req_array(&obj, "", "messages")?;
     if messages.is_empty() {
         return Err(ApiError::invalid_field(
@@ -454,8 +461,8 @@ async fn completions(
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload).await?;
     let obj = fields::parse_object(&body)?;
-    let model = fields::opt_str(&obj, "", "model")?
-        .map_or_else(|| state.default_model(), str::to_owned);
+    let model =
+        fields::opt_str(&obj, "", "model")?.map_or_else(|| state.default_model(), str::to_owned);
     let prompts = fields::req_str_or_strs(&obj, "", "prompt")?;
     let max_tokens = fields::opt_u64(&obj, "", "max_tokens")?;
     let stream = fields::opt_bool(&obj, "", "stream")?.unwrap_or(false);
@@ -535,8 +542,8 @@ async fn embeddings(
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload).await?;
     let obj = fields::parse_object(&body)?;
-    let model = fields::opt_str(&obj, "", "model")?
-        .map_or_else(|| state.default_model(), str::to_owned);
+    let model =
+        fields::opt_str(&obj, "", "model")?.map_or_else(|| state.default_model(), str::to_owned);
     let inputs = fields::req_str_or_strs(&obj, "", "input")?;
     let base64 = match fields::opt_str(&obj, "", "encoding_format")? {
         None | Some("float") => false,
@@ -627,8 +634,15 @@ mod tests {
             Some((Duration::ZERO, None))
         );
         assert_eq!(
-            parse_dev_headers(&headers(&[("x-dev-delay-ms", "25"), ("x-dev-status", "503")])).ok(),
-            Some((Duration::from_millis(25), Some(StatusCode::SERVICE_UNAVAILABLE)))
+            parse_dev_headers(&headers(&[
+                ("x-dev-delay-ms", "25"),
+                ("x-dev-status", "503")
+            ]))
+            .ok(),
+            Some((
+                Duration::from_millis(25),
+                Some(StatusCode::SERVICE_UNAVAILABLE)
+            ))
         );
         for bad in [
             ("x-dev-delay-ms", "60001"),

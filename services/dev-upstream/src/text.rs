@@ -10,13 +10,18 @@ pub(crate) fn pieces(text: &str) -> Vec<&str> {
     let mut start = 0;
     let mut in_word = false;
     let mut seen_word = false;
+    // Where the whitespace run before the current position began: the next piece starts there.
+    let mut gap_start = 0;
     for (i, c) in text.char_indices() {
         if c.is_whitespace() {
+            if in_word {
+                gap_start = i;
+            }
             in_word = false;
         } else if !in_word {
             if seen_word {
-                out.push(&text[start..i]);
-                start = i;
+                out.push(&text[start..gap_start]);
+                start = gap_start;
             }
             in_word = true;
             seen_word = true;
@@ -115,7 +120,14 @@ mod tests {
 
     #[test]
     fn pieces_roundtrip_exactly() {
-        for text in ["echo: hello  world ", "  lead", "one", "", "a\tb\nc", "echo: "] {
+        for text in [
+            "echo: hello  world ",
+            "  lead",
+            "one",
+            "",
+            "a\tb\nc",
+            "echo: ",
+        ] {
             assert_eq!(pieces(text).concat(), text);
         }
         assert_eq!(pieces("echo: hi there"), vec!["echo:", " hi", " there"]);
@@ -127,10 +139,7 @@ mod tests {
             echo_reply("a b c", Some(2)),
             ("echo: a".to_owned(), 2, true)
         );
-        assert_eq!(
-            echo_reply("a b", None),
-            ("echo: a b".to_owned(), 3, false)
-        );
+        assert_eq!(echo_reply("a b", None), ("echo: a b".to_owned(), 3, false));
         assert_eq!(echo_reply("a", Some(0)), (String::new(), 0, true));
     }
 

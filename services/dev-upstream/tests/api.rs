@@ -83,7 +83,10 @@ async fn models_list_and_load() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, json!({ "status": "loaded", "model": "echo-xl" }));
     let (_, body) = get(&up, "/models").await;
-    assert_eq!(body["models"][2], json!({ "id": "echo-xl", "loaded": true }));
+    assert_eq!(
+        body["models"][2],
+        json!({ "id": "echo-xl", "loaded": true })
+    );
 
     let (status, body) = post(&up, "/models/load", &json!({ "model": 7 })).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -175,11 +178,18 @@ async fn chat_completion_non_stream_shape() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["model"], "echo-1");
-    assert!(body["id"].as_str().is_some_and(|id| id.starts_with("chatcmpl-")));
+    assert!(
+        body["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("chatcmpl-"))
+    );
     assert!(body["created"].is_i64());
     assert_eq!(body["choices"][0]["index"], 0);
     assert_eq!(body["choices"][0]["message"]["role"], "assistant");
-    assert_eq!(body["choices"][0]["message"]["content"], "echo: hello there");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "echo: hello there"
+    );
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert_eq!(body["usage"]["completion_tokens"], 3);
     assert_eq!(body["usage"]["prompt_tokens"], 7);
@@ -222,7 +232,11 @@ async fn chat_streaming_is_incremental() {
     while let Some(chunk) = resp.next().await {
         reads.push((Instant::now(), chunk.expect("stream chunk")));
     }
-    assert!(reads.len() > 1, "expected several reads, got {}", reads.len());
+    assert!(
+        reads.len() > 1,
+        "expected several reads, got {}",
+        reads.len()
+    );
 
     // Instant at which each content-bearing event arrived.
     let mut buffered = String::new();
@@ -308,7 +322,10 @@ async fn embeddings_are_deterministic_unit_vectors() {
     assert_eq!(first, second);
     assert_eq!(first["object"], "list");
     assert_eq!(first["model"], "echo-1");
-    assert_eq!(first["usage"], json!({ "prompt_tokens": 2, "total_tokens": 2 }));
+    assert_eq!(
+        first["usage"],
+        json!({ "prompt_tokens": 2, "total_tokens": 2 })
+    );
 
     let vector = |i: usize| -> Vec<f64> {
         first["data"][i]["embedding"]
@@ -329,7 +346,10 @@ async fn embeddings_are_deterministic_unit_vectors() {
 
     // A single string gives the same vector as the same string inside an array.
     let (_, single) = post(&up, "/v1/embeddings", &json!({ "input": "alpha" })).await;
-    assert_eq!(single["data"][0]["embedding"], first["data"][0]["embedding"]);
+    assert_eq!(
+        single["data"][0]["embedding"],
+        first["data"][0]["embedding"]
+    );
 
     // base64 is 16 little-endian f32s = 64 bytes = 88 base64 characters.
     let (_, b64) = post(
@@ -405,7 +425,11 @@ async fn x_dev_delay_and_configured_latency_delay_the_response() {
         .await
         .expect("send");
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(started.elapsed() >= delay, "elapsed {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= delay,
+        "elapsed {:?}",
+        started.elapsed()
+    );
 
     let latency = Duration::from_millis(150);
     let slow = start(UpstreamConfig {
@@ -415,7 +439,11 @@ async fn x_dev_delay_and_configured_latency_delay_the_response() {
     let started = Instant::now();
     let (status, _) = get(&slow, "/health").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(started.elapsed() >= latency, "elapsed {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= latency,
+        "elapsed {:?}",
+        started.elapsed()
+    );
 }
 
 #[actix_web::test]
@@ -434,9 +462,18 @@ async fn missing_or_mistyped_field_is_422_naming_it() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"], "missing_field");
     assert_eq!(body["field"], "prompt");
-    assert!(body["detail"].as_str().is_some_and(|d| d.contains("prompt")));
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("prompt"))
+    );
 
-    let (status, body) = post(&up, "/inference", &json!({ "prompt": "x", "max_tokens": -1 })).await;
+    let (status, body) = post(
+        &up,
+        "/inference",
+        &json!({ "prompt": "x", "max_tokens": -1 }),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["field"], "max_tokens");
 
@@ -489,10 +526,7 @@ async fn starts_under_plain_tokio_runtime() {
         .await
         .expect("write");
     let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("read");
+    stream.read_to_string(&mut response).await.expect("read");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.ends_with("{\"status\":\"ok\"}"), "{response}");
     up.handle().stop(true).await;

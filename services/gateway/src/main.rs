@@ -1,1 +1,102 @@
-fn main() {}
+//! `infergate-gateway`: read configuration, build the app, serve until SIGTERM/SIGINT, drain, exit.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use infergate_config::{EXIT_CONFIG, ProcessEnv, load_gateway};
+use infergate_gateway::{Application, StartupError, state::collect_keys};
+
+#[derive(Parser)]
+#[command(
+    name = "infergate-gateway",
+    version,
+    about = "Security gateway for AI inference APIs"
+)]
+struct Cli {
+    /// YAML configuration file (default: built-in defaults; also INFERGATE_CONFIG).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Run,
+    /// Validate the configuration and print the effective settings, secrets masked (exit 64 on error).
+    CheckConfig,
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("infergate-gateway: {e}");
+    ExitCode::from(EXIT_CONFIG as u8)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let env = match ProcessEnv::with_dotenv_in(&cwd) {
+        Ok(env) => env,
+        Err(e) => return fail(e),
+    };
+    let cfg = match load_gateway(cli.config.as_deref(), &env) {
+        Ok(cfg) => cfg,
+        Err(e) => return fail(e),
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig => {
+            let keys = match collect_keys(&cfg) {
+                Ok(k) => k,
+                Err(e) => return fail(e),
+            };
+            if let Some(t) = &cfg.tls {
+                if let Err(e) = infergate_gateway::tls::server_config(t) {
+                    return fail(e);
+                }
+            }
+            if let Err(e) = infergate_headers::HostMatcher::new(&cfg.trusted_hosts) {
+                return fail(format!(
+                    "invalid {}: {e}",
+                    cfg.setting_name("trusted_hosts")
+                ));
+            }
+            match serde_json::to_string_pretty(&cfg) {
+                Ok(s) => println!("{s}"),
+                Err(e) => return fail(e),
+            }
+            println!("# configuration OK; {} static key(s) loaded", keys.len());
+            ExitCode::SUCCESS
+        }
+        Command::Run => {
+            infergate_gateway::telemetry::init(&cfg.logging);
+            let system = actix_web::rt::System::new();
+            system.block_on(async move {
+                let listen = cfg.listen;
+                let tls = cfg.tls.is_some();
+                let upstream = cfg.upstream.url.clone();
+                let app = match Application::build(cfg) {
+                    Ok(app) => app,
+                    Err(StartupError::Config(e)) => return fail(e),
+                    Err(e) => {
+                        eprintln!("infergate-gateway: {e}");
+                        return ExitCode::from(1);
+                    }
+                };
+                let scheme = if tls { "https" } else { "http" };
+                tracing::info!(listen = %format!("{scheme}://{}:{}", listen.ip(), app.port()), upstream = %upstream, "infergate gateway listening");
+                match app.run_until_stopped(true).await {
+                    Ok(()) => {
+                        tracing::info!("stopped");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("infergate-gateway: {e}");
+                        ExitCode::from(1)
+                    }
+                }
+            })
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Building and running the gateway: [`Application::build`] binds the listener (port 0 works, for
+//! tests) and returns a handle exposing the bound port; [`Application::run_until_stopped`] serves
+//! until SIGTERM/SIGINT (or a [`ServerHandle`] stop), draining in-flight requests within the
+//! configured bound.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use infergate_config::{ConfigError, GatewayConfig};
+use infergate_ratelimit::SweeperGuard;
+
+use crate::handlers;
+use crate::middleware::{edge, guard};
+use crate::proxy;
+use crate::state::{AppState, Overrides};
+use crate::tls;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    _sweeper: Option<SweeperGuard>,
+}
+
+/// Registers the routes. Kept apart from the server so tests and benchmarks see the same app.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(handlers::health))
+        .route("/health", web::head().to(handlers::health))
+        .route("/health/detailed", web::get().to(handlers::health_detailed))
+        .route("/protected", web::get().to(handlers::protected))
+        .route("/api/test", web::post().to(handlers::api_test))
+        .route("/api/status", web::get().to(handlers::api_status))
+        .route("/metrics", web::get().to(handlers::metrics))
+        .route("/openapi.json", web::get().to(handlers::openapi))
+        .route("/docs", web::get().to(handlers::docs))
+        .route("/docs/{asset}", web::get().to(handlers::docs_asset))
+        .route("/models", web::get().to(proxy::forward))
+        .route("/models/load", web::post().to(proxy::forward))
+        .route("/inference", web::post().to(proxy::forward))
+        .route("/inference/batch", web::post().to(proxy::forward))
+        .route("/v1/{tail:.*}", web::to(proxy::forward));
+}
+
+impl Application {
+    pub fn build(cfg: GatewayConfig) -> Result<Self, StartupError> {
+        Self::build_with(cfg, Overrides::default())
+    }
+
+    pub fn build_with(cfg: GatewayConfig, overrides: Overrides) -> Result<Self, StartupError> {
+        let tls = match &cfg.tls {
+            Some(t) => Some(tls::server_config(t)?),
+            None => None,
+        };
+        let state = web::Data::new(AppState::build(cfg, overrides)?);
+        let sweeper = state
+            .memory_limiter
+            .spawn_sweeper(state.cfg.rate_limit.sweep_interval)
+            .map_err(|e| StartupError::Bind {
+                addr: "rate-limit sweeper thread".into(),
+                source: e,
+            })?;
+        let listener =
+            TcpListener::bind(state.cfg.listen).map_err(|source| StartupError::Bind {
+                addr: state.cfg.listen.to_string(),
+                source,
+            })?;
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let cfg = &state.cfg;
+        let workers = if cfg.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            cfg.workers
+        };
+        let app_state = state.clone();
+        let default_limit = cfg.body_limits.default_bytes;
+        let server = HttpServer::new(move || {
+            let st = app_state.clone();
+            let client = web::Data::new(proxy::client(&st));
+            let cors = infergate_headers::cors(
+                &st.cfg.cors.origins,
+                st.cfg.cors.allow_credentials,
+                st.cfg.cors.max_age_seconds,
+            );
+            App::new()
+                .app_data(st)
+                .app_data(client)
+                .app_data(web::PayloadConfig::new(default_limit))
+                .configure(configure)
+                .default_service(web::to(handlers::not_found))
+                .wrap(from_fn(guard))
+                .wrap(cors)
+                .wrap(from_fn(edge))
+        })
+        .workers(workers)
+        .shutdown_timeout(cfg.shutdown_timeout.as_secs())
+        .disable_signals();
+        let server = match tls {
+            Some(tls) => server.listen_rustls_0_23(listener, tls),
+            None => server.listen(listener),
+        }
+        .map_err(|source| StartupError::Bind {
+            addr: cfg.listen.to_string(),
+            source,
+        })?
+        .run();
+        Ok(Self {
+            port,
+            server,
+            state,
+            _sweeper: Some(sweeper),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone().into_inner()
+    }
+
+    /// Serves until stopped. With `signals`, SIGTERM and SIGINT both start a graceful drain
+    /// (actix treats SIGINT as a hard stop, which loses in-flight requests).
+    pub async fn run_until_stopped(self, signals: bool) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        if signals {
+            actix_web::rt::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("shutdown signal received; draining in-flight requests");
+                handle.stop(true).await;
+            });
+        }
+        let result = self.server.await;
+        drop(self._sweeper);
+        result
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,181 @@
+//! Routes the gateway answers itself.
+
+use actix_web::http::header;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use chrono::{SecondsFormat, Utc};
+use infergate_policy::{extract_credential, mask_secret};
+use serde_json::json;
+
+use crate::error::GatewayError;
+use crate::middleware::AuthInfo;
+use crate::state::AppState;
+use crate::validate::{check_body, parse_json};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+const OPENAPI: &str = include_str!("../static/openapi.json");
+const DOCS_HTML: &str = include_str!("../static/docs.html");
+const DOCS_JS: &str = include_str!("../static/docs.js");
+const DOCS_CSS: &str = include_str!("../static/docs.css");
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "healthy", "timestamp": now(), "version": VERSION}))
+}
+
+pub async fn health_detailed(
+    state: web::Data<AppState>,
+    client: web::Data<awc::Client>,
+) -> HttpResponse {
+    let url = format!("{}/health", state.cfg.upstream.url);
+    let probe =
+        tokio::time::timeout(std::time::Duration::from_secs(2), client.get(url).send()).await;
+    let upstream = match probe {
+        Ok(Ok(r)) if r.status().is_success() => {
+            json!({"status": "healthy", "http_status": r.status().as_u16()})
+        }
+        Ok(Ok(r)) => json!({"status": "unhealthy", "http_status": r.status().as_u16()}),
+        Ok(Err(e)) => json!({"status": "unreachable", "error": e.to_string()}),
+        Err(_) => json!({"status": "timeout"}),
+    };
+    let healthy = upstream["status"] == "healthy";
+    HttpResponse::Ok().json(json!({
+        "status": if healthy { "healthy" } else { "degraded" },
+        "timestamp": now(),
+        "version": VERSION,
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "components": {
+            "upstream": upstream,
+            "rate_limiter": {"status": "healthy", "backend": state.limiter.backend(), "enabled": state.cfg.rate_limit.enabled, "buckets": state.memory_limiter.len()},
+            "key_store": {"status": "healthy", "backend": state.keystore.backend(), "keys": state.static_key_count},
+        }
+    }))
+}
+
+pub async fn protected(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let auth = req.extensions().get::<AuthInfo>().cloned();
+    let Some(auth) = auth else {
+        return HttpResponse::Ok().json(json!({
+            "message": "Authentication is disabled on this gateway",
+            "authenticated": false,
+        }));
+    };
+    let h = req.headers();
+    let masked = extract_credential(
+        &state.credential_rules,
+        h.get(&state.api_key_header).and_then(|v| v.to_str().ok()),
+        h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()),
+        req.uri().query(),
+    )
+    .ok()
+    .flatten()
+    .map(|c| mask_secret(&c.value));
+    HttpResponse::Ok().json(json!({
+        "message": "Access granted",
+        "authenticated": true,
+        "key": masked,
+        "key_id": auth.record.id,
+        "key_name": auth.record.name,
+        "role": auth.record.role,
+        "credential_source": auth.source.as_str(),
+        "timestamp": now(),
+    }))
+}
+
+pub async fn api_test(body: web::Bytes) -> Result<HttpResponse, GatewayError> {
+    let value = parse_json(&body)?;
+    check_body("/api/test", "/api/test", &value)?;
+    let iterations = value
+        .get("iterations")
+        .and_then(|v| v.as_i64())
+        .unwrap_or(1);
+    let timeout = value
+        .get("timeout")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(30.0);
+    Ok(HttpResponse::Ok().json(json!({
+        "success": true,
+        "test_id": uuid::Uuid::new_v4(),
+        "received_data": {
+            "test_name": value["test_name"],
+            "iterations": iterations,
+            "timeout": timeout,
+        },
+        "timestamp": now(),
+    })))
+}
+
+pub async fn api_status(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let cfg = &state.cfg;
+    let caller = req.extensions().get::<AuthInfo>().map(|a| {
+        json!({"key_id": a.record.id, "role": a.record.role, "rate_limit": a.record.rate_limit.unwrap_or_else(|| state.role_limit(a.record.role))})
+    });
+    let mut methods = vec!["header", "bearer"];
+    if cfg.auth.query_param_enabled {
+        methods.push("query");
+    }
+    HttpResponse::Ok().json(json!({
+        "status": "operational",
+        "version": VERSION,
+        "timestamp": now(),
+        "authentication": {
+            "enabled": cfg.auth.enabled,
+            "methods": methods,
+            "header_name": cfg.auth.header_name,
+            "query_parameter": cfg.auth.query_param_enabled.then_some("api_key"),
+            "key_store": state.keystore.backend(),
+        },
+        "rate_limiting": {
+            "enabled": cfg.rate_limit.enabled,
+            "storage": cfg.rate_limit.storage,
+            "default": cfg.rate_limit.default,
+            "authenticated": cfg.rate_limit.authenticated,
+            "admin": cfg.rate_limit.admin,
+            "endpoints": cfg.rate_limit.endpoints,
+        },
+        "cors": {
+            "origins": cfg.cors.origins,
+            "allow_credentials": cfg.cors.allow_credentials,
+            "max_age_seconds": cfg.cors.max_age_seconds,
+        },
+        "security_headers": cfg.security_headers,
+        "https_only": cfg.https_only,
+        "caller": caller,
+    }))
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}
+
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI)
+}
+
+pub async fn docs() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(DOCS_HTML)
+}
+
+pub async fn docs_asset(path: web::Path<String>) -> Result<HttpResponse, GatewayError> {
+    match path.as_str() {
+        "docs.js" => Ok(HttpResponse::Ok()
+            .content_type("text/javascript; charset=utf-8")
+            .body(DOCS_JS)),
+        "docs.css" => Ok(HttpResponse::Ok()
+            .content_type("text/css; charset=utf-8")
+            .body(DOCS_CSS)),
+        _ => Err(GatewayError::NotFound),
+    }
+}
+
+pub async fn not_found() -> Result<HttpResponse, GatewayError> {
+    Err(GatewayError::NotFound)
+}

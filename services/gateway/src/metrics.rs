@@ -1,0 +1,122 @@
+//! Prometheus metrics. One registry per application instance (not the global default), so several
+//! gateways in one test process do not share counters. Labels are bounded: route *templates*,
+//! methods from a fixed set, status codes, and small enums — never a path, key or address.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub latency: HistogramVec,
+    pub auth_failures: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub upstream_latency: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    pub in_flight: IntGauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Metric definitions are constants; failing here is a programming error caught by every test.
+    r.unwrap_or_else(|e| panic!("metric definition: {e}"))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("infergate".into()), None).unwrap_or_default();
+        let requests = must(IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "Requests by route template, method and status",
+            ),
+            &["route", "method", "status"],
+        ));
+        let latency = must(HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time until response headers, by route template",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        ));
+        let auth_failures = must(IntCounterVec::new(
+            Opts::new("auth_failures_total", "Refused credentials by reason"),
+            &["reason"],
+        ));
+        let rate_limited = must(IntCounterVec::new(
+            Opts::new(
+                "ratelimit_rejections_total",
+                "Requests refused by a rate limit, by dimension",
+            ),
+            &["dimension"],
+        ));
+        let upstream_latency = must(HistogramVec::new(
+            HistogramOpts::new(
+                "upstream_duration_seconds",
+                "Upstream time until response headers",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        ));
+        let upstream_errors = must(IntCounterVec::new(
+            Opts::new("upstream_errors_total", "Upstream failures by kind"),
+            &["kind"],
+        ));
+        let in_flight = must(IntGauge::new(
+            "http_requests_in_flight",
+            "Requests being served",
+        ));
+        let build_info = must(IntGaugeVec::new(
+            Opts::new("build_info", "Build information"),
+            &["version"],
+        ));
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(auth_failures.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(upstream_latency.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(build_info),
+        ] {
+            must(registry.register(c));
+        }
+        Self {
+            registry,
+            requests,
+            latency,
+            auth_failures,
+            rate_limited,
+            upstream_latency,
+            upstream_errors,
+            in_flight,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(8 * 1024);
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "encoding metrics");
+        }
+        buf
+    }
+}

@@ -1,0 +1,508 @@
+//! The request pipeline, as two `from_fn` middlewares around actix-cors:
+//!
+//! ```text
+//! edge ─▶ CORS ─▶ guard ─▶ handler (local route or proxy)
+//! ```
+//!
+//! - [`edge`] (outermost) runs the checks that need no identity — request id, trusted host,
+//!   client IP, HTTPS-only, body size by `Content-Length`, attack signatures — and on the way out
+//!   renders every error as JSON with the request id, adds `X-Request-ID`, `X-Process-Time` and the
+//!   security headers (so they are on *every* response, CORS preflights and proxied ones included),
+//!   records metrics and writes the access-log line.
+//! - CORS answers preflights before any credential is asked for.
+//! - [`guard`] authenticates, authorizes and rate-limits, in that order, and adds the rate-limit
+//!   headers to the response.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage, web};
+use infergate_keystore::{KeyRecord, Verification};
+use infergate_policy::{CredentialSource, RouteMatch, extract_credential, mask_secret};
+use infergate_ratelimit::{BucketKey, LimitCheck, LimitStatus, Subject};
+
+use crate::client_ip::{client_ip, is_https};
+use crate::error::{GatewayError, rate_limit_headers, render, render_status};
+use crate::state::AppState;
+
+/// Per-request facts the edge establishes for everything after it.
+#[derive(Clone, Debug)]
+pub struct RequestCtx {
+    pub request_id: Arc<str>,
+    pub client_ip: IpAddr,
+    /// Index into the route table, when the path matched a route (with any method).
+    pub route: Option<usize>,
+    pub method_allowed: bool,
+}
+
+/// The verified identity of a request, for handlers and the access log.
+#[derive(Clone, Debug)]
+pub struct AuthInfo {
+    pub record: Arc<KeyRecord>,
+    pub source: CredentialSource,
+}
+
+fn valid_request_id(v: &HeaderValue) -> Option<&str> {
+    let s = v.to_str().ok()?;
+    (!s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')))
+    .then_some(s)
+}
+
+fn state_of(req: &ServiceRequest) -> Result<web::Data<AppState>, Error> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| actix_web::error::ErrorInternalServerError("application state missing"))
+}
+
+/// Checks that need no identity. Order matters: host before anything else, signatures last.
+fn pre_checks(
+    state: &AppState,
+    req: &ServiceRequest,
+    ctx: &RequestCtx,
+) -> Result<(), GatewayError> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    if !state.hosts.allows(host) {
+        return Err(GatewayError::UntrustedHost);
+    }
+    if state.cfg.https_only
+        && !is_https(
+            state,
+            req.app_config().secure(),
+            req.peer_addr(),
+            req.headers(),
+        )
+    {
+        let location = state.cfg.https_redirect.then(|| {
+            let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            format!("https://{host}{pq}")
+        });
+        return Err(GatewayError::HttpsRequired { location });
+    }
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let template = ctx
+            .route
+            .map_or("", |i| &*state.routes.routes()[i].template);
+        let limit = state.cfg.body_limits.for_route(template);
+        if len > limit as u64 {
+            return Err(GatewayError::PayloadTooLarge { limit });
+        }
+    }
+    state.scanner.scan_path(req.uri().path())?;
+    if let Some(q) = req.uri().query() {
+        state
+            .scanner
+            .scan_query(q, state.credential_rules.query_param.as_deref())?;
+    }
+    for (name, value) in req.headers() {
+        // Credentials are validated by authentication (and must never be echoed); cookies are
+        // opaque to the gateway.
+        if name == header::AUTHORIZATION || name == header::COOKIE || *name == state.api_key_header
+        {
+            continue;
+        }
+        state.scanner.scan_header(value.as_bytes())?;
+    }
+    Ok(())
+}
+
+pub async fn edge(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let state = state_of(&req)?;
+    let start = Instant::now();
+    let request_id: Arc<str> = match req.headers().get("x-request-id").and_then(valid_request_id) {
+        Some(id) => Arc::from(id),
+        None => Arc::from(uuid::Uuid::new_v4().to_string()),
+    };
+    let (route, method_allowed) = match state.routes.lookup(req.method().as_str(), req.path()) {
+        RouteMatch::Found(r) => (
+            state
+                .routes
+                .routes()
+                .iter()
+                .position(|x| std::ptr::eq(x, r)),
+            true,
+        ),
+        RouteMatch::MethodNotAllowed(r) => (
+            state
+                .routes
+                .routes()
+                .iter()
+                .position(|x| std::ptr::eq(x, r)),
+            false,
+        ),
+        RouteMatch::NotFound => (None, false),
+    };
+    let ctx = RequestCtx {
+        request_id: request_id.clone(),
+        client_ip: client_ip(&state, req.peer_addr(), req.headers()),
+        route,
+        method_allowed,
+    };
+    let template: Arc<str> = route.map_or_else(
+        || Arc::from("unmatched"),
+        |i| state.routes.routes()[i].template.clone(),
+    );
+    let method = req.method().clone();
+    let client = ctx.client_ip;
+    state.metrics.in_flight.inc();
+
+    let checked = pre_checks(&state, &req, &ctx);
+    req.extensions_mut().insert(ctx);
+    // Inner layers turn failures into error *responses* (handlers, CORS and the guard all do), so
+    // an `Err` here is an actix-internal failure; it keeps actix's own rendering.
+    let res = match checked {
+        Err(e) => Ok(req.error_response(e)),
+        Ok(()) => next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body),
+    };
+    state.metrics.in_flight.dec();
+    let mut res = match res {
+        Ok(res) => res,
+        Err(e) => {
+            tracing::error!(request_id = %request_id, error = %e, "request failed inside the pipeline");
+            return Err(e);
+        }
+    };
+
+    let status = res.status();
+    if let Some(err) = res.response().error() {
+        let body = match err.as_error::<GatewayError>() {
+            Some(g) => {
+                if status.is_server_error() {
+                    tracing::error!(request_id = %request_id, error = ?g, "request failed");
+                }
+                render(g, Some(&request_id))
+            }
+            None => {
+                if status.is_server_error() {
+                    tracing::error!(request_id = %request_id, error = %err, "request failed");
+                }
+                render_status(status, &err.to_string(), Some(&request_id))
+            }
+        };
+        res = res.map_body(|head, _| {
+            head.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            head.headers.remove(header::CONTENT_LENGTH);
+            BoxBody::new(body)
+        });
+    }
+
+    let elapsed = start.elapsed();
+    let headers = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert(header::HeaderName::from_static("x-request-id"), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("{:.6}", elapsed.as_secs_f64())) {
+        headers.insert(header::HeaderName::from_static("x-process-time"), v);
+    }
+    if let Some(sec) = &state.security_headers {
+        sec.apply(headers, template.starts_with("/docs"));
+    }
+
+    state
+        .metrics
+        .requests
+        .with_label_values(&[&*template, method.as_str(), status.as_str()])
+        .inc();
+    state
+        .metrics
+        .latency
+        .with_label_values(&[&*template])
+        .observe(elapsed.as_secs_f64());
+    let key_id = res
+        .request()
+        .extensions()
+        .get::<AuthInfo>()
+        .map(|a| a.record.id.clone());
+    tracing::info!(
+        request_id = %request_id,
+        method = %method,
+        route = %template,
+        status = status.as_u16(),
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        client_ip = %client,
+        key_id = key_id.as_deref().unwrap_or("-"),
+        "request"
+    );
+    Ok(res)
+}
+
+/// What the guard decided for a request that may proceed.
+#[derive(Default)]
+struct Outcome {
+    auth: Option<AuthInfo>,
+    rate: Option<LimitStatus>,
+}
+
+/// Runs `checks`; a denial becomes a 429 error. Returns the tightest status for the headers.
+async fn limit(
+    state: &AppState,
+    checks: &[LimitCheck],
+) -> Result<Option<LimitStatus>, GatewayError> {
+    let d = state
+        .limiter
+        .check(checks)
+        .await
+        .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+    let tightest = d.tightest().copied();
+    if !d.allowed {
+        if let Some(status) = tightest {
+            state
+                .metrics
+                .rate_limited
+                .with_label_values(&[status.dimension.as_str()])
+                .inc();
+            return Err(GatewayError::RateLimited {
+                status,
+                now_millis: state.clock.now_millis(),
+            });
+        }
+    }
+    Ok(tightest)
+}
+
+/// A failed authentication: counted by reason, and charged to the client IP's anonymous budget so
+/// guessing keys is rate limited too. Returns the error to send (429 once the budget is gone).
+async fn refuse(
+    state: &AppState,
+    ip: IpAddr,
+    reason: &'static str,
+    err: GatewayError,
+) -> GatewayError {
+    state
+        .metrics
+        .auth_failures
+        .with_label_values(&[reason])
+        .inc();
+    if state.cfg.rate_limit.enabled {
+        let check = LimitCheck::new(BucketKey::ip(ip), state.cfg.rate_limit.default);
+        if let Err(e) = limit(state, std::slice::from_ref(&check)).await {
+            return e;
+        }
+    }
+    err
+}
+
+async fn decide(
+    state: &AppState,
+    req: &ServiceRequest,
+    ctx: &RequestCtx,
+) -> Result<Outcome, GatewayError> {
+    let rl = state.cfg.rate_limit.enabled;
+    let ip = ctx.client_ip;
+    let ip_check = || LimitCheck::new(BucketKey::ip(ip), state.cfg.rate_limit.default);
+
+    let route = match ctx.route {
+        Some(i) if ctx.method_allowed => &state.routes.routes()[i],
+        other => {
+            // Unknown paths and methods still cost the caller, so scanning is rate limited.
+            if rl {
+                limit(state, &[ip_check()]).await?;
+            }
+            return Err(match other {
+                Some(i) => GatewayError::MethodNotAllowed {
+                    allow: state.routes.routes()[i].methods.join(", "),
+                },
+                None => GatewayError::NotFound,
+            });
+        }
+    };
+    let endpoint = state.endpoint_limits.get(&route.template).copied();
+
+    if !state.cfg.auth.enabled || route.public {
+        if !rl {
+            return Ok(Outcome::default());
+        }
+        let exempt = state.exempt_from_default.contains(&route.template);
+        let ep = endpoint.map(|spec| {
+            LimitCheck::new(
+                BucketKey::endpoint(route.template.clone(), Subject::Ip(ip)),
+                spec,
+            )
+        });
+        let rate = match (exempt, ep) {
+            (true, None) => None,
+            (true, Some(ep)) => limit(state, &[ep]).await?,
+            (false, None) => limit(state, &[ip_check()]).await?,
+            (false, Some(ep)) => limit(state, &[ip_check(), ep]).await?,
+        };
+        return Ok(Outcome { auth: None, rate });
+    }
+
+    let headers = req.headers();
+    let presented = extract_credential(
+        &state.credential_rules,
+        headers
+            .get(&state.api_key_header)
+            .and_then(|v| v.to_str().ok()),
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        req.uri().query(),
+    );
+    let credential = match presented {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return Err(refuse(state, ip, "missing", GatewayError::MissingCredential).await);
+        }
+        Err(e) => {
+            tracing::warn!(request_id = %ctx.request_id, client_ip = %ip, reason = %e, "malformed credential");
+            return Err(refuse(
+                state,
+                ip,
+                "malformed",
+                GatewayError::InvalidCredential {
+                    reason: "malformed",
+                },
+            )
+            .await);
+        }
+    };
+    if rl {
+        let status = state
+            .limiter
+            .peek(&ip_check())
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        if status.is_exceeded() {
+            state.metrics.rate_limited.with_label_values(&["ip"]).inc();
+            return Err(GatewayError::RateLimited {
+                status,
+                now_millis: state.clock.now_millis(),
+            });
+        }
+    }
+    let verification = state
+        .keystore
+        .verify(&credential.value, chrono::Utc::now())
+        .await
+        .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+    let record = match verification {
+        Verification::Valid(r) => r,
+        Verification::Expired(r) => {
+            tracing::warn!(request_id = %ctx.request_id, client_ip = %ip, key_id = %r.id, "expired key used");
+            return Err(refuse(
+                state,
+                ip,
+                "expired",
+                GatewayError::InvalidCredential { reason: "expired" },
+            )
+            .await);
+        }
+        Verification::Revoked(r) => {
+            tracing::warn!(request_id = %ctx.request_id, client_ip = %ip, key_id = %r.id, "revoked key used");
+            return Err(refuse(
+                state,
+                ip,
+                "revoked",
+                GatewayError::InvalidCredential { reason: "revoked" },
+            )
+            .await);
+        }
+        Verification::Unknown => {
+            tracing::warn!(
+                request_id = %ctx.request_id,
+                client_ip = %ip,
+                key_prefix = %mask_secret(&credential.value),
+                source = credential.source.as_str(),
+                "unknown API key"
+            );
+            return Err(refuse(
+                state,
+                ip,
+                "unknown",
+                GatewayError::InvalidCredential { reason: "unknown" },
+            )
+            .await);
+        }
+    };
+    if !state
+        .cfg
+        .auth
+        .permissions
+        .allows(record.role, req.method().as_str(), req.path())
+    {
+        state
+            .metrics
+            .auth_failures
+            .with_label_values(&["forbidden"])
+            .inc();
+        tracing::warn!(request_id = %ctx.request_id, key_id = %record.id, role = %record.role, route = %route.template, "forbidden");
+        return Err(GatewayError::Forbidden {
+            role: record.role.as_str(),
+        });
+    }
+    let rate = if rl {
+        let spec = record
+            .rate_limit
+            .unwrap_or_else(|| state.role_limit(record.role));
+        let key_check = LimitCheck::new(BucketKey::key(record.id.clone()), spec);
+        match endpoint {
+            Some(ep) => {
+                let ep = LimitCheck::new(
+                    BucketKey::endpoint(route.template.clone(), Subject::Key(record.id.clone())),
+                    ep,
+                );
+                limit(state, &[key_check, ep]).await?
+            }
+            None => limit(state, &[key_check]).await?,
+        }
+    } else {
+        None
+    };
+    Ok(Outcome {
+        auth: Some(AuthInfo {
+            record,
+            source: credential.source,
+        }),
+        rate,
+    })
+}
+
+pub async fn guard(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let state = state_of(&req)?;
+    let Some(ctx) = req.extensions().get::<RequestCtx>().cloned() else {
+        return Ok(req.error_response(GatewayError::Internal("request context missing".into())));
+    };
+    match decide(&state, &req, &ctx).await {
+        Err(e) => Ok(req.error_response(e)),
+        Ok(outcome) => {
+            if let Some(auth) = outcome.auth {
+                req.extensions_mut().insert(auth);
+            }
+            let mut res = next.call(req).await?.map_into_boxed_body();
+            if let Some(status) = outcome.rate {
+                rate_limit_headers(res.headers_mut(), &status, state.clock.now_millis());
+            }
+            Ok(res)
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The reverse proxy to the model server.
+//!
+//! Request bodies are read up to the route's limit (413 past it, without buffering the excess),
+//! checked against the route's schema, and sent upstream as they came, byte for byte. Response
+//! bodies stream back unbuffered, so SSE chunks reach the client as the upstream sends them.
+//! Failures are classified the pingora way: upstream unreachable → 502, too slow → 504.
+
+use std::time::{Duration, Instant};
+
+use actix_web::body::SizedStream;
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use awc::error::{ConnectError, SendRequestError};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use infergate_policy::strip_query_param;
+
+use crate::error::GatewayError;
+use crate::middleware::RequestCtx;
+use crate::state::AppState;
+use crate::validate::{check_body, parse_json};
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the ones the
+/// gateway sets itself.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn is_hop_by_hop(name: &HeaderName, connection_listed: &[String]) -> bool {
+    HOP_BY_HOP.contains(&name.as_str()) || connection_listed.iter().any(|c| c == name.as_str())
+}
+
+fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Builds one HTTP client per worker (awc's client is not `Send`).
+pub fn client(state: &AppState) -> awc::Client {
+    let up = &state.cfg.upstream;
+    let connector = awc::Connector::new()
+        .timeout(up.connect_timeout)
+        .limit(up.max_connections)
+        .conn_keep_alive(Duration::from_secs(60))
+        .conn_lifetime(Duration::from_secs(600));
+    awc::Client::builder()
+        .connector(connector)
+        .disable_redirects()
+        // The gateway enforces its own time-to-headers and idle timeouts; awc's single timeout
+        // would also cut long streaming responses.
+        .disable_timeout()
+        .no_default_headers()
+        .finish()
+}
+
+/// Reads the request body up to `limit` bytes.
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, GatewayError> {
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk
+            .map_err(|e| GatewayError::MalformedJson(format!("reading the body failed: {e}")))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(GatewayError::PayloadTooLarge { limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+fn traceparent(incoming: Option<&HeaderValue>) -> HeaderValue {
+    if let Some(v) = incoming {
+        if let Ok(s) = v.to_str() {
+            let parts: Vec<&str> = s.split('-').collect();
+            if parts.len() == 4
+                && parts[0].len() == 2
+                && parts[1].len() == 32
+                && parts[2].len() == 16
+                && parts[3].len() == 2
+                && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+            {
+                return v.clone();
+            }
+        }
+    }
+    let trace = uuid::Uuid::new_v4().simple().to_string();
+    let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    HeaderValue::from_str(&format!("00-{trace}-{span}-01"))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+pub async fn forward(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    client: web::Data<awc::Client>,
+) -> Result<HttpResponse, GatewayError> {
+    let Some(ctx) = req.extensions().get::<RequestCtx>().cloned() else {
+        return Err(GatewayError::Internal("request context missing".into()));
+    };
+    let route = ctx
+        .route
+        .map(|i| &state.routes.routes()[i])
+        .ok_or(GatewayError::NotFound)?;
+
+    let has_body = !matches!(
+        *req.method(),
+        actix_web::http::Method::GET | actix_web::http::Method::HEAD
+    );
+    let body = if has_body {
+        let body = read_body(payload, state.cfg.body_limits.for_route(&route.template)).await?;
+        if !body.is_empty() || route.template.as_ref() != "/v1/*" {
+            let json = parse_json(&body)?;
+            check_body(&route.template, req.path(), &json)?;
+        }
+        Some(body)
+    } else {
+        None
+    };
+
+    let mut url = String::with_capacity(state.cfg.upstream.url.len() + req.uri().path().len() + 32);
+    url.push_str(&state.cfg.upstream.url);
+    url.push_str(req.uri().path());
+    if let Some(q) = req.uri().query() {
+        let q = match &state.credential_rules.query_param {
+            Some(p) => strip_query_param(q, p),
+            None => q.into(),
+        };
+        if !q.is_empty() {
+            url.push('?');
+            url.push_str(&q);
+        }
+    }
+
+    let mut up = client.request(req.method().clone(), url);
+    let listed = connection_tokens(req.headers());
+    for (name, value) in req.headers() {
+        if is_hop_by_hop(name, &listed)
+            || name == header::HOST
+            || name == header::CONTENT_LENGTH
+            || name == header::AUTHORIZATION
+            || *name == state.api_key_header
+            || name == "x-forwarded-for"
+            || name == "x-request-id"
+            || name == "traceparent"
+        {
+            continue;
+        }
+        up = up.append_header((name.clone(), value.clone()));
+    }
+    let peer = req
+        .peer_addr()
+        .map(|p| p.ip().to_canonical().to_string())
+        .unwrap_or_default();
+    let xff = match req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer}"),
+        _ => peer,
+    };
+    up = up.insert_header(("x-forwarded-for", xff));
+    if !req.headers().contains_key("x-forwarded-proto") {
+        let proto = if req.app_config().secure() {
+            "https"
+        } else {
+            "http"
+        };
+        up = up.insert_header(("x-forwarded-proto", proto));
+    }
+    up = up.insert_header(("x-request-id", &*ctx.request_id));
+    up = up.insert_header(("traceparent", traceparent(req.headers().get("traceparent"))));
+    if let Some((name, value)) = &state.upstream_credential {
+        up = up.insert_header((name.clone(), value.clone()));
+    }
+    let up = up.no_decompress();
+
+    let started = Instant::now();
+    let send = async {
+        match body {
+            Some(b) => up.send_body(b).await,
+            None => up.send().await,
+        }
+    };
+    let result = tokio::time::timeout(state.cfg.upstream.timeout, send).await;
+    let metrics = &state.metrics;
+    metrics
+        .upstream_latency
+        .with_label_values(&[&*route.template])
+        .observe(started.elapsed().as_secs_f64());
+    let response = match result {
+        Err(_) => {
+            metrics
+                .upstream_errors
+                .with_label_values(&["timeout"])
+                .inc();
+            return Err(GatewayError::UpstreamTimeout);
+        }
+        Ok(Err(e)) => {
+            let kind = match &e {
+                SendRequestError::Connect(ConnectError::Timeout) | SendRequestError::Timeout => {
+                    "timeout"
+                }
+                SendRequestError::Connect(_) => "connect",
+                _ => "protocol",
+            };
+            metrics.upstream_errors.with_label_values(&[kind]).inc();
+            tracing::warn!(request_id = %ctx.request_id, error = %e, kind, "upstream request failed");
+            return Err(if kind == "timeout" {
+                GatewayError::UpstreamTimeout
+            } else {
+                GatewayError::UpstreamUnavailable(e.to_string())
+            });
+        }
+        Ok(Ok(r)) => r,
+    };
+
+    let mut out = HttpResponse::build(response.status());
+    let listed = connection_tokens(response.headers());
+    let mut length = None;
+    for (name, value) in response.headers() {
+        if name == header::CONTENT_LENGTH {
+            length = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
+            continue;
+        }
+        if is_hop_by_hop(name, &listed) {
+            continue;
+        }
+        out.append_header((name.clone(), value.clone()));
+    }
+    let idle = state.cfg.upstream.idle_timeout;
+    let request_id = ctx.request_id.clone();
+    let errors = metrics.upstream_errors.clone();
+    // Each chunk must arrive within the idle timeout; a stalled upstream ends the stream instead of
+    // holding the client forever.
+    let stream = futures_util::stream::unfold(Some(response), move |resp| {
+        let request_id = request_id.clone();
+        let errors = errors.clone();
+        async move {
+            let mut resp = resp?;
+            match tokio::time::timeout(idle, resp.next()).await {
+                Ok(Some(Ok(chunk))) => Some((Ok::<Bytes, actix_web::Error>(chunk), Some(resp))),
+                Ok(Some(Err(e))) => {
+                    errors.with_label_values(&["body"]).inc();
+                    tracing::warn!(request_id = %request_id, error = %e, "upstream body failed");
+                    Some((Err(actix_web::error::ErrorBadGateway(e)), None))
+                }
+                Ok(None) => None,
+                Err(_) => {
+                    errors.with_label_values(&["idle_timeout"]).inc();
+                    tracing::warn!(request_id = %request_id, "upstream stream idle timeout");
+                    Some((
+                        Err(actix_web::error::ErrorGatewayTimeout("upstream idle")),
+                        None,
+                    ))
+                }
+            }
+        }
+    });
+    Ok(match length {
+        Some(len) => out.body(SizedStream::new(len, stream)),
+        None => out.streaming(stream),
+    })
+}

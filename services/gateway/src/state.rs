@@ -1,0 +1,226 @@
+//! Everything built once at startup and shared by every worker: parsed settings, the key store,
+//! the limiter, precomputed header values and metrics. The hot path only reads from here.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use infergate_config::{ConfigError, GatewayConfig};
+use infergate_headers::{HostMatcher, SecurityHeaders};
+use infergate_keystore::{KeyStore, StaticKey, StaticKeyStore, load_keys_file, parse_api_keys};
+use infergate_policy::{CredentialRules, Role, RouteTable};
+use infergate_ratelimit::{Clock, MemoryLimiter, RateLimiter, RateSpec, SystemClock};
+use ipnet::IpNet;
+
+use crate::metrics::Metrics;
+use crate::validate::Scanner;
+
+/// Things tests may replace.
+#[derive(Default)]
+pub struct Overrides {
+    /// The limiter's clock (tests move a manual clock to slide windows).
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+pub struct AppState {
+    pub cfg: GatewayConfig,
+    pub hosts: HostMatcher,
+    pub routes: RouteTable,
+    pub credential_rules: CredentialRules,
+    pub api_key_header: HeaderName,
+    pub keystore: Arc<dyn KeyStore>,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub memory_limiter: Arc<MemoryLimiter>,
+    pub clock: Arc<dyn Clock>,
+    /// Route template → its endpoint limit (looked up by template, built once).
+    pub endpoint_limits: HashMap<Arc<str>, RateSpec>,
+    pub exempt_from_default: Vec<Arc<str>>,
+    pub security_headers: Option<SecurityHeaders>,
+    pub scanner: Scanner,
+    pub metrics: Metrics,
+    pub upstream_credential: Option<(HeaderName, HeaderValue)>,
+    pub started: Instant,
+    pub static_key_count: usize,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("listen", &self.cfg.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(setting: &str, value: impl Into<String>, accepted: impl Into<String>) -> ConfigError {
+    ConfigError::invalid(setting, value, accepted)
+}
+
+/// Collects the keys from `API_KEY`, `API_KEYS` and the keys file. A missing keys file is not an
+/// error (the gateway then only knows the environment's keys and refuses everything else); an
+/// unreadable or malformed one is.
+pub fn collect_keys(cfg: &GatewayConfig) -> Result<Vec<StaticKey>, ConfigError> {
+    let mut keys = Vec::new();
+    if let Some(k) = &cfg.auth.api_key {
+        keys.push(StaticKey {
+            secret: k.expose().to_string(),
+            name: "API_KEY".into(),
+            role: Role::Admin,
+            expires_at: None,
+            rate_limit: None,
+            origin: "API_KEY",
+        });
+    }
+    if let Some(list) = &cfg.auth.api_keys {
+        keys.extend(parse_api_keys(list.expose(), "API_KEYS").map_err(|e| {
+            invalid(
+                "API_KEYS",
+                "(masked)",
+                format!("key:role pairs separated by commas, roles admin, user or readonly ({e})"),
+            )
+        })?);
+    }
+    let path = &cfg.auth.keys_file;
+    if path.exists() {
+        let file_keys = load_keys_file(path).map_err(|e| {
+            invalid(
+                cfg.setting_name("auth.keys_file"),
+                path.display().to_string(),
+                e.to_string(),
+            )
+        })?;
+        keys.extend(file_keys);
+    } else {
+        tracing::warn!(path = %path.display(), "keys file not found; only keys from API_KEY/API_KEYS are accepted");
+    }
+    Ok(keys)
+}
+
+impl AppState {
+    pub fn build(cfg: GatewayConfig, overrides: Overrides) -> Result<Self, ConfigError> {
+        let hosts = HostMatcher::new(&cfg.trusted_hosts).map_err(|e| {
+            invalid(
+                cfg.setting_name("trusted_hosts"),
+                cfg.trusted_hosts.join(","),
+                e.to_string(),
+            )
+        })?;
+        let mut routes = RouteTable::gateway();
+        let unknown = routes.set_public(&cfg.auth.public_routes);
+        if let Some(u) = unknown.first() {
+            return Err(invalid(
+                "auth.public_routes",
+                u.clone(),
+                "a route template of the gateway",
+            ));
+        }
+        let api_key_header = HeaderName::from_bytes(
+            cfg.auth.header_name.to_ascii_lowercase().as_bytes(),
+        )
+        .map_err(|_| {
+            invalid(
+                cfg.setting_name("auth.header_name"),
+                cfg.auth.header_name.clone(),
+                "an HTTP header name",
+            )
+        })?;
+        let credential_rules = CredentialRules {
+            header_name: cfg.auth.header_name.clone(),
+            query_param: cfg.auth.query_param_enabled.then(|| "api_key".to_string()),
+        };
+
+        let keys = collect_keys(&cfg)?;
+        let static_key_count = keys.len();
+        let store = StaticKeyStore::new(keys)
+            .map_err(|e| invalid("API_KEY/API_KEYS/auth.keys_file", "(masked)", e.to_string()))?;
+        let keystore: Arc<dyn KeyStore> = Arc::new(store);
+
+        let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let memory_limiter = Arc::new(MemoryLimiter::new(clock.clone()));
+        let limiter: Arc<dyn RateLimiter> = memory_limiter.clone();
+
+        let mut endpoint_limits = HashMap::new();
+        for (template, spec) in &cfg.rate_limit.endpoints {
+            let route = routes.find_template(template).ok_or_else(|| {
+                invalid(
+                    "rate_limit.endpoints",
+                    template.clone(),
+                    "a route template of the gateway",
+                )
+            })?;
+            endpoint_limits.insert(route.template.clone(), *spec);
+        }
+        let exempt_from_default = cfg
+            .rate_limit
+            .exempt_from_default
+            .iter()
+            .filter_map(|t| routes.find_template(t).map(|r| r.template.clone()))
+            .collect();
+
+        let upstream_credential = match &cfg.upstream.api_key {
+            None => None,
+            Some(secret) => {
+                let name = HeaderName::from_bytes(
+                    cfg.upstream.api_key_header.to_ascii_lowercase().as_bytes(),
+                )
+                .map_err(|_| {
+                    invalid(
+                        "upstream.api_key_header",
+                        cfg.upstream.api_key_header.clone(),
+                        "an HTTP header name",
+                    )
+                })?;
+                let raw = if name == actix_web::http::header::AUTHORIZATION {
+                    format!("Bearer {}", secret.expose())
+                } else {
+                    secret.expose().to_string()
+                };
+                let mut value = HeaderValue::from_str(&raw).map_err(|_| {
+                    invalid(
+                        cfg.setting_name("upstream.api_key"),
+                        secret.masked(),
+                        "printable ASCII",
+                    )
+                })?;
+                value.set_sensitive(true);
+                Some((name, value))
+            }
+        };
+
+        Ok(Self {
+            security_headers: cfg.security_headers.then(SecurityHeaders::new),
+            hosts,
+            routes,
+            credential_rules,
+            api_key_header,
+            keystore,
+            limiter,
+            memory_limiter,
+            clock,
+            endpoint_limits,
+            exempt_from_default,
+            scanner: Scanner::new(),
+            metrics: Metrics::new(),
+            upstream_credential,
+            started: Instant::now(),
+            static_key_count,
+            cfg,
+        })
+    }
+
+    /// The per-key limit for a role.
+    pub fn role_limit(&self, role: Role) -> RateSpec {
+        match role {
+            Role::Admin => self.cfg.rate_limit.admin,
+            Role::User | Role::Readonly => self.cfg.rate_limit.authenticated,
+        }
+    }
+
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.cfg
+            .trusted_proxies
+            .iter()
+            .any(|net: &IpNet| net.contains(&ip))
+    }
+}

@@ -1,0 +1,512 @@
+//! Input validation.
+//!
+//! Two jobs, kept apart on purpose:
+//! - [`Scanner`] looks for attack signatures (SQL injection, XSS, path traversal, NUL bytes) in the
+//!   *path, query string and headers*, after undoing up to three layers of percent-encoding so
+//!   `%2e%2e%2f` and `%252e%252e%252f` are seen as `../`.
+//! - [`check_body`] validates JSON bodies against each route's schema, naming the offending field.
+//!
+//! Request *bodies* of inference routes are never pattern-filtered: prompts legitimately contain
+//! code, SQL and HTML (docs/security.md explains why).
+
+use std::borrow::Cow;
+
+use percent_encoding::percent_decode_str;
+use regex::RegexSet;
+use serde_json::Value;
+
+use crate::error::GatewayError;
+
+const SQLI: &[&str] = &[
+    r"(?i)\bunion\b[\s(/*+]+(all[\s(/*+]+)?select\b",
+    r"(?i)'\s*(or|and)\s+('|\d|\w+\s*(=|like|<|>))",
+    r"(?i)\bor\s+1\s*=\s*1\b",
+    r"(?i);\s*(drop|delete|insert|update|alter|create|truncate|exec|execute|shutdown)\b",
+    r"(?i)'\s*(--|#|/\*)",
+    r"(?i)\b(drop|truncate)\s+(table|database)\b",
+    r"(?i)\b(sleep|benchmark|pg_sleep)\s*\(",
+    r"(?i)\bwaitfor\s+delay\b",
+    r"(?i)\bxp_cmdshell\b",
+    r"(?i)\binformation_schema\b",
+];
+
+const XSS: &[&str] = &[
+    r"(?i)<\s*/?\s*script\b",
+    r"(?i)\b(javascript|vbscript)\s*:",
+    r"(?i)\bon(error|load|click|mouseover|focus|blur|submit|change|input|keydown|keyup|toggle|animationstart)\s*=",
+    r"(?i)<\s*(iframe|object|embed|svg|img|body|meta|base|form)\b",
+    r"(?i)\bsrcdoc\s*=",
+    r"(?i)data\s*:\s*text/html",
+];
+
+const TRAVERSAL: &[&str] = &[
+    r"(^|[/\\])\.\.([/\\]|$)",
+    r"(?i)/etc/(passwd|shadow|hosts)\b",
+    r"(?i)[a-z]:\\windows\\",
+];
+
+/// Compiled signature sets, built once.
+#[derive(Debug)]
+pub struct Scanner {
+    sqli: RegexSet,
+    xss: RegexSet,
+    traversal: RegexSet,
+}
+
+impl Default for Scanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Undoes percent-encoding until nothing changes (at most three rounds: an attacker gains nothing
+/// from a fourth layer because no server in the chain decodes that often).
+fn decoded(s: &str, plus_is_space: bool) -> Cow<'_, str> {
+    let mut cur: Cow<'_, str> = if plus_is_space && s.contains('+') {
+        Cow::Owned(s.replace('+', " "))
+    } else {
+        Cow::Borrowed(s)
+    };
+    for _ in 0..3 {
+        if !cur.contains('%') {
+            break;
+        }
+        let next = percent_decode_str(&cur).decode_utf8_lossy().into_owned();
+        if next == *cur {
+            break;
+        }
+        cur = Cow::Owned(next);
+    }
+    cur
+}
+
+impl Scanner {
+    pub fn new() -> Self {
+        let build =
+            |set: &[&str]| RegexSet::new(set).unwrap_or_else(|e| panic!("built-in pattern: {e}"));
+        Self {
+            sqli: build(SQLI),
+            xss: build(XSS),
+            traversal: build(TRAVERSAL),
+        }
+    }
+
+    fn category(&self, text: &str, traversal: bool) -> Option<&'static str> {
+        if text.contains('\0') {
+            return Some("NUL byte injection");
+        }
+        if traversal && self.traversal.is_match(text) {
+            return Some("path traversal");
+        }
+        if self.sqli.is_match(text) {
+            return Some("SQL injection");
+        }
+        if self.xss.is_match(text) {
+            return Some("cross-site scripting (XSS)");
+        }
+        None
+    }
+
+    /// Scans a raw request path.
+    pub fn scan_path(&self, raw_path: &str) -> Result<(), GatewayError> {
+        let text = decoded(raw_path, false);
+        match self.category(&text, true) {
+            Some(category) => Err(GatewayError::SuspiciousInput {
+                location: "path",
+                category,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Scans a raw query string, skipping the credential parameter (keys are checked elsewhere and
+    /// must not be echoed into error paths).
+    pub fn scan_query(
+        &self,
+        raw_query: &str,
+        skip_param: Option<&str>,
+    ) -> Result<(), GatewayError> {
+        for pair in raw_query.split('&') {
+            let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+            if skip_param.is_some_and(|p| p == name) {
+                continue;
+            }
+            let text = decoded(pair, true);
+            if let Some(category) = self.category(&text, true) {
+                return Err(GatewayError::SuspiciousInput {
+                    location: "query string",
+                    category,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Scans a header value.
+    pub fn scan_header(&self, value: &[u8]) -> Result<(), GatewayError> {
+        let text = String::from_utf8_lossy(value);
+        let text = decoded(&text, false);
+        match self.category(&text, true) {
+            Some(category) => Err(GatewayError::SuspiciousInput {
+                location: "headers",
+                category,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+// ---- JSON bodies -------------------------------------------------------------------------------
+
+fn field_err(field: impl Into<String>, detail: impl Into<String>) -> GatewayError {
+    GatewayError::Validation {
+        field: field.into(),
+        detail: detail.into(),
+    }
+}
+
+fn join(prefix: &str, field: &str) -> String {
+    if prefix.is_empty() {
+        field.to_string()
+    } else {
+        format!("{prefix}.{field}")
+    }
+}
+
+fn req_string<'a>(
+    obj: &'a serde_json::Map<String, Value>,
+    prefix: &str,
+    field: &str,
+) -> Result<&'a str, GatewayError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Err(field_err(join(prefix, field), "is required (a string)")),
+        Some(Value::String(s)) if s.trim().is_empty() => {
+            Err(field_err(join(prefix, field), "must not be empty"))
+        }
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(field_err(join(prefix, field), "must be a string")),
+    }
+}
+
+fn opt_string(
+    obj: &serde_json::Map<String, Value>,
+    prefix: &str,
+    field: &str,
+) -> Result<(), GatewayError> {
+    match obj.get(field) {
+        None | Some(Value::Null) | Some(Value::String(_)) => Ok(()),
+        Some(_) => Err(field_err(join(prefix, field), "must be a string")),
+    }
+}
+
+fn opt_int(
+    obj: &serde_json::Map<String, Value>,
+    prefix: &str,
+    field: &str,
+    min: i64,
+    max: i64,
+) -> Result<(), GatewayError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(v) if (min..=max).contains(&v) => Ok(()),
+            _ => Err(field_err(
+                join(prefix, field),
+                format!("must be an integer from {min} to {max}"),
+            )),
+        },
+        Some(_) => Err(field_err(
+            join(prefix, field),
+            format!("must be an integer from {min} to {max}"),
+        )),
+    }
+}
+
+fn opt_num(
+    obj: &serde_json::Map<String, Value>,
+    prefix: &str,
+    field: &str,
+    min: f64,
+    max: f64,
+) -> Result<(), GatewayError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(v) if v >= min && v <= max => Ok(()),
+            _ => Err(field_err(
+                join(prefix, field),
+                format!("must be a number from {min} to {max}"),
+            )),
+        },
+        Some(_) => Err(field_err(
+            join(prefix, field),
+            format!("must be a number from {min} to {max}"),
+        )),
+    }
+}
+
+fn opt_bool(
+    obj: &serde_json::Map<String, Value>,
+    prefix: &str,
+    field: &str,
+) -> Result<(), GatewayError> {
+    match obj.get(field) {
+        None | Some(Value::Null) | Some(Value::Bool(_)) => Ok(()),
+        Some(_) => Err(field_err(join(prefix, field), "must be true or false")),
+    }
+}
+
+fn sampling(obj: &serde_json::Map<String, Value>, prefix: &str) -> Result<(), GatewayError> {
+    opt_int(obj, prefix, "max_tokens", 1, 1_000_000)?;
+    opt_num(obj, prefix, "temperature", 0.0, 2.0)?;
+    opt_num(obj, prefix, "top_p", 0.0, 1.0)?;
+    opt_bool(obj, prefix, "stream")
+}
+
+fn object<'a>(
+    v: &'a Value,
+    path: &str,
+) -> Result<&'a serde_json::Map<String, Value>, GatewayError> {
+    v.as_object().ok_or_else(|| {
+        field_err(
+            if path.is_empty() { "body" } else { path },
+            "must be a JSON object",
+        )
+    })
+}
+
+fn inference(v: &Value, prefix: &str) -> Result<(), GatewayError> {
+    let obj = object(v, prefix)?;
+    req_string(obj, prefix, "prompt")?;
+    opt_string(obj, prefix, "model")?;
+    sampling(obj, prefix)
+}
+
+fn string_or_strings(
+    obj: &serde_json::Map<String, Value>,
+    field: &str,
+) -> Result<(), GatewayError> {
+    match obj.get(field) {
+        Some(Value::String(_)) => Ok(()),
+        Some(Value::Array(items)) if !items.is_empty() => {
+            for (i, item) in items.iter().enumerate() {
+                if !(item.is_string() || item.is_array() || item.is_number()) {
+                    return Err(field_err(
+                        format!("{field}[{i}]"),
+                        "must be a string or a token array",
+                    ));
+                }
+            }
+            Ok(())
+        }
+        Some(Value::Array(_)) => Err(field_err(field, "must not be empty")),
+        None | Some(Value::Null) => Err(field_err(
+            field,
+            "is required (a string or an array of strings)",
+        )),
+        Some(_) => Err(field_err(field, "must be a string or an array of strings")),
+    }
+}
+
+const CHAT_ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
+/// Checks a parsed body against the schema of the route it was sent to.
+pub fn check_body(template: &str, path: &str, body: &Value) -> Result<(), GatewayError> {
+    match template {
+        "/inference" => inference(body, ""),
+        "/inference/batch" => {
+            let obj = object(body, "")?;
+            match obj.get("requests") {
+                Some(Value::Array(items)) if items.is_empty() => {
+                    Err(field_err("requests", "must not be empty"))
+                }
+                Some(Value::Array(items)) if items.len() > 256 => {
+                    Err(field_err("requests", "must hold at most 256 requests"))
+                }
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .enumerate()
+                    .try_for_each(|(i, item)| inference(item, &format!("requests[{i}]"))),
+                None | Some(Value::Null) => Err(field_err(
+                    "requests",
+                    "is required (an array of inference requests)",
+                )),
+                Some(_) => Err(field_err(
+                    "requests",
+                    "must be an array of inference requests",
+                )),
+            }
+        }
+        "/models/load" => {
+            let obj = object(body, "")?;
+            req_string(obj, "", "model").map(|_| ())
+        }
+        "/api/test" => {
+            let obj = object(body, "")?;
+            let name = req_string(obj, "", "test_name")?;
+            if name.chars().count() > 100 {
+                return Err(field_err("test_name", "must be at most 100 characters"));
+            }
+            opt_int(obj, "", "iterations", 1, 1000)?;
+            opt_num(obj, "", "timeout", 0.001, 300.0)
+        }
+        "/v1/*" => match path {
+            "/v1/chat/completions" => {
+                let obj = object(body, "")?;
+                req_string(obj, "", "model")?;
+                opt_int(obj, "", "n", 1, 16)?;
+                sampling(obj, "")?;
+                match obj.get("messages") {
+                    Some(Value::Array(msgs)) if !msgs.is_empty() => {
+                        for (i, m) in msgs.iter().enumerate() {
+                            let prefix = format!("messages[{i}]");
+                            let mo = object(m, &prefix)?;
+                            let role = req_string(mo, &prefix, "role")?;
+                            if !CHAT_ROLES.contains(&role) {
+                                return Err(field_err(
+                                    format!("{prefix}.role"),
+                                    format!("must be one of {}", CHAT_ROLES.join(", ")),
+                                ));
+                            }
+                            match mo.get("content") {
+                                Some(Value::String(_))
+                                | Some(Value::Array(_))
+                                | Some(Value::Null) => {}
+                                None if role == "assistant" => {}
+                                None => {
+                                    return Err(field_err(
+                                        format!("{prefix}.content"),
+                                        "is required",
+                                    ));
+                                }
+                                Some(_) => {
+                                    return Err(field_err(
+                                        format!("{prefix}.content"),
+                                        "must be a string or an array of content parts",
+                                    ));
+                                }
+                            }
+                        }
+                        Ok(())
+                    }
+                    Some(Value::Array(_)) => Err(field_err("messages", "must not be empty")),
+                    None | Some(Value::Null) => {
+                        Err(field_err("messages", "is required (an array of messages)"))
+                    }
+                    Some(_) => Err(field_err("messages", "must be an array of messages")),
+                }
+            }
+            "/v1/completions" => {
+                let obj = object(body, "")?;
+                req_string(obj, "", "model")?;
+                sampling(obj, "")?;
+                string_or_strings(obj, "prompt")
+            }
+            "/v1/embeddings" => {
+                let obj = object(body, "")?;
+                req_string(obj, "", "model")?;
+                string_or_strings(obj, "input")
+            }
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Parses a JSON body: malformed → 400, empty → 400.
+pub fn parse_json(bytes: &[u8]) -> Result<Value, GatewayError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(GatewayError::MalformedJson(
+            "the body is empty; send a JSON object".into(),
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| GatewayError::MalformedJson(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn signatures_in_paths_queries_and_headers() {
+        let s = Scanner::new();
+        assert!(s.scan_path("/models/../etc/passwd").is_err());
+        assert!(s.scan_path("/v1/%2e%2e%2fsecret").is_err());
+        assert!(s.scan_path("/v1/%252e%252e%252fsecret").is_err());
+        assert!(s.scan_path("/v1/chat/completions").is_ok());
+        assert!(s.scan_path("/v1/models/llama-3.1-8b").is_ok());
+        assert!(s.scan_query("id=1'%20OR%20'1'='1", None).is_err());
+        assert!(
+            s.scan_query("q=1%20UNION%20SELECT%20password", None)
+                .is_err()
+        );
+        assert!(s.scan_query("x=<script>alert(1)</script>", None).is_err());
+        assert!(s.scan_query("x=%3Cscript%3E", None).is_err());
+        assert!(
+            s.scan_query("limit=10&order=desc&q=select+a+model", None)
+                .is_ok()
+        );
+        assert!(s.scan_query("api_key=abc'--", Some("api_key")).is_ok());
+        assert!(
+            s.scan_header(b"text/html,application/xhtml+xml,*/*;q=0.8")
+                .is_ok()
+        );
+        assert!(
+            s.scan_header(b"Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/120.0")
+                .is_ok()
+        );
+        assert!(
+            s.scan_header(b"\"Chromium\";v=\"118\", \"Not=A?Brand\";v=\"99\"")
+                .is_ok()
+        );
+        assert!(s.scan_header(b"<script>alert(1)</script>").is_err());
+        assert!(s.scan_header(b"1; DROP TABLE users").is_err());
+    }
+
+    #[test]
+    fn schemas_name_the_field() {
+        let e = check_body("/inference", "/inference", &json!({"model": "m"})).unwrap_err();
+        assert!(matches!(e, GatewayError::Validation { ref field, .. } if field == "prompt"));
+        let e = check_body(
+            "/inference/batch",
+            "/inference/batch",
+            &json!({"requests": [{"prompt": "a"}, {"prompt": 5}]}),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, GatewayError::Validation { ref field, .. } if field == "requests[1].prompt")
+        );
+        let e = check_body(
+            "/v1/*",
+            "/v1/chat/completions",
+            &json!({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, GatewayError::Validation { ref field, .. } if field == "messages[0].role")
+        );
+        assert!(
+            check_body(
+                "/inference",
+                "/inference",
+                &json!({"prompt": "DROP TABLE users; <script>"})
+            )
+            .is_ok()
+        );
+        let e = check_body(
+            "/api/test",
+            "/api/test",
+            &json!({"test_name": "t", "iterations": 0}),
+        )
+        .unwrap_err();
+        assert!(matches!(e, GatewayError::Validation { ref field, .. } if field == "iterations"));
+    }
+}
