@@ -51,10 +51,10 @@ fn main() -> ExitCode {
                 Ok(k) => k,
                 Err(e) => return fail(e),
             };
-            if let Some(t) = &cfg.tls {
-                if let Err(e) = infergate_gateway::tls::server_config(t) {
-                    return fail(e);
-                }
+            if let Some(t) = &cfg.tls
+                && let Err(e) = infergate_gateway::tls::server_config(t)
+            {
+                return fail(e);
             }
             if let Err(e) = infergate_headers::HostMatcher::new(&cfg.trusted_hosts) {
                 return fail(format!(

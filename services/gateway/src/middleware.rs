@@ -270,18 +270,18 @@ async fn limit(
         .await
         .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
     let tightest = d.tightest().copied();
-    if !d.allowed {
-        if let Some(status) = tightest {
-            state
-                .metrics
-                .rate_limited
-                .with_label_values(&[status.dimension.as_str()])
-                .inc();
-            return Err(GatewayError::RateLimited {
-                status,
-                now_millis: state.clock.now_millis(),
-            });
-        }
+    if !d.allowed
+        && let Some(status) = tightest
+    {
+        state
+            .metrics
+            .rate_limited
+            .with_label_values(&[status.dimension.as_str()])
+            .inc();
+        return Err(GatewayError::RateLimited {
+            status,
+            now_millis: state.clock.now_millis(),
+        });
     }
     Ok(tightest)
 }

@@ -81,19 +81,19 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, Gat
 }
 
 fn traceparent(incoming: Option<&HeaderValue>) -> HeaderValue {
-    if let Some(v) = incoming {
-        if let Ok(s) = v.to_str() {
-            let parts: Vec<&str> = s.split('-').collect();
-            if parts.len() == 4
-                && parts[0].len() == 2
-                && parts[1].len() == 32
-                && parts[2].len() == 16
-                && parts[3].len() == 2
-                && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
-            {
-                return v.clone();
-            }
-        }
+    let valid = |s: &str| {
+        let parts: Vec<&str> = s.split('-').collect();
+        parts.len() == 4
+            && parts[0].len() == 2
+            && parts[1].len() == 32
+            && parts[2].len() == 16
+            && parts[3].len() == 2
+            && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+    };
+    if let Some(v) = incoming
+        && v.to_str().is_ok_and(valid)
+    {
+        return v.clone();
     }
     let trace = uuid::Uuid::new_v4().simple().to_string();
     let span = &uuid::Uuid::new_v4().simple().to_string()[..16];

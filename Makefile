@@ -1,0 +1,36 @@
+# infergate — the two set-up commands are `make run` and `make test`.
+
+CARGO ?= cargo
+CONFIG ?= config/gateway.yaml
+
+.PHONY: run test fmt lint check-config bench build clean
+
+## Build and start the dev upstream and the gateway with the shipped config.
+run:
+	@scripts/run.sh
+
+## fmt check, clippy with warnings as errors, every test.
+test:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) test --workspace
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+build:
+	$(CARGO) build --workspace --bins
+
+## Validate the configuration and print the effective settings (secrets masked).
+check-config:
+	$(CARGO) run -q -p infergate-gateway -- --config $(CONFIG) check-config
+
+## Load test: the gateway vs the dev upstream directly, same concurrency.
+bench:
+	@scripts/bench.sh
+
+clean:
+	$(CARGO) clean
