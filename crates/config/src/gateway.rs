@@ -305,7 +305,11 @@ fn apply_env(
             None => 60,
         };
         let pair = RateSpec::new(n, Duration::from_secs(secs)).map_err(|e| {
-            ConfigError::invalid("RATE_LIMIT_REQUESTS", n.to_string(), e.to_string())
+            ConfigError::invalid(
+                "RATE_LIMIT_REQUESTS/RATE_LIMIT_PERIOD_SECONDS",
+                format!("{n}/{secs}s"),
+                format!("{e} (the period may be at most 365 days)"),
+            )
         })?;
         if let Some(d) = &default {
             let spec = parse::rate("RATE_LIMIT_DEFAULT", d)?;

@@ -90,6 +90,9 @@ impl Application {
         let default_limit = cfg.body_limits.default_bytes;
         let server = HttpServer::new(move || {
             let st = app_state.clone();
+            // Without configured origins no browser may call cross-origin, so the CORS layer (and
+            // the headers it adds to every response) is left out entirely.
+            let cors_enabled = !st.cfg.cors.origins.is_empty();
             let client = web::Data::new(proxy::client(&st));
             let cors = infergate_headers::cors(
                 &st.cfg.cors.origins,
@@ -103,7 +106,7 @@ impl Application {
                 .configure(configure)
                 .default_service(web::to(handlers::not_found))
                 .wrap(from_fn(guard))
-                .wrap(cors)
+                .wrap(actix_web::middleware::Condition::new(cors_enabled, cors))
                 .wrap(from_fn(edge))
         })
         .workers(workers)

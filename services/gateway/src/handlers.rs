@@ -37,7 +37,10 @@ pub async fn health_detailed(
             json!({"status": "healthy", "http_status": r.status().as_u16()})
         }
         Ok(Ok(r)) => json!({"status": "unhealthy", "http_status": r.status().as_u16()}),
-        Ok(Err(e)) => json!({"status": "unreachable", "error": e.to_string()}),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "upstream health probe failed");
+            json!({"status": "unreachable"})
+        }
         Err(_) => json!({"status": "timeout"}),
     };
     let healthy = upstream["status"] == "healthy";

@@ -66,6 +66,12 @@ fn main() -> ExitCode {
                 Ok(s) => println!("{s}"),
                 Err(e) => return fail(e),
             }
+            if !cfg.auth.keys_file.exists() {
+                println!(
+                    "# note: keys file {} does not exist; only API_KEY/API_KEYS keys are accepted",
+                    cfg.auth.keys_file.display()
+                );
+            }
             println!("# configuration OK; {} static key(s) loaded", keys.len());
             ExitCode::SUCCESS
         }

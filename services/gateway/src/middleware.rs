@@ -452,6 +452,17 @@ async fn decide(
             .auth_failures
             .with_label_values(&["forbidden"])
             .inc();
+        // A refused call still costs the key, so probing forbidden routes is rate limited too.
+        if rl {
+            let spec = record
+                .rate_limit
+                .unwrap_or_else(|| state.role_limit(record.role));
+            limit(
+                state,
+                &[LimitCheck::new(BucketKey::key(record.id.clone()), spec)],
+            )
+            .await?;
+        }
         tracing::warn!(request_id = %ctx.request_id, key_id = %record.id, role = %record.role, route = %route.template, "forbidden");
         return Err(GatewayError::Forbidden {
             role: record.role.as_str(),

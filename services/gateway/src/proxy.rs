@@ -134,10 +134,9 @@ pub async fn forward(
     url.push_str(&state.cfg.upstream.url);
     url.push_str(req.uri().path());
     if let Some(q) = req.uri().query() {
-        let q = match &state.credential_rules.query_param {
-            Some(p) => strip_query_param(q, p),
-            None => q.into(),
-        };
+        // Stripped even when the query credential is switched off: a key a client put in the URL
+        // must not reach the upstream's logs either way.
+        let q = strip_query_param(q, "api_key");
         if !q.is_empty() {
             url.push('?');
             url.push_str(&q);
@@ -153,6 +152,8 @@ pub async fn forward(
             || name == header::AUTHORIZATION
             || *name == state.api_key_header
             || name == "x-forwarded-for"
+            || name == "x-forwarded-proto"
+            || name == "x-real-ip"
             || name == "x-request-id"
             || name == "traceparent"
         {
@@ -173,14 +174,15 @@ pub async fn forward(
         _ => peer,
     };
     up = up.insert_header(("x-forwarded-for", xff));
-    if !req.headers().contains_key("x-forwarded-proto") {
-        let proto = if req.app_config().secure() {
-            "https"
-        } else {
-            "http"
-        };
-        up = up.insert_header(("x-forwarded-proto", proto));
-    }
+    // The gateway states what it judged, never what an untrusted client claimed.
+    let https = crate::client_ip::is_https(
+        &state,
+        req.app_config().secure(),
+        req.peer_addr(),
+        req.headers(),
+    );
+    up = up.insert_header(("x-forwarded-proto", if https { "https" } else { "http" }));
+    up = up.insert_header(("x-real-ip", ctx.client_ip.to_string()));
     up = up.insert_header(("x-request-id", &*ctx.request_id));
     up = up.insert_header(("traceparent", traceparent(req.headers().get("traceparent"))));
     if let Some((name, value)) = &state.upstream_credential {

@@ -208,7 +208,12 @@ fn opt_int(
 ) -> Result<(), GatewayError> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(()),
-        Some(Value::Number(n)) => match n.as_i64() {
+        // 16.0 is an integer to a JSON client; 16.5 is not.
+        Some(Value::Number(n)) => match n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
+                .map(|f| f as i64)
+        }) {
             Some(v) if (min..=max).contains(&v) => Ok(()),
             _ => Err(field_err(
                 join(prefix, field),

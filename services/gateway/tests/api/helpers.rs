@@ -202,7 +202,9 @@ impl TestApp {
             .unwrap();
         s.write_all(request.as_bytes()).await.unwrap();
         let mut out = Vec::new();
-        s.read_to_end(&mut out).await.unwrap();
+        // A server may keep a connection open after an unparseable request; what it said is
+        // what counts, so stop reading after a quiet spell.
+        let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
         String::from_utf8_lossy(&out).into_owned()
     }
 }

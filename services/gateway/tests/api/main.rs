@@ -6,4 +6,5 @@ mod headers;
 mod helpers;
 mod proxy;
 mod rate_limit;
+mod robustness;
 mod validation;

@@ -213,3 +213,19 @@ async fn slow_upstream_is_504() {
         started.elapsed()
     );
 }
+
+#[actix_web::test]
+async fn spoofed_forwarding_headers_and_disabled_query_keys_do_not_reach_upstream() {
+    let app = spawn_app(&[("INFERGATE_API_KEY_QUERY_ENABLED", "false")]).await;
+    let req = app
+        .client
+        .get(app.url(&format!("/v1/debug/request?api_key={USER_KEY}&x=1")))
+        .insert_header(("X-API-Key", USER_KEY))
+        .insert_header(("X-Forwarded-Proto", "https"))
+        .insert_header(("X-Real-IP", "203.0.113.66"));
+    let seen = app.send(req, None).await.json();
+    assert_eq!(seen["query"], "x=1");
+    assert!(!seen.to_string().contains(USER_KEY));
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(seen["headers"]["x-real-ip"], "127.0.0.1");
+}

@@ -353,3 +353,22 @@ async fn rate_limiting_can_be_disabled() {
         assert!(r.header("x-ratelimit-limit").is_none());
     }
 }
+
+#[actix_web::test]
+async fn forbidden_calls_still_cost_the_key() {
+    let app = app_with_clock(&[("RATE_LIMIT_AUTHENTICATED", "3/minute")]).await;
+    let body = r#"{"model":"echo-1"}"#;
+    for _ in 0..3 {
+        assert_eq!(
+            app.post("/models/load", Some(READONLY_KEY), body)
+                .await
+                .status,
+            403
+        );
+    }
+    let r = app.post("/models/load", Some(READONLY_KEY), body).await;
+    assert_eq!(
+        assert_error_shape(&r, 429, "rate_limited")["dimension"],
+        "key"
+    );
+}
