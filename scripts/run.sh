@@ -29,7 +29,13 @@ YAML
   echo "created $KEYS with fresh demo keys"
 fi
 
-key_for() { grep -B2 "name: $1\$" "$KEYS" | head -1 | sed -E 's/^ *"?([^":]+)"?:.*/\1/'; }
+# The key whose entry carries `name: $1` (keys are the YAML map's keys, one level under `keys:`).
+key_for() {
+  awk -v want="$1" '
+    /^  [^ #]/ { key = $0; sub(/^  "?/, "", key); sub(/"?:[[:space:]]*$/, "", key) }
+    $1 == "name:" && $2 == want { print key; exit }
+  ' "$KEYS"
+}
 ADMIN_KEY=$(key_for demo-admin)
 USER_KEY=$(key_for demo-user)
 RO_KEY=$(key_for demo-readonly)

@@ -404,23 +404,18 @@ async fn decide(
         .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
     let record = match verification {
         Verification::Valid(r) => r,
-        Verification::Expired(r) => {
-            tracing::warn!(request_id = %ctx.request_id, client_ip = %ip, key_id = %r.id, "expired key used");
+        ref v @ (Verification::Expired(ref r) | Verification::Revoked(ref r)) => {
+            let reason = if matches!(v, Verification::Expired(_)) {
+                "expired"
+            } else {
+                "revoked"
+            };
+            tracing::warn!(request_id = %ctx.request_id, client_ip = %ip, key_id = %r.id, reason, "refused key used");
             return Err(refuse(
                 state,
                 ip,
-                "expired",
-                GatewayError::InvalidCredential { reason: "expired" },
-            )
-            .await);
-        }
-        Verification::Revoked(r) => {
-            tracing::warn!(request_id = %ctx.request_id, client_ip = %ip, key_id = %r.id, "revoked key used");
-            return Err(refuse(
-                state,
-                ip,
-                "revoked",
-                GatewayError::InvalidCredential { reason: "revoked" },
+                reason,
+                GatewayError::InvalidCredential { reason },
             )
             .await);
         }
