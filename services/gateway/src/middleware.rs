@@ -286,33 +286,43 @@ async fn limit(
     Ok(tightest)
 }
 
+/// A refusal, with the limit the request was counted against, so refused requests that were
+/// charged (401s against the IP budget, 404s) carry the rate-limit headers too.
+struct Rejected {
+    err: GatewayError,
+    rate: Option<LimitStatus>,
+}
+
+impl From<GatewayError> for Rejected {
+    fn from(err: GatewayError) -> Self {
+        Rejected { err, rate: None }
+    }
+}
+
 /// A failed authentication: counted by reason, and charged to the client IP's anonymous budget so
 /// guessing keys is rate limited too. Returns the error to send (429 once the budget is gone).
-async fn refuse(
-    state: &AppState,
-    ip: IpAddr,
-    reason: &'static str,
-    err: GatewayError,
-) -> GatewayError {
+async fn refuse(state: &AppState, ip: IpAddr, reason: &'static str, err: GatewayError) -> Rejected {
     state
         .metrics
         .auth_failures
         .with_label_values(&[reason])
         .inc();
+    let mut rate = None;
     if state.cfg.rate_limit.enabled {
         let check = LimitCheck::new(BucketKey::ip(ip), state.cfg.rate_limit.default);
-        if let Err(e) = limit(state, std::slice::from_ref(&check)).await {
-            return e;
+        match limit(state, std::slice::from_ref(&check)).await {
+            Ok(status) => rate = status,
+            Err(e) => return e.into(),
         }
     }
-    err
+    Rejected { err, rate }
 }
 
 async fn decide(
     state: &AppState,
     req: &ServiceRequest,
     ctx: &RequestCtx,
-) -> Result<Outcome, GatewayError> {
+) -> Result<Outcome, Rejected> {
     let rl = state.cfg.rate_limit.enabled;
     let ip = ctx.client_ip;
     let ip_check = || LimitCheck::new(BucketKey::ip(ip), state.cfg.rate_limit.default);
@@ -321,15 +331,18 @@ async fn decide(
         Some(i) if ctx.method_allowed => &state.routes.routes()[i],
         other => {
             // Unknown paths and methods still cost the caller, so scanning is rate limited.
-            if rl {
-                limit(state, &[ip_check()]).await?;
-            }
-            return Err(match other {
+            let rate = if rl {
+                limit(state, &[ip_check()]).await?
+            } else {
+                None
+            };
+            let err = match other {
                 Some(i) => GatewayError::MethodNotAllowed {
                     allow: state.routes.routes()[i].methods.join(", "),
                 },
                 None => GatewayError::NotFound,
-            });
+            };
+            return Err(Rejected { err, rate });
         }
     };
     let endpoint = state.endpoint_limits.get(&route.template).copied();
@@ -391,10 +404,10 @@ async fn decide(
             .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
         if status.is_exceeded() {
             state.metrics.rate_limited.with_label_values(&["ip"]).inc();
-            return Err(GatewayError::RateLimited {
+            return Err(Rejected::from(GatewayError::RateLimited {
                 status,
                 now_millis: state.clock.now_millis(),
-            });
+            }));
         }
     }
     let verification = state
@@ -459,9 +472,9 @@ async fn decide(
             .await?;
         }
         tracing::warn!(request_id = %ctx.request_id, key_id = %record.id, role = %record.role, route = %route.template, "forbidden");
-        return Err(GatewayError::Forbidden {
+        return Err(Rejected::from(GatewayError::Forbidden {
             role: record.role.as_str(),
-        });
+        }));
     }
     let rate = if rl {
         let spec = record
@@ -499,7 +512,13 @@ pub async fn guard(
         return Ok(req.error_response(GatewayError::Internal("request context missing".into())));
     };
     match decide(&state, &req, &ctx).await {
-        Err(e) => Ok(req.error_response(e)),
+        Err(Rejected { err, rate }) => {
+            let mut res = req.error_response(err);
+            if let Some(status) = rate {
+                rate_limit_headers(res.headers_mut(), &status, state.clock.now_millis());
+            }
+            Ok(res)
+        }
         Ok(outcome) => {
             if let Some(auth) = outcome.auth {
                 req.extensions_mut().insert(auth);

@@ -248,9 +248,14 @@ async fn health_is_exempt_from_the_per_ip_default() {
 #[actix_web::test]
 async fn failed_authentication_counts_and_is_refused_before_lookup() {
     let app = app_with_clock(&[("RATE_LIMIT_DEFAULT", "3/minute")]).await;
-    for i in 0..3 {
+    for i in 0..3u64 {
         let r = app.get("/protected", Some(&format!("guess-{i:016}"))).await;
         assert_eq!(r.status, 401);
+        // The refusal was charged, and says so.
+        assert_eq!(
+            r.header("x-ratelimit-remaining"),
+            Some((2 - i).to_string().as_str())
+        );
     }
     let before = app
         .state
