@@ -1,26 +1,32 @@
-//! API-key records and the [`KeyStore`] seam.
+//! API keys: their format, their hashes, their records, and the stores that keep them.
 //!
-//! - [`record`]: what the gateway knows about a key once it is verified (id, name, role, expiry, limits).
-//! - [`KeyStore`]: the async trait every backend implements; the gateway only ever asks "what is this
-//!   presented credential?" and gets a [`Verification`] back.
-//! - [`static_store`]: keys given as plain values (`API_KEY`, `API_KEYS`, a keys file in the FastAPI
-//!   seed's shape), held in memory only as SHA-256 digests.
-//! - [`file`]: parsing of the keys file (YAML or the seed's JSON) and of `API_KEYS`.
+//! - [`format`]: the key format (`prefix_id_secret_checksum`), minting and offline checking.
+//! - [`hash`]: argon2id hashing of secrets (OWASP minimum parameters or stronger).
+//! - [`record`]: [`KeyRecord`] (what is known about a key, never the key), [`StoredKey`]
+//!   (record + PHC hash), [`KeyPatch`], [`AuditEntry`].
+//! - [`store`]: the async [`KeyStore`] trait every backend implements, with its change feed.
+//! - Backends: [`memory`] (tests), [`file`] (the embedded default: a YAML file written
+//!   atomically under a lock, reloaded on change), [`redis`] (shared by many gateways, with a
+//!   pub/sub change feed).
+//! - [`legacy`] and [`static_store`]: plaintext keys from `API_KEY`, `API_KEYS` and the FastAPI
+//!   seed's keys file, held in memory only as SHA-256 digests.
 //!
-//! A later backend (hashed file store, Redis) implements the same trait; nothing above it changes.
+//! The `conformance` feature exposes the test suite every backend must pass.
 #![forbid(unsafe_code)]
 
-pub mod file;
+pub mod format;
+pub mod hash;
+pub mod legacy;
 pub mod record;
 pub mod static_store;
+pub mod store;
 
-use std::sync::Arc;
-
-use chrono::{DateTime, Utc};
-
-pub use file::{StaticKey, load_keys_file, parse_api_keys};
-pub use record::{KeyRecord, Verification};
+pub use format::{GeneratedKey, KeyFormatError, ParsedKey};
+pub use hash::{HashError, HashParams};
+pub use legacy::{StaticKey, load_keys_file, parse_api_keys};
+pub use record::{AuditEntry, KeyPatch, KeyRecord, KeyState, StoredKey, Verification};
 pub use static_store::StaticKeyStore;
+pub use store::{AuditQuery, KeyChange, KeyStore, ListQuery, Page, page_of};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyStoreError {
@@ -30,9 +36,7 @@ pub enum KeyStoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "keys file {path} is not valid YAML or JSON of the form {{keys: {{<key>: {{name, role, expires}}}}}}: {detail}"
-    )]
+    #[error("keys file {path} is not valid: {detail}")]
     Parse { path: String, detail: String },
     #[error("key {name:?} in {origin}: {detail}")]
     Invalid {
@@ -42,24 +46,10 @@ pub enum KeyStoreError {
     },
     #[error("the same key is configured twice ({first} and {second})")]
     Duplicate { first: String, second: String },
+    #[error("no key with id {0}")]
+    NotFound(String),
+    #[error("a key with id {0} already exists")]
+    Conflict(String),
     #[error("key store unavailable: {0}")]
     Unavailable(String),
-}
-
-/// A source of API keys.
-#[async_trait::async_trait]
-pub trait KeyStore: Send + Sync + std::fmt::Debug {
-    /// Looks up a presented credential. Implementations compare secrets in constant time and never
-    /// log or return the presented value.
-    async fn verify(
-        &self,
-        presented: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Verification, KeyStoreError>;
-
-    /// Every record (for status pages and admin listings); never includes secrets.
-    async fn list(&self) -> Result<Vec<Arc<KeyRecord>>, KeyStoreError>;
-
-    /// Backend name for status and metrics.
-    fn backend(&self) -> &'static str;
 }

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::{KeyRecord, KeyStore, KeyStoreError, StaticKey, Verification};
+use crate::{KeyRecord, KeyStoreError, StaticKey, Verification};
 
 type KeyDigest = [u8; 32];
 
@@ -38,14 +38,10 @@ impl StaticKeyStore {
         let mut by_digest: HashMap<KeyDigest, Arc<KeyRecord>> = HashMap::with_capacity(keys.len());
         for key in keys {
             let d = digest(&key.secret);
-            let record = Arc::new(KeyRecord {
-                id: Arc::from(key_id(&d)),
-                name: key.name,
-                role: key.role,
-                expires_at: key.expires_at,
-                rate_limit: key.rate_limit,
-                origin: key.origin,
-            });
+            let mut record = KeyRecord::new(key_id(&d), key.name, key.role, key.origin);
+            record.expires_at = key.expires_at;
+            record.rate_limit = key.rate_limit;
+            let record = Arc::new(record);
             if let Some(existing) = by_digest.get(&d) {
                 return Err(KeyStoreError::Duplicate {
                     first: existing.name.clone(),
@@ -81,23 +77,11 @@ impl StaticKeyStore {
     }
 }
 
-#[async_trait::async_trait]
-impl KeyStore for StaticKeyStore {
-    async fn verify(
-        &self,
-        presented: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Verification, KeyStoreError> {
-        Ok(self.verify_now(presented, now))
-    }
-
-    async fn list(&self) -> Result<Vec<Arc<KeyRecord>>, KeyStoreError> {
+impl StaticKeyStore {
+    /// Every record (for status pages); never includes secrets.
+    pub fn records(&self) -> Vec<Arc<KeyRecord>> {
         let mut all: Vec<_> = self.by_digest.values().cloned().collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(all)
-    }
-
-    fn backend(&self) -> &'static str {
-        "static"
+        all
     }
 }

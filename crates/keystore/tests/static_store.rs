@@ -1,5 +1,5 @@
 use chrono::{Duration, Utc};
-use infergate_keystore::{KeyStore, StaticKey, StaticKeyStore, Verification, parse_api_keys};
+use infergate_keystore::{StaticKey, StaticKeyStore, Verification, parse_api_keys};
 use infergate_policy::Role;
 
 fn key(secret: &str, role: Role, expires_in: Option<Duration>) -> StaticKey {
@@ -13,15 +13,15 @@ fn key(secret: &str, role: Role, expires_in: Option<Duration>) -> StaticKey {
     }
 }
 
-#[tokio::test]
-async fn valid_unknown_and_expired() {
+#[test]
+fn valid_unknown_and_expired() {
     let store = StaticKeyStore::new(vec![
         key("good-key-123456", Role::User, Some(Duration::days(1))),
         key("old-key-1234567", Role::Admin, Some(Duration::days(-1))),
     ])
     .unwrap();
     let now = Utc::now();
-    match store.verify("good-key-123456", now).await.unwrap() {
+    match store.verify_now("good-key-123456", now) {
         Verification::Valid(r) => {
             assert_eq!(r.role, Role::User);
             assert!(r.id.starts_with("static-"));
@@ -30,18 +30,18 @@ async fn valid_unknown_and_expired() {
         other => panic!("expected valid, got {other:?}"),
     }
     assert!(matches!(
-        store.verify("old-key-1234567", now).await.unwrap(),
+        store.verify_now("old-key-1234567", now),
         Verification::Expired(_)
     ));
     assert_eq!(
-        store.verify("good-key-12345", now).await.unwrap(),
+        store.verify_now("good-key-12345", now),
         Verification::Unknown
     );
-    assert_eq!(store.verify("", now).await.unwrap(), Verification::Unknown);
+    assert_eq!(store.verify_now("", now), Verification::Unknown);
 }
 
-#[tokio::test]
-async fn duplicates_are_rejected_and_listing_has_no_secrets() {
+#[test]
+fn duplicates_are_rejected_and_listing_has_no_secrets() {
     let dup = StaticKeyStore::new(vec![
         key("same", Role::User, None),
         key("same", Role::Admin, None),
@@ -51,7 +51,7 @@ async fn duplicates_are_rejected_and_listing_has_no_secrets() {
         parse_api_keys("alpha-secret:admin,beta-secret:readonly", "API_KEYS").unwrap(),
     )
     .unwrap();
-    let listed = format!("{:?}", store.list().await.unwrap());
+    let listed = format!("{:?}", store.records());
     assert!(
         !listed.contains("alpha-secret") && !listed.contains("beta-secret"),
         "{listed}"

@@ -52,7 +52,7 @@ pub async fn health_detailed(
         "components": {
             "upstream": upstream,
             "rate_limiter": {"status": "healthy", "backend": state.limiter.backend(), "enabled": state.cfg.rate_limit.enabled, "buckets": state.memory_limiter.len()},
-            "key_store": {"status": "healthy", "backend": state.keystore.backend(), "keys": state.static_key_count},
+            "key_store": {"status": "healthy", "backend": "static", "keys": state.static_key_count},
         }
     }))
 }
@@ -128,7 +128,7 @@ pub async fn api_status(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
             "methods": methods,
             "header_name": cfg.auth.header_name,
             "query_parameter": cfg.auth.query_param_enabled.then_some("api_key"),
-            "key_store": state.keystore.backend(),
+            "key_store": "static",
         },
         "rate_limiting": {
             "enabled": cfg.rate_limit.enabled,

@@ -9,7 +9,7 @@ use std::time::Instant;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use infergate_config::{ConfigError, GatewayConfig};
 use infergate_headers::{HostMatcher, SecurityHeaders};
-use infergate_keystore::{KeyStore, StaticKey, StaticKeyStore, load_keys_file, parse_api_keys};
+use infergate_keystore::{StaticKey, StaticKeyStore, load_keys_file, parse_api_keys};
 use infergate_policy::{CredentialRules, Role, RouteTable};
 use infergate_ratelimit::{Clock, MemoryLimiter, RateLimiter, RateSpec, SystemClock};
 use ipnet::IpNet;
@@ -30,7 +30,7 @@ pub struct AppState {
     pub routes: RouteTable,
     pub credential_rules: CredentialRules,
     pub api_key_header: HeaderName,
-    pub keystore: Arc<dyn KeyStore>,
+    pub legacy_keys: Arc<StaticKeyStore>,
     pub limiter: Arc<dyn RateLimiter>,
     pub memory_limiter: Arc<MemoryLimiter>,
     pub clock: Arc<dyn Clock>,
@@ -134,7 +134,7 @@ impl AppState {
         let static_key_count = keys.len();
         let store = StaticKeyStore::new(keys)
             .map_err(|e| invalid("API_KEY/API_KEYS/auth.keys_file", "(masked)", e.to_string()))?;
-        let keystore: Arc<dyn KeyStore> = Arc::new(store);
+        let legacy_keys = Arc::new(store);
 
         let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let memory_limiter = Arc::new(MemoryLimiter::new(clock.clone()));
@@ -194,7 +194,7 @@ impl AppState {
             routes,
             credential_rules,
             api_key_header,
-            keystore,
+            legacy_keys,
             limiter,
             memory_limiter,
             clock,

@@ -1,4 +1,4 @@
-//! Keys given as plain values: the `API_KEYS` variable and the keys file.
+//! Legacy plaintext keys: the `API_KEYS` variable and the keys file's `keys:` section.
 //!
 //! The keys file keeps the FastAPI seed's shape, in YAML or JSON:
 //! `{"keys": {"<key>": {"name": "…", "role": "user", "expires": "2027-01-19T00:00:00"}}}`.
