@@ -129,3 +129,25 @@ mod tests {
         assert_eq!(map.get("content-security-policy").unwrap(), CSP_DOCS);
     }
 }
+
+/// The JSON error body every infergate service answers with:
+/// `{"code", "error", "detail", "request_id", "timestamp"}`. Callers add variant-specific fields
+/// (`field` on 422, `retry_after` on 429) to the returned map.
+pub fn error_body(
+    code: &str,
+    error: &str,
+    detail: &str,
+    request_id: Option<&str>,
+) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::json;
+    let mut m = serde_json::Map::with_capacity(6);
+    m.insert("code".into(), json!(code));
+    m.insert("error".into(), json!(error));
+    m.insert("detail".into(), json!(detail));
+    m.insert("request_id".into(), json!(request_id));
+    m.insert(
+        "timestamp".into(),
+        json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+    );
+    m
+}

@@ -154,19 +154,7 @@ pub fn retry_after_secs(d: Duration) -> u64 {
     d.as_millis().div_ceil(1000).max(1) as u64
 }
 
-/// Builds the JSON error body.
-pub fn body(code: &str, error: &str, detail: &str, request_id: Option<&str>) -> Map<String, Value> {
-    let mut m = Map::with_capacity(6);
-    m.insert("code".into(), json!(code));
-    m.insert("error".into(), json!(error));
-    m.insert("detail".into(), json!(detail));
-    m.insert("request_id".into(), json!(request_id));
-    m.insert(
-        "timestamp".into(),
-        json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-    );
-    m
-}
+pub use infergate_headers::error_body as body;
 
 /// The body of a [`GatewayError`] with the request id filled in.
 pub fn render(err: &GatewayError, request_id: Option<&str>) -> Vec<u8> {
