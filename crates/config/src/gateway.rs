@@ -125,6 +125,8 @@ pub struct GatewayConfig {
     pub trusted_hosts: Vec<String>,
     pub trusted_proxies: Vec<IpNet>,
     pub auth: AuthSettings,
+    pub key_store: crate::KeyStoreSettings,
+    pub jwt: crate::JwtSettings,
     pub rate_limit: RateLimitSettings,
     pub cors: CorsSettings,
     pub security_headers: bool,
@@ -144,8 +146,15 @@ impl GatewayConfig {
 
     /// Defaults only, no file, no environment: what tests start from.
     pub fn defaults() -> Self {
-        validate(RawConfig::default(), None, Path::new("."), BTreeMap::new())
-            .unwrap_or_else(|e| panic!("built-in defaults must validate: {e}"))
+        validate(
+            RawConfig::default(),
+            None,
+            Path::new("."),
+            Path::new(""),
+            &crate::MapSource::default(),
+            BTreeMap::new(),
+        )
+        .unwrap_or_else(|e| panic!("built-in defaults must validate: {e}"))
     }
 }
 
@@ -183,14 +192,15 @@ pub fn load_gateway(
     };
     let mut set_by_env = BTreeMap::new();
     apply_env(&mut raw, env, &mut set_by_env)?;
+    crate::keys::apply_env(&mut raw.key_store, &mut raw.jwt, env)?;
     // A keys file named by the environment is relative to the working directory, like any path
     // typed on a command line; one named in the YAML is relative to the YAML file.
     let keys_base = if set_by_env.contains_key("auth.keys_file") {
         PathBuf::new()
     } else {
-        base_dir
+        base_dir.clone()
     };
-    let mut cfg = validate(raw, path, &keys_base, set_by_env.clone())?;
+    let mut cfg = validate(raw, path, &keys_base, &base_dir, env, set_by_env.clone())?;
     cfg.auth.api_key = env
         .get("API_KEY")
         .filter(|s| !s.trim().is_empty())
@@ -382,6 +392,8 @@ fn validate(
     raw: RawConfig,
     config_file: Option<PathBuf>,
     keys_base: &Path,
+    base_dir: &Path,
+    env: &dyn Source,
     set_by_env: BTreeMap<&'static str, &'static str>,
 ) -> Result<GatewayConfig, ConfigError> {
     let name =
@@ -601,8 +613,12 @@ fn validate(
             raw.logging.level
         };
 
+    let key_store = crate::keys::key_store_settings(&raw.key_store, keys_file.clone())?;
+    let jwt = crate::keys::jwt_settings(&raw.jwt, base_dir, env)?;
     Ok(GatewayConfig {
         config_file,
+        key_store,
+        jwt,
         listen,
         workers: raw.workers,
         shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_seconds),

@@ -15,16 +15,20 @@
 //! is accepted; binaries print it and exit with status 64 (`EX_USAGE`).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod gateway;
+pub mod keys;
 pub mod parse;
 pub mod raw;
 pub mod secret;
 pub mod source;
 
+pub use admin::{AdminConfig, HashingSettings, load_admin};
 pub use gateway::{
     AuthSettings, BodyLimits, CorsSettings, GatewayConfig, LogFormat, LogSettings,
     RateLimitSettings, Storage, TlsSettings, UpstreamSettings, load_gateway,
 };
+pub use keys::{ExternalIssuer, JwtAlgorithm, JwtSettings, KeyStoreBackend, KeyStoreSettings};
 pub use secret::Secret;
 pub use source::{MapSource, ProcessEnv, Source};
 

@@ -113,23 +113,6 @@ pub fn cors(origins: &[String], allow_credentials: bool, max_age_secs: usize) ->
     cors
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn applies_every_header_and_picks_the_csp() {
-        let h = SecurityHeaders::new();
-        let mut map = HeaderMap::new();
-        h.apply(&mut map, false);
-        assert_eq!(map.get("x-frame-options").unwrap(), "DENY");
-        assert_eq!(map.get("content-security-policy").unwrap(), CSP_API);
-        assert_eq!(map.len(), 7);
-        h.apply(&mut map, true);
-        assert_eq!(map.get("content-security-policy").unwrap(), CSP_DOCS);
-    }
-}
-
 /// The JSON error body every infergate service answers with:
 /// `{"code", "error", "detail", "request_id", "timestamp"}`. Callers add variant-specific fields
 /// (`field` on 422, `retry_after` on 429) to the returned map.
@@ -150,4 +133,21 @@ pub fn error_body(
         json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
     );
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applies_every_header_and_picks_the_csp() {
+        let h = SecurityHeaders::new();
+        let mut map = HeaderMap::new();
+        h.apply(&mut map, false);
+        assert_eq!(map.get("x-frame-options").unwrap(), "DENY");
+        assert_eq!(map.get("content-security-policy").unwrap(), CSP_API);
+        assert_eq!(map.len(), 7);
+        h.apply(&mut map, true);
+        assert_eq!(map.get("content-security-policy").unwrap(), CSP_DOCS);
+    }
 }

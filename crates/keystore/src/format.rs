@@ -148,6 +148,11 @@ pub fn generate(prefix: &str) -> Result<GeneratedKey, KeyFormatError> {
     })
 }
 
+/// Appends the checksum to `prefix_id_secret` (for tools and tests that assemble keys).
+pub fn with_checksum(body: &str) -> String {
+    format!("{body}_{}", checksum(body))
+}
+
 /// Parses and checks a presented key without touching any store.
 pub fn parse(token: &str) -> Result<ParsedKey<'_>, KeyFormatError> {
     let mut parts = token.split('_');

@@ -78,8 +78,15 @@ pub fn parse_api_keys(value: &str, origin: &'static str) -> Result<Vec<StaticKey
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileShape {
+    /// The file store's version-2 document (see `crate::file`) shares this file; its version
+    /// and hashed keys are accepted and skipped here, so the legacy section of a v2 file loads
+    /// exactly as a seed file does.
+    #[serde(default, rename = "version")]
+    _version: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     keys: BTreeMap<String, FileEntry>,
+    #[serde(default, rename = "hashed_keys")]
+    _hashed_keys: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]

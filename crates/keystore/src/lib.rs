@@ -14,19 +14,29 @@
 //! The `conformance` feature exposes the test suite every backend must pass.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod file;
 pub mod format;
 pub mod hash;
 pub mod legacy;
+pub mod memory;
 pub mod record;
+pub mod redis;
 pub mod static_store;
 pub mod store;
+pub mod verifier;
 
+pub use file::{FileKeyStore, WatchGuard};
 pub use format::{GeneratedKey, KeyFormatError, ParsedKey};
 pub use hash::{HashError, HashParams};
 pub use legacy::{StaticKey, load_keys_file, parse_api_keys};
+pub use memory::MemoryKeyStore;
 pub use record::{AuditEntry, KeyPatch, KeyRecord, KeyState, StoredKey, Verification};
+pub use redis::RedisKeyStore;
 pub use static_store::StaticKeyStore;
 pub use store::{AuditQuery, KeyChange, KeyStore, ListQuery, Page, page_of};
+pub use verifier::{KeyVerifier, VerifierConfig, VerifierStats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyStoreError {

@@ -13,6 +13,7 @@ use infergate_config::{ConfigError, GatewayConfig};
 use infergate_ratelimit::SweeperGuard;
 
 use crate::handlers;
+use crate::keys;
 use crate::middleware::{edge, guard};
 use crate::proxy;
 use crate::state::{AppState, Overrides};
@@ -35,6 +36,7 @@ pub struct Application {
     server: Server,
     state: web::Data<AppState>,
     _sweeper: Option<SweeperGuard>,
+    _keys: keys::KeyBackend,
 }
 
 /// Registers the routes. Kept apart from the server so tests and benchmarks see the same app.
@@ -59,16 +61,35 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 impl Application {
-    pub fn build(cfg: GatewayConfig) -> Result<Self, StartupError> {
-        Self::build_with(cfg, Overrides::default())
+    pub async fn build(cfg: GatewayConfig) -> Result<Self, StartupError> {
+        Self::build_with(cfg, Overrides::default()).await
     }
 
-    pub fn build_with(cfg: GatewayConfig, overrides: Overrides) -> Result<Self, StartupError> {
+    /// Builds the app; must run inside the runtime that will serve it (background tasks that
+    /// follow the key store's change feed are spawned on it).
+    pub async fn build_with(
+        cfg: GatewayConfig,
+        mut overrides: Overrides,
+    ) -> Result<Self, StartupError> {
         let tls = match &cfg.tls {
             Some(t) => Some(tls::server_config(t)?),
             None => None,
         };
-        let state = web::Data::new(AppState::build(cfg, overrides)?);
+        let backend = match overrides.key_store.take() {
+            Some(store) => keys::KeyBackend {
+                store: Some(store),
+                ..Default::default()
+            },
+            None => keys::open(&cfg).await?,
+        };
+        let legacy = keys::legacy_keys(&cfg, &backend)?;
+        overrides.key_store = backend.store.clone();
+        let reload_cfg = cfg.clone();
+        let state = web::Data::new(AppState::build(cfg, overrides, legacy)?);
+        state.verifier.spawn_invalidator();
+        if let Some(file) = &backend.file {
+            keys::spawn_legacy_reloader(reload_cfg, file.clone(), state.verifier.clone());
+        }
         let sweeper = state
             .memory_limiter
             .spawn_sweeper(state.cfg.rate_limit.sweep_interval)
@@ -128,6 +149,7 @@ impl Application {
             server,
             state,
             _sweeper: Some(sweeper),
+            _keys: backend,
         })
     }
 

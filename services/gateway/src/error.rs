@@ -36,6 +36,11 @@ pub enum GatewayError {
     InvalidCredential { reason: &'static str },
     #[error("Forbidden")]
     Forbidden { role: &'static str },
+    #[error("Model not allowed")]
+    ModelNotAllowed {
+        model: Option<String>,
+        allowed: String,
+    },
     #[error("Rate limit exceeded")]
     RateLimited {
         status: LimitStatus,
@@ -69,6 +74,7 @@ impl GatewayError {
             GatewayError::InvalidCredential { reason: "expired" } => "expired_credentials",
             GatewayError::InvalidCredential { .. } => "invalid_credentials",
             GatewayError::Forbidden { .. } => "forbidden",
+            GatewayError::ModelNotAllowed { .. } => "model_not_allowed",
             GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::NotFound => "not_found",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
@@ -97,12 +103,21 @@ impl GatewayError {
                 "Provide an API key in the X-API-Key header, as Authorization: Bearer <key>, or (if enabled) as ?api_key=".into()
             }
             GatewayError::InvalidCredential { reason: "expired" } => "The API key has expired".into(),
+            GatewayError::InvalidCredential { reason: "token" } => {
+                "The bearer token is not valid (signature, expiry, issuer or audience)".into()
+            }
             GatewayError::InvalidCredential { reason: "malformed" } => {
                 "The credential is malformed (use X-API-Key: <key> or Authorization: Bearer <key>)".into()
             }
             GatewayError::InvalidCredential { .. } => "The API key is not valid".into(),
             GatewayError::Forbidden { role } => {
                 format!("The {role} role is not allowed to call this endpoint")
+            }
+            GatewayError::ModelNotAllowed { model: Some(m), allowed } => {
+                format!("This key may not use model {m:?}; allowed: {allowed}")
+            }
+            GatewayError::ModelNotAllowed { model: None, allowed } => {
+                format!("This key must name one of its models in `model`: {allowed}")
             }
             GatewayError::RateLimited { status, .. } => format!(
                 "Limit of {} requests per {} exceeded ({})",
@@ -236,7 +251,9 @@ impl ResponseError for GatewayError {
             GatewayError::MissingCredential | GatewayError::InvalidCredential { .. } => {
                 StatusCode::UNAUTHORIZED
             }
-            GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            GatewayError::Forbidden { .. } | GatewayError::ModelNotAllowed { .. } => {
+                StatusCode::FORBIDDEN
+            }
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::NotFound => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,

@@ -52,7 +52,11 @@ pub async fn health_detailed(
         "components": {
             "upstream": upstream,
             "rate_limiter": {"status": "healthy", "backend": state.limiter.backend(), "enabled": state.cfg.rate_limit.enabled, "buckets": state.memory_limiter.len()},
-            "key_store": {"status": "healthy", "backend": "static", "keys": state.static_key_count},
+            "key_store": {
+                "status": "healthy",
+                "backend": state.verifier.store().map_or("static", |s| s.backend()),
+                "legacy_keys": state.verifier.legacy_count(),
+            },
         }
     }))
 }
@@ -150,6 +154,7 @@ pub async fn api_status(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    state.metrics.sync_verifier(&state.verifier.stats);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())

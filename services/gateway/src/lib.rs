@@ -15,6 +15,7 @@ pub mod app;
 pub mod client_ip;
 pub mod error;
 pub mod handlers;
+pub mod keys;
 pub mod metrics;
 pub mod middleware;
 pub mod proxy;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use infergate_config::{EXIT_CONFIG, ProcessEnv, load_gateway};
-use infergate_gateway::{Application, StartupError, state::collect_keys};
+use infergate_gateway::{Application, StartupError, state::env_keys};
 
 #[derive(Parser)]
 #[command(
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => {
-            let keys = match collect_keys(&cfg) {
+            let keys = match env_keys(&cfg) {
                 Ok(k) => k,
                 Err(e) => return fail(e),
             };
@@ -82,7 +82,7 @@ fn main() -> ExitCode {
                 let listen = cfg.listen;
                 let tls = cfg.tls.is_some();
                 let upstream = cfg.upstream.url.clone();
-                let app = match Application::build(cfg) {
+                let app = match Application::build(cfg).await {
                     Ok(app) => app,
                     Err(StartupError::Config(e)) => return fail(e),
                     Err(e) => {

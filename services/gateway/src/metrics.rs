@@ -3,8 +3,8 @@
 //! methods from a fixed set, status codes, and small enums — never a path, key or address.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -22,6 +22,9 @@ pub struct Metrics {
     pub upstream_latency: HistogramVec,
     pub upstream_errors: IntCounterVec,
     pub in_flight: IntGauge,
+    pub key_cache: IntCounterVec,
+    pub argon2: IntCounter,
+    pub verify_busy: IntCounter,
 }
 
 impl Default for Metrics {
@@ -80,6 +83,21 @@ impl Metrics {
             "http_requests_in_flight",
             "Requests being served",
         ));
+        let key_cache = must(IntCounterVec::new(
+            Opts::new(
+                "key_cache_lookups_total",
+                "Verified-key cache lookups by result (hit, miss, negative_hit)",
+            ),
+            &["result"],
+        ));
+        let argon2 = must(IntCounter::new(
+            "argon2_verifications_total",
+            "argon2id verifications run",
+        ));
+        let verify_busy = must(IntCounter::new(
+            "key_verifications_refused_busy_total",
+            "Key verifications refused because too many were queued",
+        ));
         let build_info = must(IntGaugeVec::new(
             Opts::new("build_info", "Build information"),
             &["version"],
@@ -95,6 +113,9 @@ impl Metrics {
             Box::new(upstream_latency.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(in_flight.clone()),
+            Box::new(key_cache.clone()),
+            Box::new(argon2.clone()),
+            Box::new(verify_busy.clone()),
             Box::new(build_info),
         ] {
             must(registry.register(c));
@@ -108,7 +129,36 @@ impl Metrics {
             upstream_latency,
             upstream_errors,
             in_flight,
+            key_cache,
+            argon2,
+            verify_busy,
         }
+    }
+
+    /// Brings the key verifier's counters (plain atomics in a framework-free crate) into the
+    /// registry; called at scrape time.
+    pub fn sync_verifier(&self, stats: &infergate_keystore::VerifierStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let set = |c: &IntCounter, v: u64| {
+            let cur = c.get();
+            if v > cur {
+                c.inc_by(v - cur);
+            }
+        };
+        set(
+            &self.key_cache.with_label_values(&["hit"]),
+            stats.cache_hits.load(Relaxed),
+        );
+        set(
+            &self.key_cache.with_label_values(&["miss"]),
+            stats.cache_misses.load(Relaxed),
+        );
+        set(
+            &self.key_cache.with_label_values(&["negative_hit"]),
+            stats.negative_hits.load(Relaxed),
+        );
+        set(&self.argon2, stats.argon2_verifications.load(Relaxed));
+        set(&self.verify_busy, stats.rejected_busy.load(Relaxed));
     }
 
     /// The Prometheus text exposition.

@@ -318,6 +318,48 @@ async fn refuse(state: &AppState, ip: IpAddr, reason: &'static str, err: Gateway
     Rejected { err, rate }
 }
 
+/// Verifies a JWT and maps it to a key record: our own tokens must name a key that is still
+/// active (a revoked key's tokens die with it); an external issuer's tokens get a record of their
+/// own. Errors are stable reasons for metrics and logs.
+async fn verify_jwt(
+    state: &AppState,
+    tokens: &infergate_tokens::TokenVerifier,
+    token: &str,
+) -> Result<Verification, &'static str> {
+    let verified = tokens.verify(token).map_err(|e| e.reason())?;
+    let claims = verified.claims;
+    if verified.external {
+        let mut record = KeyRecord::new(
+            format!("jwt:{}:{}", claims.iss, claims.sub),
+            claims.iss.clone(),
+            claims.role,
+            claims.iss,
+        );
+        record.models = claims.models;
+        return Ok(Verification::Valid(Arc::new(record)));
+    }
+    let record = state
+        .verifier
+        .record(&claims.sub)
+        .await
+        .map_err(|_| "store_unavailable")?
+        .ok_or("unknown_subject")?;
+    Ok(match record.state(chrono::Utc::now()) {
+        infergate_keystore::KeyState::Active => {
+            // The token may narrow what the key can do, never widen it.
+            if claims.models.is_some() && claims.models != record.models {
+                let mut narrowed = (*record).clone();
+                narrowed.models = claims.models;
+                Verification::Valid(Arc::new(narrowed))
+            } else {
+                Verification::Valid(record)
+            }
+        }
+        infergate_keystore::KeyState::Expired => Verification::Expired(record),
+        infergate_keystore::KeyState::Revoked => Verification::Revoked(record),
+    })
+}
+
 async fn decide(
     state: &AppState,
     req: &ServiceRequest,
@@ -410,9 +452,25 @@ async fn decide(
             }));
         }
     }
-    let verification = state
-        .legacy_keys
-        .verify_now(&credential.value, chrono::Utc::now());
+    let verification = match &state.tokens {
+        Some(tokens) if infergate_tokens::looks_like_jwt(&credential.value) => {
+            match verify_jwt(state, tokens, &credential.value).await {
+                Ok(v) => v,
+                Err(reason) => {
+                    tracing::warn!(request_id = %ctx.request_id, client_ip = %ip, reason, "JWT refused");
+                    return Err(refuse(state, ip, reason, GatewayError::InvalidCredential { reason: "token" }).await);
+                }
+            }
+        }
+        _ => state
+            .verifier
+            .verify(&credential.value, chrono::Utc::now())
+            .await
+            .map_err(|e| {
+                tracing::error!(request_id = %ctx.request_id, error = %e, "key verification unavailable");
+                GatewayError::Unavailable(e.to_string())
+            })?,
+    };
     let record = match verification {
         Verification::Valid(r) => r,
         ref v @ (Verification::Expired(ref r) | Verification::Revoked(ref r)) => {

@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use infergate_policy::strip_query_param;
 
 use crate::error::GatewayError;
-use crate::middleware::RequestCtx;
+use crate::middleware::{AuthInfo, RequestCtx};
 use crate::state::AppState;
 use crate::validate::{check_body, parse_json};
 
@@ -46,6 +46,33 @@ fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty())
         .collect()
+}
+
+/// Enforces a key's model allowlist on every `model` a body names (the top level, and each item
+/// of a batch). A body naming no model is refused too: the upstream's default model may not be
+/// one the key may use.
+fn check_models(json: &serde_json::Value, allowed: &[String]) -> Result<(), GatewayError> {
+    let mut named: Vec<&serde_json::Value> = Vec::new();
+    match json.get("requests").and_then(|r| r.as_array()) {
+        Some(items) => named.extend(
+            items
+                .iter()
+                .map(|i| i.get("model").unwrap_or(&serde_json::Value::Null)),
+        ),
+        None => named.push(json.get("model").unwrap_or(&serde_json::Value::Null)),
+    }
+    for m in named {
+        match m.as_str() {
+            Some(model) if allowed.iter().any(|a| a == model) => {}
+            other => {
+                return Err(GatewayError::ModelNotAllowed {
+                    model: other.map(str::to_string),
+                    allowed: allowed.join(", "),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Builds one HTTP client per worker (awc's client is not `Send`).
@@ -124,6 +151,11 @@ pub async fn forward(
         if !body.is_empty() || route.template.as_ref() != "/v1/*" {
             let json = parse_json(&body)?;
             check_body(&route.template, req.path(), &json)?;
+            if let Some(auth) = req.extensions().get::<AuthInfo>()
+                && let Some(allowed) = &auth.record.models
+            {
+                check_models(&json, allowed)?;
+            }
         }
         Some(body)
     } else {

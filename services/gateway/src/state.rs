@@ -9,7 +9,9 @@ use std::time::Instant;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use infergate_config::{ConfigError, GatewayConfig};
 use infergate_headers::{HostMatcher, SecurityHeaders};
-use infergate_keystore::{StaticKey, StaticKeyStore, load_keys_file, parse_api_keys};
+use infergate_keystore::{
+    KeyStore, KeyVerifier, StaticKey, StaticKeyStore, VerifierConfig, parse_api_keys,
+};
 use infergate_policy::{CredentialRules, Role, RouteTable};
 use infergate_ratelimit::{Clock, MemoryLimiter, RateLimiter, RateSpec, SystemClock};
 use ipnet::IpNet;
@@ -22,6 +24,8 @@ use crate::validate::Scanner;
 pub struct Overrides {
     /// The limiter's clock (tests move a manual clock to slide windows).
     pub clock: Option<Arc<dyn Clock>>,
+    /// The hashed-key store (tests hand in a memory store; the binary builds it from config).
+    pub key_store: Option<Arc<dyn KeyStore>>,
 }
 
 pub struct AppState {
@@ -30,7 +34,9 @@ pub struct AppState {
     pub routes: RouteTable,
     pub credential_rules: CredentialRules,
     pub api_key_header: HeaderName,
-    pub legacy_keys: Arc<StaticKeyStore>,
+    pub verifier: Arc<KeyVerifier>,
+    /// Accepts JWTs as a second credential when `jwt.enabled`.
+    pub tokens: Option<infergate_tokens::TokenVerifier>,
     pub limiter: Arc<dyn RateLimiter>,
     pub memory_limiter: Arc<MemoryLimiter>,
     pub clock: Arc<dyn Clock>,
@@ -57,10 +63,8 @@ fn invalid(setting: &str, value: impl Into<String>, accepted: impl Into<String>)
     ConfigError::invalid(setting, value, accepted)
 }
 
-/// Collects the keys from `API_KEY`, `API_KEYS` and the keys file. A missing keys file is not an
-/// error (the gateway then only knows the environment's keys and refuses everything else); an
-/// unreadable or malformed one is.
-pub fn collect_keys(cfg: &GatewayConfig) -> Result<Vec<StaticKey>, ConfigError> {
+/// The plaintext keys from `API_KEY` and `API_KEYS`.
+pub fn env_keys(cfg: &GatewayConfig) -> Result<Vec<StaticKey>, ConfigError> {
     let mut keys = Vec::new();
     if let Some(k) = &cfg.auth.api_key {
         keys.push(StaticKey {
@@ -81,24 +85,15 @@ pub fn collect_keys(cfg: &GatewayConfig) -> Result<Vec<StaticKey>, ConfigError> 
             )
         })?);
     }
-    let path = &cfg.auth.keys_file;
-    if path.exists() {
-        let file_keys = load_keys_file(path).map_err(|e| {
-            invalid(
-                cfg.setting_name("auth.keys_file"),
-                path.display().to_string(),
-                e.to_string(),
-            )
-        })?;
-        keys.extend(file_keys);
-    } else {
-        tracing::warn!(path = %path.display(), "keys file not found; only keys from API_KEY/API_KEYS are accepted");
-    }
     Ok(keys)
 }
 
 impl AppState {
-    pub fn build(cfg: GatewayConfig, overrides: Overrides) -> Result<Self, ConfigError> {
+    pub fn build(
+        cfg: GatewayConfig,
+        overrides: Overrides,
+        legacy: Vec<StaticKey>,
+    ) -> Result<Self, ConfigError> {
         let hosts = HostMatcher::new(&cfg.trusted_hosts).map_err(|e| {
             invalid(
                 cfg.setting_name("trusted_hosts"),
@@ -130,11 +125,32 @@ impl AppState {
             query_param: cfg.auth.query_param_enabled.then(|| "api_key".to_string()),
         };
 
-        let keys = collect_keys(&cfg)?;
-        let static_key_count = keys.len();
-        let store = StaticKeyStore::new(keys)
+        let static_key_count = legacy.len();
+        let store = StaticKeyStore::new(legacy)
             .map_err(|e| invalid("API_KEY/API_KEYS/auth.keys_file", "(masked)", e.to_string()))?;
-        let legacy_keys = Arc::new(store);
+        let tokens = if cfg.jwt.enabled {
+            Some(
+                infergate_tokens::TokenVerifier::from_settings(&cfg.jwt)
+                    .map_err(|e| invalid("jwt (INFERGATE_JWT_*)", "-", e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let ks = &cfg.key_store;
+        let verifier = Arc::new(
+            KeyVerifier::new(
+                overrides.key_store.clone(),
+                store,
+                VerifierConfig {
+                    cache_size: ks.cache_size,
+                    cache_ttl: ks.cache_ttl,
+                    negative_ttl: ks.negative_cache_ttl,
+                    max_concurrent: ks.max_concurrent_verifications,
+                    max_waiting: 256,
+                },
+            )
+            .map_err(|e| invalid("key_store", "-", e.to_string()))?,
+        );
 
         let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let memory_limiter = Arc::new(MemoryLimiter::new(clock.clone()));
@@ -194,7 +210,8 @@ impl AppState {
             routes,
             credential_rules,
             api_key_header,
-            legacy_keys,
+            verifier,
+            tokens,
             limiter,
             memory_limiter,
             clock,

@@ -170,5 +170,6 @@ async fn health_detailed_reports_components() {
     let v = r.json();
     assert_eq!(v["components"]["upstream"]["status"], "healthy", "{v}");
     assert_eq!(v["components"]["rate_limiter"]["backend"], "memory");
-    assert_eq!(v["components"]["key_store"]["keys"], 3);
+    assert_eq!(v["components"]["key_store"]["legacy_keys"], 3);
+    assert_eq!(v["components"]["key_store"]["backend"], "file");
 }

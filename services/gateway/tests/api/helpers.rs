@@ -37,6 +37,8 @@ pub struct Opts {
     pub upstream_url: Option<String>,
     /// Extra YAML written to a config file (for settings with no environment variable).
     pub yaml: Option<String>,
+    /// A hashed-key store to use instead of the configured one.
+    pub key_store: Option<Arc<dyn infergate_keystore::KeyStore>>,
 }
 
 pub struct TestApp {
@@ -133,8 +135,11 @@ pub async fn spawn_app_with(env: &[(&str, &str)], opts: Opts) -> TestApp {
             .clock
             .clone()
             .map(|c| Arc::new(c) as Arc<dyn infergate_ratelimit::Clock>),
+        key_store: opts.key_store.clone(),
     };
-    let app = Application::build_with(cfg, overrides).expect("gateway builds");
+    let app = Application::build_with(cfg, overrides)
+        .await
+        .expect("gateway builds");
     let port = app.port();
     let handle = app.handle();
     let state = app.state();

@@ -4,6 +4,7 @@ mod auth;
 mod basics;
 mod headers;
 mod helpers;
+mod keys;
 mod proxy;
 mod rate_limit;
 mod robustness;

@@ -1,0 +1,553 @@
+//! The key-admin service's validated configuration and its loader.
+//!
+//! Same layering as the gateway: built-in defaults (identical to the shipped
+//! `config/key-admin.yaml`), a YAML file (`--config PATH` or `INFERGATE_ADMIN_CONFIG`), then the
+//! environment (which the binary builds from `.env` under the process environment). The
+//! `key_store:` and `jwt:` sections and their variables are shared with the gateway
+//! ([`crate::keys`]), so both services always look at the same keys.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{RawJwt, RawKeyStore};
+use crate::raw::{RawLogging, RawSecurityHeaders};
+use crate::{
+    ConfigError, JwtSettings, KeyStoreSettings, LogFormat, LogSettings, Secret, Source, parse,
+};
+
+/// OWASP's minimum argon2id cost (19 MiB, 2 iterations, 1 lane). The config crate does not
+/// depend on the key store, so the numbers are repeated here; the key store refuses weaker ones
+/// too.
+pub const ARGON2_MIN_MEMORY_KIB: u32 = 19_456;
+pub const ARGON2_MIN_ITERATIONS: u32 = 2;
+pub const ARGON2_MIN_PARALLELISM: u32 = 1;
+
+/// Shortest plaintext (non-`igk`) `ADMIN_API_KEY` accepted.
+pub const LEGACY_ADMIN_KEY_MIN_LEN: usize = 16;
+
+/// The YAML document as written, every field defaulted; unknown fields are errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAdminConfig {
+    pub listen: String,
+    /// 0 means one worker per CPU.
+    pub workers: usize,
+    pub shutdown_timeout_seconds: u64,
+    /// The file store's path. Relative paths are resolved against the configuration file's
+    /// directory (or the working directory when there is no file, or when the environment set it).
+    pub keys_file: String,
+    pub trusted_hosts: Vec<String>,
+    pub security_headers: RawSecurityHeaders,
+    pub logging: RawLogging,
+    pub hashing: RawHashing,
+    /// How long a successful admin-key verification is remembered (the change feed drops entries
+    /// sooner when a key changes).
+    pub auth_cache_ttl_seconds: u64,
+    pub key_store: RawKeyStore,
+    pub jwt: RawJwt,
+}
+
+impl Default for RawAdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8001".into(),
+            workers: 0,
+            shutdown_timeout_seconds: 30,
+            keys_file: "config/api_keys.yaml".into(),
+            trusted_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            security_headers: RawSecurityHeaders::default(),
+            logging: RawLogging::default(),
+            hashing: RawHashing::default(),
+            auth_cache_ttl_seconds: 30,
+            key_store: RawKeyStore::default(),
+            jwt: RawJwt::default(),
+        }
+    }
+}
+
+/// `hashing:` in YAML: argon2id cost for newly minted keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawHashing {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for RawHashing {
+    fn default() -> Self {
+        Self {
+            memory_kib: ARGON2_MIN_MEMORY_KIB,
+            iterations: ARGON2_MIN_ITERATIONS,
+            parallelism: ARGON2_MIN_PARALLELISM,
+        }
+    }
+}
+
+/// Validated argon2id parameters (never below OWASP's minimum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HashingSettings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+/// The key-admin service's effective configuration. `Serialize` prints it with secrets masked.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminConfig {
+    pub config_file: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub workers: usize,
+    #[serde(serialize_with = "secs", rename = "shutdown_timeout_seconds")]
+    pub shutdown_timeout: Duration,
+    /// The file store's path (also in `key_store.file`).
+    pub keys_file: PathBuf,
+    pub key_store: KeyStoreSettings,
+    pub jwt: JwtSettings,
+    /// `ADMIN_API_KEY` (or the contents of `ADMIN_API_KEY_FILE`): an `igk` key ensured in the
+    /// store at startup, or a plaintext legacy admin credential.
+    pub admin_api_key: Option<Secret>,
+    pub trusted_hosts: Vec<String>,
+    pub security_headers: bool,
+    pub logging: LogSettings,
+    pub hashing: HashingSettings,
+    #[serde(serialize_with = "secs", rename = "auth_cache_ttl_seconds")]
+    pub auth_cache_ttl: Duration,
+    /// YAML path → the environment variable that set it, for error messages.
+    #[serde(skip)]
+    pub set_by_env: BTreeMap<&'static str, &'static str>,
+}
+
+impl AdminConfig {
+    /// The name to show for a setting: the environment variable if one set it, else its YAML path.
+    pub fn setting_name(&self, yaml_path: &'static str) -> &'static str {
+        self.set_by_env.get(yaml_path).copied().unwrap_or(yaml_path)
+    }
+
+    /// Defaults only, no file, no environment.
+    pub fn defaults() -> Self {
+        validate(
+            RawAdminConfig::default(),
+            None,
+            Path::new(""),
+            Path::new(""),
+            &crate::MapSource::default(),
+            BTreeMap::new(),
+        )
+        .unwrap_or_else(|e| panic!("built-in defaults must validate: {e}"))
+    }
+}
+
+/// Loads the key-admin configuration: defaults, then the YAML file (`config_path`, else
+/// `INFERGATE_ADMIN_CONFIG`), then `env`.
+pub fn load_admin(
+    config_path: Option<&Path>,
+    env: &dyn Source,
+) -> Result<AdminConfig, ConfigError> {
+    let path: Option<PathBuf> = match config_path {
+        Some(p) => Some(p.to_path_buf()),
+        None => env
+            .get("INFERGATE_ADMIN_CONFIG")
+            .filter(|s| !s.trim().is_empty())
+            .map(PathBuf::from),
+    };
+    let (mut raw, base_dir) = match &path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| ConfigError::File {
+                path: p.display().to_string(),
+                detail: e.to_string(),
+            })?;
+            let raw: RawAdminConfig = if text.trim().is_empty() {
+                RawAdminConfig::default()
+            } else {
+                serde_yaml::from_str(&text).map_err(|e| ConfigError::File {
+                    path: p.display().to_string(),
+                    detail: e.to_string().replace('\n', " "),
+                })?
+            };
+            let dir = p.parent().map(Path::to_path_buf).unwrap_or_default();
+            (raw, dir)
+        }
+        None => (RawAdminConfig::default(), PathBuf::new()),
+    };
+    let mut set_by_env = BTreeMap::new();
+    apply_env(&mut raw, env, &mut set_by_env)?;
+    crate::keys::apply_env(&mut raw.key_store, &mut raw.jwt, env)?;
+    // A keys file named by the environment is relative to the working directory; one named in the
+    // YAML is relative to the YAML file.
+    let keys_base = if set_by_env.contains_key("keys_file") {
+        PathBuf::new()
+    } else {
+        base_dir.clone()
+    };
+    let mut cfg = validate(raw, path, &keys_base, &base_dir, env, set_by_env)?;
+    cfg.admin_api_key = admin_api_key(env)?;
+    Ok(cfg)
+}
+
+/// `ADMIN_API_KEY`, or the first line of the file `ADMIN_API_KEY_FILE` names (for container
+/// secrets). Both at once is a contradiction: which one wins would be a guess.
+fn admin_api_key(env: &dyn Source) -> Result<Option<Secret>, ConfigError> {
+    let direct = env
+        .get("ADMIN_API_KEY")
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let file = env
+        .get("ADMIN_API_KEY_FILE")
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let key = match (direct, file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Contradiction {
+                settings: "ADMIN_API_KEY, ADMIN_API_KEY_FILE".into(),
+                detail: "set one of them, not both".into(),
+            });
+        }
+        (Some(k), None) => k,
+        (None, Some(f)) => {
+            let text = std::fs::read_to_string(&f).map_err(|e| {
+                ConfigError::invalid("ADMIN_API_KEY_FILE", &f, format!("a readable file ({e})"))
+            })?;
+            let k = text.trim().to_string();
+            if k.is_empty() {
+                return Err(ConfigError::invalid(
+                    "ADMIN_API_KEY_FILE",
+                    &f,
+                    "a file holding the admin key",
+                ));
+            }
+            k
+        }
+        (None, None) => return Ok(None),
+    };
+    let secret = Secret::new(key);
+    let v = secret.expose();
+    if !v.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::invalid(
+            "ADMIN_API_KEY",
+            secret.masked(),
+            "printable ASCII without spaces",
+        ));
+    }
+    // Our own format is checked (checksum and all) when the service starts; anything else is a
+    // plaintext credential and must not be guessable.
+    // (The same test as `infergate_keystore::format::looks_like_key`.)
+    let ours = v.split('_').count() == 4 && v.len() > 12 + 43 + 6;
+    if !ours && v.len() < LEGACY_ADMIN_KEY_MIN_LEN {
+        return Err(ConfigError::invalid(
+            "ADMIN_API_KEY",
+            secret.masked(),
+            format!(
+                "an infergate key (igk_…) or a plaintext key of at least {LEGACY_ADMIN_KEY_MIN_LEN} characters"
+            ),
+        ));
+    }
+    Ok(Some(secret))
+}
+
+fn apply_env(
+    raw: &mut RawAdminConfig,
+    env: &dyn Source,
+    set_by_env: &mut BTreeMap<&'static str, &'static str>,
+) -> Result<(), ConfigError> {
+    let mut get = |name: &'static str, path: &'static str| -> Option<String> {
+        let v = env.get(name)?;
+        set_by_env.insert(path, name);
+        Some(v)
+    };
+    if let Some(v) = get("INFERGATE_ADMIN_LISTEN", "listen") {
+        raw.listen = v;
+    }
+    if let Some(v) = get("INFERGATE_ADMIN_WORKERS", "workers") {
+        raw.workers = v.trim().parse().map_err(|_| {
+            ConfigError::invalid(
+                "INFERGATE_ADMIN_WORKERS",
+                &v,
+                "a whole number (0 = one per CPU)",
+            )
+        })?;
+    }
+    if let Some(v) = get(
+        "INFERGATE_ADMIN_SHUTDOWN_TIMEOUT_SECONDS",
+        "shutdown_timeout_seconds",
+    ) {
+        raw.shutdown_timeout_seconds =
+            parse::positive_u64("INFERGATE_ADMIN_SHUTDOWN_TIMEOUT_SECONDS", &v)?;
+    }
+    if let Some(v) = get("INFERGATE_KEYS_FILE", "keys_file") {
+        raw.keys_file = v;
+    }
+    if let Some(v) = get("TRUSTED_HOSTS", "trusted_hosts") {
+        raw.trusted_hosts = parse::list("TRUSTED_HOSTS", &v)?;
+    }
+    if let Some(v) = get("SECURITY_HEADERS_ENABLED", "security_headers.enabled") {
+        raw.security_headers.enabled = parse::boolean("SECURITY_HEADERS_ENABLED", &v)?;
+    }
+    if let Some(v) = get("LOG_FORMAT", "logging.format") {
+        raw.logging.format = v;
+    }
+    if let Some(v) = get("LOG_LEVEL", "logging.level") {
+        raw.logging.level = v;
+    }
+    Ok(())
+}
+
+fn validate(
+    raw: RawAdminConfig,
+    config_file: Option<PathBuf>,
+    keys_base: &Path,
+    base_dir: &Path,
+    env: &dyn Source,
+    set_by_env: BTreeMap<&'static str, &'static str>,
+) -> Result<AdminConfig, ConfigError> {
+    let name =
+        |path: &'static str| -> &'static str { set_by_env.get(path).copied().unwrap_or(path) };
+
+    let listen = parse::socket_addr(name("listen"), &raw.listen)?;
+    for (path, v) in [
+        ("shutdown_timeout_seconds", raw.shutdown_timeout_seconds),
+        ("auth_cache_ttl_seconds", raw.auth_cache_ttl_seconds),
+    ] {
+        if v == 0 {
+            return Err(ConfigError::invalid(
+                name(path),
+                "0",
+                "a positive number of seconds",
+            ));
+        }
+    }
+    if raw.trusted_hosts.is_empty() {
+        return Err(ConfigError::invalid(
+            name("trusted_hosts"),
+            "(empty)",
+            "host names, *.domain wildcards, or * for any host",
+        ));
+    }
+    if raw.keys_file.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            name("keys_file"),
+            "(empty)",
+            "a path to the keys file",
+        ));
+    }
+    let keys_file = {
+        let p = PathBuf::from(&raw.keys_file);
+        if p.is_absolute() || keys_base.as_os_str().is_empty() {
+            p
+        } else {
+            keys_base.join(p)
+        }
+    };
+    let h = raw.hashing;
+    for (path, v, min) in [
+        ("hashing.memory_kib", h.memory_kib, ARGON2_MIN_MEMORY_KIB),
+        ("hashing.iterations", h.iterations, ARGON2_MIN_ITERATIONS),
+        ("hashing.parallelism", h.parallelism, ARGON2_MIN_PARALLELISM),
+    ] {
+        if v < min {
+            return Err(ConfigError::invalid(
+                path,
+                v.to_string(),
+                format!(
+                    "at least {min} (OWASP's argon2id minimum is m={ARGON2_MIN_MEMORY_KIB} KiB, t={ARGON2_MIN_ITERATIONS}, p={ARGON2_MIN_PARALLELISM})"
+                ),
+            ));
+        }
+    }
+    if h.parallelism > 255 || h.memory_kib < 8 * h.parallelism {
+        return Err(ConfigError::invalid(
+            "hashing.parallelism",
+            h.parallelism.to_string(),
+            "1-255 lanes, with at least 8 KiB of memory per lane",
+        ));
+    }
+    let format = match raw.logging.format.trim().to_ascii_lowercase().as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        _ => {
+            return Err(ConfigError::invalid(
+                name("logging.format"),
+                &raw.logging.format,
+                "text or json",
+            ));
+        }
+    };
+    let key_store = crate::keys::key_store_settings(&raw.key_store, keys_file.clone())?;
+    let jwt = crate::keys::jwt_settings(&raw.jwt, base_dir, env)?;
+    Ok(AdminConfig {
+        config_file,
+        listen,
+        workers: raw.workers,
+        shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_seconds),
+        keys_file,
+        key_store,
+        jwt,
+        admin_api_key: None,
+        trusted_hosts: raw.trusted_hosts,
+        security_headers: raw.security_headers.enabled,
+        logging: LogSettings {
+            format,
+            level: raw.logging.level,
+        },
+        hashing: HashingSettings {
+            memory_kib: h.memory_kib,
+            iterations: h.iterations,
+            parallelism: h.parallelism,
+        },
+        auth_cache_ttl: Duration::from_secs(raw.auth_cache_ttl_seconds),
+        set_by_env,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{KeyStoreBackend, MapSource};
+    use std::io::Write;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<AdminConfig, ConfigError> {
+        load_admin(None, &MapSource::new(pairs.iter().copied()))
+    }
+
+    fn yaml_file(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("key-admin.yaml");
+        let mut f = std::fs::File::create(&p).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        p
+    }
+
+    #[test]
+    fn shipped_file_equals_built_in_defaults() {
+        let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config/key-admin.yaml");
+        let text = std::fs::read_to_string(&shipped).unwrap();
+        let mut from_file: RawAdminConfig = serde_yaml::from_str(&text).unwrap();
+        // Relative to the file there, relative to the working directory built in: both name
+        // config/api_keys.yaml from the repository root.
+        assert_eq!(from_file.keys_file, "api_keys.yaml");
+        from_file.keys_file = RawAdminConfig::default().keys_file;
+        assert_eq!(from_file, RawAdminConfig::default());
+        let cfg = load_admin(Some(&shipped), &MapSource::default()).unwrap();
+        assert!(cfg.keys_file.ends_with("config/api_keys.yaml"));
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let cfg = load(&[]).unwrap();
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:8001");
+        assert_eq!(cfg.keys_file, PathBuf::from("config/api_keys.yaml"));
+        assert_eq!(cfg.key_store.backend, KeyStoreBackend::File);
+        assert_eq!(cfg.hashing.memory_kib, 19_456);
+        assert_eq!(cfg.auth_cache_ttl, Duration::from_secs(30));
+        assert!(cfg.security_headers && cfg.admin_api_key.is_none() && !cfg.jwt.enabled);
+        AdminConfig::defaults();
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_paths_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = yaml_file(
+            dir.path(),
+            "listen: 127.0.0.1:7001\nkeys_file: keys.yaml\nkey_store:\n  backend: memory\n",
+        );
+        let cfg = load_admin(Some(&p), &MapSource::default()).unwrap();
+        assert_eq!(cfg.keys_file, dir.path().join("keys.yaml"));
+        assert_eq!(cfg.key_store.backend, KeyStoreBackend::Memory);
+        let cfg = load_admin(
+            Some(&p),
+            &MapSource::new([
+                ("INFERGATE_ADMIN_LISTEN", "127.0.0.1:7002"),
+                ("INFERGATE_KEYS_FILE", "rel/keys.yaml"),
+                ("KEY_STORE", "file"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:7002");
+        assert_eq!(cfg.keys_file, PathBuf::from("rel/keys.yaml"));
+        assert_eq!(cfg.key_store.file, PathBuf::from("rel/keys.yaml"));
+        let by_var = load(&[("INFERGATE_ADMIN_CONFIG", p.to_str().unwrap())]).unwrap();
+        assert_eq!(by_var.listen.to_string(), "127.0.0.1:7001");
+    }
+
+    #[test]
+    fn admin_key_from_the_environment_or_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("admin.key");
+        std::fs::write(&f, "legacy-admin-key-0123456789\n").unwrap();
+        let cfg = load(&[("ADMIN_API_KEY_FILE", f.to_str().unwrap())]).unwrap();
+        assert_eq!(
+            cfg.admin_api_key.unwrap().expose(),
+            "legacy-admin-key-0123456789"
+        );
+        let cfg = load(&[("ADMIN_API_KEY", "another-legacy-admin-key")]).unwrap();
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(!json.contains("another-legacy-admin-key"), "{json}");
+        let both = load(&[
+            ("ADMIN_API_KEY", "another-legacy-admin-key"),
+            ("ADMIN_API_KEY_FILE", f.to_str().unwrap()),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(both.contains("ADMIN_API_KEY_FILE"), "{both}");
+        let short = load(&[("ADMIN_API_KEY", "short")]).unwrap_err().to_string();
+        assert!(
+            short.contains("ADMIN_API_KEY") && !short.contains("short"),
+            "{short}"
+        );
+        let missing = load(&[("ADMIN_API_KEY_FILE", "/nonexistent/admin.key")]).unwrap_err();
+        assert!(missing.to_string().contains("ADMIN_API_KEY_FILE"));
+    }
+
+    #[test]
+    fn every_bad_setting_names_itself() {
+        let cases: &[(&str, &str)] = &[
+            ("INFERGATE_ADMIN_LISTEN", "nowhere"),
+            ("INFERGATE_ADMIN_WORKERS", "many"),
+            ("INFERGATE_ADMIN_SHUTDOWN_TIMEOUT_SECONDS", "0"),
+            ("TRUSTED_HOSTS", ""),
+            ("SECURITY_HEADERS_ENABLED", "nah"),
+            ("LOG_FORMAT", "xml"),
+            ("KEY_STORE", "etcd"),
+            ("INFERGATE_KEY_PREFIX", "Bad_Prefix"),
+            ("INFERGATE_JWT_ALGORITHM", "none"),
+            ("INFERGATE_JWT_ENABLED", "perhaps"),
+        ];
+        for (name, value) in cases {
+            let err = load(&[(name, value)]).expect_err(&format!("{name}={value} must fail"));
+            let msg = err.to_string();
+            assert!(msg.contains(name), "{name}={value}: {msg}");
+            assert!(!msg.contains('\n'), "one line: {msg}");
+        }
+    }
+
+    #[test]
+    fn weak_hashing_and_yaml_typos_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for (yaml, needle) in [
+            ("hashing:\n  memory_kib: 1024\n", "hashing.memory_kib"),
+            ("hashing:\n  iterations: 1\n", "hashing.iterations"),
+            ("hashing:\n  parallelism: 0\n", "hashing.parallelism"),
+            ("hashing:\n  memroy_kib: 65536\n", "memroy_kib"),
+            ("listen_addr: 127.0.0.1:1\n", "listen_addr"),
+        ] {
+            let p = yaml_file(dir.path(), yaml);
+            let msg = load_admin(Some(&p), &MapSource::default())
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains(needle), "{yaml}: {msg}");
+        }
+        let p = yaml_file(
+            dir.path(),
+            "hashing:\n  memory_kib: 65536\n  iterations: 3\n",
+        );
+        let cfg = load_admin(Some(&p), &MapSource::default()).unwrap();
+        assert_eq!((cfg.hashing.memory_kib, cfg.hashing.iterations), (65536, 3));
+    }
+}

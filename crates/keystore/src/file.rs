@@ -1,0 +1,695 @@
+//! The embedded default key store: one YAML file, written atomically under a lock, reloaded
+//! when it changes.
+//!
+//! # The document (version 2)
+//!
+//! ```yaml
+//! version: 2
+//! keys: {}          # legacy plaintext keys in the FastAPI seed's shape; never touched here
+//! hashed_keys:      # id → record fields + secret_hash
+//!   4f7k2m9x1q0a:
+//!     id: 4f7k2m9x1q0a
+//!     name: ci
+//!     role: user
+//!     prefix: igk
+//!     created_at: 2026-01-19T10:00:00.123456789Z
+//!     created_by: cli
+//!     expires_at: null
+//!     revoked_at: null
+//!     rate_limit: null
+//!     models: null
+//!     metadata: {}
+//!     rotated_to: null
+//!     secret_hash: $argon2id$v=19$m=19456,t=2,p=1$…
+//! ```
+//!
+//! - A seed file (`keys:` only, YAML or JSON, no `version`) loads with no hashed keys; an empty
+//!   or missing file is an empty store. Unknown top-level fields and versions above 2 are
+//!   refused rather than dropped on the next write.
+//! - The `keys:` section is carried over as read on every write (re-serialized, so equal in
+//!   meaning, not in bytes) and exposed by [`FileKeyStore::legacy_keys`].
+//! - A file named `*.json` (the seed's `keys.json`) is written as JSON with the same fields, so
+//!   tools that read the seed's file as JSON keep working; any other name is written as YAML.
+//!
+//! # Writes
+//!
+//! Every write, from any number of stores and processes on one file: exclusive lock on
+//! `<file>.lock` → re-read the file (another writer may have changed it) → apply the change →
+//! write `<file>.tmp.<pid>.<n>` → fsync → rename over the file → fsync the directory → unlock.
+//! Readers therefore see the old file or the new one, never a mix, and no update is lost. A
+//! file that does not parse is never overwritten: writes fail until it is fixed. A new file is
+//! created with mode 0600; an existing file keeps its mode.
+//!
+//! The audit log is `<file>.audit.jsonl`: one JSON entry per line, appended under the same lock
+//! and fsynced.
+//!
+//! # Reads
+//!
+//! `get` and `list` serve an in-memory snapshot, refreshed by this store's own writes and, for
+//! writes by others, by [`FileKeyStore::watch`] (or [`FileKeyStore::reload_if_changed`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Deserializer, Serialize};
+use tokio::sync::broadcast;
+
+use crate::legacy::parse_keys_document;
+use crate::memory::{CHANGE_CAPACITY, audit_page_of};
+use crate::{
+    AuditEntry, AuditQuery, KeyChange, KeyPatch, KeyRecord, KeyStore, KeyStoreError, ListQuery,
+    Page, StaticKey, StoredKey, page_of,
+};
+
+/// The document version this build writes, and the newest it reads.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Mode of files this store creates: the hashes are not secrets, but nobody else needs them.
+#[cfg(unix)]
+const NEW_FILE_MODE: u32 = 0o600;
+
+/// Distinguishes temporary files of concurrent writes within one process (the pid tells
+/// processes apart).
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The file as stored. No `Debug`: `keys` holds plaintext legacy keys.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    #[serde(default)]
+    version: Option<u32>,
+    /// Kept as parsed YAML so a write carries it over without interpreting (or normalizing) it.
+    #[serde(default)]
+    keys: serde_yaml::Value,
+    #[serde(default, deserialize_with = "null_as_default")]
+    hashed_keys: BTreeMap<String, StoredKey>,
+}
+
+/// `hashed_keys:` with nothing after it is YAML null; read it as no keys.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// What the store serves reads from.
+#[derive(Default)]
+struct Snapshot {
+    keys: HashMap<String, StoredKey>,
+    /// Parsed at load so a bad legacy section fails the load, not a later caller.
+    legacy: Vec<StaticKey>,
+}
+
+/// Identifies one version of the file cheaply: a rename gives a new inode, an in-place edit a
+/// new mtime/ctime or length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    modified: Option<SystemTime>,
+    len: u64,
+    #[cfg(unix)]
+    dev: u64,
+    #[cfg(unix)]
+    inode: u64,
+    /// Unlike mtime, no tool can set it back, so `cp -p` over the file is noticed too.
+    #[cfg(unix)]
+    ctime: (i64, i64),
+}
+
+impl Fingerprint {
+    fn of(m: &fs::Metadata) -> Self {
+        #[cfg(unix)]
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            modified: m.modified().ok(),
+            len: m.len(),
+            #[cfg(unix)]
+            dev: m.dev(),
+            #[cfg(unix)]
+            inode: m.ino(),
+            #[cfg(unix)]
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    /// `path` for messages.
+    shown: String,
+    lock_path: PathBuf,
+    audit_path: PathBuf,
+    /// Written as JSON rather than YAML (a `.json` file: the seed's, which tools expecting
+    /// JSON may still read).
+    json: bool,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Serializes reloads and this store's writes, so snapshots are installed in file order;
+    /// holds the fingerprint of the file the snapshot was last synced with.
+    sync: Mutex<Option<Fingerprint>>,
+    changes: broadcast::Sender<KeyChange>,
+    last_error: Mutex<Option<String>>,
+}
+
+/// The key store kept in one YAML file. See the [module docs](self).
+pub struct FileKeyStore {
+    inner: Arc<Inner>,
+}
+
+/// Locks, recovering from poisoning: the guarded values are replaced whole, never left
+/// half-updated, so they are still good after a panic elsewhere.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> KeyStoreError + '_ {
+    move |source| KeyStoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// `<file><suffix>` next to the file.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Makes a rename or a file creation in `dir` durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        // Directories cannot be opened for syncing elsewhere; the rename is still atomic.
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// Options that create files with [`NEW_FILE_MODE`].
+fn private_options() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(NEW_FILE_MODE);
+    }
+    o
+}
+
+/// Holds the exclusive lock on `<file>.lock` until dropped (closing the file releases it).
+fn lock_exclusive(lock_path: &Path) -> Result<File, KeyStoreError> {
+    let f = private_options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(lock_path)
+        .map_err(io_error(lock_path))?;
+    f.lock().map_err(io_error(lock_path))?;
+    Ok(f)
+}
+
+fn parse_error(shown: &str, detail: impl std::fmt::Display) -> KeyStoreError {
+    KeyStoreError::Parse {
+        path: shown.to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+/// Parses a document and its legacy section. Empty text is an empty store.
+fn parse_document(text: &str, shown: &str) -> Result<(Document, Vec<StaticKey>), KeyStoreError> {
+    if text.trim().is_empty() {
+        return Ok((Document::default(), Vec::new()));
+    }
+    let doc: Document = serde_yaml::from_str(text).map_err(|e| parse_error(shown, e))?;
+    if let Some(v) = doc.version
+        && v > FORMAT_VERSION
+    {
+        return Err(parse_error(
+            shown,
+            format!(
+                "version {v} was written by a newer infergate (this one reads up to {FORMAT_VERSION})"
+            ),
+        ));
+    }
+    for (id, key) in &doc.hashed_keys {
+        if *key.record.id != **id {
+            return Err(parse_error(
+                shown,
+                format!("hashed_keys.{id}: the entry's id is {:?}", key.record.id),
+            ));
+        }
+    }
+    // The same parser the gateway uses for a plain keys file, so both read it alike.
+    let legacy = parse_keys_document(text, shown)?;
+    Ok((doc, legacy))
+}
+
+/// Reads the file; a missing file is an empty store. Also returns the fingerprint of exactly
+/// the version read (taken from the open handle, so a concurrent rename cannot mix them up).
+fn read_document(
+    path: &Path,
+    shown: &str,
+) -> Result<(Document, Vec<StaticKey>, Option<Fingerprint>), KeyStoreError> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok((Document::default(), Vec::new(), None));
+        }
+        Err(e) => return Err(io_error(path)(e)),
+    };
+    let fp = Fingerprint::of(&file.metadata().map_err(io_error(path))?);
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(io_error(path))?;
+    let (doc, legacy) = parse_document(&text, shown)?;
+    Ok((doc, legacy, Some(fp)))
+}
+
+fn current_fingerprint(path: &Path) -> Result<Option<Fingerprint>, KeyStoreError> {
+    match fs::metadata(path) {
+        Ok(m) => Ok(Some(Fingerprint::of(&m))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(path)(e)),
+    }
+}
+
+/// Replaces the file with `text`: temporary sibling, fsync, rename, fsync of the directory. The
+/// temporary file is removed if anything fails.
+fn replace_file(path: &Path, text: &str) -> Result<(), KeyStoreError> {
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = sibling(path, &format!(".tmp.{}.{n}", std::process::id()));
+    let existing = match fs::metadata(path) {
+        Ok(m) => Some(m.permissions()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_error(path)(e)),
+    };
+    let write = || -> Result<(), KeyStoreError> {
+        let mut f = private_options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io_error(&tmp))?;
+        // The operator's choice of mode survives rewrites (set explicitly: umask does not apply).
+        if let Some(perms) = existing {
+            f.set_permissions(perms).map_err(io_error(&tmp))?;
+        }
+        f.write_all(text.as_bytes()).map_err(io_error(&tmp))?;
+        f.sync_all().map_err(io_error(&tmp))?;
+        drop(f);
+        fs::rename(&tmp, path).map_err(io_error(path))?;
+        let dir = parent_dir(path);
+        sync_dir(dir).map_err(io_error(dir))
+    };
+    let result = write();
+    if result.is_err() {
+        // Best effort: it may never have been created, or already be renamed.
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn diff(old: &Snapshot, new: &Snapshot) -> Vec<KeyChange> {
+    let mut changes = Vec::new();
+    if old.legacy != new.legacy {
+        changes.push(KeyChange::All);
+    }
+    let ids: BTreeSet<&String> = old.keys.keys().chain(new.keys.keys()).collect();
+    for id in ids {
+        if old.keys.get(id) != new.keys.get(id) {
+            changes.push(KeyChange::Key(id.clone()));
+        }
+    }
+    changes
+}
+
+impl Inner {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Installs a snapshot and announces what changed. Call with `sync` held.
+    fn install(&self, new: Snapshot) {
+        let new = Arc::new(new);
+        let old = std::mem::replace(
+            &mut *self
+                .snapshot
+                .write()
+                .unwrap_or_else(PoisonError::into_inner),
+            new.clone(),
+        );
+        for change in diff(&old, &new) {
+            // No subscriber is not an error: nobody has a cache to drop.
+            let _ = self.changes.send(change);
+        }
+    }
+
+    fn set_error(&self, e: Option<&KeyStoreError>) {
+        *lock(&self.last_error) = e.map(ToString::to_string);
+    }
+
+    /// Applies `change` to the current file under the lock (blocking). Nothing is written if
+    /// `change` fails.
+    fn modify<T>(
+        &self,
+        change: impl FnOnce(&mut Document) -> Result<T, KeyStoreError>,
+    ) -> Result<T, KeyStoreError> {
+        let mut synced = lock(&self.sync);
+        let file_lock = lock_exclusive(&self.lock_path)?;
+        let (mut doc, legacy, _) = read_document(&self.path, &self.shown)?;
+        let out = change(&mut doc)?;
+        doc.version = Some(FORMAT_VERSION);
+        if doc.keys.is_null() {
+            doc.keys = serde_yaml::Value::Mapping(serde_yaml::Mapping::new());
+        }
+        let text = if self.json {
+            serde_json::to_string_pretty(&doc)
+                .map(|t| t + "\n")
+                .map_err(|e| e.to_string())
+        } else {
+            serde_yaml::to_string(&doc).map_err(|e| e.to_string())
+        }
+        // Only a `.json` file holding YAML-only constructs (non-string keys) can fail here;
+        // reported as a write error, with the file left as it was.
+        .map_err(|e| io_error(&self.path)(io::Error::other(e)))?;
+        replace_file(&self.path, &text)?;
+        // Still under the lock, so this is the version just written, and the watcher will not
+        // reload it again.
+        *synced = current_fingerprint(&self.path).ok().flatten();
+        let keys = doc
+            .hashed_keys
+            .into_iter()
+            .collect::<HashMap<String, StoredKey>>();
+        self.install(Snapshot { keys, legacy });
+        self.set_error(None);
+        drop(file_lock);
+        Ok(out)
+    }
+
+    fn reload_if_changed(&self) -> Result<bool, KeyStoreError> {
+        let mut synced = lock(&self.sync);
+        let now = current_fingerprint(&self.path)?;
+        if now == *synced {
+            return Ok(false);
+        }
+        match read_document(&self.path, &self.shown) {
+            Ok((doc, legacy, fp)) => {
+                *synced = fp;
+                let keys = doc.hashed_keys.into_iter().collect();
+                self.install(Snapshot { keys, legacy });
+                self.set_error(None);
+                Ok(true)
+            }
+            Err(e) => {
+                // Remember the broken version so it is not re-parsed every poll; the next edit
+                // changes the fingerprint and is tried again.
+                *synced = now;
+                self.set_error(Some(&e));
+                Err(e)
+            }
+        }
+    }
+
+    fn append_audit(&self, entry: &AuditEntry) -> Result<(), KeyStoreError> {
+        let path = &self.audit_path;
+        // Cannot fail for this type; reported as a write error if it ever does.
+        let mut line = serde_json::to_string(entry)
+            .map_err(|e| io_error(path)(io::Error::other(e.to_string())))?;
+        line.push('\n');
+        let _file_lock = lock_exclusive(&self.lock_path)?;
+        let mut f = private_options()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io_error(path))?;
+        let len = f.metadata().map_err(io_error(path))?.len();
+        if len > 0 {
+            // A crash mid-append can leave a torn last line; start on a fresh line so only that
+            // one entry is lost.
+            let mut last = [0u8; 1];
+            f.seek(SeekFrom::End(-1)).map_err(io_error(path))?;
+            f.read_exact(&mut last).map_err(io_error(path))?;
+            if last[0] != b'\n' {
+                line.insert(0, '\n');
+            }
+        }
+        f.write_all(line.as_bytes()).map_err(io_error(path))?;
+        f.sync_all().map_err(io_error(path))?;
+        if len == 0 {
+            let dir = parent_dir(path);
+            sync_dir(dir).map_err(io_error(dir))?;
+        }
+        Ok(())
+    }
+
+    fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, KeyStoreError> {
+        let path = &self.audit_path;
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error(path)(e)),
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        let entries = text
+            .lines()
+            // A line that does not parse is a torn append (see `append_audit`); skipping it
+            // keeps the rest of the log readable.
+            .filter_map(|line| serde_json::from_str::<AuditEntry>(line).ok())
+            .filter(|e| query.matches(e))
+            .collect();
+        Ok(audit_page_of(entries, query))
+    }
+}
+
+impl FileKeyStore {
+    /// Opens the store kept in `path` (loading it now; a missing file is an empty store,
+    /// created by the first write). Blocking: call it at startup or from a blocking context.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, KeyStoreError> {
+        let path = path.into();
+        let shown = path.display().to_string();
+        let (doc, legacy, fp) = read_document(&path, &shown)?;
+        let keys = doc.hashed_keys.into_iter().collect();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                lock_path: sibling(&path, ".lock"),
+                audit_path: sibling(&path, ".audit.jsonl"),
+                json: path
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("json")),
+                path,
+                shown,
+                snapshot: RwLock::new(Arc::new(Snapshot { keys, legacy })),
+                sync: Mutex::new(fp),
+                changes: broadcast::channel(CHANGE_CAPACITY).0,
+                last_error: Mutex::new(None),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Where the audit log is appended.
+    pub fn audit_path(&self) -> &Path {
+        &self.inner.audit_path
+    }
+
+    /// The plaintext keys of the `keys:` section as last loaded, for a
+    /// [`StaticKeyStore`](crate::StaticKeyStore).
+    pub fn legacy_keys(&self) -> Vec<StaticKey> {
+        self.inner.snapshot().legacy.clone()
+    }
+
+    /// Why the last reload failed, while the store keeps serving the last good version; `None`
+    /// once a reload or write succeeds. The message names the file, never a key.
+    pub fn last_error(&self) -> Option<String> {
+        lock(&self.inner.last_error).clone()
+    }
+
+    /// Reloads the file if it changed since this store last read or wrote it, announcing what
+    /// changed on the feed. On error the last good snapshot stays (and
+    /// [`last_error`](Self::last_error) says why). Blocking; [`watch`](Self::watch) calls it.
+    pub fn reload_if_changed(&self) -> Result<bool, KeyStoreError> {
+        self.inner.reload_if_changed()
+    }
+
+    /// Polls the file every `every` (at least 1 ms; the gateway uses 250 ms) on a dedicated OS
+    /// thread, so it works under any async runtime or none, reloading it when it changes.
+    ///
+    /// The thread holds only a `Weak` reference, so it never keeps the store alive, and exits
+    /// when the store is gone. Dropping the guard stops it at once and waits for it. If the OS
+    /// refuses a thread, the guard is inert and [`last_error`](Self::last_error) says so.
+    pub fn watch(self: &Arc<Self>, every: Duration) -> WatchGuard {
+        let store: Weak<Self> = Arc::downgrade(self);
+        let every = every.max(Duration::from_millis(1));
+        let (stop, stopped) = mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("keystore-file-watch".into())
+            .spawn(move || {
+                // The guard never sends; its sender being dropped is the stop signal, which
+                // also interrupts the wait at once.
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    let Some(store) = store.upgrade() else {
+                        return;
+                    };
+                    if store.inner.reload_if_changed().is_err() {
+                        // The path only: the error text is kept for `last_error`.
+                        tracing::warn!(
+                            path = %store.inner.shown,
+                            "keys file changed but cannot be loaded; still serving the last good version"
+                        );
+                    }
+                }
+            });
+        match spawned {
+            Ok(handle) => WatchGuard {
+                stop: Some(stop),
+                handle: Some(handle),
+            },
+            Err(e) => {
+                *lock(&self.inner.last_error) = Some(format!(
+                    "cannot start the watcher of {}: {e}",
+                    self.inner.shown
+                ));
+                WatchGuard {
+                    stop: None,
+                    handle: None,
+                }
+            }
+        }
+    }
+
+    /// Runs blocking file work off the async workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Inner) -> Result<T, KeyStoreError> + Send + 'static,
+    ) -> Result<T, KeyStoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || work(&inner))
+            .await
+            .map_err(|e| KeyStoreError::Unavailable(format!("file store task failed: {e}")))?
+    }
+}
+
+impl std::fmt::Debug for FileKeyStore {
+    // The path and a count: the snapshot holds legacy plaintext keys.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileKeyStore")
+            .field("path", &self.inner.path)
+            .field("keys", &self.inner.snapshot().keys.len())
+            .finish()
+    }
+}
+
+/// Stops [`FileKeyStore::watch`]'s thread when dropped.
+#[derive(Debug)]
+pub struct WatchGuard {
+    stop: Option<mpsc::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl WatchGuard {
+    /// Whether a watcher thread was started (see [`FileKeyStore::watch`]).
+    pub fn is_running(&self) -> bool {
+        self.handle.as_ref().is_some_and(|h| !h.is_finished())
+    }
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        // Closing the channel wakes the thread out of its wait immediately.
+        drop(self.stop.take());
+        if let Some(handle) = self.handle.take() {
+            // A panic in the watcher has nothing left to clean up; ignoring it keeps a drop
+            // from panicking in turn.
+            let _ = handle.join();
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyStore for FileKeyStore {
+    async fn get(&self, id: &str) -> Result<Option<StoredKey>, KeyStoreError> {
+        Ok(self.inner.snapshot().keys.get(id).cloned())
+    }
+
+    async fn create(&self, key: StoredKey) -> Result<(), KeyStoreError> {
+        self.blocking(move |inner| {
+            inner.modify(|doc| {
+                let id = key.record.id.to_string();
+                if doc.hashed_keys.contains_key(&id) {
+                    return Err(KeyStoreError::Conflict(id));
+                }
+                doc.hashed_keys.insert(id, key);
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn update(&self, id: &str, patch: KeyPatch) -> Result<KeyRecord, KeyStoreError> {
+        let id = id.to_string();
+        self.blocking(move |inner| {
+            inner.modify(|doc| {
+                let key = doc
+                    .hashed_keys
+                    .get_mut(&id)
+                    .ok_or_else(|| KeyStoreError::NotFound(id.clone()))?;
+                patch.apply(&mut key.record);
+                Ok(key.record.clone())
+            })
+        })
+        .await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Page, KeyStoreError> {
+        let records = self
+            .inner
+            .snapshot()
+            .keys
+            .values()
+            .map(|k| k.record.clone())
+            .collect();
+        Ok(page_of(records, query))
+    }
+
+    async fn append_audit(&self, entry: AuditEntry) -> Result<(), KeyStoreError> {
+        self.blocking(move |inner| inner.append_audit(&entry)).await
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, KeyStoreError> {
+        let query = query.clone();
+        self.blocking(move |inner| inner.audit(&query)).await
+    }
+
+    fn changes(&self) -> broadcast::Receiver<KeyChange> {
+        self.inner.changes.subscribe()
+    }
+
+    fn backend(&self) -> &'static str {
+        "file"
+    }
+}

@@ -1,0 +1,323 @@
+//! Verifying presented keys on the hot path.
+//!
+//! argon2 is deliberately slow, so the gateway runs it once per key per process, not per request:
+//!
+//! 1. The presented string is hashed with a per-process random key (SHA-256 over key ‖ value) —
+//!    the cache never holds anything that could be replayed elsewhere or reversed.
+//! 2. A hit in the verified cache (bounded, TTL) answers at once; the record's expiry and
+//!    revocation are still judged against `now`, so an expired key stops working on time.
+//! 3. A hit in the failure cache (short TTL) answers "unknown" at once.
+//! 4. Otherwise: the key format is checked offline (a mistyped key costs nothing), the record is
+//!    fetched by id (an unknown id costs one store read, no hashing), and only then does argon2
+//!    run — on the blocking pool, at most `max_concurrent` at a time, with a bounded queue, so a
+//!    flood of well-formed wrong keys cannot take the async workers or grow without limit.
+//!
+//! The store's change feed drops cached entries of changed keys, so a revocation is seen within
+//! the feed's latency; the TTL is the safety net if a change is missed.
+//!
+//! Keys that are not in the infergate format (`API_KEY`, `API_KEYS`, the seed file's plaintext
+//! keys) are looked up in the [`StaticKeyStore`], by SHA-256 digest.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::{
+    KeyChange, KeyRecord, KeyStore, KeyStoreError, StaticKeyStore, Verification, format, hash,
+};
+
+type CacheKey = [u8; 32];
+
+/// Tuning for [`KeyVerifier`].
+#[derive(Debug, Clone, Copy)]
+pub struct VerifierConfig {
+    pub cache_size: usize,
+    pub cache_ttl: Duration,
+    pub negative_ttl: Duration,
+    pub max_concurrent: usize,
+    /// Verifications allowed to wait for a slot; beyond it requests are refused at once.
+    pub max_waiting: usize,
+}
+
+impl Default for VerifierConfig {
+    fn default() -> Self {
+        Self {
+            cache_size: 10_000,
+            cache_ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(5),
+            max_concurrent: 2,
+            max_waiting: 256,
+        }
+    }
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct VerifierStats {
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    pub negative_hits: AtomicU64,
+    pub argon2_verifications: AtomicU64,
+    pub rejected_busy: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    record: Arc<KeyRecord>,
+    at: Instant,
+}
+
+#[derive(Debug)]
+pub struct KeyVerifier {
+    store: Option<Arc<dyn KeyStore>>,
+    legacy: RwLock<Arc<StaticKeyStore>>,
+    cache_key: [u8; 32],
+    verified: Mutex<HashMap<CacheKey, Cached>>,
+    failed: Mutex<HashMap<CacheKey, Instant>>,
+    by_id: Mutex<HashMap<Arc<str>, Cached>>,
+    slots: Semaphore,
+    waiting: AtomicUsize,
+    cfg: VerifierConfig,
+    pub stats: VerifierStats,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave these maps inconsistent (each operation is a
+    // single insert/remove), so a poisoned lock is safe to keep using.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn judge(record: Arc<KeyRecord>, now: DateTime<Utc>) -> Verification {
+    match record.state(now) {
+        crate::KeyState::Active => Verification::Valid(record),
+        crate::KeyState::Expired => Verification::Expired(record),
+        crate::KeyState::Revoked => Verification::Revoked(record),
+    }
+}
+
+impl KeyVerifier {
+    pub fn new(
+        store: Option<Arc<dyn KeyStore>>,
+        legacy: StaticKeyStore,
+        cfg: VerifierConfig,
+    ) -> Result<Self, KeyStoreError> {
+        let mut cache_key = [0u8; 32];
+        getrandom::fill(&mut cache_key)
+            .map_err(|e| KeyStoreError::Unavailable(format!("OS random generator: {e}")))?;
+        Ok(Self {
+            store,
+            legacy: RwLock::new(Arc::new(legacy)),
+            cache_key,
+            verified: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
+            by_id: Mutex::new(HashMap::new()),
+            slots: Semaphore::new(cfg.max_concurrent.max(1)),
+            waiting: AtomicUsize::new(0),
+            cfg,
+            stats: VerifierStats::default(),
+        })
+    }
+
+    pub fn store(&self) -> Option<&Arc<dyn KeyStore>> {
+        self.store.as_ref()
+    }
+
+    /// Replaces the plaintext (legacy) keys, e.g. after the keys file changed.
+    pub fn set_legacy(&self, legacy: StaticKeyStore) {
+        *self.legacy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(legacy);
+        lock(&self.verified).clear();
+        lock(&self.failed).clear();
+    }
+
+    pub fn legacy_count(&self) -> usize {
+        self.legacy.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn digest(&self, presented: &str) -> CacheKey {
+        let mut h = Sha256::new();
+        h.update(self.cache_key);
+        h.update(presented.as_bytes());
+        h.finalize().into()
+    }
+
+    /// Drops what a change made stale.
+    pub fn invalidate(&self, change: &KeyChange) {
+        match change {
+            KeyChange::All => {
+                lock(&self.verified).clear();
+                lock(&self.failed).clear();
+                lock(&self.by_id).clear();
+            }
+            KeyChange::Key(id) => {
+                lock(&self.verified).retain(|_, c| &*c.record.id != id.as_str());
+                lock(&self.by_id).remove(id.as_str());
+                // A failure may have been a key that now exists (created after the miss).
+                lock(&self.failed).clear();
+            }
+        }
+    }
+
+    /// Follows the store's change feed until the verifier is dropped. Call from inside a tokio
+    /// runtime that outlives the work (the gateway uses its main system runtime).
+    pub fn spawn_invalidator(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let mut rx = self.store.as_ref()?.changes();
+        let weak = Arc::downgrade(self);
+        Some(tokio::spawn(async move {
+            loop {
+                let change = match rx.recv().await {
+                    Ok(c) => c,
+                    // Missed events: drop everything rather than serve a revoked key.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => KeyChange::All,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let Some(v) = weak.upgrade() else { return };
+                v.invalidate(&change);
+            }
+        }))
+    }
+
+    fn remember(&self, key: CacheKey, record: Arc<KeyRecord>) {
+        let mut cache = lock(&self.verified);
+        if cache.len() >= self.cfg.cache_size {
+            // Evict the stale first; if none, any one (bounded size matters more than recency).
+            let now = Instant::now();
+            let ttl = self.cfg.cache_ttl;
+            cache.retain(|_, c| now.duration_since(c.at) < ttl);
+            if cache.len() >= self.cfg.cache_size
+                && let Some(k) = cache.keys().next().copied()
+            {
+                cache.remove(&k);
+            }
+        }
+        cache.insert(
+            key,
+            Cached {
+                record,
+                at: Instant::now(),
+            },
+        );
+    }
+
+    fn remember_failure(&self, key: CacheKey) {
+        let mut failed = lock(&self.failed);
+        if failed.len() >= self.cfg.cache_size {
+            let now = Instant::now();
+            let ttl = self.cfg.negative_ttl;
+            failed.retain(|_, at| now.duration_since(*at) < ttl);
+            if failed.len() >= self.cfg.cache_size {
+                failed.clear();
+            }
+        }
+        failed.insert(key, Instant::now());
+    }
+
+    /// The cached path alone (for benchmarks and the fast path): `None` on a miss.
+    pub fn verify_cached(&self, presented: &str, now: DateTime<Utc>) -> Option<Verification> {
+        let key = self.digest(presented);
+        self.cached(&key, now)
+    }
+
+    fn cached(&self, key: &CacheKey, now: DateTime<Utc>) -> Option<Verification> {
+        if let Some(c) = lock(&self.verified).get(key)
+            && c.at.elapsed() < self.cfg.cache_ttl
+        {
+            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Some(judge(c.record.clone(), now));
+        }
+        if let Some(at) = lock(&self.failed).get(key)
+            && at.elapsed() < self.cfg.negative_ttl
+        {
+            self.stats.negative_hits.fetch_add(1, Ordering::Relaxed);
+            return Some(Verification::Unknown);
+        }
+        None
+    }
+
+    /// What is this presented credential?
+    pub async fn verify(
+        &self,
+        presented: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Verification, KeyStoreError> {
+        let key = self.digest(presented);
+        if let Some(v) = self.cached(&key, now) {
+            return Ok(v);
+        }
+        self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+        if let (Some(store), Ok(parsed)) = (&self.store, format::parse(presented))
+            && let Some(stored) = store.get(parsed.id).await?
+        {
+            if self.argon2(parsed.secret, &stored.secret_hash).await? {
+                let record = Arc::new(stored.record);
+                self.remember(key, record.clone());
+                return Ok(judge(record, now));
+            }
+            self.remember_failure(key);
+            return Ok(Verification::Unknown);
+        }
+        let legacy = self
+            .legacy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let v = legacy.verify_now(presented, now);
+        if matches!(v, Verification::Unknown) {
+            self.remember_failure(key);
+        }
+        Ok(v)
+    }
+
+    async fn argon2(&self, secret: &str, phc: &str) -> Result<bool, KeyStoreError> {
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.cfg.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            self.stats.rejected_busy.fetch_add(1, Ordering::Relaxed);
+            return Err(KeyStoreError::Unavailable(
+                "too many key verifications in progress".into(),
+            ));
+        }
+        let permit = self.slots.acquire().await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        let _permit = permit.map_err(|_| KeyStoreError::Unavailable("verifier closed".into()))?;
+        self.stats
+            .argon2_verifications
+            .fetch_add(1, Ordering::Relaxed);
+        let (secret, phc) = (secret.to_string(), phc.to_string());
+        tokio::task::spawn_blocking(move || hash::verify_secret(&secret, &phc))
+            .await
+            .map_err(|e| KeyStoreError::Unavailable(format!("verification task failed: {e}")))
+    }
+
+    /// The current record of a key id (for JWTs, whose `sub` must still be an active key).
+    /// Cached like verified keys and dropped by the same change feed.
+    pub async fn record(&self, id: &str) -> Result<Option<Arc<KeyRecord>>, KeyStoreError> {
+        if let Some(c) = lock(&self.by_id).get(id)
+            && c.at.elapsed() < self.cfg.cache_ttl
+        {
+            return Ok(Some(c.record.clone()));
+        }
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        let Some(stored) = store.get(id).await? else {
+            return Ok(None);
+        };
+        let record = Arc::new(stored.record);
+        let mut by_id = lock(&self.by_id);
+        if by_id.len() >= self.cfg.cache_size {
+            by_id.clear();
+        }
+        by_id.insert(
+            record.id.clone(),
+            Cached {
+                record: record.clone(),
+                at: Instant::now(),
+            },
+        );
+        Ok(Some(record))
+    }
+}

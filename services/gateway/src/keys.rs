@@ -1,0 +1,132 @@
+//! Opening the key store the configuration names, and keeping the plaintext (legacy) keys in step
+//! with the keys file.
+
+use std::sync::Arc;
+
+use infergate_config::{ConfigError, GatewayConfig, KeyStoreBackend};
+use infergate_keystore::file::{FileKeyStore, WatchGuard};
+use infergate_keystore::memory::MemoryKeyStore;
+use infergate_keystore::redis::RedisKeyStore;
+use infergate_keystore::{KeyChange, KeyStore, KeyVerifier, StaticKey, StaticKeyStore};
+
+use crate::state::env_keys;
+
+/// The opened store, and what keeps it alive.
+#[derive(Default)]
+pub struct KeyBackend {
+    pub store: Option<Arc<dyn KeyStore>>,
+    pub file: Option<Arc<FileKeyStore>>,
+    pub watch: Option<WatchGuard>,
+}
+
+impl std::fmt::Debug for KeyBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyBackend")
+            .field("backend", &self.store.as_ref().map(|s| s.backend()))
+            .finish()
+    }
+}
+
+fn store_error(setting: &str, value: String, e: impl std::fmt::Display) -> ConfigError {
+    ConfigError::invalid(setting, value, format!("a usable key store ({e})"))
+}
+
+/// Opens the configured store. A missing keys file is an empty store (created on first write).
+pub async fn open(cfg: &GatewayConfig) -> Result<KeyBackend, ConfigError> {
+    let ks = &cfg.key_store;
+    match ks.backend {
+        KeyStoreBackend::File => {
+            let file = Arc::new(FileKeyStore::open(ks.file.clone()).map_err(|e| {
+                store_error(
+                    cfg.setting_name("auth.keys_file"),
+                    ks.file.display().to_string(),
+                    e,
+                )
+            })?);
+            let watch = file.watch(ks.reload_interval);
+            Ok(KeyBackend {
+                store: Some(file.clone() as Arc<dyn KeyStore>),
+                file: Some(file),
+                watch: Some(watch),
+            })
+        }
+        KeyStoreBackend::Redis => {
+            let url = ks
+                .redis_url
+                .as_ref()
+                .map(|u| u.expose().to_string())
+                .unwrap_or_default();
+            let store = RedisKeyStore::connect(&url, &ks.redis_prefix)
+                .await
+                .map_err(|e| {
+                    store_error(
+                        "KEY_STORE_REDIS_URL",
+                        infergate_config::Secret::new(url.clone()).masked(),
+                        e,
+                    )
+                })?;
+            Ok(KeyBackend {
+                store: Some(Arc::new(store)),
+                file: None,
+                watch: None,
+            })
+        }
+        KeyStoreBackend::Memory => Ok(KeyBackend {
+            store: Some(Arc::new(MemoryKeyStore::new())),
+            file: None,
+            watch: None,
+        }),
+    }
+}
+
+/// Plaintext keys: the environment's, plus the keys file's legacy section.
+pub fn legacy_keys(
+    cfg: &GatewayConfig,
+    backend: &KeyBackend,
+) -> Result<Vec<StaticKey>, ConfigError> {
+    let mut keys = env_keys(cfg)?;
+    if let Some(file) = &backend.file {
+        keys.extend(file.legacy_keys());
+    }
+    Ok(keys)
+}
+
+/// Rebuilds the plaintext keys whenever the keys file changes as a whole.
+pub fn spawn_legacy_reloader(
+    cfg: GatewayConfig,
+    file: Arc<FileKeyStore>,
+    verifier: Arc<KeyVerifier>,
+) {
+    let mut rx = file.changes();
+    let weak = Arc::downgrade(&verifier);
+    drop(verifier);
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(KeyChange::All) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Ok(KeyChange::Key(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+            let Some(verifier) = weak.upgrade() else {
+                return;
+            };
+            let mut keys = match env_keys(&cfg) {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reloading keys");
+                    continue;
+                }
+            };
+            keys.extend(file.legacy_keys());
+            match StaticKeyStore::new(keys) {
+                Ok(s) => {
+                    tracing::info!(keys = s.len(), "keys file reloaded");
+                    verifier.set_legacy(s);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "keys file reload refused; keeping the previous keys")
+                }
+            }
+        }
+    });
+}
