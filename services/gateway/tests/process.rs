@@ -395,3 +395,76 @@ async fn serves_tls_with_rustls() {
         "{text}"
     );
 }
+
+/// Two gateway processes share one Redis key store: a key minted once works on both, and a
+/// revocation is refused by both within a second.
+#[actix_web::test]
+async fn revocation_reaches_every_replica_within_a_second() {
+    use infergate_keystore::redis::RedisKeyStore;
+    use infergate_keystore::{HashParams, KeyPatch, KeyRecord, KeyStore, StoredKey, format, hash};
+
+    let redis = infergate_testkit::RedisServer::start();
+    let upstream = DevUpstream::start("127.0.0.1:0", UpstreamConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let up = upstream.base_url();
+    let url = redis.url();
+    let env = [
+        ("INFERGATE_LISTEN", "127.0.0.1:0"),
+        ("INFERGATE_UPSTREAM", up.as_str()),
+        ("KEY_STORE", "redis"),
+        ("KEY_STORE_REDIS_URL", url.as_str()),
+    ];
+    let a = Gateway::start(&env, dir.path());
+    let b = Gateway::start(&env, dir.path());
+
+    let store = RedisKeyStore::connect(&url, "infergate").await.unwrap();
+    let key = format::generate("igk").unwrap();
+    let secret_hash = hash::hash_secret(key.secret(), HashParams::default()).unwrap();
+    let record = KeyRecord::new(
+        key.id.clone(),
+        "replicated",
+        infergate_policy::Role::User,
+        "test",
+    );
+    store
+        .create(StoredKey {
+            record,
+            secret_hash,
+        })
+        .await
+        .unwrap();
+    let header = ("X-API-Key", key.expose());
+    assert_eq!(get(&a.url("/protected"), Some(header)).await.0, 200);
+    assert_eq!(get(&b.url("/protected"), Some(header)).await.0, 200);
+
+    store
+        .update(
+            &key.id,
+            KeyPatch {
+                revoked_at: Some(Some(chrono::Utc::now())),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let revoked_at = Instant::now();
+    let mut refused = [None, None];
+    while refused.iter().any(Option::is_none) {
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(1),
+            "not refused everywhere within 1 s: {refused:?}"
+        );
+        for (i, gw) in [&a, &b].iter().enumerate() {
+            if refused[i].is_none() && get(&gw.url("/protected"), Some(header)).await.0 == 401 {
+                refused[i] = Some(revoked_at.elapsed());
+            }
+        }
+    }
+    eprintln!("revocation refused by both replicas after {refused:?}");
+    for gw in [&a, &b] {
+        assert!(
+            !gw.logs().contains(key.expose()),
+            "a replica logged the key"
+        );
+    }
+}

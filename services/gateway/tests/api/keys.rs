@@ -330,3 +330,83 @@ async fn a_flood_of_wrong_keys_does_not_stall_other_traffic() {
         flood_done - last_ok
     );
 }
+
+#[actix_web::test]
+async fn jwts_are_a_second_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private, public) = infergate_tokens::generate_ed25519_pem().unwrap();
+    let private_path = dir.path().join("jwt.key");
+    let public_path = dir.path().join("jwt.pub");
+    std::fs::write(&private_path, private).unwrap();
+    std::fs::write(&public_path, public).unwrap();
+    let env = [
+        ("INFERGATE_JWT_ENABLED", "true"),
+        (
+            "INFERGATE_JWT_PRIVATE_KEY_FILE",
+            private_path.to_str().unwrap(),
+        ),
+        (
+            "INFERGATE_JWT_PUBLIC_KEY_FILE",
+            public_path.to_str().unwrap(),
+        ),
+    ];
+    let (app, store) = app_with_store(&env).await;
+    let issuer = infergate_tokens::TokenIssuer::from_settings(&app.state.cfg.jwt).unwrap();
+    let (_, id) = mint(&store, Role::User, |r| {
+        r.models = Some(vec!["echo-1".into()])
+    })
+    .await;
+    let record = store.get(&id).await.unwrap().unwrap().record;
+    let (token, claims) = issuer.issue(&record, Utc::now()).unwrap();
+    assert_eq!(claims.sub, id);
+
+    let bearer = |t: &str| {
+        app.client
+            .get(app.url("/protected"))
+            .insert_header(("Authorization", format!("Bearer {t}")))
+    };
+    let r = app.send(bearer(&token), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["key_id"], id);
+    assert_eq!(r.json()["role"], "user");
+    // The key's model allowlist travels with its tokens.
+    let req = app
+        .client
+        .post(app.url("/inference"))
+        .insert_header(("Authorization", format!("Bearer {token}")));
+    let r = app
+        .send(req, Some(r#"{"prompt":"x","model":"echo-large"}"#))
+        .await;
+    assert_error_shape(&r, 403, "model_not_allowed");
+
+    // Tampered, unsigned and garbage tokens are refused.
+    let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+    parts[2] = parts[2].chars().rev().collect();
+    assert_eq!(app.send(bearer(&parts.join(".")), None).await.status, 401);
+    let none = format!(
+        "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
+        token.split('.').nth(1).unwrap()
+    );
+    assert_eq!(app.send(bearer(&none), None).await.status, 401);
+
+    // Revoking the key kills its tokens.
+    store
+        .update(
+            &id,
+            KeyPatch {
+                revoked_at: Some(Some(Utc::now())),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(1), || async {
+        app.send(bearer(&token), None).await.status == 401
+    })
+    .await;
+    let metrics = app.get("/metrics", Some(ADMIN_KEY)).await.text();
+    assert!(
+        metrics.contains("infergate_auth_failures_total{reason=\"revoked\"}"),
+        "{metrics}"
+    );
+}
