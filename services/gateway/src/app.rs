@@ -165,44 +165,28 @@ impl Application {
         self.state.clone().into_inner()
     }
 
-    /// Serves until stopped. With `signals`, SIGTERM and SIGINT both start a graceful drain
-    /// (actix treats SIGINT as a hard stop, which loses in-flight requests).
-    pub async fn run_until_stopped(self, signals: bool) -> std::io::Result<()> {
-        let handle = self.server.handle();
-        if signals {
-            actix_web::rt::spawn(async move {
-                wait_for_signal().await;
-                tracing::info!("shutdown signal received; draining in-flight requests");
-                handle.stop(true).await;
-            });
-        }
+    /// Serves until stopped (by a [`ServerHandle`], e.g. from [`install_signal_handlers`]).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         drop(self._sweeper);
         result
     }
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {},
-                    _ = int.recv() => {},
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+/// SIGTERM and SIGINT both start a graceful drain (actix's own handling treats SIGINT as a hard
+/// stop, which loses in-flight requests). The handlers are registered before this returns, so a
+/// signal sent as soon as the server reports ready is never missed.
+pub fn install_signal_handlers(handle: ServerHandle) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    actix_web::rt::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+        tracing::info!("shutdown signal received; draining in-flight requests");
+        handle.stop(true).await;
+    });
+    Ok(())
 }

@@ -90,9 +90,13 @@ fn main() -> ExitCode {
                         return ExitCode::from(1);
                     }
                 };
+                if let Err(e) = infergate_gateway::app::install_signal_handlers(app.handle()) {
+                    eprintln!("infergate-gateway: cannot install signal handlers: {e}");
+                    return ExitCode::from(1);
+                }
                 let scheme = if tls { "https" } else { "http" };
                 tracing::info!(listen = %format!("{scheme}://{}:{}", listen.ip(), app.port()), upstream = %upstream, "infergate gateway listening");
-                match app.run_until_stopped(true).await {
+                match app.run_until_stopped().await {
                     Ok(()) => {
                         tracing::info!("stopped");
                         ExitCode::SUCCESS

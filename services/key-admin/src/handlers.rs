@@ -1,0 +1,131 @@
+//! The routes that are not about one key: health, the audit log, metrics, the API description
+//! and its docs page, and the JSON answers for unknown paths and methods.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{SecondsFormat, Utc};
+use infergate_keystore::{AuditQuery, KeyState, ListQuery};
+use serde_json::json;
+
+use crate::auth::Admin;
+use crate::error::AdminError;
+use crate::state::AppState;
+use crate::validate;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+const OPENAPI: &str = include_str!("../static/openapi.json");
+const DOCS_HTML: &str = include_str!("../static/docs.html");
+const DOCS_JS: &str = include_str!("../static/docs.js");
+const DOCS_CSS: &str = include_str!("../static/docs.css");
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Public liveness: answers without touching the key store.
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "status": "healthy",
+        "timestamp": now(),
+        "version": VERSION,
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "key_store": state.store.backend(),
+        "jwt": state.issuer.is_some(),
+    }))
+}
+
+/// `GET /v1/audit`: entries oldest first, filtered by actor, action, target and time.
+pub async fn audit(
+    _admin: Admin,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    let q = validate::query(
+        req.query_string(),
+        &[
+            "actor", "action", "target", "since", "until", "offset", "limit",
+        ],
+    )?;
+    let text = |k: &str| {
+        q.get(k)
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let query = AuditQuery {
+        actor: text("actor"),
+        action: text("action"),
+        target: text("target"),
+        since: validate::time_param(&q, "since")?,
+        until: validate::time_param(&q, "until")?,
+        offset: validate::usize_param(&q, "offset", 0, 0, usize::MAX)?,
+        limit: validate::usize_param(
+            &q,
+            "limit",
+            validate::AUDIT_LIMIT_DEFAULT,
+            1,
+            validate::AUDIT_LIMIT_MAX,
+        )?,
+    };
+    let items = state.store.audit(&query).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "items": items,
+        "offset": query.offset,
+        "limit": query.limit,
+    })))
+}
+
+/// `GET /metrics` (admin only: key counts are not for everyone). Key counts by state are read
+/// from the store at scrape time.
+pub async fn metrics(
+    _admin: Admin,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    let now = Utc::now();
+    for s in [KeyState::Active, KeyState::Expired, KeyState::Revoked] {
+        let page = state
+            .store
+            .list(&ListQuery {
+                role: None,
+                state: Some(s),
+                offset: 0,
+                limit: 1,
+                now,
+            })
+            .await?;
+        state
+            .metrics
+            .keys
+            .with_label_values(&[s.as_str()])
+            .set(i64::try_from(page.total).unwrap_or(i64::MAX));
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render()))
+}
+
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI)
+}
+
+pub async fn docs() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(DOCS_HTML)
+}
+
+pub async fn docs_asset(path: web::Path<String>) -> Result<HttpResponse, AdminError> {
+    match path.as_str() {
+        "docs.js" => Ok(HttpResponse::Ok()
+            .content_type("text/javascript; charset=utf-8")
+            .body(DOCS_JS)),
+        "docs.css" => Ok(HttpResponse::Ok()
+            .content_type("text/css; charset=utf-8")
+            .body(DOCS_CSS)),
+        _ => Err(AdminError::NotFound),
+    }
+}
+
+pub async fn not_found() -> Result<HttpResponse, AdminError> {
+    Err(AdminError::NotFound)
+}

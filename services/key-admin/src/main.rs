@@ -1,0 +1,91 @@
+//! `infergate-admin`: read configuration, then serve the admin API (the default) or run a `keys`
+//! command. Configuration errors exit 64, other failures 1, each with a one-line message.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use infergate_config::{EXIT_CONFIG, LogSettings, ProcessEnv, load_admin};
+use infergate_key_admin::cli::{Cli, Command, run_keys};
+use infergate_key_admin::{Application, StartupError, bootstrap, telemetry};
+
+fn fail(code: u8, e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("infergate-admin: {e}");
+    ExitCode::from(code)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let env = match ProcessEnv::with_dotenv_in(&cwd) {
+        Ok(env) => env,
+        Err(e) => return fail(EXIT_CONFIG as u8, e),
+    };
+    let cfg = match load_admin(cli.config.as_deref(), &env) {
+        Ok(cfg) => cfg,
+        Err(e) => return fail(EXIT_CONFIG as u8, e),
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::CheckConfig => {
+            if let Err(e) = infergate_headers::HostMatcher::new(&cfg.trusted_hosts) {
+                return fail(
+                    EXIT_CONFIG as u8,
+                    format!("invalid {}: {e}", cfg.setting_name("trusted_hosts")),
+                );
+            }
+            match serde_json::to_string_pretty(&cfg) {
+                Ok(s) => println!("{s}"),
+                Err(e) => return fail(1, e),
+            }
+            if cfg.jwt.enabled
+                && let Err(e) = infergate_tokens::TokenIssuer::from_settings(&cfg.jwt)
+            {
+                println!(
+                    "# warning: jwt.enabled is set but no token issuer can be built ({e}); POST /v1/tokens will answer jwt_disabled"
+                );
+            }
+            println!("# configuration OK");
+            ExitCode::SUCCESS
+        }
+        Command::Keys(cmd) => {
+            // Commands print keys on stdout; logs (warnings only, unless RUST_LOG) go to stderr.
+            telemetry::init(&LogSettings {
+                format: cfg.logging.format,
+                level: "warn".into(),
+            });
+            let system = actix_web::rt::System::new();
+            match system.block_on(run_keys(cfg, cmd)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e.exit_code(), e),
+            }
+        }
+        Command::Serve => {
+            telemetry::init(&cfg.logging);
+            let system = actix_web::rt::System::new();
+            system.block_on(async move {
+                let listen = cfg.listen;
+                let mut app = match Application::build(cfg).await {
+                    Ok(app) => app,
+                    Err(StartupError::Config(e)) => return fail(EXIT_CONFIG as u8, e),
+                    Err(e) => return fail(1, e),
+                };
+                if let Some(key) = app.take_bootstrap_key() {
+                    // stdout, never the log: the one place this key is ever shown.
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(bootstrap::banner(&key).as_bytes());
+                    let _ = out.flush();
+                }
+                app.stop_on_signals();
+                let backend = app.state().store.backend();
+                tracing::info!(listen = %format!("http://{}:{}", listen.ip(), app.port()), key_store = backend, "infergate key-admin listening");
+                match app.run_until_stopped(false).await {
+                    Ok(()) => {
+                        tracing::info!("stopped");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(1, e),
+                }
+            })
+        }
+    }
+}

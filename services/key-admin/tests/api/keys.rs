@@ -1,0 +1,258 @@
+//! The key lifecycle over HTTP: create, read, list (pages and filters), update, revoke, delete.
+
+use chrono::{DateTime, Utc};
+use infergate_keystore::format;
+use serde_json::{Value, json};
+
+use crate::helpers::{assert_error_shape, spawn_app};
+
+#[actix_web::test]
+async fn create_returns_the_key_once_and_the_record_without_it() {
+    let app = spawn_app(&[]).await;
+    let body = json!({
+        "name": "ci-pipeline",
+        "role": "user",
+        "expires_in_days": 30,
+        "rate_limit": "50/minute",
+        "models": ["llama-3-8b", "mistral-7b"],
+        "metadata": {"team": "ml", "ticket": 42},
+    });
+    let r = app.admin_post("/v1/keys", &body.to_string()).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let v = r.json();
+    let key = v["key"].as_str().unwrap();
+    let parsed = format::parse(key).expect("a well-formed key");
+    let rec = &v["record"];
+    assert_eq!(rec["id"], parsed.id);
+    assert_eq!(rec["name"], "ci-pipeline");
+    assert_eq!(rec["role"], "user");
+    assert_eq!(rec["prefix"], "igk");
+    assert_eq!(rec["state"], "active");
+    assert_eq!(rec["rate_limit"], "50/minute");
+    assert_eq!(rec["models"], json!(["llama-3-8b", "mistral-7b"]));
+    assert_eq!(rec["metadata"]["ticket"], 42);
+    assert_eq!(rec["created_by"], app.admin_id);
+    let exp: DateTime<Utc> = rec["expires_at"].as_str().unwrap().parse().unwrap();
+    let days = (exp - Utc::now()).num_hours();
+    assert!((29 * 24..=30 * 24).contains(&days), "{exp}");
+    assert!(!rec.to_string().contains(parsed.secret));
+
+    let got = app.admin_get(&format!("/v1/keys/{}", parsed.id)).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["name"], "ci-pipeline");
+    assert!(
+        !got.text().contains(parsed.secret),
+        "the secret is never returned again"
+    );
+    let list = app.admin_get("/v1/keys").await.text();
+    assert!(!list.contains(parsed.secret));
+
+    // A custom prefix, and no expiry when neither field is given.
+    let (key, rec) = app
+        .create(json!({"name": "rx", "role": "readonly", "prefix": "rx580"}))
+        .await;
+    assert!(key.starts_with("rx580_"), "{key}");
+    assert_eq!(rec["prefix"], "rx580");
+    assert_eq!(rec["expires_at"], Value::Null);
+    let (_, rec) = app
+        .create(json!({"name": "dated", "role": "user", "expires_at": "2031-01-01T00:00:00Z"}))
+        .await;
+    assert_eq!(rec["expires_at"], "2031-01-01T00:00:00Z");
+}
+
+#[actix_web::test]
+async fn unknown_ids_are_404() {
+    let app = spawn_app(&[]).await;
+    let id = "zzzzzzzzzzzz";
+    for r in [
+        app.admin_get(&format!("/v1/keys/{id}")).await,
+        app.admin_patch(&format!("/v1/keys/{id}"), r#"{"name": "x"}"#)
+            .await,
+        app.admin_post(&format!("/v1/keys/{id}/revoke"), "").await,
+        app.admin_post(&format!("/v1/keys/{id}/rotate"), "{}").await,
+        app.delete(&format!("/v1/keys/{id}"), Some(&app.admin_key))
+            .await,
+    ] {
+        let v = assert_error_shape(&r, 404, "key_not_found");
+        assert!(v["detail"].as_str().unwrap().contains(id));
+    }
+    // Ids that cannot name a key never reach the store.
+    for weird in ["NOT_AN_ID", "a%20b", &"x".repeat(65)] {
+        let r = app.admin_get(&format!("/v1/keys/{weird}")).await;
+        assert_error_shape(&r, 404, "key_not_found");
+    }
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[actix_web::test]
+async fn pages_are_ordered_and_counted() {
+    let app = spawn_app(&[]).await;
+    let mut created = vec![app.admin_id.clone()];
+    for i in 0..7 {
+        let role = if i % 2 == 0 { "user" } else { "readonly" };
+        created.push(app.create_key(&format!("k{i}"), role).await.1);
+    }
+    // Newest last; the bootstrap admin first.
+    let mut seen = Vec::new();
+    for (offset, expect_len) in [(0, 3), (3, 3), (6, 2), (9, 0)] {
+        let r = app
+            .admin_get(&format!("/v1/keys?offset={offset}&limit=3"))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        assert_eq!(v["total"], 8);
+        assert_eq!(v["offset"], offset);
+        assert_eq!(v["limit"], 3);
+        let page = ids(&v);
+        assert_eq!(page.len(), expect_len, "offset {offset}: {v}");
+        seen.extend(page);
+    }
+    assert_eq!(seen, created, "pages in creation order, no gaps or repeats");
+    let v = app.admin_get("/v1/keys").await.json();
+    assert_eq!(v["limit"], 50, "default limit");
+
+    let users = app.admin_get("/v1/keys?role=user").await.json();
+    assert_eq!(users["total"], 4);
+    assert!(
+        users["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["role"] == "user")
+    );
+    let ro = app.admin_get("/v1/keys?role=readonly&limit=2").await.json();
+    assert_eq!((ro["total"].as_u64(), ids(&ro).len()), (Some(3), 2));
+}
+
+#[actix_web::test]
+async fn state_filters_see_expired_and_revoked_keys() {
+    let app = spawn_app(&[]).await;
+    let (_, expiring) = app.create_key("expiring", "user").await;
+    let (_, revoked) = app.create_key("revoked", "user").await;
+    let (_, active) = app.create_key("active", "user").await;
+    // Creation refuses a past expiry; an update may set one (to expire a key now).
+    let r = app
+        .admin_patch(
+            &format!("/v1/keys/{expiring}"),
+            r#"{"expires_at": "2020-01-01T00:00:00Z"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["state"], "expired");
+    assert_eq!(
+        app.admin_post(&format!("/v1/keys/{revoked}/revoke"), "")
+            .await
+            .status,
+        200
+    );
+    let by_state = |s: &'static str| {
+        let app = &app;
+        async move {
+            ids(&app
+                .admin_get(&format!("/v1/keys?state={s}&role=user"))
+                .await
+                .json())
+        }
+    };
+    assert_eq!(by_state("expired").await, [expiring.as_str()]);
+    assert_eq!(by_state("revoked").await, [revoked.as_str()]);
+    assert_eq!(by_state("active").await, [active.as_str()]);
+}
+
+#[actix_web::test]
+async fn update_changes_only_the_named_fields_and_null_clears() {
+    let app = spawn_app(&[]).await;
+    let (_, rec) = app
+        .create(json!({
+            "name": "before", "role": "user", "expires_in_days": 5,
+            "rate_limit": "10/second", "models": ["a"], "metadata": {"k": "v"}
+        }))
+        .await;
+    let id = rec["id"].as_str().unwrap();
+    let r = app
+        .admin_patch(
+            &format!("/v1/keys/{id}"),
+            r#"{"name": "after", "role": "readonly"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(
+        (v["name"].as_str(), v["role"].as_str()),
+        (Some("after"), Some("readonly"))
+    );
+    assert_eq!(v["rate_limit"], "10/second");
+    assert_eq!(v["models"], json!(["a"]));
+    assert_eq!(v["expires_at"], rec["expires_at"]);
+    let v = app
+        .admin_patch(
+            &format!("/v1/keys/{id}"),
+            r#"{"expires_at": null, "rate_limit": null, "models": null, "metadata": {"n": 1}}"#,
+        )
+        .await
+        .json();
+    assert_eq!(v["expires_at"], Value::Null);
+    assert_eq!(v["rate_limit"], Value::Null);
+    assert_eq!(v["models"], Value::Null);
+    assert_eq!(v["metadata"], json!({"n": 1}));
+    let v = app
+        .admin_patch(&format!("/v1/keys/{id}"), r#"{"expires_in_days": 2}"#)
+        .await
+        .json();
+    assert!(v["expires_at"].is_string());
+    assert_eq!(
+        app.admin_get(&format!("/v1/keys/{id}")).await.json()["name"],
+        "after"
+    );
+}
+
+#[actix_web::test]
+async fn revoke_and_delete_are_soft_and_idempotent() {
+    let app = spawn_app(&[]).await;
+    let (_, id) = app.create_key("gone", "user").await;
+    let r = app.admin_post(&format!("/v1/keys/{id}/revoke"), "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["already_revoked"], false);
+    assert_eq!(v["record"]["state"], "revoked");
+    let first_at = v["record"]["revoked_at"].clone();
+    let v = app
+        .admin_post(&format!("/v1/keys/{id}/revoke"), "")
+        .await
+        .json();
+    assert_eq!(v["already_revoked"], true);
+    assert!(
+        v["detail"].as_str().unwrap().contains("already revoked"),
+        "{v}"
+    );
+    assert_eq!(v["record"]["revoked_at"], first_at, "unchanged");
+
+    let (_, id) = app.create_key("deleted", "user").await;
+    let r = app
+        .delete(&format!("/v1/keys/{id}"), Some(&app.admin_key))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["record"]["state"], "revoked");
+    let again = app
+        .delete(&format!("/v1/keys/{id}"), Some(&app.admin_key))
+        .await;
+    assert_eq!(
+        (again.status, again.json()["already_revoked"].as_bool()),
+        (200, Some(true))
+    );
+    // The record stays, for the audit trail.
+    let kept = app.admin_get(&format!("/v1/keys/{id}")).await;
+    assert_eq!(
+        (kept.status, kept.json()["state"].as_str()),
+        (200, Some("revoked"))
+    );
+}
