@@ -1,62 +1,51 @@
 #!/usr/bin/env bash
-# `make run`: build, start the development upstream, start the gateway with the shipped config.
-# Creates config/api_keys.yaml with fresh demo keys the first time (it is git-ignored).
+# `make run`: build, then start the development upstream, key-admin and the gateway against the
+# same file key store (config/api_keys.yaml, git-ignored). Fresh demo keys are minted on every run
+# (they expire after a day); only their hashes are stored, so they are printed here, once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-KEYS=config/api_keys.yaml
 UPSTREAM_LISTEN=${DEV_UPSTREAM_LISTEN:-127.0.0.1:9000}
 
-cargo build -q -p infergate-gateway -p infergate-dev-upstream --bins
+cargo build -q -p infergate-gateway -p infergate-dev-upstream -p infergate-key-admin --bins
 
-rand_hex() { head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
-
-if [[ ! -f $KEYS ]]; then
-  umask 077
-  cat > "$KEYS" <<YAML
-# Demo keys created by \`make run\` (development only; this file is git-ignored).
-keys:
-  "igk_demo_admin_$(rand_hex)":
-    name: demo-admin
-    role: admin
-  "igk_demo_user_$(rand_hex)":
-    name: demo-user
-    role: user
-  "igk_demo_ro_$(rand_hex)":
-    name: demo-readonly
-    role: readonly
-YAML
-  echo "created $KEYS with fresh demo keys"
-fi
-
-# The key whose entry carries `name: $1` (keys are the YAML map's keys, one level under `keys:`).
-key_for() {
-  awk -v want="$1" '
-    /^  [^ #]/ { key = $0; sub(/^  "?/, "", key); sub(/"?:[[:space:]]*$/, "", key) }
-    $1 == "name:" && $2 == want { print key; exit }
-  ' "$KEYS"
+ADMIN=./target/debug/infergate-admin
+mint() { # role → the new key
+  "$ADMIN" --config config/key-admin.yaml keys generate --roles "$1" --name "demo-$1" --expires 1 |
+    awk '{ print $1; exit }'
 }
-ADMIN_KEY=$(key_for demo-admin)
-USER_KEY=$(key_for demo-user)
-RO_KEY=$(key_for demo-readonly)
+ADMIN_KEY=$(mint admin)
+USER_KEY=$(mint user)
+RO_KEY=$(mint readonly)
+
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
 
 ./target/debug/infergate-dev-upstream --listen "$UPSTREAM_LISTEN" &
-UPSTREAM_PID=$!
-trap 'kill $UPSTREAM_PID 2>/dev/null || true' EXIT
+pids+=($!)
+"$ADMIN" --config config/key-admin.yaml serve &
+pids+=($!)
 
 cat <<BANNER
 
   infergate gateway   http://127.0.0.1:8000   (docs: http://127.0.0.1:8000/docs)
+  key-admin           http://127.0.0.1:8001   (docs: http://127.0.0.1:8001/docs)
   dev upstream        http://$UPSTREAM_LISTEN
 
+  Demo keys (shown once; they expire in a day):
+  export ADMIN_KEY=$ADMIN_KEY
   export USER_KEY=$USER_KEY
   export RO_KEY=$RO_KEY
-  export ADMIN_KEY=$ADMIN_KEY
 
   curl -s http://127.0.0.1:8000/health
   curl -s -H "X-API-Key: \$USER_KEY" http://127.0.0.1:8000/inference -d '{"prompt":"hello"}'
+  curl -s -H "X-API-Key: \$ADMIN_KEY" http://127.0.0.1:8001/v1/keys \\
+       -d '{"name":"ci","role":"user","expires_in_days":30}'
 
 BANNER
 
 INFERGATE_UPSTREAM=${INFERGATE_UPSTREAM:-http://$UPSTREAM_LISTEN} \
-  ./target/debug/infergate-gateway --config config/gateway.yaml
+  ./target/debug/infergate-gateway --config config/gateway.yaml &
+pids+=($!)
+wait -n "${pids[@]}"
