@@ -17,6 +17,10 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_secs())
 }
 
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct UpstreamSettings {
     pub url: String,
@@ -57,6 +61,7 @@ pub struct AuthSettings {
 #[serde(rename_all = "lowercase")]
 pub enum Storage {
     Memory,
+    Redis,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -71,6 +76,16 @@ pub struct RateLimitSettings {
     pub exempt_from_default: Vec<String>,
     #[serde(serialize_with = "secs", rename = "sweep_interval_seconds")]
     pub sweep_interval: Duration,
+    pub redis_prefix: String,
+    #[serde(serialize_with = "millis", rename = "redis_timeout_ms")]
+    pub redis_timeout: Duration,
+    pub redis_pool_size: usize,
+    /// `local`, `open` or `closed`.
+    pub failure_mode: String,
+    pub expected_replicas: u64,
+    pub breaker_failure_threshold: u32,
+    #[serde(serialize_with = "millis", rename = "breaker_cooldown_ms")]
+    pub breaker_cooldown: Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -335,6 +350,21 @@ fn apply_env(
     } else if let Some(d) = default {
         raw.rate_limit.default = d;
     }
+    if let Some(v) = get("RATE_LIMIT_FAILURE_MODE", "rate_limit.failure_mode") {
+        raw.rate_limit.failure_mode = v;
+    }
+    if let Some(v) = get("RATE_LIMIT_REDIS_TIMEOUT_MS", "rate_limit.redis_timeout_ms") {
+        raw.rate_limit.redis_timeout_ms = parse::positive_u64("RATE_LIMIT_REDIS_TIMEOUT_MS", &v)?;
+    }
+    if let Some(v) = get(
+        "RATE_LIMIT_EXPECTED_REPLICAS",
+        "rate_limit.expected_replicas",
+    ) {
+        raw.rate_limit.expected_replicas = parse::positive_u64("RATE_LIMIT_EXPECTED_REPLICAS", &v)?;
+    }
+    if let Some(v) = get("RATE_LIMIT_REDIS_PREFIX", "rate_limit.redis_prefix") {
+        raw.rate_limit.redis_prefix = v;
+    }
     if let Some(v) = get("RATE_LIMIT_AUTHENTICATED", "rate_limit.authenticated") {
         raw.rate_limit.authenticated = v;
     }
@@ -510,13 +540,7 @@ fn validate(
 
     let storage = match raw.rate_limit.storage.trim().to_ascii_lowercase().as_str() {
         "memory" => Storage::Memory,
-        "redis" => {
-            return Err(ConfigError::invalid(
-                name("rate_limit.storage"),
-                &raw.rate_limit.storage,
-                "memory (the Redis backend is not built yet in this release)",
-            ));
-        }
+        "redis" => Storage::Redis,
         _ => {
             return Err(ConfigError::invalid(
                 name("rate_limit.storage"),
@@ -535,6 +559,59 @@ fn validate(
         }
         other => other.map(Secret::new),
     };
+    if storage == Storage::Redis && redis_url.is_none() {
+        return Err(ConfigError::Contradiction {
+            settings: format!(
+                "{}=redis, {}",
+                name("rate_limit.storage"),
+                name("rate_limit.redis_url")
+            ),
+            detail: "the redis limiter needs RATE_LIMIT_REDIS_URL".into(),
+        });
+    }
+    let failure_mode = raw.rate_limit.failure_mode.trim().to_ascii_lowercase();
+    if !matches!(failure_mode.as_str(), "local" | "open" | "closed") {
+        return Err(ConfigError::invalid(
+            name("rate_limit.failure_mode"),
+            &raw.rate_limit.failure_mode,
+            "local, open or closed",
+        ));
+    }
+    for (path, v) in [
+        (
+            "rate_limit.redis_timeout_ms",
+            raw.rate_limit.redis_timeout_ms,
+        ),
+        (
+            "rate_limit.redis_pool_size",
+            raw.rate_limit.redis_pool_size as u64,
+        ),
+        (
+            "rate_limit.expected_replicas",
+            raw.rate_limit.expected_replicas,
+        ),
+        (
+            "rate_limit.breaker_failure_threshold",
+            u64::from(raw.rate_limit.breaker_failure_threshold),
+        ),
+        (
+            "rate_limit.breaker_cooldown_ms",
+            raw.rate_limit.breaker_cooldown_ms,
+        ),
+    ] {
+        if v == 0 {
+            return Err(ConfigError::invalid(name(path), "0", "a positive number"));
+        }
+    }
+    if raw.rate_limit.redis_prefix.is_empty()
+        || raw.rate_limit.redis_prefix.contains(['{', '}', ' '])
+    {
+        return Err(ConfigError::invalid(
+            name("rate_limit.redis_prefix"),
+            &raw.rate_limit.redis_prefix,
+            "a non-empty name without braces or spaces",
+        ));
+    }
     let default = parse::rate(name("rate_limit.default"), &raw.rate_limit.default)?;
     let authenticated = parse::rate(
         name("rate_limit.authenticated"),
@@ -658,6 +735,13 @@ fn validate(
             endpoints,
             exempt_from_default: raw.rate_limit.exempt_from_default,
             sweep_interval: Duration::from_secs(raw.rate_limit.sweep_interval_seconds),
+            redis_prefix: raw.rate_limit.redis_prefix.clone(),
+            redis_timeout: Duration::from_millis(raw.rate_limit.redis_timeout_ms),
+            redis_pool_size: raw.rate_limit.redis_pool_size,
+            failure_mode,
+            expected_replicas: raw.rate_limit.expected_replicas,
+            breaker_failure_threshold: raw.rate_limit.breaker_failure_threshold,
+            breaker_cooldown: Duration::from_millis(raw.rate_limit.breaker_cooldown_ms),
         },
         cors: CorsSettings {
             origins: raw.cors.origins,

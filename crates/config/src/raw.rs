@@ -139,6 +139,19 @@ pub struct RawRateLimit {
     /// Routes not counted against the per-IP default (they keep their endpoint limit).
     pub exempt_from_default: Vec<String>,
     pub sweep_interval_seconds: u64,
+    /// Namespace of the limiter's Redis keys.
+    pub redis_prefix: String,
+    /// Per-call Redis timeout; a slower answer counts as a failure.
+    pub redis_timeout_ms: u64,
+    pub redis_pool_size: usize,
+    /// While Redis fails: `local` (in-memory, each replica its share), `open` or `closed`.
+    pub failure_mode: String,
+    /// Replicas sharing the limits, for `local` mode's per-replica share.
+    pub expected_replicas: u64,
+    /// Consecutive Redis failures that open the circuit breaker.
+    pub breaker_failure_threshold: u32,
+    /// How long the breaker stays open before probing Redis again.
+    pub breaker_cooldown_ms: u64,
 }
 
 impl Default for RawRateLimit {
@@ -164,6 +177,13 @@ impl Default for RawRateLimit {
             endpoints,
             exempt_from_default: vec!["/health".into()],
             sweep_interval_seconds: 30,
+            redis_prefix: "infergate".into(),
+            redis_timeout_ms: 50,
+            redis_pool_size: 16,
+            failure_mode: "local".into(),
+            expected_replicas: 1,
+            breaker_failure_threshold: 3,
+            breaker_cooldown_ms: 1000,
         }
     }
 }

@@ -70,6 +70,9 @@ pub struct VerifierStats {
 struct Cached {
     record: Arc<KeyRecord>,
     at: Instant,
+    /// The stored hash this presented key was verified against: when the entry goes stale and the
+    /// store still holds the same hash, it is refreshed without running argon2 again.
+    hash: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -181,7 +184,7 @@ impl KeyVerifier {
         }))
     }
 
-    fn remember(&self, key: CacheKey, record: Arc<KeyRecord>) {
+    fn remember(&self, key: CacheKey, record: Arc<KeyRecord>, hash: Option<Arc<str>>) {
         let mut cache = lock(&self.verified);
         if cache.len() >= self.cfg.cache_size {
             // Evict the stale first; if none, any one (bounded size matters more than recency).
@@ -199,6 +202,7 @@ impl KeyVerifier {
             Cached {
                 record,
                 at: Instant::now(),
+                hash,
             },
         );
     }
@@ -252,9 +256,13 @@ impl KeyVerifier {
         if let (Some(store), Ok(parsed)) = (&self.store, format::parse(presented))
             && let Some(stored) = store.get(parsed.id).await?
         {
-            if self.argon2(parsed.secret, &stored.secret_hash).await? {
+            let verified_before = lock(&self.verified)
+                .get(&key)
+                .and_then(|c| c.hash.clone())
+                .is_some_and(|h| *h == *stored.secret_hash);
+            if verified_before || self.argon2(parsed.secret, &stored.secret_hash).await? {
                 let record = Arc::new(stored.record);
-                self.remember(key, record.clone());
+                self.remember(key, record.clone(), Some(Arc::from(stored.secret_hash)));
                 return Ok(judge(record, now));
             }
             self.remember_failure(key);
@@ -266,8 +274,12 @@ impl KeyVerifier {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let v = legacy.verify_now(presented, now);
-        if matches!(v, Verification::Unknown) {
-            self.remember_failure(key);
+        match &v {
+            Verification::Unknown => self.remember_failure(key),
+            // Cached too, so every credential takes the same fast path (`set_legacy` clears it).
+            Verification::Valid(r) | Verification::Expired(r) | Verification::Revoked(r) => {
+                self.remember(key, r.clone(), None)
+            }
         }
         Ok(v)
     }
@@ -316,6 +328,7 @@ impl KeyVerifier {
             Cached {
                 record: record.clone(),
                 at: Instant::now(),
+                hash: None,
             },
         );
         Ok(Some(record))

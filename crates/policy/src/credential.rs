@@ -9,7 +9,7 @@ use percent_encoding::percent_decode_str;
 
 /// Longest credential accepted. Anything longer is rejected before any store lookup or hashing, so
 /// a client cannot make the gateway hash megabytes.
-pub const MAX_CREDENTIAL_LEN: usize = 512;
+pub const MAX_CREDENTIAL_LEN: usize = 8192;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CredentialSource {

@@ -85,6 +85,7 @@ impl RouteTable {
         let routes = vec![
             Route::new("/health", &["GET", "HEAD"], true, Local),
             Route::new("/health/detailed", &["GET"], false, Local),
+            Route::new("/health/ready", &["GET", "HEAD"], true, Local),
             Route::new("/protected", &["GET"], false, Local),
             Route::new("/api/test", &["POST"], false, Local),
             Route::new("/api/status", &["GET"], false, Local),

@@ -4,7 +4,7 @@
 //! endpoint. This crate holds everything about those limits that does not
 //! depend on HTTP: how a limit is written, how a bucket is named, the
 //! backend-neutral [`RateLimiter`] trait the gateway holds as
-//! `Arc<dyn RateLimiter>`, and the in-process backend.
+//! `Arc<dyn RateLimiter>`, the in-process backend and the Redis one.
 //!
 //! Layout:
 //! - [`spec`]: [`RateSpec`] (`100/minute`), its parser, `Display` and serde form.
@@ -15,6 +15,10 @@
 //! - [`clock`]: injected time ([`SystemClock`], [`ManualClock`] for tests).
 //! - [`memory`]: [`MemoryLimiter`], the sliding-window counter backend; its
 //!   module doc describes the algorithm and its accuracy.
+//! - [`redis`]: [`redis::RedisLimiter`], the same algorithm in Redis (one Lua
+//!   script per decision), shared by every gateway replica.
+//! - `conformance` (feature `conformance`): scripted and differential checks
+//!   that any backend decides exactly as the memory backend does.
 //! - `window` (private): the window arithmetic, kept storage-free so other
 //!   backends can reach identical decisions from the same counts.
 
@@ -24,8 +28,13 @@ pub mod clock;
 pub mod decision;
 pub mod key;
 pub mod memory;
+pub mod redis;
+pub mod resilient;
 pub mod spec;
 mod window;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decision::{Decision, LimitStatus};
@@ -54,7 +63,8 @@ pub trait RateLimiter: Send + Sync + std::fmt::Debug {
 }
 
 /// Why a backend could not decide. The caller chooses whether to fail open
-/// or closed; the memory backend never returns it.
+/// or closed; the memory backend never returns it. The message never holds
+/// a backend URL (it may carry a password).
 #[derive(thiserror::Error, Debug)]
 pub enum RateLimitError {
     /// The backend could not be reached or answered nonsense.

@@ -44,6 +44,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(handlers::health))
         .route("/health", web::head().to(handlers::health))
         .route("/health/detailed", web::get().to(handlers::health_detailed))
+        .route("/health/ready", web::get().to(handlers::ready))
+        .route("/health/ready", web::head().to(handlers::ready))
         .route("/protected", web::get().to(handlers::protected))
         .route("/api/test", web::post().to(handlers::api_test))
         .route("/api/status", web::get().to(handlers::api_status))
@@ -83,6 +85,12 @@ impl Application {
             None => keys::open(&cfg).await?,
         };
         let legacy = keys::legacy_keys(&cfg, &backend)?;
+        if overrides.shared_limiter.is_none()
+            && cfg.rate_limit.storage == infergate_config::Storage::Redis
+        {
+            overrides.shared_limiter =
+                Some(open_redis_limiter(&cfg, overrides.clock.clone()).await?);
+        }
         overrides.key_store = backend.store.clone();
         let reload_cfg = cfg.clone();
         let state = web::Data::new(AppState::build(cfg, overrides, legacy)?);
@@ -173,10 +181,47 @@ impl Application {
     }
 }
 
+/// Connects the shared Redis limiter. Unreachable Redis at startup is not fatal: the breaker and
+/// the failure mode handle it like any later outage.
+async fn open_redis_limiter(
+    cfg: &GatewayConfig,
+    clock: Option<Arc<dyn infergate_ratelimit::Clock>>,
+) -> Result<Arc<dyn infergate_ratelimit::RateLimiter>, StartupError> {
+    use infergate_ratelimit::redis::{RedisLimiter, RedisLimiterConfig};
+    let rl = &cfg.rate_limit;
+    let url = rl
+        .redis_url
+        .as_ref()
+        .map(|u| u.expose().to_string())
+        .unwrap_or_default();
+    let limiter = RedisLimiter::connect(
+        &url,
+        RedisLimiterConfig {
+            prefix: rl.redis_prefix.clone(),
+            timeout: rl.redis_timeout,
+            pool_size: rl.redis_pool_size,
+            clock,
+            ..RedisLimiterConfig::default()
+        },
+    )
+    .await
+    .map_err(|e| {
+        StartupError::Config(infergate_config::ConfigError::invalid(
+            cfg.setting_name("rate_limit.redis_url"),
+            rl.redis_url
+                .as_ref()
+                .map(|u| u.masked())
+                .unwrap_or_default(),
+            format!("a reachable redis:// or rediss:// URL ({e})"),
+        ))
+    })?;
+    Ok(Arc::new(limiter))
+}
+
 /// SIGTERM and SIGINT both start a graceful drain (actix's own handling treats SIGINT as a hard
 /// stop, which loses in-flight requests). The handlers are registered before this returns, so a
 /// signal sent as soon as the server reports ready is never missed.
-pub fn install_signal_handlers(handle: ServerHandle) -> std::io::Result<()> {
+pub fn install_signal_handlers(handle: ServerHandle, state: Arc<AppState>) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -186,6 +231,9 @@ pub fn install_signal_handlers(handle: ServerHandle) -> std::io::Result<()> {
             _ = int.recv() => {},
         }
         tracing::info!("shutdown signal received; draining in-flight requests");
+        state
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         handle.stop(true).await;
     });
     Ok(())

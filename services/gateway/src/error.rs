@@ -278,6 +278,9 @@ impl ResponseError for GatewayError {
             GatewayError::MethodNotAllowed { allow } => {
                 res.insert_header((header::ALLOW, allow.as_str()));
             }
+            GatewayError::Unavailable(_) => {
+                res.insert_header((header::RETRY_AFTER, 1));
+            }
             GatewayError::HttpsRequired {
                 location: Some(loc),
             } => {

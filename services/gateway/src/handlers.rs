@@ -61,6 +61,30 @@ pub async fn health_detailed(
     }))
 }
 
+/// Readiness: 503 while draining (so load balancers stop routing here before the process exits);
+/// 200 otherwise, reporting `degraded` while rate limits are decided by the fallback.
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "draining", "timestamp": now()}));
+    }
+    let limiter = match &state.resilient {
+        Some(r) => json!({
+            "backend": state.limiter.backend(),
+            "breaker": r.breaker_state(),
+            "failure_mode": r.mode().as_str(),
+            "status": if r.degraded() { "degraded" } else { "ok" },
+        }),
+        None => json!({"backend": state.limiter.backend(), "status": "ok"}),
+    };
+    let degraded = state.resilient.as_ref().is_some_and(|r| r.degraded());
+    HttpResponse::Ok().json(json!({
+        "status": if degraded { "degraded" } else { "ready" },
+        "timestamp": now(),
+        "rate_limiter": limiter,
+    }))
+}
+
 pub async fn protected(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let auth = req.extensions().get::<AuthInfo>().cloned();
     let Some(auth) = auth else {
@@ -132,7 +156,7 @@ pub async fn api_status(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
             "methods": methods,
             "header_name": cfg.auth.header_name,
             "query_parameter": cfg.auth.query_param_enabled.then_some("api_key"),
-            "key_store": "static",
+            "key_store": state.verifier.store().map_or("static", |s| s.backend()),
         },
         "rate_limiting": {
             "enabled": cfg.rate_limit.enabled,
@@ -155,6 +179,9 @@ pub async fn api_status(req: HttpRequest, state: web::Data<AppState>) -> HttpRes
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     state.metrics.sync_verifier(&state.verifier.stats);
+    if let Some(r) = &state.resilient {
+        state.metrics.sync_limiter(r);
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())

@@ -90,7 +90,7 @@ fn main() -> ExitCode {
                         return ExitCode::from(1);
                     }
                 };
-                if let Err(e) = infergate_gateway::app::install_signal_handlers(app.handle()) {
+                if let Err(e) = infergate_gateway::app::install_signal_handlers(app.handle(), app.state()) {
                     eprintln!("infergate-gateway: cannot install signal handlers: {e}");
                     return ExitCode::from(1);
                 }

@@ -25,6 +25,9 @@ pub struct Metrics {
     pub key_cache: IntCounterVec,
     pub argon2: IntCounter,
     pub verify_busy: IntCounter,
+    pub limiter_backend_errors: IntCounterVec,
+    pub limiter_fallback: IntCounter,
+    pub limiter_breaker: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -98,6 +101,24 @@ impl Metrics {
             "key_verifications_refused_busy_total",
             "Key verifications refused because too many were queued",
         ));
+        let limiter_backend_errors = must(IntCounterVec::new(
+            Opts::new(
+                "ratelimit_backend_errors_total",
+                "Shared rate-limit backend failures by kind (error, timeout)",
+            ),
+            &["kind"],
+        ));
+        let limiter_fallback = must(IntCounter::new(
+            "ratelimit_fallback_decisions_total",
+            "Rate-limit decisions made without the shared backend (failure mode)",
+        ));
+        let limiter_breaker = must(IntGaugeVec::new(
+            Opts::new(
+                "ratelimit_breaker_state",
+                "Circuit breaker in front of the shared backend (1 = current state)",
+            ),
+            &["state"],
+        ));
         let build_info = must(IntGaugeVec::new(
             Opts::new("build_info", "Build information"),
             &["version"],
@@ -116,6 +137,9 @@ impl Metrics {
             Box::new(key_cache.clone()),
             Box::new(argon2.clone()),
             Box::new(verify_busy.clone()),
+            Box::new(limiter_backend_errors.clone()),
+            Box::new(limiter_fallback.clone()),
+            Box::new(limiter_breaker.clone()),
             Box::new(build_info),
         ] {
             must(registry.register(c));
@@ -132,6 +156,9 @@ impl Metrics {
             key_cache,
             argon2,
             verify_busy,
+            limiter_backend_errors,
+            limiter_fallback,
+            limiter_breaker,
         }
     }
 
@@ -159,6 +186,35 @@ impl Metrics {
         );
         set(&self.argon2, stats.argon2_verifications.load(Relaxed));
         set(&self.verify_busy, stats.rejected_busy.load(Relaxed));
+    }
+
+    /// Brings the resilient limiter's counters and breaker state into the registry (scrape time).
+    pub fn sync_limiter(&self, r: &infergate_ratelimit::resilient::ResilientLimiter) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let set = |c: &IntCounter, v: u64| {
+            let cur = c.get();
+            if v > cur {
+                c.inc_by(v - cur);
+            }
+        };
+        set(
+            &self.limiter_backend_errors.with_label_values(&["error"]),
+            r.stats.backend_errors.load(Relaxed),
+        );
+        set(
+            &self.limiter_backend_errors.with_label_values(&["timeout"]),
+            r.stats.backend_timeouts.load(Relaxed),
+        );
+        set(
+            &self.limiter_fallback,
+            r.stats.fallback_decisions.load(Relaxed),
+        );
+        let current = r.breaker_state();
+        for s in ["closed", "open", "half_open"] {
+            self.limiter_breaker
+                .with_label_values(&[s])
+                .set(i64::from(s == current));
+        }
     }
 
     /// The Prometheus text exposition.

@@ -402,7 +402,12 @@ async fn decide(
         });
         let rate = match (exempt, ep) {
             (true, None) => None,
-            (true, Some(ep)) => limit(state, &[ep]).await?,
+            // Health checks must not fail because the limiter's backend does (a liveness probe
+            // failing on a Redis outage would restart every replica at once).
+            (true, Some(ep)) => match limit(state, &[ep]).await {
+                Err(GatewayError::Unavailable(_)) => None,
+                other => other?,
+            },
             (false, None) => limit(state, &[ip_check()]).await?,
             (false, Some(ep)) => limit(state, &[ip_check(), ep]).await?,
         };
@@ -438,7 +443,14 @@ async fn decide(
             .await);
         }
     };
-    if rl {
+    // Refuse guessing before any lookup once the IP's budget is spent. A key already verified
+    // (cache hit) skips this, so steady authenticated traffic costs one limiter round trip.
+    let now = chrono::Utc::now();
+    let known_good = matches!(
+        state.verifier.verify_cached(&credential.value, now),
+        Some(Verification::Valid(_))
+    );
+    if rl && !known_good {
         let status = state
             .limiter
             .peek(&ip_check())

@@ -13,6 +13,7 @@ use infergate_keystore::{
     KeyStore, KeyVerifier, StaticKey, StaticKeyStore, VerifierConfig, parse_api_keys,
 };
 use infergate_policy::{CredentialRules, Role, RouteTable};
+use infergate_ratelimit::resilient::{FailureMode, ResilienceConfig, ResilientLimiter};
 use infergate_ratelimit::{Clock, MemoryLimiter, RateLimiter, RateSpec, SystemClock};
 use ipnet::IpNet;
 
@@ -26,6 +27,8 @@ pub struct Overrides {
     pub clock: Option<Arc<dyn Clock>>,
     /// The hashed-key store (tests hand in a memory store; the binary builds it from config).
     pub key_store: Option<Arc<dyn KeyStore>>,
+    /// The shared limiter (Redis) to put behind the circuit breaker, when `storage: redis`.
+    pub shared_limiter: Option<Arc<dyn RateLimiter>>,
 }
 
 pub struct AppState {
@@ -39,6 +42,10 @@ pub struct AppState {
     pub tokens: Option<infergate_tokens::TokenVerifier>,
     pub limiter: Arc<dyn RateLimiter>,
     pub memory_limiter: Arc<MemoryLimiter>,
+    /// Present with a shared backend: its breaker state and fallback counters.
+    pub resilient: Option<Arc<ResilientLimiter>>,
+    /// Set when SIGTERM/SIGINT arrives: readiness fails so load balancers stop routing here.
+    pub draining: std::sync::atomic::AtomicBool,
     pub clock: Arc<dyn Clock>,
     /// Route template → its endpoint limit (looked up by template, built once).
     pub endpoint_limits: HashMap<Arc<str>, RateSpec>,
@@ -154,7 +161,23 @@ impl AppState {
 
         let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let memory_limiter = Arc::new(MemoryLimiter::new(clock.clone()));
-        let limiter: Arc<dyn RateLimiter> = memory_limiter.clone();
+        let resilient = overrides.shared_limiter.clone().map(|shared| {
+            let rl = &cfg.rate_limit;
+            Arc::new(ResilientLimiter::new(
+                shared,
+                memory_limiter.clone(),
+                ResilienceConfig {
+                    mode: rl.failure_mode.parse().unwrap_or(FailureMode::Local),
+                    expected_replicas: rl.expected_replicas,
+                    failure_threshold: rl.breaker_failure_threshold,
+                    cooldown: rl.breaker_cooldown,
+                },
+            ))
+        });
+        let limiter: Arc<dyn RateLimiter> = match &resilient {
+            Some(r) => r.clone(),
+            None => memory_limiter.clone(),
+        };
 
         let mut endpoint_limits = HashMap::new();
         for (template, spec) in &cfg.rate_limit.endpoints {
@@ -214,6 +237,8 @@ impl AppState {
             tokens,
             limiter,
             memory_limiter,
+            resilient,
+            draining: std::sync::atomic::AtomicBool::new(false),
             clock,
             endpoint_limits,
             exempt_from_default,

@@ -468,3 +468,248 @@ async fn revocation_reaches_every_replica_within_a_second() {
         );
     }
 }
+
+async fn status_of(url: &str, key: &str) -> (u16, Duration) {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish();
+    let start = Instant::now();
+    let status = match client
+        .get(url)
+        .insert_header(("X-API-Key", key))
+        .send()
+        .await
+    {
+        Ok(mut r) => {
+            let _ = r.body().await;
+            r.status().as_u16()
+        }
+        Err(_) => 0,
+    };
+    (status, start.elapsed())
+}
+
+fn redis_env<'a>(
+    up: &'a str,
+    redis: &'a str,
+    keys: &'a str,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("INFERGATE_LISTEN", "127.0.0.1:0"),
+        ("INFERGATE_UPSTREAM", up),
+        ("API_KEYS", keys),
+        ("API_KEY", ADMIN_KEY),
+        ("RATE_LIMIT_STORAGE", "redis"),
+        ("RATE_LIMIT_REDIS_URL", redis),
+    ];
+    env.extend_from_slice(extra);
+    env
+}
+
+/// Three replicas, one Redis, one key limited to N per window, 3N concurrent requests spread over
+/// the replicas: exactly N pass.
+#[actix_web::test]
+async fn limits_hold_across_three_replicas() {
+    let redis = infergate_testkit::RedisServer::start();
+    let upstream = DevUpstream::start("127.0.0.1:0", UpstreamConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (up, url) = (upstream.base_url(), redis.url());
+    let keys = format!("{USER_KEY}:user");
+    const N: usize = 30;
+    let env = redis_env(&up, &url, &keys, &[("RATE_LIMIT_AUTHENTICATED", "30/hour")]);
+    let replicas: Vec<Gateway> = (0..3).map(|_| Gateway::start(&env, dir.path())).collect();
+    let urls: Vec<String> = replicas.iter().map(|g| g.url("/protected")).collect();
+    let tasks: Vec<_> = (0..3 * N)
+        .map(|i| {
+            let url = urls[i % 3].clone();
+            actix_web::rt::spawn(async move { status_of(&url, USER_KEY).await.0 })
+        })
+        .collect();
+    let mut passed = 0;
+    let mut limited = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            200 => passed += 1,
+            429 => limited += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    eprintln!(
+        "3 replicas, limit {N}: {passed} passed (over/under: {:+}), {limited} limited",
+        passed as i64 - N as i64
+    );
+    assert_eq!(
+        passed, N,
+        "the shared limit must hold exactly across replicas"
+    );
+    assert_eq!(limited, 2 * N);
+}
+
+/// Redis goes away under load: no 5xx, bounded latency, fallback limits enforced, readiness
+/// degraded; Redis comes back: shared limits again within 2 s.
+#[actix_web::test]
+async fn redis_outage_falls_back_locally_and_recovers() {
+    let mut redis = infergate_testkit::RedisServer::start();
+    let upstream = DevUpstream::start("127.0.0.1:0", UpstreamConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (up, url) = (upstream.base_url(), redis.url());
+    let keys = format!("{USER_KEY}:user");
+    let env = redis_env(
+        &up,
+        &url,
+        &keys,
+        &[
+            ("RATE_LIMIT_AUTHENTICATED", "10/hour"),
+            ("RATE_LIMIT_EXPECTED_REPLICAS", "2"),
+        ],
+    );
+    let gw = Gateway::start(&env, dir.path());
+    let protected = gw.url("/protected");
+    assert_eq!(status_of(&protected, USER_KEY).await.0, 200);
+
+    redis.stop();
+    let mut latencies = Vec::new();
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let (s, d) = status_of(&protected, USER_KEY).await;
+        statuses.push(s);
+        latencies.push(d);
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "no 5xx in local mode: {statuses:?}"
+    );
+    // Local mode: this replica's share of 10/hour over 2 replicas is 5.
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    assert!(
+        p99 < Duration::from_millis(500),
+        "p99 {p99:?} is not bounded by the Redis timeout"
+    );
+    let (_, ready) = get(&gw.url("/health/ready"), None).await;
+    assert!(ready.contains("\"degraded\""), "{ready}");
+    let (_, metrics) = get(&gw.url("/metrics"), Some(("X-API-Key", ADMIN_KEY))).await;
+    assert!(
+        metrics.contains("infergate_ratelimit_breaker_state{state=\"open\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("infergate_ratelimit_fallback_decisions_total"),
+        "{metrics}"
+    );
+
+    redis.restart();
+    let back = Instant::now();
+    loop {
+        let _ = status_of(&gw.url("/protected"), ADMIN_KEY).await;
+        let (_, ready) = get(&gw.url("/health/ready"), None).await;
+        if ready.contains("\"ready\"") {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(2),
+            "shared limits did not resume within 2 s: {ready}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "shared limits resumed {:?} after Redis returned",
+        back.elapsed()
+    );
+    // Decided by Redis again: the restarted Redis is empty, so the shared 10/hour starts afresh.
+    let mut ok = 0;
+    for _ in 0..12 {
+        if status_of(&protected, USER_KEY).await.0 == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 10, "the full shared limit applies again");
+}
+
+#[actix_web::test]
+async fn failure_modes_open_and_closed() {
+    let mut redis = infergate_testkit::RedisServer::start();
+    let upstream = DevUpstream::start("127.0.0.1:0", UpstreamConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (up, url) = (upstream.base_url(), redis.url());
+    let keys = format!("{USER_KEY}:user");
+    let open_env = redis_env(
+        &up,
+        &url,
+        &keys,
+        &[
+            ("RATE_LIMIT_AUTHENTICATED", "2/hour"),
+            ("RATE_LIMIT_FAILURE_MODE", "open"),
+        ],
+    );
+    let closed_env = redis_env(
+        &up,
+        &url,
+        &keys,
+        &[
+            ("RATE_LIMIT_AUTHENTICATED", "2/hour"),
+            ("RATE_LIMIT_FAILURE_MODE", "closed"),
+        ],
+    );
+    let open = Gateway::start(&open_env, dir.path());
+    let closed = Gateway::start(&closed_env, dir.path());
+    redis.stop();
+    for _ in 0..6 {
+        assert_eq!(
+            status_of(&open.url("/protected"), USER_KEY).await.0,
+            200,
+            "open mode allows all"
+        );
+    }
+    let client = awc::Client::default();
+    let mut res = client
+        .get(closed.url("/protected"))
+        .insert_header(("X-API-Key", USER_KEY))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 503);
+    assert_eq!(res.headers().get("retry-after").unwrap(), "1");
+    let body: serde_json::Value = serde_json::from_slice(&res.body().await.unwrap()).unwrap();
+    assert_eq!(body["code"], "unavailable");
+    // /health has no IP limit to check, so it stays up even in closed mode's outage.
+    assert_eq!(get(&closed.url("/health"), None).await.0, 200);
+}
+
+#[actix_web::test]
+async fn stalled_redis_times_out_and_requests_keep_flowing() {
+    let redis = infergate_testkit::RedisServer::start();
+    let upstream = DevUpstream::start("127.0.0.1:0", UpstreamConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (up, url) = (upstream.base_url(), redis.url());
+    let keys = format!("{USER_KEY}:user");
+    let env = redis_env(&up, &url, &keys, &[("RATE_LIMIT_REDIS_TIMEOUT_MS", "50")]);
+    let gw = Gateway::start(&env, dir.path());
+    assert_eq!(status_of(&gw.url("/protected"), USER_KEY).await.0, 200);
+    redis.pause(Duration::from_secs(3));
+    let mut worst = Duration::ZERO;
+    for _ in 0..10 {
+        let (s, d) = status_of(&gw.url("/protected"), USER_KEY).await;
+        assert_eq!(s, 200);
+        worst = worst.max(d);
+    }
+    assert!(
+        worst < Duration::from_millis(500),
+        "a stalled Redis held a request for {worst:?}"
+    );
+    let (_, metrics) = get(&gw.url("/metrics"), Some(("X-API-Key", ADMIN_KEY))).await;
+    assert!(
+        metrics.contains("infergate_ratelimit_backend_errors_total{kind=\"timeout\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("infergate_ratelimit_breaker_state{state=\"open\"} 1"),
+        "{metrics}"
+    );
+}

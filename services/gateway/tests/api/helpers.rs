@@ -39,6 +39,8 @@ pub struct Opts {
     pub yaml: Option<String>,
     /// A hashed-key store to use instead of the configured one.
     pub key_store: Option<Arc<dyn infergate_keystore::KeyStore>>,
+    /// A shared limiter (e.g. Redis with a manual clock) to put behind the breaker.
+    pub shared_limiter: Option<Arc<dyn infergate_ratelimit::RateLimiter>>,
 }
 
 pub struct TestApp {
@@ -136,6 +138,7 @@ pub async fn spawn_app_with(env: &[(&str, &str)], opts: Opts) -> TestApp {
             .clone()
             .map(|c| Arc::new(c) as Arc<dyn infergate_ratelimit::Clock>),
         key_store: opts.key_store.clone(),
+        shared_limiter: opts.shared_limiter.clone(),
     };
     let app = Application::build_with(cfg, overrides)
         .await

@@ -1,0 +1,136 @@
+//! The hot-path verifier over a real store.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::Utc;
+use infergate_keystore::memory::MemoryKeyStore;
+use infergate_keystore::{
+    HashParams, KeyChange, KeyPatch, KeyRecord, KeyStore, KeyVerifier, StaticKeyStore, StoredKey,
+    Verification, VerifierConfig, format, hash, parse_api_keys,
+};
+use infergate_policy::Role;
+
+async fn setup(cfg: VerifierConfig) -> (Arc<dyn KeyStore>, KeyVerifier, String, String) {
+    let store: Arc<dyn KeyStore> = Arc::new(MemoryKeyStore::new());
+    let key = format::generate("igk").unwrap();
+    let secret_hash = hash::hash_secret(key.secret(), HashParams::default()).unwrap();
+    let record = KeyRecord::new(key.id.clone(), "t", Role::User, "test");
+    store
+        .create(StoredKey {
+            record,
+            secret_hash,
+        })
+        .await
+        .unwrap();
+    let legacy =
+        StaticKeyStore::new(parse_api_keys("legacy-key-0123456789:admin", "API_KEYS").unwrap())
+            .unwrap();
+    let v = KeyVerifier::new(Some(store.clone()), legacy, cfg).unwrap();
+    (store, v, key.expose().to_string(), key.id.clone())
+}
+
+#[tokio::test]
+async fn a_stale_entry_is_refreshed_without_argon2_while_the_hash_is_unchanged() {
+    let cfg = VerifierConfig {
+        cache_ttl: Duration::from_millis(30),
+        ..Default::default()
+    };
+    let (_store, v, key, _) = setup(cfg).await;
+    assert!(matches!(
+        v.verify(&key, Utc::now()).await.unwrap(),
+        Verification::Valid(_)
+    ));
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    assert!(
+        v.verify_cached(&key, Utc::now()).is_none(),
+        "the entry went stale"
+    );
+    assert!(matches!(
+        v.verify(&key, Utc::now()).await.unwrap(),
+        Verification::Valid(_)
+    ));
+    assert_eq!(v.stats.argon2_verifications.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn changes_invalidate_and_unknown_ids_cost_no_hashing() {
+    let (store, v, key, id) = setup(VerifierConfig::default()).await;
+    let _feed = Arc::new(v);
+    let v = _feed.clone();
+    v.spawn_invalidator();
+    assert!(matches!(
+        v.verify(&key, Utc::now()).await.unwrap(),
+        Verification::Valid(_)
+    ));
+    store
+        .update(
+            &id,
+            KeyPatch {
+                revoked_at: Some(Some(Utc::now())),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while !matches!(
+        v.verify(&key, Utc::now()).await.unwrap(),
+        Verification::Revoked(_)
+    ) {
+        assert!(std::time::Instant::now() < deadline, "revocation not seen");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A well-formed key with an id the store does not have: refused without argon2.
+    let before = v.stats.argon2_verifications.load(Ordering::Relaxed);
+    let stranger = format::generate("igk").unwrap();
+    assert_eq!(
+        v.verify(stranger.expose(), Utc::now()).await.unwrap(),
+        Verification::Unknown
+    );
+    assert_eq!(v.stats.argon2_verifications.load(Ordering::Relaxed), before);
+    // Legacy plaintext keys work beside hashed ones, and KeyChange::All drops the cache.
+    assert!(matches!(
+        v.verify("legacy-key-0123456789", Utc::now()).await.unwrap(),
+        Verification::Valid(_)
+    ));
+    v.invalidate(&KeyChange::All);
+    assert!(
+        v.verify_cached("legacy-key-0123456789", Utc::now())
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn the_argon2_queue_is_bounded() {
+    let cfg = VerifierConfig {
+        max_concurrent: 1,
+        max_waiting: 2,
+        ..Default::default()
+    };
+    let (_store, v, key, id) = setup(cfg).await;
+    let v = Arc::new(v);
+    let parts: Vec<&str> = key.split('_').collect();
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let v = v.clone();
+            let other = format::generate("igk").unwrap();
+            let wrong = format::with_checksum(&format!("{}_{}_{}", parts[0], id, other.secret()));
+            tokio::spawn(async move { v.verify(&wrong, Utc::now()).await })
+        })
+        .collect();
+    let mut busy = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(Verification::Unknown) => {}
+            Err(_) => busy += 1,
+            Ok(other) => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        busy > 0,
+        "some verifications must be refused rather than queued without bound"
+    );
+    assert_eq!(v.stats.rejected_busy.load(Ordering::Relaxed), busy);
+}

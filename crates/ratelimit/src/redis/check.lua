@@ -1,0 +1,123 @@
+-- Checks every bucket and consumes one unit from each only if all admit.
+--
+-- KEYS[i]                 bucket of check i: a hash {s = window start (ms),
+--                         c = count in that window, p = count in the one before}
+-- ARGV[1]                 now (see common.lua)
+-- ARGV[2]                 TTL jitter in ms
+-- ARGV[1+2i], ARGV[2+2i]  period (ms) and limit of check i; the limit is
+--                         clamped to 2^53-1 by the caller
+--
+-- Returns {allowed, now, then per check: exists, s, c, p}: each bucket as
+-- stored once this call is done, so the caller derives every reported number
+-- with the same code as the memory backend.
+--
+-- Lua numbers are doubles: integers are exact below 2^53, which covers
+-- times, periods (<= 1 year), counts and clamped limits, but not their
+-- products (up to 2^88). Products are therefore compared in base-2^24 limbs.
+
+local LIMB = 16777216
+
+local function limbs(x)
+  local out = {}
+  for i = 1, 3 do
+    local r = x % LIMB
+    out[i] = r
+    x = (x - r) / LIMB
+  end
+  return out
+end
+
+-- a * b as six base-2^24 limbs, least significant first. Each partial
+-- product is below 2^48 and each column sums at most three, so every
+-- intermediate stays exact.
+local function product(a, b)
+  local x, y = limbs(a), limbs(b)
+  local r = {0, 0, 0, 0, 0, 0}
+  for i = 1, 3 do
+    for j = 1, 3 do
+      r[i + j - 1] = r[i + j - 1] + x[i] * y[j]
+    end
+  end
+  local carry = 0
+  for k = 1, 6 do
+    local v = r[k] + carry
+    r[k] = v % LIMB
+    carry = (v - r[k]) / LIMB
+  end
+  return r
+end
+
+-- a * b <= c * d, exactly.
+local function product_le(a, b, c, d)
+  local x, y = product(a, b), product(c, d)
+  for k = 6, 1, -1 do
+    if x[k] ~= y[k] then
+      return x[k] < y[k]
+    end
+  end
+  return true
+end
+
+-- window.rs allows iff remaining(limit) >= 1, that is
+--   prev * (period - elapsed) + (cur + 1) * period <= limit * period,
+-- rearranged so that no term goes negative.
+local function admits(v, period, limit)
+  if v.cur + 1 > limit then
+    return false
+  end
+  local slack = limit - v.cur - 1
+  if v.prev <= slack then
+    -- prev * (period - elapsed) <= prev * period <= slack * period
+    return true
+  end
+  return product_le(v.prev, period - v.elapsed, slack, period)
+end
+
+local function int(x)
+  return string.format('%.0f', x)
+end
+
+local jitter = tonumber(ARGV[2])
+local n = #KEYS
+local views = {}
+local allowed = true
+for i = 1, n do
+  local period = tonumber(ARGV[1 + 2 * i])
+  local limit = tonumber(ARGV[2 + 2 * i])
+  local v = load(KEYS[i], period)
+  v.period = period
+  views[i] = v
+  if not admits(v, period, limit) then
+    allowed = false
+  end
+end
+
+if allowed then
+  -- A bucket named by several checks is charged once, as in memory.rs.
+  local charged = {}
+  for i = 1, n do
+    local key = KEYS[i]
+    local v = views[i]
+    local first = charged[key]
+    if first then
+      v.exists, v.s, v.c, v.p = 1, first.s, first.c, first.p
+    else
+      v.exists, v.s, v.c, v.p = 1, v.start, v.cur + 1, v.prev
+      redis.call('HSET', key, 's', int(v.s), 'c', int(v.c), 'p', int(v.p))
+      -- Two periods is how long the counts can matter (window.rs is_expired);
+      -- the lag keeps that true when the clock reads behind the window.
+      redis.call('PEXPIRE', key, int(2 * v.period + v.lag + jitter))
+      charged[key] = v
+    end
+  end
+end
+
+local out = {allowed and 1 or 0, now}
+for i = 1, n do
+  local v = views[i]
+  out[#out + 1] = v.exists
+  out[#out + 1] = v.s
+  out[#out + 1] = v.c
+  out[#out + 1] = v.p
+end
+return out

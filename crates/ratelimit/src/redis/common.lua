@@ -1,0 +1,52 @@
+-- Shared head of infergate's rate-limit scripts (check.lua, peek.lua).
+-- The arithmetic mirrors crates/ratelimit/src/window.rs; src/redis.rs
+-- explains the key layout and why the scripts look the way they do.
+--
+-- ARGV[1] is the current time in Unix milliseconds, or '' to read the
+-- server's TIME: then every gateway replica shares one clock.
+
+if redis.replicate_commands then
+  -- Servers older than 5.0 replicate scripts verbatim and refuse a write
+  -- after TIME unless told to replicate effects; newer ones ignore this.
+  pcall(redis.replicate_commands)
+end
+
+local now
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+else
+  now = tonumber(ARGV[1])
+end
+
+-- A stored count or start that is not a non-negative integer, or a start
+-- off the period's grid (another program wrote the key), makes the bucket
+-- read as empty rather than fail every request or confuse the rolling
+-- below; the next allowed request overwrites it.
+local function whole(x)
+  return x ~= nil and x >= 0 and x == math.floor(x)
+end
+
+-- The bucket stored at `key` and its counts rolled forward to `now`
+-- (View::of in window.rs, View::fresh for a missing key). `s, c, p` are the
+-- stored fields as read; `start, elapsed, lag, cur, prev` the rolled view.
+local function load(key, period)
+  local f = redis.call('HMGET', key, 's', 'c', 'p')
+  local s, c, p = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
+  local start_now = now - now % period
+  local v = {exists = 0, s = 0, c = 0, p = 0, start = start_now,
+             elapsed = now - start_now, lag = 0, cur = 0, prev = 0}
+  if not (whole(s) and whole(c) and whole(p) and s % period == 0) then
+    return v
+  end
+  v.exists, v.s, v.c, v.p = 1, s, c, p
+  if start_now < s then
+    -- The clock is behind the stored window: judge at the window's start.
+    v.start, v.elapsed, v.lag, v.cur, v.prev = s, 0, s - now, c, p
+  elseif start_now == s then
+    v.cur, v.prev = c, p
+  elseif start_now == s + period then
+    v.prev = c
+  end
+  return v
+end

@@ -1,0 +1,257 @@
+//! A shared limiter that degrades gracefully: a circuit breaker in front of the shared backend
+//! (Redis), and a configured behaviour while it is unusable.
+//!
+//! - **Breaker**: after `failure_threshold` consecutive failures or timeouts the shared backend is
+//!   not called for `cooldown`; then one request probes it (half-open). Success closes the breaker,
+//!   so shared limits resume within `cooldown` plus one request after the backend returns.
+//! - **Failure modes** while the backend is failing or the breaker is open:
+//!   - `local` (default): the in-memory limiter decides, each replica taking its share of every
+//!     limit (`limit / expected_replicas`, rounded up), so the fleet stays near the configured
+//!     limit instead of multiplying it;
+//!   - `open`: allow everything, count nothing;
+//!   - `closed`: refuse ([`RateLimitError::Unavailable`]; the gateway answers 503 + Retry-After).
+//!
+//! No mode turns a backend failure into a 500.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::{
+    Decision, LimitCheck, LimitStatus, MemoryLimiter, RateLimitError, RateLimiter, RateSpec,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureMode {
+    Local,
+    Open,
+    Closed,
+}
+
+impl FailureMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureMode::Local => "local",
+            FailureMode::Open => "open",
+            FailureMode::Closed => "closed",
+        }
+    }
+}
+
+impl std::str::FromStr for FailureMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "local" => Ok(FailureMode::Local),
+            "open" => Ok(FailureMode::Open),
+            "closed" => Ok(FailureMode::Closed),
+            _ => Err("local, open or closed".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ResilienceConfig {
+    pub mode: FailureMode,
+    /// How many replicas share the limits (for `local` mode's per-replica share).
+    pub expected_replicas: u64,
+    pub failure_threshold: u32,
+    pub cooldown: Duration,
+}
+
+impl Default for ResilienceConfig {
+    fn default() -> Self {
+        Self {
+            mode: FailureMode::Local,
+            expected_replicas: 1,
+            failure_threshold: 3,
+            cooldown: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Breaker {
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// One probe is in flight; everyone else uses the fallback until it reports.
+    HalfOpen,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct ResilienceStats {
+    pub backend_errors: AtomicU64,
+    pub backend_timeouts: AtomicU64,
+    pub fallback_decisions: AtomicU64,
+    pub breaker_opened: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct ResilientLimiter {
+    primary: Arc<dyn RateLimiter>,
+    fallback: Arc<MemoryLimiter>,
+    cfg: ResilienceConfig,
+    breaker: Mutex<Breaker>,
+    pub stats: ResilienceStats,
+}
+
+impl ResilientLimiter {
+    pub fn new(
+        primary: Arc<dyn RateLimiter>,
+        fallback: Arc<MemoryLimiter>,
+        cfg: ResilienceConfig,
+    ) -> Self {
+        Self {
+            primary,
+            fallback,
+            cfg,
+            breaker: Mutex::new(Breaker::Closed { failures: 0 }),
+            stats: ResilienceStats::default(),
+        }
+    }
+
+    pub fn mode(&self) -> FailureMode {
+        self.cfg.mode
+    }
+
+    /// `closed`, `open` or `half_open`.
+    pub fn breaker_state(&self) -> &'static str {
+        match *self.lock() {
+            Breaker::Closed { .. } => "closed",
+            Breaker::Open { .. } => "open",
+            Breaker::HalfOpen => "half_open",
+        }
+    }
+
+    /// True while decisions are not made by the shared backend.
+    pub fn degraded(&self) -> bool {
+        !matches!(*self.lock(), Breaker::Closed { failures: 0 })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// May this call go to the shared backend?
+    fn admit(&self) -> bool {
+        let mut b = self.lock();
+        match *b {
+            Breaker::Closed { .. } => true,
+            Breaker::Open { until } if Instant::now() >= until => {
+                *b = Breaker::HalfOpen;
+                true
+            }
+            Breaker::Open { .. } | Breaker::HalfOpen => false,
+        }
+    }
+
+    fn succeeded(&self) {
+        *self.lock() = Breaker::Closed { failures: 0 };
+    }
+
+    fn failed(&self, err: &RateLimitError) {
+        let RateLimitError::Unavailable(msg) = err;
+        if msg.contains("timeout") || msg.contains("timed out") {
+            self.stats.backend_timeouts.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.backend_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut b = self.lock();
+        let open = match *b {
+            Breaker::Closed { failures } if failures + 1 < self.cfg.failure_threshold => {
+                *b = Breaker::Closed {
+                    failures: failures + 1,
+                };
+                false
+            }
+            _ => true,
+        };
+        if open {
+            *b = Breaker::Open {
+                until: Instant::now() + self.cfg.cooldown,
+            };
+            self.stats.breaker_opened.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn share(&self, spec: RateSpec) -> RateSpec {
+        let n = self.cfg.expected_replicas.max(1);
+        RateSpec::new(spec.limit.div_ceil(n).max(1), spec.period).unwrap_or(spec)
+    }
+
+    fn fallback_check(&self, checks: &[LimitCheck]) -> Result<Decision, RateLimitError> {
+        self.stats
+            .fallback_decisions
+            .fetch_add(1, Ordering::Relaxed);
+        match self.cfg.mode {
+            FailureMode::Local => {
+                let scaled: Vec<LimitCheck> = checks
+                    .iter()
+                    .map(|c| LimitCheck::new(c.key.clone(), self.share(c.spec)))
+                    .collect();
+                Ok(self.fallback.check_now(&scaled))
+            }
+            FailureMode::Open => Ok(Decision {
+                allowed: true,
+                statuses: checks.iter().map(|c| self.unlimited(c)).collect(),
+            }),
+            FailureMode::Closed => Err(RateLimitError::Unavailable(
+                "rate-limit backend unavailable and failure mode is closed".into(),
+            )),
+        }
+    }
+
+    fn unlimited(&self, c: &LimitCheck) -> LimitStatus {
+        let mut s = self.fallback.peek_now(c);
+        s.remaining = c.spec.limit;
+        s.retry_after = Duration::ZERO;
+        s
+    }
+}
+
+#[async_trait::async_trait]
+impl RateLimiter for ResilientLimiter {
+    async fn check(&self, checks: &[LimitCheck]) -> Result<Decision, RateLimitError> {
+        if self.admit() {
+            match self.primary.check(checks).await {
+                Ok(d) => {
+                    self.succeeded();
+                    return Ok(d);
+                }
+                Err(e) => self.failed(&e),
+            }
+        }
+        self.fallback_check(checks)
+    }
+
+    async fn peek(&self, check: &LimitCheck) -> Result<LimitStatus, RateLimitError> {
+        if self.admit() {
+            match self.primary.peek(check).await {
+                Ok(s) => {
+                    self.succeeded();
+                    return Ok(s);
+                }
+                Err(e) => self.failed(&e),
+            }
+        }
+        match self.cfg.mode {
+            FailureMode::Local => Ok(self
+                .fallback
+                .peek_now(&LimitCheck::new(check.key.clone(), self.share(check.spec)))),
+            FailureMode::Open => Ok(self.unlimited(check)),
+            FailureMode::Closed => Err(RateLimitError::Unavailable(
+                "rate-limit backend unavailable and failure mode is closed".into(),
+            )),
+        }
+    }
+
+    fn backend(&self) -> &'static str {
+        self.primary.backend()
+    }
+}

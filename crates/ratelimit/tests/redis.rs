@@ -1,0 +1,470 @@
+//! The Redis backend against real `redis-server` processes: conformance with
+//! the memory backend, round trips, key layout, and failure behaviour.
+//! Every test starts its own server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use infergate_ratelimit::redis::{RedisLimiter, RedisLimiterConfig, TTL_JITTER_MAX_MS};
+use infergate_ratelimit::{
+    BucketKey, Clock, Dimension, LimitCheck, ManualClock, MemoryLimiter, RateLimitError,
+    RateLimiter, RateSpec, Subject, conformance,
+};
+use infergate_testkit::RedisServer;
+use redis::aio::MultiplexedConnection;
+
+const T0: u64 = conformance::T0;
+
+fn spec(limit: u64, secs: u64) -> RateSpec {
+    RateSpec::new(limit, Duration::from_secs(secs)).unwrap()
+}
+
+fn key_check(id: &str, spec: RateSpec) -> LimitCheck {
+    LimitCheck::new(BucketKey::key(Arc::from(id)), spec)
+}
+
+/// Settings for tests about decisions rather than latency: a deadline no
+/// loaded CI machine misses.
+fn patient(prefix: &str, clock: Option<ManualClock>) -> RedisLimiterConfig {
+    RedisLimiterConfig {
+        prefix: prefix.into(),
+        timeout: Duration::from_secs(5),
+        clock: clock.map(|c| Arc::new(c) as Arc<dyn Clock>),
+        ..RedisLimiterConfig::default()
+    }
+}
+
+async fn raw(server: &RedisServer) -> MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// `calls` of one command in `INFO commandstats` (0 if never called).
+async fn calls(conn: &mut MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+async fn script_calls(conn: &mut MultiplexedConnection) -> u64 {
+    calls(conn, "evalsha").await + calls(conn, "eval").await
+}
+
+fn assert_unavailable(result: Result<impl std::fmt::Debug, RateLimitError>, what: &str) -> String {
+    match result {
+        Err(RateLimitError::Unavailable(msg)) => msg,
+        Ok(v) => panic!("{what}: expected Unavailable, got {v:?}"),
+    }
+}
+
+/// Redis's hash-tag rule: the part between the first `{` and the next `}`.
+fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let close = key[open + 1..].find('}')? + open + 1;
+    (close > open + 1).then(|| &key[open + 1..close])
+}
+
+fn redis_conformance_factory(
+    url: String,
+    local_cache_capacity: usize,
+) -> impl Fn(ManualClock) -> std::pin::Pin<Box<dyn Future<Output = Arc<dyn RateLimiter>>>> {
+    let n = Arc::new(AtomicUsize::new(0));
+    move |clock| {
+        let url = url.clone();
+        let prefix = format!("conf{}", n.fetch_add(1, Ordering::Relaxed));
+        Box::pin(async move {
+            let cfg = RedisLimiterConfig {
+                local_cache_capacity,
+                ..patient(&prefix, Some(clock))
+            };
+            Arc::new(RedisLimiter::connect(&url, cfg).await.unwrap()) as Arc<dyn RateLimiter>
+        })
+    }
+}
+
+#[tokio::test]
+async fn redis_backend_conforms() {
+    let server = RedisServer::start();
+    conformance::run_all(redis_conformance_factory(server.url(), 10_000)).await;
+}
+
+/// The script alone, with every decision going to Redis.
+#[tokio::test]
+async fn redis_backend_conforms_without_local_cache() {
+    let server = RedisServer::start();
+    conformance::run_all(redis_conformance_factory(server.url(), 0)).await;
+}
+
+#[tokio::test]
+async fn redis_backend_differential_with_other_seeds() {
+    let server = RedisServer::start();
+    let make = redis_conformance_factory(server.url(), 10_000);
+    for seed in [1, 2] {
+        conformance::differential(&make, seed, 2_000).await;
+    }
+}
+
+#[tokio::test]
+async fn one_round_trip_per_decision_and_none_for_a_cached_refusal() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let limiter = RedisLimiter::connect(&server.url(), patient("rt", Some(clock.clone())))
+        .await
+        .unwrap();
+    let mut conn = raw(&server).await;
+    let checks = [
+        key_check("k", spec(2, 60)),
+        LimitCheck::new(
+            BucketKey::endpoint(Arc::from("/inference"), Subject::Key(Arc::from("k"))),
+            spec(10, 60),
+        ),
+    ];
+
+    // (allowed, script calls sent)
+    for (i, (allowed, sent)) in [
+        (true, 1),
+        (true, 1),
+        (false, 1),
+        // Known over the limit: refused without asking Redis.
+        (false, 0),
+        (false, 0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (before, trips) = (script_calls(&mut conn).await, limiter.round_trips());
+        let d = limiter.check(&checks).await.unwrap();
+        assert_eq!(d.allowed, allowed, "check {i}");
+        assert_eq!(script_calls(&mut conn).await - before, sent, "check {i}");
+        assert_eq!(limiter.round_trips() - trips, sent, "check {i}");
+    }
+    // Only EVALSHA: the scripts were loaded by `connect`.
+    assert_eq!(calls(&mut conn, "eval").await, 0);
+
+    // A peek is one round trip, or none when the bucket is known to refuse.
+    let before = script_calls(&mut conn).await;
+    assert_eq!(limiter.peek(&checks[1]).await.unwrap().remaining, 8);
+    assert_eq!(script_calls(&mut conn).await - before, 1);
+    assert!(limiter.peek(&checks[0]).await.unwrap().is_exceeded());
+    assert_eq!(script_calls(&mut conn).await - before, 1);
+
+    // Once the wait is over, the next check asks Redis again and is allowed.
+    let wait = limiter.check(&checks).await.unwrap().retry_after();
+    clock.advance(wait);
+    let before = script_calls(&mut conn).await;
+    assert!(limiter.check(&checks).await.unwrap().allowed);
+    assert_eq!(script_calls(&mut conn).await - before, 1);
+}
+
+#[tokio::test]
+async fn key_names_hash_tags_and_ttls() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0 + 1_500);
+    let limiter = RedisLimiter::connect(&server.url(), patient("igw", Some(clock.clone())))
+        .await
+        .unwrap();
+    let mut conn = raw(&server).await;
+    let ip = LimitCheck::new(BucketKey::ip("203.0.113.9".parse().unwrap()), spec(10, 60));
+    let burst = key_check("id:1", spec(5, 1));
+    let hourly = key_check("id:1", spec(1, 3_600));
+    assert!(
+        limiter
+            .check(&[ip.clone(), burst.clone(), hourly.clone()])
+            .await
+            .unwrap()
+            .allowed
+    );
+
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "{igw:rl}:ip:203.0.113.9:60000ms",
+            "{igw:rl}:key:id%3A1:1000ms",
+            "{igw:rl}:key:id%3A1:3600000ms",
+        ]
+    );
+    for (check, key) in [(&ip, &keys[0]), (&burst, &keys[1]), (&hourly, &keys[2])] {
+        assert_eq!(&limiter.key_name(check), key);
+        assert_eq!(hash_tag(key), Some("igw:rl"), "{key}");
+        let period_ms = u64::try_from(check.spec.period.as_millis()).unwrap();
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let pttl = u64::try_from(pttl).unwrap_or_else(|_| panic!("{key} has no TTL"));
+        // Two periods plus jitter, minus what elapsed since the write.
+        assert!(
+            pttl > 2 * period_ms - 1_000 && pttl <= 2 * period_ms + TTL_JITTER_MAX_MS,
+            "{key}: PTTL {pttl}"
+        );
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl > 0, "{key}: TTL {ttl}");
+        let (s, c, p): (u64, u64, u64) = redis::cmd("HMGET")
+            .arg(key)
+            .arg(&["s", "c", "p"][..])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let now = clock.now_millis();
+        assert_eq!((s, c, p), (now - now % period_ms, 1, 0), "{key}");
+    }
+
+    // A refused request writes nothing, not even for its unused buckets.
+    let full = [hourly.clone(), key_check("fresh", spec(10, 60))];
+    assert!(!limiter.check(&full).await.unwrap().allowed);
+    let count: usize = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+    assert_eq!(count, 3);
+    // Peeks write nothing either.
+    limiter
+        .peek(&key_check("peeked", spec(1, 60)))
+        .await
+        .unwrap();
+    let count: usize = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+    assert_eq!(count, 3);
+
+    // Keys really expire: the 1-second bucket is gone after two seconds and jitter.
+    let deadline = Instant::now() + Duration::from_millis(2 * 1_000 + TTL_JITTER_MAX_MS + 2_000);
+    loop {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(&keys[1])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !exists {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} never expired", keys[1]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn paused_server_times_out_instead_of_hanging() {
+    let server = RedisServer::start();
+    let cfg = RedisLimiterConfig {
+        prefix: "pause".into(),
+        ..RedisLimiterConfig::default()
+    };
+    let timeout = cfg.timeout;
+    let limiter = RedisLimiter::connect(&server.url(), cfg).await.unwrap();
+    let check = [key_check("k", spec(100, 60))];
+    assert!(limiter.check(&check).await.unwrap().allowed);
+
+    // Long enough to outlast all three calls below even on a loaded machine.
+    server.pause(Duration::from_secs(3));
+    // The first call waits on a pooled connection, the second on a new one.
+    for attempt in 0..2 {
+        let started = Instant::now();
+        let msg = assert_unavailable(limiter.check(&check).await, "check while paused");
+        let elapsed = started.elapsed();
+        assert_eq!(msg, "timeout", "attempt {attempt}");
+        assert!(
+            elapsed >= timeout - Duration::from_millis(5)
+                && elapsed < timeout + Duration::from_millis(900),
+            "attempt {attempt}: gave up after {elapsed:?}"
+        );
+    }
+    let started = Instant::now();
+    assert_unavailable(limiter.peek(&check[0]).await, "peek while paused");
+    assert!(started.elapsed() < timeout + Duration::from_millis(900));
+
+    // Once the pause ends, the limiter works again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match limiter.check(&check).await {
+            Ok(d) => {
+                assert!(d.allowed);
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "never recovered: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn stopped_server_is_unavailable_and_restart_recovers() {
+    let mut server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let limiter = RedisLimiter::connect(&server.url(), patient("restart", Some(clock.clone())))
+        .await
+        .unwrap();
+    let check = [key_check("k", spec(3, 60))];
+    assert!(limiter.check(&check).await.unwrap().allowed);
+
+    server.stop();
+    let started = Instant::now();
+    let msg = assert_unavailable(limiter.check(&check).await, "check on a stopped server");
+    assert!(msg.starts_with("connection failed"), "{msg}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_unavailable(limiter.peek(&check[0]).await, "peek on a stopped server");
+    assert_unavailable(
+        RedisLimiter::connect(&server.url(), patient("restart", None)).await,
+        "connect to a stopped server",
+    );
+
+    // A new, empty server: no data, no script cache.
+    server.restart();
+    let trips = limiter.round_trips();
+    let d = limiter.check(&check).await.unwrap();
+    assert!(d.allowed);
+    assert_eq!(
+        d.statuses[0].remaining, 2,
+        "the restarted server starts empty"
+    );
+    // EVALSHA met NOSCRIPT; EVAL ran the body and cached it again.
+    assert_eq!(limiter.round_trips() - trips, 2);
+    let mut conn = raw(&server).await;
+    assert_eq!(calls(&mut conn, "evalsha").await, 1);
+    assert_eq!(calls(&mut conn, "eval").await, 1);
+    assert!(limiter.check(&check).await.unwrap().allowed);
+    assert_eq!(calls(&mut conn, "evalsha").await, 2);
+    assert_eq!(calls(&mut conn, "eval").await, 1);
+}
+
+/// A restart while the limiter is idle: its pooled connection is dead, and
+/// the next check must still succeed.
+#[tokio::test]
+async fn restart_while_idle_is_invisible() {
+    let mut server = RedisServer::start();
+    let limiter = RedisLimiter::connect(&server.url(), patient("idle", None))
+        .await
+        .unwrap();
+    let check = [key_check("k", spec(3, 60))];
+    assert!(limiter.check(&check).await.unwrap().allowed);
+    server.restart();
+    let d = limiter.check(&check).await.unwrap();
+    assert!(d.allowed);
+    assert_eq!(d.statuses[0].remaining, 2);
+}
+
+/// Two gateway replicas on Redis `TIME`: a limit of N admits exactly N of 3N
+/// concurrent requests, however they interleave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_redis_time_admit_exactly_the_limit() {
+    const N: usize = 40;
+    let server = RedisServer::start();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let limiter = RedisLimiter::connect(&server.url(), patient("replicas", None))
+            .await
+            .unwrap();
+        replicas.push(Arc::new(limiter));
+    }
+    let shared = [key_check("tenant", spec(N as u64, 86_400))];
+    let tasks: Vec<_> = (0..3 * N)
+        .map(|i| {
+            let limiter = Arc::clone(&replicas[i % 2]);
+            let checks = shared.clone();
+            tokio::spawn(async move { limiter.check(&checks).await.unwrap() })
+        })
+        .collect();
+    let mut allowed = 0;
+    for task in tasks {
+        let d = task.await.unwrap();
+        if d.allowed {
+            allowed += 1;
+        } else {
+            assert_eq!(d.denied_by(), Some(Dimension::Key));
+            assert!(d.retry_after() > Duration::ZERO);
+        }
+    }
+    assert_eq!(allowed, N);
+    for replica in &replicas {
+        assert_eq!(replica.peek(&shared[0]).await.unwrap().remaining, 0);
+    }
+}
+
+/// Real `TIME` and the memory backend on the system clock agree on a
+/// window's reset instant (both align windows to the Unix epoch).
+#[tokio::test]
+async fn redis_time_aligns_windows_like_the_system_clock() {
+    let server = RedisServer::start();
+    let limiter = RedisLimiter::connect(&server.url(), patient("time", None))
+        .await
+        .unwrap();
+    let memory = MemoryLimiter::default();
+    let check = [key_check("k", spec(5, 86_400))];
+    let from_redis = limiter.check(&check).await.unwrap().statuses[0];
+    let from_memory = memory.check_now(&check).statuses[0];
+    // Equal unless the test straddles midnight UTC.
+    assert!(
+        from_redis.reset_at_millis == from_memory.reset_at_millis
+            || from_redis
+                .reset_at_millis
+                .abs_diff(from_memory.reset_at_millis)
+                == 86_400_000
+    );
+    assert_eq!(from_redis.remaining, 4);
+}
+
+#[tokio::test]
+async fn password_in_url_is_used_and_never_echoed() {
+    let server = RedisServer::start();
+    let mut conn = raw(&server).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "requirepass", "s3cret-pw"][..])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let port = server.port();
+
+    let good = format!("redis://:s3cret-pw@127.0.0.1:{port}");
+    let limiter = RedisLimiter::connect(&good, patient("auth", None))
+        .await
+        .unwrap();
+    assert!(
+        limiter
+            .check(&[key_check("k", spec(1, 60))])
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(!format!("{limiter:?}").contains("s3cret"));
+
+    let bad = format!("redis://:wrong-pw-123@127.0.0.1:{port}");
+    let msg = assert_unavailable(
+        RedisLimiter::connect(&bad, patient("auth", None)).await,
+        "wrong password",
+    );
+    assert!(!msg.contains("wrong-pw-123"), "{msg}");
+    let unreachable = format!(
+        "redis://:s3cret-pw@127.0.0.1:{}",
+        infergate_testkit::free_port()
+    );
+    let msg = assert_unavailable(
+        RedisLimiter::connect(&unreachable, patient("auth", None)).await,
+        "unreachable",
+    );
+    assert!(!msg.contains("s3cret"), "{msg}");
+}
+
+#[tokio::test]
+async fn backend_name_is_redis() {
+    let limiter =
+        RedisLimiter::connect_lazy("redis://127.0.0.1:1", RedisLimiterConfig::default()).unwrap();
+    assert_eq!(limiter.backend(), "redis");
+    assert_eq!(limiter.round_trips(), 0);
+}
