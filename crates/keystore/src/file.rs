@@ -517,6 +517,11 @@ impl FileKeyStore {
         &self.inner.audit_path
     }
 
+    /// How many hashed keys the file holds (for `check-config`).
+    pub fn hashed_count(&self) -> usize {
+        self.inner.snapshot().keys.len()
+    }
+
     /// The plaintext keys of the `keys:` section as last loaded, for a
     /// [`StaticKeyStore`](crate::StaticKeyStore).
     pub fn legacy_keys(&self) -> Vec<StaticKey> {

@@ -468,3 +468,62 @@ async fn backend_name_is_redis() {
     assert_eq!(limiter.backend(), "redis");
     assert_eq!(limiter.round_trips(), 0);
 }
+
+/// Keys written by something else: garbage fields read as an empty bucket
+/// (and are overwritten); a key of the wrong type is an error, not a panic,
+/// and the connection stays usable.
+#[tokio::test]
+async fn foreign_data_in_a_bucket_is_survived() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0 + 5_000);
+    let limiter = RedisLimiter::connect(&server.url(), patient("junk", Some(clock)))
+        .await
+        .unwrap();
+    let mut conn = raw(&server).await;
+    let junk = [
+        ("s", "abc", "c", "1", "p", "0"),
+        ("s", "-60000", "c", "1", "p", "0"),
+        ("s", "1.5", "c", "1", "p", "0"),
+        // Off the minute grid.
+        ("s", "1700000000001", "c", "1", "p", "0"),
+        ("s", "1e300", "c", "1", "p", "0"),
+        ("s", "0", "c", "99999999999999999999", "p", "0"),
+    ];
+    for (i, fields) in junk.iter().enumerate() {
+        let check = key_check(&format!("junk{i}"), spec(3, 60));
+        let (a, b, c, d, e, f) = *fields;
+        let _: () = redis::cmd("HSET")
+            .arg(limiter.key_name(&check))
+            .arg(&[a, b, c, d, e, f][..])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let d = limiter.check(std::slice::from_ref(&check)).await.unwrap();
+        assert!(d.allowed, "{fields:?}");
+        assert_eq!(d.statuses[0].remaining, 2, "{fields:?}");
+        assert_eq!(limiter.peek(&check).await.unwrap().remaining, 2);
+    }
+
+    let wrong_type = key_check("string", spec(3, 60));
+    let _: () = redis::cmd("SET")
+        .arg(limiter.key_name(&wrong_type))
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let msg = assert_unavailable(
+        limiter.check(std::slice::from_ref(&wrong_type)).await,
+        "bucket key of the wrong type",
+    );
+    assert!(
+        msg.contains("WRONGTYPE") || msg.contains("redis error"),
+        "{msg}"
+    );
+    assert!(
+        limiter
+            .check(&[key_check("fine", spec(3, 60))])
+            .await
+            .unwrap()
+            .allowed
+    );
+}

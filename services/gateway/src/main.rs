@@ -47,10 +47,34 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => {
-            let keys = match env_keys(&cfg) {
+            let mut keys = match env_keys(&cfg) {
                 Ok(k) => k,
                 Err(e) => return fail(e),
             };
+            let mut hashed = None;
+            if cfg.key_store.backend == infergate_config::KeyStoreBackend::File {
+                match infergate_keystore::FileKeyStore::open(cfg.key_store.file.clone()) {
+                    Ok(file) => {
+                        keys.extend(file.legacy_keys());
+                        hashed = Some(file.hashed_count());
+                    }
+                    Err(e) => {
+                        return fail(format!(
+                            "invalid {}={}: {e}",
+                            cfg.setting_name("auth.keys_file"),
+                            cfg.key_store.file.display()
+                        ));
+                    }
+                }
+            }
+            if let Err(e) = infergate_keystore::StaticKeyStore::new(keys.clone()) {
+                return fail(format!("invalid API_KEY/API_KEYS/keys file: {e}"));
+            }
+            if cfg.jwt.enabled
+                && let Err(e) = infergate_tokens::TokenVerifier::from_settings(&cfg.jwt)
+            {
+                return fail(format!("invalid jwt settings (INFERGATE_JWT_*): {e}"));
+            }
             if let Some(t) = &cfg.tls
                 && let Err(e) = infergate_gateway::tls::server_config(t)
             {
@@ -71,6 +95,9 @@ fn main() -> ExitCode {
                     "# note: keys file {} does not exist; only API_KEY/API_KEYS keys are accepted",
                     cfg.auth.keys_file.display()
                 );
+            }
+            if let Some(n) = hashed {
+                println!("# {n} hashed key(s) in the file store");
             }
             println!("# configuration OK; {} static key(s) loaded", keys.len());
             ExitCode::SUCCESS

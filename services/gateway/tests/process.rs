@@ -146,6 +146,25 @@ fn each_bad_setting_exits_64_naming_it() {
             assert!(!err.contains("k1:"), "must not echo keys: {err}");
         }
     }
+    // A keys file with an unknown role is caught by check-config as by a start.
+    let keys = dir.path().join("keys.yaml");
+    std::fs::write(&keys, "keys:\n  some-key-0123456789:\n    role: wizard\n").unwrap();
+    for sub in [&["check-config"][..], &[][..]] {
+        let out = command(
+            &[("INFERGATE_KEYS_FILE", keys.to_str().unwrap())],
+            dir.path(),
+        )
+        .args(sub)
+        .output()
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{sub:?}: {err}");
+        assert!(
+            err.contains("INFERGATE_KEYS_FILE") && err.contains("wizard"),
+            "{err}"
+        );
+        assert!(!err.contains("some-key-0123456789"), "{err}");
+    }
     // A YAML file with a typo names the file and the field.
     let cfg = dir.path().join("gw.yaml");
     std::fs::write(&cfg, "rate_limit:\n  defualt: 5/second\n").unwrap();

@@ -19,12 +19,12 @@ else
   now = tonumber(ARGV[1])
 end
 
--- A stored count or start that is not a non-negative integer, or a start
+-- A stored count or start that is not an integer in 0..2^53, or a start
 -- off the period's grid (another program wrote the key), makes the bucket
 -- read as empty rather than fail every request or confuse the rolling
 -- below; the next allowed request overwrites it.
 local function whole(x)
-  return x ~= nil and x >= 0 and x == math.floor(x)
+  return x ~= nil and x >= 0 and x <= 9007199254740991 and x == math.floor(x)
 end
 
 -- The bucket stored at `key` and its counts rolled forward to `now`
