@@ -410,3 +410,54 @@ async fn jwts_are_a_second_credential() {
         "{metrics}"
     );
 }
+
+/// The default file store: keys written by another process (key-admin, the CLI) and hand edits
+/// of the legacy section are picked up without a restart.
+#[actix_web::test]
+async fn the_file_store_is_reloaded_without_a_restart() {
+    use infergate_keystore::FileKeyStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("api_keys.yaml");
+    std::fs::write(
+        &path,
+        "keys:\n  seed-key-000000000001:\n    name: seed\n    role: user\n",
+    )
+    .unwrap();
+    let app = spawn_app(&[("INFERGATE_KEYS_FILE", path.to_str().unwrap())]).await;
+    assert_eq!(
+        app.get("/protected", Some("seed-key-000000000001"))
+            .await
+            .status,
+        200
+    );
+
+    // Another writer mints a hashed key into the same file.
+    let writer: Arc<dyn KeyStore> = Arc::new(FileKeyStore::open(&path).unwrap());
+    let (key, id) = mint(&writer, Role::User, |_| {}).await;
+    let took = eventually(Duration::from_secs(1), || async {
+        app.get("/protected", Some(&key)).await.status == 200
+    })
+    .await;
+    eprintln!("new key accepted after {took:?}");
+    // The legacy section survived the write, and revocation by the other writer propagates.
+    assert_eq!(
+        app.get("/protected", Some("seed-key-000000000001"))
+            .await
+            .status,
+        200
+    );
+    writer
+        .update(
+            &id,
+            KeyPatch {
+                revoked_at: Some(Some(Utc::now())),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(1), || async {
+        app.get("/protected", Some(&key)).await.status == 401
+    })
+    .await;
+}
