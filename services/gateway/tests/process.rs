@@ -537,7 +537,18 @@ async fn limits_hold_across_three_replicas() {
     let (up, url) = (upstream.base_url(), redis.url());
     let keys = format!("{USER_KEY}:user");
     const N: usize = 30;
-    let env = redis_env(&up, &url, &keys, &[("RATE_LIMIT_AUTHENTICATED", "30/hour")]);
+    // A generous Redis deadline and the `closed` failure mode: on a loaded machine a slow answer
+    // must not silently move decisions to the per-replica fallback (it would show up as a 503).
+    let env = redis_env(
+        &up,
+        &url,
+        &keys,
+        &[
+            ("RATE_LIMIT_AUTHENTICATED", "30/hour"),
+            ("RATE_LIMIT_REDIS_TIMEOUT_MS", "5000"),
+            ("RATE_LIMIT_FAILURE_MODE", "closed"),
+        ],
+    );
     let replicas: Vec<Gateway> = (0..3).map(|_| Gateway::start(&env, dir.path())).collect();
     let urls: Vec<String> = replicas.iter().map(|g| g.url("/protected")).collect();
     let tasks: Vec<_> = (0..3 * N)
