@@ -7,9 +7,14 @@
 //!   persistence, killed when dropped. It can be stopped, restarted on the same port and paused,
 //!   for fault tests.
 //! - [`free_port`]: a TCP port nothing listens on right now.
+//! - `otlp::OtlpReceiver` (feature `otlp`): an OTLP/HTTP trace receiver that decodes the spans
+//!   a service exports, for end-to-end trace tests.
 //!
 //! `redis-server` must be installed (`apt-get install redis-server`; `.ci/run` does it).
 #![forbid(unsafe_code)]
+
+#[cfg(feature = "otlp")]
+pub mod otlp;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

@@ -8,7 +8,7 @@
 //! - [`handlers`]: routes the gateway answers itself (health, status, metrics, docs).
 //! - [`validate`]: attack signatures in paths/queries/headers, and JSON body schemas.
 //! - [`error`]: every failure and its JSON rendering, in one place.
-//! - [`telemetry`]: logging setup.
+//! - [`telemetry`]: logs and OpenTelemetry traces.
 #![forbid(unsafe_code)]
 
 pub mod app;

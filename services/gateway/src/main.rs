@@ -103,9 +103,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => {
-            infergate_gateway::telemetry::init(&cfg.logging);
+            let telemetry = match infergate_gateway::telemetry::init(&cfg.logging) {
+                Ok(t) => t,
+                Err(e) => return fail(e),
+            };
             let system = actix_web::rt::System::new();
-            system.block_on(async move {
+            let code = system.block_on(async move {
                 let listen = cfg.listen;
                 let tls = cfg.tls.is_some();
                 let upstream = cfg.upstream.url.clone();
@@ -133,7 +136,11 @@ fn main() -> ExitCode {
                         ExitCode::from(1)
                     }
                 }
-            })
+            });
+            // Exports the spans still queued. It blocks, so it runs here, after the (current-thread)
+            // runtime has returned, never on it.
+            telemetry.shutdown();
+            code
         }
     }
 }

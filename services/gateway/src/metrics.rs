@@ -2,6 +2,10 @@
 //! gateways in one test process do not share counters. Labels are bounded: route *templates*,
 //! methods from a fixed set, status codes, and small enums — never a path, key or address.
 
+use std::time::Duration;
+
+use actix_web::HttpMessage;
+use actix_web::http::Method;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -12,6 +16,46 @@ const LATENCY_BUCKETS: &[f64] = &[
     60.0,
 ];
 
+/// What the gateway itself adds is usually well under a millisecond; a first-time argon2
+/// verification or a slow limiter backend moves it into the tens of milliseconds.
+const ADDED_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Label values created at startup, so rates and alerts see a zero instead of no series at all.
+const AUTH_REASONS: &[&str] = &[
+    "missing",
+    "malformed",
+    "unknown",
+    "expired",
+    "revoked",
+    "forbidden",
+];
+const DIMENSIONS: &[&str] = &["ip", "key", "role", "endpoint"];
+const UPSTREAM_ERROR_KINDS: &[&str] = &["connect", "timeout", "protocol", "body", "idle_timeout"];
+
+/// The method label: the standard methods by name, anything else (clients may send any token) as
+/// `OTHER`, so the label stays bounded.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+/// Time spent waiting for the upstream's response headers, left in the request's extensions by
+/// the proxy so the edge can tell the gateway's own share of the latency.
+#[derive(Clone, Copy, Debug)]
+pub struct UpstreamTime(pub Duration);
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -20,6 +64,8 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub upstream_latency: HistogramVec,
+    pub gateway_added: HistogramVec,
+    pub rate_decisions: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub in_flight: IntGauge,
     pub key_cache: IntCounterVec,
@@ -28,6 +74,7 @@ pub struct Metrics {
     pub limiter_backend_errors: IntCounterVec,
     pub limiter_fallback: IntCounter,
     pub limiter_breaker: IntGaugeVec,
+    pub limiter_breaker_opened: IntCounter,
 }
 
 impl Default for Metrics {
@@ -78,6 +125,23 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["route"],
         ));
+        let gateway_added = must(HistogramVec::new(
+            HistogramOpts::new(
+                "gateway_added_seconds",
+                "Latency the gateway adds to proxied requests (total minus upstream time), by \
+                 route template",
+            )
+            .buckets(ADDED_BUCKETS.to_vec()),
+            &["route"],
+        ));
+        let rate_decisions = must(IntCounterVec::new(
+            Opts::new(
+                "ratelimit_decisions_total",
+                "Rate-limit decisions by dimension (the tightest limit) and outcome \
+                 (allowed, denied)",
+            ),
+            &["dimension", "outcome"],
+        ));
         let upstream_errors = must(IntCounterVec::new(
             Opts::new("upstream_errors_total", "Upstream failures by kind"),
             &["kind"],
@@ -119,6 +183,28 @@ impl Metrics {
             ),
             &["state"],
         ));
+        let limiter_breaker_opened = must(IntCounter::new(
+            "ratelimit_breaker_opened_total",
+            "Times the breaker in front of the shared backend opened",
+        ));
+        for reason in AUTH_REASONS {
+            auth_failures.with_label_values(&[reason]);
+        }
+        for d in DIMENSIONS {
+            rate_limited.with_label_values(&[d]);
+            for outcome in ["allowed", "denied"] {
+                rate_decisions.with_label_values(&[d, outcome]);
+            }
+        }
+        for kind in UPSTREAM_ERROR_KINDS {
+            upstream_errors.with_label_values(&[kind]);
+        }
+        for result in ["hit", "miss", "negative_hit"] {
+            key_cache.with_label_values(&[result]);
+        }
+        for kind in ["error", "timeout"] {
+            limiter_backend_errors.with_label_values(&[kind]);
+        }
         let build_info = must(IntGaugeVec::new(
             Opts::new("build_info", "Build information"),
             &["version"],
@@ -132,6 +218,8 @@ impl Metrics {
             Box::new(auth_failures.clone()),
             Box::new(rate_limited.clone()),
             Box::new(upstream_latency.clone()),
+            Box::new(gateway_added.clone()),
+            Box::new(rate_decisions.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(in_flight.clone()),
             Box::new(key_cache.clone()),
@@ -140,6 +228,7 @@ impl Metrics {
             Box::new(limiter_backend_errors.clone()),
             Box::new(limiter_fallback.clone()),
             Box::new(limiter_breaker.clone()),
+            Box::new(limiter_breaker_opened.clone()),
             Box::new(build_info),
         ] {
             must(registry.register(c));
@@ -151,6 +240,8 @@ impl Metrics {
             auth_failures,
             rate_limited,
             upstream_latency,
+            gateway_added,
+            rate_decisions,
             upstream_errors,
             in_flight,
             key_cache,
@@ -159,6 +250,33 @@ impl Metrics {
             limiter_backend_errors,
             limiter_fallback,
             limiter_breaker,
+            limiter_breaker_opened,
+        }
+    }
+
+    /// Counts one rate-limit decision under the dimension of its tightest status (the refusing
+    /// one when denied). A decision with no status (no checks) is not counted.
+    pub fn rate_decision(
+        &self,
+        tightest: Option<&infergate_ratelimit::LimitStatus>,
+        allowed: bool,
+    ) {
+        if let Some(s) = tightest {
+            let outcome = if allowed { "allowed" } else { "denied" };
+            self.rate_decisions
+                .with_label_values(&[s.dimension.as_str(), outcome])
+                .inc();
+        }
+    }
+
+    /// Records the gateway's own share of a proxied request's latency: `total` (until response
+    /// headers) minus the upstream time the proxy left in the request. Local routes and requests
+    /// refused before the proxy have no upstream time and are not recorded.
+    pub fn observe_added(&self, route: &str, total: Duration, req: &actix_web::HttpRequest) {
+        if let Some(UpstreamTime(upstream)) = req.extensions().get::<UpstreamTime>().copied() {
+            self.gateway_added
+                .with_label_values(&[route])
+                .observe(total.saturating_sub(upstream).as_secs_f64());
         }
     }
 
@@ -208,6 +326,10 @@ impl Metrics {
         set(
             &self.limiter_fallback,
             r.stats.fallback_decisions.load(Relaxed),
+        );
+        set(
+            &self.limiter_breaker_opened,
+            r.stats.breaker_opened.load(Relaxed),
         );
         let current = r.breaker_state();
         for s in ["closed", "open", "half_open"] {

@@ -12,6 +12,10 @@
 //! - CORS answers preflights before any credential is asked for.
 //! - [`guard`] authenticates, authorizes and rate-limits, in that order, and adds the rate-limit
 //!   headers to the response.
+//!
+//! With traces on, the edge opens the request's server span (continuing the client's
+//! `traceparent`), and the guard its `authenticate` and `rate_limit` children; see
+//! [`crate::telemetry`]. With traces off those spans are disabled and nothing is computed for them.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -25,10 +29,14 @@ use actix_web::{Error, HttpMessage, web};
 use infergate_keystore::{KeyRecord, Verification};
 use infergate_policy::{CredentialSource, RouteMatch, extract_credential, mask_secret};
 use infergate_ratelimit::{BucketKey, LimitCheck, LimitStatus, Subject};
+use infergate_telemetry::{continue_remote_trace, method_label, traceparent_trace_id};
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use crate::client_ip::{client_ip, is_https};
 use crate::error::{GatewayError, rate_limit_headers, render, render_status};
 use crate::state::AppState;
+use crate::telemetry::SPAN_TARGET;
 
 /// Per-request facts the edge establishes for everything after it.
 #[derive(Clone, Debug)]
@@ -39,6 +47,11 @@ pub struct RequestCtx {
     pub route: Option<usize>,
     pub method_allowed: bool,
 }
+
+/// The trace id the proxy sent upstream in the `traceparent` it made or passed on, when traces
+/// are off: the access log names it so gateway and upstream logs can be joined.
+#[derive(Clone, Debug)]
+pub struct ForwardedTraceId(pub String);
 
 /// The verified identity of a request, for handlers and the access log.
 #[derive(Clone, Debug)]
@@ -166,7 +179,32 @@ pub async fn edge(
     let client = ctx.client_ip;
     state.metrics.in_flight.inc();
 
-    let checked = pre_checks(&state, &req, &ctx);
+    // Disabled (and free) unless traces are exported; only then are its name and parent worked out.
+    let span = tracing::info_span!(
+        target: SPAN_TARGET,
+        "request",
+        otel.name = Empty,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = method_label(&method),
+        http.route = Empty,
+        http.response.status_code = Empty,
+        client.address = %client,
+        infergate.request_id = %request_id,
+        infergate.key_id = Empty,
+    );
+    if !span.is_disabled() {
+        let method = method_label(&method);
+        if route.is_some() {
+            span.record("otel.name", format!("HTTP {method} {template}"));
+            span.record("http.route", &*template);
+        } else {
+            span.record("otel.name", format!("HTTP {method}"));
+        }
+        continue_remote_trace(&span, req.headers());
+    }
+
+    let checked = span.in_scope(|| pre_checks(&state, &req, &ctx));
     req.extensions_mut().insert(ctx);
     // Inner layers turn failures into error *responses* (handlers, CORS and the guard all do), so
     // an `Err` here is an actix-internal failure; it keeps actix's own rendering.
@@ -174,6 +212,7 @@ pub async fn edge(
         Err(e) => Ok(req.error_response(e)),
         Ok(()) => next
             .call(req)
+            .instrument(span.clone())
             .await
             .map(ServiceResponse::map_into_boxed_body),
     };
@@ -227,20 +266,52 @@ pub async fn edge(
     state
         .metrics
         .requests
-        .with_label_values(&[&*template, method.as_str(), status.as_str()])
+        .with_label_values(&[
+            &*template,
+            crate::metrics::method_label(&method),
+            status.as_str(),
+        ])
         .inc();
     state
         .metrics
         .latency
         .with_label_values(&[&*template])
         .observe(elapsed.as_secs_f64());
+    state
+        .metrics
+        .observe_added(&template, elapsed, res.request());
     let key_id = res
         .request()
         .extensions()
         .get::<AuthInfo>()
         .map(|a| a.record.id.clone());
+    let trace_id = if span.is_disabled() {
+        // The id the upstream was sent, else the client's own.
+        let req = res.request();
+        let forwarded = req
+            .extensions()
+            .get::<ForwardedTraceId>()
+            .map(|t| t.0.clone());
+        forwarded.or_else(|| {
+            req.headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .and_then(traceparent_trace_id)
+                .map(str::to_string)
+        })
+    } else {
+        span.record("http.response.status_code", i64::from(status.as_u16()));
+        if let Some(id) = &key_id {
+            span.record("infergate.key_id", &**id);
+        }
+        if status.is_server_error() {
+            span.record("otel.status_code", "error");
+        }
+        infergate_telemetry::trace_id(&span)
+    };
     tracing::info!(
         request_id = %request_id,
+        trace_id = trace_id.as_deref().unwrap_or("-"),
         method = %method,
         route = %template,
         status = status.as_u16(),
@@ -259,17 +330,52 @@ struct Outcome {
     rate: Option<LimitStatus>,
 }
 
+/// The span of one limiter call (a child of whatever span is current).
+fn rate_limit_span(state: &AppState) -> Span {
+    tracing::info_span!(
+        target: SPAN_TARGET,
+        "rate_limit",
+        infergate.ratelimit.backend = if state.resilient.is_some() { "redis" } else { "memory" },
+        infergate.ratelimit.outcome = Empty,
+    )
+}
+
+/// A 429 at WARN, sampled: a client hammering its limit costs the log a few lines a second, and
+/// the next line written says how many were left out. Names the bucket (an IP or a key *id*).
+fn log_rate_limited(state: &AppState, ctx: &RequestCtx, bucket: &BucketKey, status: &LimitStatus) {
+    if let Some(suppressed) = state.rate_limit_log.admit(state.clock.now_millis()) {
+        tracing::warn!(
+            request_id = %ctx.request_id,
+            client_ip = %ctx.client_ip,
+            bucket = %bucket,
+            limit = status.limit,
+            window_seconds = status.window.as_secs(),
+            suppressed,
+            "rate limit exceeded"
+        );
+    }
+}
+
 /// Runs `checks`; a denial becomes a 429 error. Returns the tightest status for the headers.
 async fn limit(
     state: &AppState,
+    ctx: &RequestCtx,
     checks: &[LimitCheck],
 ) -> Result<Option<LimitStatus>, GatewayError> {
-    let d = state
-        .limiter
-        .check(checks)
-        .await
-        .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+    let span = rate_limit_span(state);
+    let d = match state.limiter.check(checks).instrument(span.clone()).await {
+        Ok(d) => d,
+        Err(e) => {
+            span.record("infergate.ratelimit.outcome", "error");
+            return Err(GatewayError::Unavailable(e.to_string()));
+        }
+    };
+    if !span.is_disabled() {
+        let outcome = if d.allowed { "allowed" } else { "limited" };
+        span.record("infergate.ratelimit.outcome", outcome);
+    }
     let tightest = d.tightest().copied();
+    state.metrics.rate_decision(tightest.as_ref(), d.allowed);
     if !d.allowed
         && let Some(status) = tightest
     {
@@ -278,6 +384,13 @@ async fn limit(
             .rate_limited
             .with_label_values(&[status.dimension.as_str()])
             .inc();
+        // The refusing bucket: the first exceeded check with the status's dimension and window.
+        if let Some(check) = checks.iter().zip(&d.statuses).find_map(|(c, s)| {
+            (s.is_exceeded() && s.dimension == status.dimension && s.window == status.window)
+                .then_some(c)
+        }) {
+            log_rate_limited(state, ctx, &check.key, &status);
+        }
         return Err(GatewayError::RateLimited {
             status,
             now_millis: state.clock.now_millis(),
@@ -301,16 +414,23 @@ impl From<GatewayError> for Rejected {
 
 /// A failed authentication: counted by reason, and charged to the client IP's anonymous budget so
 /// guessing keys is rate limited too. Returns the error to send (429 once the budget is gone).
-async fn refuse(state: &AppState, ip: IpAddr, reason: &'static str, err: GatewayError) -> Rejected {
+async fn refuse(
+    state: &AppState,
+    ctx: &RequestCtx,
+    reason: &'static str,
+    err: GatewayError,
+) -> Rejected {
     state
         .metrics
         .auth_failures
         .with_label_values(&[reason])
         .inc();
+    // Lands on the `authenticate` span when traces are on (a no-op otherwise).
+    Span::current().record("infergate.auth.outcome", reason);
     let mut rate = None;
     if state.cfg.rate_limit.enabled {
-        let check = LimitCheck::new(BucketKey::ip(ip), state.cfg.rate_limit.default);
-        match limit(state, std::slice::from_ref(&check)).await {
+        let check = LimitCheck::new(BucketKey::ip(ctx.client_ip), state.cfg.rate_limit.default);
+        match limit(state, ctx, std::slice::from_ref(&check)).await {
             Ok(status) => rate = status,
             Err(e) => return e.into(),
         }
@@ -360,6 +480,140 @@ async fn verify_jwt(
     })
 }
 
+/// Finds and verifies the request's credential (API key or JWT). Refusals are counted, logged at
+/// WARN (with the key's prefix at most) and charged to the client IP's budget.
+async fn authenticate(
+    state: &AppState,
+    req: &ServiceRequest,
+    ctx: &RequestCtx,
+) -> Result<AuthInfo, Rejected> {
+    let rl = state.cfg.rate_limit.enabled;
+    let ip = ctx.client_ip;
+    let ip_check = || LimitCheck::new(BucketKey::ip(ip), state.cfg.rate_limit.default);
+    let headers = req.headers();
+    let presented = extract_credential(
+        &state.credential_rules,
+        headers
+            .get(&state.api_key_header)
+            .and_then(|v| v.to_str().ok()),
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        req.uri().query(),
+    );
+    let credential = match presented {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return Err(refuse(state, ctx, "missing", GatewayError::MissingCredential).await);
+        }
+        Err(e) => {
+            tracing::warn!(request_id = %ctx.request_id, client_ip = %ip, reason = %e, "malformed credential");
+            return Err(refuse(
+                state,
+                ctx,
+                "malformed",
+                GatewayError::InvalidCredential {
+                    reason: "malformed",
+                },
+            )
+            .await);
+        }
+    };
+    // Refuse guessing before any lookup once the IP's budget is spent. A key already verified
+    // (cache hit) skips this, so steady authenticated traffic costs one limiter round trip.
+    let now = chrono::Utc::now();
+    let known_good = matches!(
+        state.verifier.verify_cached(&credential.value, now),
+        Some(Verification::Valid(_))
+    );
+    if rl && !known_good {
+        let span = rate_limit_span(state);
+        let status = state
+            .limiter
+            .peek(&ip_check())
+            .instrument(span.clone())
+            .await
+            .map_err(|e| {
+                span.record("infergate.ratelimit.outcome", "error");
+                GatewayError::Unavailable(e.to_string())
+            })?;
+        span.record(
+            "infergate.ratelimit.outcome",
+            if status.is_exceeded() {
+                "limited"
+            } else {
+                "allowed"
+            },
+        );
+        if status.is_exceeded() {
+            state.metrics.rate_limited.with_label_values(&["ip"]).inc();
+            state.metrics.rate_decision(Some(&status), false);
+            log_rate_limited(state, ctx, &ip_check().key, &status);
+            return Err(Rejected::from(GatewayError::RateLimited {
+                status,
+                now_millis: state.clock.now_millis(),
+            }));
+        }
+    }
+    let verification = match &state.tokens {
+        Some(tokens) if infergate_tokens::looks_like_jwt(&credential.value) => {
+            match verify_jwt(state, tokens, &credential.value).await {
+                Ok(v) => v,
+                Err(reason) => {
+                    tracing::warn!(request_id = %ctx.request_id, client_ip = %ip, reason, "JWT refused");
+                    return Err(refuse(state, ctx, reason, GatewayError::InvalidCredential { reason: "token" }).await);
+                }
+            }
+        }
+        _ => state
+            .verifier
+            .verify(&credential.value, chrono::Utc::now())
+            .await
+            .map_err(|e| {
+                tracing::error!(request_id = %ctx.request_id, error = %e, "key verification unavailable");
+                GatewayError::Unavailable(e.to_string())
+            })?,
+    };
+    let record = match verification {
+        Verification::Valid(r) => r,
+        ref v @ (Verification::Expired(ref r) | Verification::Revoked(ref r)) => {
+            let reason = if matches!(v, Verification::Expired(_)) {
+                "expired"
+            } else {
+                "revoked"
+            };
+            tracing::warn!(request_id = %ctx.request_id, client_ip = %ip, key_id = %r.id, reason, "refused key used");
+            return Err(refuse(
+                state,
+                ctx,
+                reason,
+                GatewayError::InvalidCredential { reason },
+            )
+            .await);
+        }
+        Verification::Unknown => {
+            tracing::warn!(
+                request_id = %ctx.request_id,
+                client_ip = %ip,
+                key_prefix = %mask_secret(&credential.value),
+                source = credential.source.as_str(),
+                "unknown API key"
+            );
+            return Err(refuse(
+                state,
+                ctx,
+                "unknown",
+                GatewayError::InvalidCredential { reason: "unknown" },
+            )
+            .await);
+        }
+    };
+    Ok(AuthInfo {
+        record,
+        source: credential.source,
+    })
+}
+
 async fn decide(
     state: &AppState,
     req: &ServiceRequest,
@@ -374,7 +628,7 @@ async fn decide(
         other => {
             // Unknown paths and methods still cost the caller, so scanning is rate limited.
             let rate = if rl {
-                limit(state, &[ip_check()]).await?
+                limit(state, ctx, &[ip_check()]).await?
             } else {
                 None
             };
@@ -404,119 +658,33 @@ async fn decide(
             (true, None) => None,
             // Health checks must not fail because the limiter's backend does (a liveness probe
             // failing on a Redis outage would restart every replica at once).
-            (true, Some(ep)) => match limit(state, &[ep]).await {
+            (true, Some(ep)) => match limit(state, ctx, &[ep]).await {
                 Err(GatewayError::Unavailable(_)) => None,
                 other => other?,
             },
-            (false, None) => limit(state, &[ip_check()]).await?,
-            (false, Some(ep)) => limit(state, &[ip_check(), ep]).await?,
+            (false, None) => limit(state, ctx, &[ip_check()]).await?,
+            (false, Some(ep)) => limit(state, ctx, &[ip_check(), ep]).await?,
         };
         return Ok(Outcome { auth: None, rate });
     }
 
-    let headers = req.headers();
-    let presented = extract_credential(
-        &state.credential_rules,
-        headers
-            .get(&state.api_key_header)
-            .and_then(|v| v.to_str().ok()),
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-        req.uri().query(),
+    let span = tracing::info_span!(
+        target: SPAN_TARGET,
+        "authenticate",
+        infergate.auth.outcome = Empty,
+        infergate.auth.source = Empty,
+        infergate.key_id = Empty,
     );
-    let credential = match presented {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            return Err(refuse(state, ip, "missing", GatewayError::MissingCredential).await);
-        }
-        Err(e) => {
-            tracing::warn!(request_id = %ctx.request_id, client_ip = %ip, reason = %e, "malformed credential");
-            return Err(refuse(
-                state,
-                ip,
-                "malformed",
-                GatewayError::InvalidCredential {
-                    reason: "malformed",
-                },
-            )
-            .await);
-        }
-    };
-    // Refuse guessing before any lookup once the IP's budget is spent. A key already verified
-    // (cache hit) skips this, so steady authenticated traffic costs one limiter round trip.
-    let now = chrono::Utc::now();
-    let known_good = matches!(
-        state.verifier.verify_cached(&credential.value, now),
-        Some(Verification::Valid(_))
-    );
-    if rl && !known_good {
-        let status = state
-            .limiter
-            .peek(&ip_check())
-            .await
-            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
-        if status.is_exceeded() {
-            state.metrics.rate_limited.with_label_values(&["ip"]).inc();
-            return Err(Rejected::from(GatewayError::RateLimited {
-                status,
-                now_millis: state.clock.now_millis(),
-            }));
-        }
+    let auth = authenticate(state, req, ctx).instrument(span.clone()).await;
+    if !span.is_disabled()
+        && let Ok(auth) = &auth
+    {
+        span.record("infergate.auth.outcome", "success");
+        span.record("infergate.auth.source", auth.source.as_str());
+        span.record("infergate.key_id", &*auth.record.id);
     }
-    let verification = match &state.tokens {
-        Some(tokens) if infergate_tokens::looks_like_jwt(&credential.value) => {
-            match verify_jwt(state, tokens, &credential.value).await {
-                Ok(v) => v,
-                Err(reason) => {
-                    tracing::warn!(request_id = %ctx.request_id, client_ip = %ip, reason, "JWT refused");
-                    return Err(refuse(state, ip, reason, GatewayError::InvalidCredential { reason: "token" }).await);
-                }
-            }
-        }
-        _ => state
-            .verifier
-            .verify(&credential.value, chrono::Utc::now())
-            .await
-            .map_err(|e| {
-                tracing::error!(request_id = %ctx.request_id, error = %e, "key verification unavailable");
-                GatewayError::Unavailable(e.to_string())
-            })?,
-    };
-    let record = match verification {
-        Verification::Valid(r) => r,
-        ref v @ (Verification::Expired(ref r) | Verification::Revoked(ref r)) => {
-            let reason = if matches!(v, Verification::Expired(_)) {
-                "expired"
-            } else {
-                "revoked"
-            };
-            tracing::warn!(request_id = %ctx.request_id, client_ip = %ip, key_id = %r.id, reason, "refused key used");
-            return Err(refuse(
-                state,
-                ip,
-                reason,
-                GatewayError::InvalidCredential { reason },
-            )
-            .await);
-        }
-        Verification::Unknown => {
-            tracing::warn!(
-                request_id = %ctx.request_id,
-                client_ip = %ip,
-                key_prefix = %mask_secret(&credential.value),
-                source = credential.source.as_str(),
-                "unknown API key"
-            );
-            return Err(refuse(
-                state,
-                ip,
-                "unknown",
-                GatewayError::InvalidCredential { reason: "unknown" },
-            )
-            .await);
-        }
-    };
+    drop(span);
+    let AuthInfo { record, source } = auth?;
     if !state
         .cfg
         .auth
@@ -535,6 +703,7 @@ async fn decide(
                 .unwrap_or_else(|| state.role_limit(record.role));
             limit(
                 state,
+                ctx,
                 &[LimitCheck::new(BucketKey::key(record.id.clone()), spec)],
             )
             .await?;
@@ -555,18 +724,15 @@ async fn decide(
                     BucketKey::endpoint(route.template.clone(), Subject::Key(record.id.clone())),
                     ep,
                 );
-                limit(state, &[key_check, ep]).await?
+                limit(state, ctx, &[key_check, ep]).await?
             }
-            None => limit(state, &[key_check]).await?,
+            None => limit(state, ctx, &[key_check]).await?,
         }
     } else {
         None
     };
     Ok(Outcome {
-        auth: Some(AuthInfo {
-            record,
-            source: credential.source,
-        }),
+        auth: Some(AuthInfo { record, source }),
         rate,
     })
 }

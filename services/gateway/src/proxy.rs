@@ -4,6 +4,10 @@
 //! checked against the route's schema, and sent upstream as they came, byte for byte. Response
 //! bodies stream back unbuffered, so SSE chunks reach the client as the upstream sends them.
 //! Failures are classified the pingora way: upstream unreachable → 502, too slow → 504.
+//!
+//! Every upstream request carries a W3C `traceparent`. With traces on it names the current trace
+//! and the `upstream` client span; with traces off a valid incoming one is passed on as it came,
+//! and one is made up when there is none.
 
 use std::time::{Duration, Instant};
 
@@ -14,10 +18,14 @@ use awc::error::{ConnectError, SendRequestError};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use infergate_policy::strip_query_param;
+use infergate_telemetry::{method_label, outgoing_trace_headers, traceparent_trace_id};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::error::GatewayError;
-use crate::middleware::{AuthInfo, RequestCtx};
+use crate::middleware::{AuthInfo, ForwardedTraceId, RequestCtx};
 use crate::state::AppState;
+use crate::telemetry::SPAN_TARGET;
 use crate::validate::{check_body, parse_json};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the ones the
@@ -107,18 +115,10 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, Gat
     Ok(buf.freeze())
 }
 
+/// With traces off: a valid incoming `traceparent` as it came, else a new one.
 fn traceparent(incoming: Option<&HeaderValue>) -> HeaderValue {
-    let valid = |s: &str| {
-        let parts: Vec<&str> = s.split('-').collect();
-        parts.len() == 4
-            && parts[0].len() == 2
-            && parts[1].len() == 32
-            && parts[2].len() == 16
-            && parts[3].len() == 2
-            && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
-    };
     if let Some(v) = incoming
-        && v.to_str().is_ok_and(valid)
+        && v.to_str().is_ok_and(|s| traceparent_trace_id(s).is_some())
     {
         return v.clone();
     }
@@ -216,7 +216,41 @@ pub async fn forward(
     up = up.insert_header(("x-forwarded-proto", if https { "https" } else { "http" }));
     up = up.insert_header(("x-real-ip", ctx.client_ip.to_string()));
     up = up.insert_header(("x-request-id", &*ctx.request_id));
-    up = up.insert_header(("traceparent", traceparent(req.headers().get("traceparent"))));
+    let span = tracing::info_span!(
+        target: SPAN_TARGET,
+        "upstream",
+        otel.kind = "client",
+        otel.status_code = Empty,
+        http.request.method = method_label(req.method()),
+        server.address = Empty,
+        server.port = Empty,
+        http.response.status_code = Empty,
+        error.type = Empty,
+    );
+    match outgoing_trace_headers(&span) {
+        Some((parent, trace_state)) => {
+            if let Ok(uri) = state.cfg.upstream.url.parse::<awc::http::Uri>() {
+                if let Some(host) = uri.host() {
+                    span.record("server.address", host);
+                }
+                if let Some(port) = uri.port_u16() {
+                    span.record("server.port", i64::from(port));
+                }
+            }
+            up = up.insert_header(("traceparent", parent));
+            if let Some(trace_state) = trace_state {
+                up = up.insert_header(("tracestate", trace_state));
+            }
+        }
+        None => {
+            let parent = traceparent(req.headers().get("traceparent"));
+            if let Some(id) = parent.to_str().ok().and_then(traceparent_trace_id) {
+                req.extensions_mut()
+                    .insert(ForwardedTraceId(id.to_string()));
+            }
+            up = up.insert_header(("traceparent", parent));
+        }
+    }
     if let Some((name, value)) = &state.upstream_credential {
         up = up.insert_header((name.clone(), value.clone()));
     }
@@ -229,12 +263,41 @@ pub async fn forward(
             None => up.send().await,
         }
     };
-    let result = tokio::time::timeout(state.cfg.upstream.timeout, send).await;
+    let result = tokio::time::timeout(state.cfg.upstream.timeout, send)
+        .instrument(span.clone())
+        .await;
+    if !span.is_disabled() {
+        match &result {
+            Ok(Ok(r)) => {
+                span.record("http.response.status_code", i64::from(r.status().as_u16()));
+                if r.status().is_server_error() {
+                    span.record("error.type", r.status().as_str());
+                    span.record("otel.status_code", "error");
+                }
+            }
+            Ok(Err(_)) | Err(_) => {
+                let kind = match &result {
+                    Err(_)
+                    | Ok(Err(
+                        SendRequestError::Timeout
+                        | SendRequestError::Connect(ConnectError::Timeout),
+                    )) => "timeout",
+                    Ok(Err(SendRequestError::Connect(_))) => "connect",
+                    _ => "protocol",
+                };
+                span.record("error.type", kind);
+                span.record("otel.status_code", "error");
+            }
+        }
+    }
+    drop(span);
     let metrics = &state.metrics;
     metrics
         .upstream_latency
         .with_label_values(&[&*route.template])
         .observe(started.elapsed().as_secs_f64());
+    req.extensions_mut()
+        .insert(crate::metrics::UpstreamTime(started.elapsed()));
     let response = match result {
         Err(_) => {
             metrics

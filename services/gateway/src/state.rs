@@ -56,7 +56,12 @@ pub struct AppState {
     pub upstream_credential: Option<(HeaderName, HeaderValue)>,
     pub started: Instant,
     pub static_key_count: usize,
+    /// Samples the WARN lines for 429s (see [`RATE_LIMIT_LOG_PER_SECOND`]).
+    pub rate_limit_log: crate::telemetry::LogSampler,
 }
+
+/// At most this many "rate limit exceeded" lines a second; the next one written counts the rest.
+pub const RATE_LIMIT_LOG_PER_SECOND: u64 = 5;
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -247,6 +252,7 @@ impl AppState {
             upstream_credential,
             started: Instant::now(),
             static_key_count,
+            rate_limit_log: crate::telemetry::LogSampler::new(RATE_LIMIT_LOG_PER_SECOND),
             cfg,
         })
     }

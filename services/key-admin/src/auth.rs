@@ -29,6 +29,7 @@ use serde_json::json;
 use crate::error::AdminError;
 use crate::middleware::RequestCtx;
 use crate::state::{AppState, LEGACY_ADMIN_ACTOR, LEGACY_ADMIN_ORIGIN, peer_ip};
+use crate::telemetry::SPAN_TARGET;
 
 pub const API_KEY_HEADER: &str = "X-API-Key";
 
@@ -222,7 +223,31 @@ fn state_of(req: &HttpRequest) -> Result<web::Data<AppState>, AdminError> {
         .ok_or_else(|| AdminError::Internal("application state missing".into()))
 }
 
+/// [`check`] inside an `authenticate` span (a disabled one when traces are off).
 async fn authenticate(req: HttpRequest, admin_only: bool) -> Result<Caller, AdminError> {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        target: SPAN_TARGET,
+        "authenticate",
+        infergate.auth.outcome = tracing::field::Empty,
+        infergate.key_id = tracing::field::Empty,
+    );
+    let result = check(req, admin_only).instrument(span.clone()).await;
+    if !span.is_disabled() {
+        match &result {
+            Ok(caller) => {
+                span.record("infergate.auth.outcome", "success");
+                span.record("infergate.key_id", caller.actor());
+            }
+            Err(e) => {
+                span.record("infergate.auth.outcome", e.code());
+            }
+        }
+    }
+    result
+}
+
+async fn check(req: HttpRequest, admin_only: bool) -> Result<Caller, AdminError> {
     let state = state_of(&req)?;
     let result = match verify(&state, &req).await {
         Ok(caller) if admin_only && caller.record.role != Role::Admin => Err(Refusal {

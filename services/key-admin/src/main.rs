@@ -49,7 +49,7 @@ fn main() -> ExitCode {
         }
         Command::Keys(cmd) => {
             // Commands print keys on stdout; logs (warnings only, unless RUST_LOG) go to stderr.
-            telemetry::init(&LogSettings {
+            let _logs = telemetry::init_logs(&LogSettings {
                 format: cfg.logging.format,
                 level: "warn".into(),
             });
@@ -60,9 +60,12 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve => {
-            telemetry::init(&cfg.logging);
+            let telemetry = match telemetry::init(&cfg.logging) {
+                Ok(t) => t,
+                Err(e) => return fail(EXIT_CONFIG as u8, e),
+            };
             let system = actix_web::rt::System::new();
-            system.block_on(async move {
+            let code = system.block_on(async move {
                 let listen = cfg.listen;
                 let mut app = match Application::build(cfg).await {
                     Ok(app) => app,
@@ -85,7 +88,11 @@ fn main() -> ExitCode {
                     }
                     Err(e) => fail(1, e),
                 }
-            })
+            });
+            // Exports the spans still queued. It blocks, so it runs here, after the (current-thread)
+            // runtime has returned, never on it.
+            telemetry.shutdown();
+            code
         }
     }
 }

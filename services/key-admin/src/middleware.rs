@@ -6,6 +6,10 @@
 //! for `/docs`), counts the request and writes the access-log line — with the caller's key id,
 //! never a key. Authentication is not here: handlers ask for it by taking [`crate::auth::Admin`]
 //! or [`crate::auth::AnyKey`].
+//!
+//! With traces on, the edge also opens the request's server span, continuing the client's
+//! `traceparent` (see [`crate::telemetry`]); with traces off that span is disabled and costs
+//! nothing more.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,10 +19,14 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, web};
+use infergate_telemetry::{continue_remote_trace, traceparent_trace_id};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::auth::CallerId;
 use crate::error::{AdminError, render, render_status};
 use crate::state::AppState;
+use crate::telemetry::SPAN_TARGET;
 
 /// Per-request facts the edge establishes for everything after it.
 #[derive(Clone, Debug)]
@@ -80,11 +88,40 @@ pub async fn edge(
         .peer_addr()
         .map_or_else(|| "-".to_string(), |a| a.ip().to_canonical().to_string());
     let trusted = host_allowed(&state, &req);
+    // Disabled (and free) unless traces are exported; only then are its name and parent worked out.
+    let span = tracing::info_span!(
+        target: SPAN_TARGET,
+        "request",
+        otel.name = Empty,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = infergate_telemetry::method_label(&method),
+        http.route = Empty,
+        http.response.status_code = Empty,
+        client.address = %client,
+        infergate.request_id = %request_id,
+        infergate.key_id = Empty,
+    );
+    if !span.is_disabled() {
+        // The route template (never the raw path, which holds key ids), from the resource map.
+        let method = infergate_telemetry::method_label(&method);
+        match req.match_pattern() {
+            Some(route) => {
+                span.record("otel.name", format!("HTTP {method} {route}"));
+                span.record("http.route", route.as_str());
+            }
+            None => {
+                span.record("otel.name", format!("HTTP {method}"));
+            }
+        }
+        continue_remote_trace(&span, req.headers());
+    }
     req.extensions_mut().insert(RequestCtx {
         request_id: request_id.clone(),
     });
     let res = if trusted {
         next.call(req)
+            .instrument(span.clone())
             .await
             .map(ServiceResponse::map_into_boxed_body)
     } else {
@@ -154,8 +191,26 @@ pub async fn edge(
         .extensions()
         .get::<CallerId>()
         .map(|c| c.0.clone());
+    let trace_id = if span.is_disabled() {
+        res.request()
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(traceparent_trace_id)
+            .map(str::to_string)
+    } else {
+        span.record("http.response.status_code", i64::from(status.as_u16()));
+        if let Some(id) = &caller {
+            span.record("infergate.key_id", &**id);
+        }
+        if status.is_server_error() {
+            span.record("otel.status_code", "error");
+        }
+        infergate_telemetry::trace_id(&span)
+    };
     tracing::info!(
         request_id = %request_id,
+        trace_id = trace_id.as_deref().unwrap_or("-"),
         method = %method,
         route = %template,
         status = status.as_u16(),

@@ -227,7 +227,8 @@ impl<'a> Action<'a> {
         match result {
             Ok(done) => {
                 let target = done.target.or(self.target);
-                tracing::info!(
+                // Security events are WARN, so they survive LOG_LEVEL=warn.
+                tracing::warn!(
                     request_id = self.request_id.as_deref().unwrap_or("-"),
                     actor = %self.actor,
                     action = self.action,
@@ -251,7 +252,7 @@ impl<'a> Action<'a> {
                 if let Some(f) = e.field() {
                     detail["field"] = json!(f);
                 }
-                tracing::info!(
+                tracing::warn!(
                     request_id = self.request_id.as_deref().unwrap_or("-"),
                     actor = %self.actor,
                     action = self.action,

@@ -1,24 +1,23 @@
-//! Logging: human-readable text by default, JSON lines with `LOG_FORMAT=json`; the level comes from
-//! `RUST_LOG` when set, else from the configuration (`LOG_LEVEL`).
+//! Logs and traces, set up by [`infergate_telemetry`]: text logs by default, JSON lines with
+//! `LOG_FORMAT=json`, level from `RUST_LOG` or `LOG_LEVEL`; spans exported over OTLP/HTTP only when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (`serve` only; the `keys` commands never export).
+//!
+//! Per request the service exports a server span `HTTP <method> <route template>` (built in
+//! [`crate::middleware`]) with an `authenticate` child for routes that take a key
+//! ([`crate::auth`]).
 
-use std::io::IsTerminal;
+use infergate_config::LogSettings;
+pub use infergate_telemetry::{SPAN_TARGET, Telemetry, TelemetryError};
 
-use infergate_config::{LogFormat, LogSettings};
-use tracing_subscriber::EnvFilter;
+/// `service.name` when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` names one.
+pub const SERVICE_NAME: &str = "infergate-admin";
 
-pub fn init(settings: &LogSettings) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false);
-    let result = match settings.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-    // A subscriber already installed (tests) is fine.
-    let _ = result;
+/// Installs logging, and trace export when the environment asks for it.
+pub fn init(settings: &LogSettings) -> Result<Telemetry, TelemetryError> {
+    Telemetry::init(settings, SERVICE_NAME)
+}
+
+/// Installs logging only (the `keys` commands).
+pub fn init_logs(settings: &LogSettings) -> Telemetry {
+    Telemetry::logs(settings)
 }
