@@ -147,6 +147,8 @@ pub struct GatewayConfig {
     pub security_headers: bool,
     pub body_limits: BodyLimits,
     pub logging: LogSettings,
+    /// Separate, unauthenticated `/metrics` listener (`metrics.listen` / `INFERGATE_METRICS_LISTEN`).
+    pub metrics_listen: Option<SocketAddr>,
     /// YAML path → the environment variable that set it, so errors found later (while building the
     /// app) can name the setting the operator actually wrote.
     #[serde(skip)]
@@ -390,6 +392,9 @@ fn apply_env(
     }
     if let Some(v) = get("LOG_FORMAT", "logging.format") {
         raw.logging.format = v;
+    }
+    if let Some(v) = get("INFERGATE_METRICS_LISTEN", "metrics.listen") {
+        raw.metrics.listen = Some(v).filter(|s| !s.trim().is_empty());
     }
     if let Some(v) = get("LOG_LEVEL", "logging.level") {
         raw.logging.level = v;
@@ -690,6 +695,10 @@ fn validate(
             raw.logging.level
         };
 
+    let metrics_listen = match &raw.metrics.listen {
+        Some(v) => Some(parse::socket_addr(name("metrics.listen"), v)?),
+        None => None,
+    };
     let key_store = crate::keys::key_store_settings(&raw.key_store, keys_file.clone())?;
     let jwt = crate::keys::jwt_settings(&raw.jwt, base_dir, env)?;
     Ok(GatewayConfig {
@@ -754,6 +763,7 @@ fn validate(
             routes: raw.body_limits.routes,
         },
         logging: LogSettings { format, level },
+        metrics_listen,
         set_by_env,
     })
 }

@@ -30,6 +30,7 @@ pub struct RawConfig {
     pub security_headers: RawSecurityHeaders,
     pub body_limits: RawBodyLimits,
     pub logging: RawLogging,
+    pub metrics: RawMetrics,
 }
 
 impl Default for RawConfig {
@@ -53,6 +54,7 @@ impl Default for RawConfig {
             security_headers: RawSecurityHeaders::default(),
             body_limits: RawBodyLimits::default(),
             logging: RawLogging::default(),
+            metrics: RawMetrics::default(),
         }
     }
 }
@@ -253,4 +255,12 @@ impl Default for RawLogging {
             level: "info".into(),
         }
     }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawMetrics {
+    /// An internal address (e.g. `0.0.0.0:9100`) serving `/metrics` without authentication, for a
+    /// Prometheus that cannot hold a key. `/metrics` on the main port stays behind `readonly`.
+    pub listen: Option<String>,
 }

@@ -37,6 +37,8 @@ pub struct Application {
     state: web::Data<AppState>,
     _sweeper: Option<SweeperGuard>,
     _keys: keys::KeyBackend,
+    /// The internal, unauthenticated `/metrics` listener, when configured.
+    metrics: Option<(u16, Server)>,
 }
 
 /// Registers the routes. Kept apart from the server so tests and benchmarks see the same app.
@@ -152,12 +154,39 @@ impl Application {
             source,
         })?
         .run();
+        let metrics = match state.cfg.metrics_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind {
+                    addr: addr.to_string(),
+                    source,
+                })?;
+                let mport = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+                let st = state.clone();
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(st.clone())
+                        .route("/metrics", web::get().to(handlers::metrics))
+                })
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(1)
+                .listen(listener)
+                .map_err(|source| StartupError::Bind {
+                    addr: addr.to_string(),
+                    source,
+                })?
+                .run();
+                Some((mport, server))
+            }
+            None => None,
+        };
         Ok(Self {
             port,
             server,
             state,
             _sweeper: Some(sweeper),
             _keys: backend,
+            metrics,
         })
     }
 
@@ -174,8 +203,21 @@ impl Application {
     }
 
     /// Serves until stopped (by a [`ServerHandle`], e.g. from [`install_signal_handlers`]).
+    /// The internal `/metrics` port, when `metrics.listen` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(p, _)| *p)
+    }
+
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let metrics = self.metrics.map(|(_, server)| {
+            let handle = server.handle();
+            actix_web::rt::spawn(server);
+            handle
+        });
         let result = self.server.await;
+        if let Some(h) = metrics {
+            h.stop(true).await;
+        }
         drop(self._sweeper);
         result
     }

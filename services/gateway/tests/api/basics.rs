@@ -173,3 +173,26 @@ async fn health_detailed_reports_components() {
     assert_eq!(v["components"]["key_store"]["legacy_keys"], 3);
     assert_eq!(v["components"]["key_store"]["backend"], "file");
 }
+
+#[actix_web::test]
+async fn metrics_can_be_served_on_an_internal_port() {
+    let app = spawn_app(&[("INFERGATE_METRICS_LISTEN", "127.0.0.1:0")]).await;
+    let port = app.metrics_port.expect("metrics listener started");
+    app.get("/health", None).await;
+    let internal = |path: &str| app.client.get(format!("http://127.0.0.1:{port}{path}"));
+    let r = app.send(internal("/metrics"), None).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text().contains("infergate_http_requests_total"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        app.send(internal("/protected"), None).await.status,
+        404,
+        "only /metrics there"
+    );
+    // The main port keeps it behind readonly.
+    assert_eq!(app.get("/metrics", None).await.status, 401);
+    assert_eq!(app.get("/metrics", Some(READONLY_KEY)).await.status, 200);
+}

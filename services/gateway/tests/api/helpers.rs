@@ -52,6 +52,8 @@ pub struct TestApp {
     pub upstream: Option<DevUpstream>,
     pub client: awc::Client,
     pub clock: Option<ManualClock>,
+    #[allow(dead_code)]
+    pub metrics_port: Option<u16>,
     pub state: Arc<AppState>,
     _dir: tempfile::TempDir,
 }
@@ -144,6 +146,7 @@ pub async fn spawn_app_with(env: &[(&str, &str)], opts: Opts) -> TestApp {
         .await
         .expect("gateway builds");
     let port = app.port();
+    let metrics_port = app.metrics_port();
     let handle = app.handle();
     let state = app.state();
     actix_web::rt::spawn(app.run_until_stopped());
@@ -158,6 +161,7 @@ pub async fn spawn_app_with(env: &[(&str, &str)], opts: Opts) -> TestApp {
         upstream,
         client,
         clock: opts.clock,
+        metrics_port,
         state,
         _dir: dir,
     }
