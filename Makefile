@@ -14,6 +14,7 @@ test:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
+	@scripts/k8s-validate.sh
 
 fmt:
 	$(CARGO) fmt --all
@@ -34,3 +35,17 @@ bench:
 
 clean:
 	$(CARGO) clean
+
+.PHONY: images e2e k8s-validate
+
+## Container images with no registry: a local Debian base (debootstrap) + host-built release binaries.
+images:
+	@scripts/build-local-images.sh
+
+## Build the images, bring the compose stack up on this Docker engine, test it end to end, tear it down.
+e2e:
+	@scripts/e2e.sh
+
+## Render deploy/k8s's overlays and validate every object offline (schemas + security assertions).
+k8s-validate:
+	@scripts/k8s-validate.sh

@@ -177,7 +177,7 @@ impl Default for RawRateLimit {
             authenticated: "1000/minute".into(),
             admin: "10000/minute".into(),
             endpoints,
-            exempt_from_default: vec!["/health".into()],
+            exempt_from_default: vec!["/health".into(), "/health/ready".into()],
             sweep_interval_seconds: 30,
             redis_prefix: "infergate".into(),
             redis_timeout_ms: 50,
