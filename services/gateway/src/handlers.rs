@@ -78,6 +78,17 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         None => json!({"backend": state.limiter.backend(), "status": "ok"}),
     };
     let degraded = state.resilient.as_ref().is_some_and(|r| r.degraded());
+    // In `closed` mode a degraded limiter refuses every limited request: not ready to serve.
+    let cannot_serve = state.resilient.as_ref().is_some_and(|r| {
+        r.degraded() && r.mode() == infergate_ratelimit::resilient::FailureMode::Closed
+    });
+    if cannot_serve {
+        return HttpResponse::ServiceUnavailable().json(json!({
+            "status": "unavailable",
+            "timestamp": now(),
+            "rate_limiter": limiter,
+        }));
+    }
     HttpResponse::Ok().json(json!({
         "status": if degraded { "degraded" } else { "ready" },
         "timestamp": now(),

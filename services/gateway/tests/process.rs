@@ -709,8 +709,14 @@ async fn failure_modes_open_and_closed() {
     assert_eq!(res.headers().get("retry-after").unwrap(), "1");
     let body: serde_json::Value = serde_json::from_slice(&res.body().await.unwrap()).unwrap();
     assert_eq!(body["code"], "unavailable");
-    // /health has no IP limit to check, so it stays up even in closed mode's outage.
+    // Liveness stays up; readiness reports that this replica cannot serve in closed mode, while
+    // the open-mode replica is degraded but ready.
     assert_eq!(get(&closed.url("/health"), None).await.0, 200);
+    let (status, body) = get(&closed.url("/health/ready"), None).await;
+    assert_eq!(status, 503, "{body}");
+    let (status, body) = get(&open.url("/health/ready"), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"degraded\""), "{body}");
 }
 
 #[actix_web::test]
