@@ -15,6 +15,11 @@ use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 pub use hosts::{HostMatcher, HostPatternError};
 
+/// The script and stylesheet of the self-hosted API docs page, shared by every service (each
+/// serves its own `docs.html` and `/openapi.json`). They work offline under [`CSP_DOCS`].
+pub const DOCS_JS: &str = include_str!("../static/docs.js");
+pub const DOCS_CSS: &str = include_str!("../static/docs.css");
+
 /// Strict policy for JSON API responses: nothing may be loaded, framed or used as a base.
 pub const CSP_API: &str =
     "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";

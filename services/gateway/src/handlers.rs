@@ -14,8 +14,8 @@ use crate::validate::{check_body, parse_json};
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const OPENAPI: &str = include_str!("../static/openapi.json");
 const DOCS_HTML: &str = include_str!("../static/docs.html");
-const DOCS_JS: &str = include_str!("../static/docs.js");
-const DOCS_CSS: &str = include_str!("../static/docs.css");
+use infergate_headers::DOCS_CSS;
+use infergate_headers::DOCS_JS;
 
 fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)

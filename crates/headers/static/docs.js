@@ -1,4 +1,4 @@
-// infergate key-admin API docs (adapted from the gateway's): renders /openapi.json and lets you try each route.
+// infergate API docs (gateway and key-admin): renders /openapi.json and lets you try each route.
 // Vanilla JS, no external resources, no inline styles or scripts: it runs under the docs CSP
 // (default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:).
 'use strict';
@@ -215,7 +215,8 @@
       const mode = document.getElementById('auth-mode').value;
       if (key && !isPublic(op)) {
         if (mode === 'header') headers['X-API-Key'] = key;
-        else headers.Authorization = 'Bearer ' + key;
+        else if (mode === 'bearer') headers.Authorization = 'Bearer ' + key;
+        else query.set('api_key', key);
       }
       const init = { method: method.toUpperCase(), headers };
       if (textarea) {
