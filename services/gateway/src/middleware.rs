@@ -172,7 +172,7 @@ pub async fn edge(
         method_allowed,
     };
     let template: Arc<str> = route.map_or_else(
-        || Arc::from("unmatched"),
+        || state.unmatched_route.clone(),
         |i| state.routes.routes()[i].template.clone(),
     );
     let method = req.method().clone();
@@ -522,10 +522,9 @@ async fn authenticate(
     // Refuse guessing before any lookup once the IP's budget is spent. A key already verified
     // (cache hit) skips this, so steady authenticated traffic costs one limiter round trip.
     let now = chrono::Utc::now();
-    let known_good = matches!(
-        state.verifier.verify_cached(&credential.value, now),
-        Some(Verification::Valid(_))
-    );
+    // The cache answer is kept and used below: looking the key up twice would hash it twice.
+    let cached = state.verifier.verify_cached(&credential.value, now);
+    let known_good = matches!(cached, Some(Verification::Valid(_)));
     if rl && !known_good {
         let span = rate_limit_span(state);
         let status = state
@@ -555,8 +554,8 @@ async fn authenticate(
             }));
         }
     }
-    let verification = match &state.tokens {
-        Some(tokens) if infergate_tokens::looks_like_jwt(&credential.value) => {
+    let verification = match (&state.tokens, cached) {
+        (Some(tokens), _) if infergate_tokens::looks_like_jwt(&credential.value) => {
             match verify_jwt(state, tokens, &credential.value).await {
                 Ok(v) => v,
                 Err(reason) => {
@@ -565,9 +564,10 @@ async fn authenticate(
                 }
             }
         }
-        _ => state
+        (_, Some(v)) => v,
+        (_, None) => state
             .verifier
-            .verify(&credential.value, chrono::Utc::now())
+            .verify(&credential.value, now)
             .await
             .map_err(|e| {
                 tracing::error!(request_id = %ctx.request_id, error = %e, "key verification unavailable");

@@ -35,6 +35,8 @@ pub struct AppState {
     pub cfg: GatewayConfig,
     pub hosts: HostMatcher,
     pub routes: RouteTable,
+    /// The metric/log label of requests that matched no route (built once, cloned per request).
+    pub unmatched_route: Arc<str>,
     pub credential_rules: CredentialRules,
     pub api_key_header: HeaderName,
     pub verifier: Arc<KeyVerifier>,
@@ -236,6 +238,7 @@ impl AppState {
             security_headers: cfg.security_headers.then(SecurityHeaders::new),
             hosts,
             routes,
+            unmatched_route: Arc::from("unmatched"),
             credential_rules,
             api_key_header,
             verifier,
