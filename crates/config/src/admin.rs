@@ -96,17 +96,16 @@ pub struct HashingSettings {
     pub parallelism: u32,
 }
 
-fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_secs())
-}
-
 /// The key-admin service's effective configuration. `Serialize` prints it with secrets masked.
 #[derive(Debug, Clone, Serialize)]
 pub struct AdminConfig {
     pub config_file: Option<PathBuf>,
     pub listen: SocketAddr,
     pub workers: usize,
-    #[serde(serialize_with = "secs", rename = "shutdown_timeout_seconds")]
+    #[serde(
+        serialize_with = "crate::parse::secs",
+        rename = "shutdown_timeout_seconds"
+    )]
     pub shutdown_timeout: Duration,
     /// The file store's path (also in `key_store.file`).
     pub keys_file: PathBuf,
@@ -119,7 +118,10 @@ pub struct AdminConfig {
     pub security_headers: bool,
     pub logging: LogSettings,
     pub hashing: HashingSettings,
-    #[serde(serialize_with = "secs", rename = "auth_cache_ttl_seconds")]
+    #[serde(
+        serialize_with = "crate::parse::secs",
+        rename = "auth_cache_ttl_seconds"
+    )]
     pub auth_cache_ttl: Duration,
     /// YAML path → the environment variable that set it, for error messages.
     #[serde(skip)]
@@ -159,25 +161,7 @@ pub fn load_admin(
             .filter(|s| !s.trim().is_empty())
             .map(PathBuf::from),
     };
-    let (mut raw, base_dir) = match &path {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| ConfigError::File {
-                path: p.display().to_string(),
-                detail: e.to_string(),
-            })?;
-            let raw: RawAdminConfig = if text.trim().is_empty() {
-                RawAdminConfig::default()
-            } else {
-                serde_yaml::from_str(&text).map_err(|e| ConfigError::File {
-                    path: p.display().to_string(),
-                    detail: e.to_string().replace('\n', " "),
-                })?
-            };
-            let dir = p.parent().map(Path::to_path_buf).unwrap_or_default();
-            (raw, dir)
-        }
-        None => (RawAdminConfig::default(), PathBuf::new()),
-    };
+    let (mut raw, base_dir): (RawAdminConfig, PathBuf) = crate::parse::yaml_file(path.as_deref())?;
     let mut set_by_env = BTreeMap::new();
     apply_env(&mut raw, env, &mut set_by_env)?;
     crate::keys::apply_env(&mut raw.key_store, &mut raw.jwt, env)?;

@@ -13,22 +13,17 @@ use serde::Serialize;
 use crate::raw::RawConfig;
 use crate::{ConfigError, Secret, Source, parse};
 
-fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_secs())
-}
-
-fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_millis() as u64)
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct UpstreamSettings {
     pub url: String,
-    #[serde(serialize_with = "secs", rename = "timeout_seconds")]
+    #[serde(serialize_with = "crate::parse::secs", rename = "timeout_seconds")]
     pub timeout: Duration,
-    #[serde(serialize_with = "secs", rename = "connect_timeout_seconds")]
+    #[serde(
+        serialize_with = "crate::parse::secs",
+        rename = "connect_timeout_seconds"
+    )]
     pub connect_timeout: Duration,
-    #[serde(serialize_with = "secs", rename = "idle_timeout_seconds")]
+    #[serde(serialize_with = "crate::parse::secs", rename = "idle_timeout_seconds")]
     pub idle_timeout: Duration,
     pub api_key: Option<Secret>,
     pub api_key_header: String,
@@ -74,17 +69,23 @@ pub struct RateLimitSettings {
     pub admin: RateSpec,
     pub endpoints: BTreeMap<String, RateSpec>,
     pub exempt_from_default: Vec<String>,
-    #[serde(serialize_with = "secs", rename = "sweep_interval_seconds")]
+    #[serde(
+        serialize_with = "crate::parse::secs",
+        rename = "sweep_interval_seconds"
+    )]
     pub sweep_interval: Duration,
     pub redis_prefix: String,
-    #[serde(serialize_with = "millis", rename = "redis_timeout_ms")]
+    #[serde(serialize_with = "crate::parse::millis", rename = "redis_timeout_ms")]
     pub redis_timeout: Duration,
     pub redis_pool_size: usize,
     /// `local`, `open` or `closed`.
     pub failure_mode: String,
     pub expected_replicas: u64,
     pub breaker_failure_threshold: u32,
-    #[serde(serialize_with = "millis", rename = "breaker_cooldown_ms")]
+    #[serde(
+        serialize_with = "crate::parse::millis",
+        rename = "breaker_cooldown_ms"
+    )]
     pub breaker_cooldown: Duration,
 }
 
@@ -130,7 +131,10 @@ pub struct GatewayConfig {
     pub config_file: Option<PathBuf>,
     pub listen: SocketAddr,
     pub workers: usize,
-    #[serde(serialize_with = "secs", rename = "shutdown_timeout_seconds")]
+    #[serde(
+        serialize_with = "crate::parse::secs",
+        rename = "shutdown_timeout_seconds"
+    )]
     pub shutdown_timeout: Duration,
     pub debug: bool,
     pub upstream: UpstreamSettings,
@@ -188,25 +192,7 @@ pub fn load_gateway(
             .filter(|s| !s.trim().is_empty())
             .map(PathBuf::from),
     };
-    let (mut raw, base_dir) = match &path {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| ConfigError::File {
-                path: p.display().to_string(),
-                detail: e.to_string(),
-            })?;
-            let raw: RawConfig = if text.trim().is_empty() {
-                RawConfig::default()
-            } else {
-                serde_yaml::from_str(&text).map_err(|e| ConfigError::File {
-                    path: p.display().to_string(),
-                    detail: e.to_string().replace('\n', " "),
-                })?
-            };
-            let dir = p.parent().map(Path::to_path_buf).unwrap_or_default();
-            (raw, dir)
-        }
-        None => (RawConfig::default(), PathBuf::new()),
-    };
+    let (mut raw, base_dir): (RawConfig, PathBuf) = parse::yaml_file(path.as_deref())?;
     let mut set_by_env = BTreeMap::new();
     apply_env(&mut raw, env, &mut set_by_env)?;
     crate::keys::apply_env(&mut raw.key_store, &mut raw.jwt, env)?;

@@ -125,12 +125,12 @@ pub struct KeyStoreSettings {
     pub redis_url: Option<Secret>,
     pub redis_prefix: String,
     pub key_prefix: String,
-    #[serde(serialize_with = "millis")]
+    #[serde(serialize_with = "crate::parse::millis")]
     pub reload_interval: Duration,
     pub cache_size: usize,
-    #[serde(serialize_with = "millis")]
+    #[serde(serialize_with = "crate::parse::millis")]
     pub cache_ttl: Duration,
-    #[serde(serialize_with = "millis")]
+    #[serde(serialize_with = "crate::parse::millis")]
     pub negative_cache_ttl: Duration,
     pub max_concurrent_verifications: usize,
 }
@@ -161,15 +161,11 @@ pub struct JwtSettings {
     pub secret: Option<Secret>,
     pub issuer: String,
     pub audience: String,
-    #[serde(serialize_with = "millis")]
+    #[serde(serialize_with = "crate::parse::millis")]
     pub ttl: Duration,
-    #[serde(serialize_with = "millis")]
+    #[serde(serialize_with = "crate::parse::millis")]
     pub leeway: Duration,
     pub external_issuers: Vec<ExternalIssuer>,
-}
-
-fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_millis() as u64)
 }
 
 fn resolve(base: &Path, p: &str) -> PathBuf {

@@ -6,6 +6,8 @@ use infergate_ratelimit::{RATE_SPEC_ACCEPTED, RateSpec};
 use ipnet::IpNet;
 
 use crate::ConfigError;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub const BOOL_ACCEPTED: &str = "true, false, 1, 0, yes, no, on or off";
 
@@ -90,6 +92,38 @@ pub fn upstream_url(setting: &str, value: &str) -> Result<String, ConfigError> {
         return Err(ConfigError::invalid(setting, value, accepted));
     }
     Ok(v.to_string())
+}
+
+/// Reads a YAML configuration file (empty = all defaults). Returns the document and the file's
+/// directory, which relative paths inside it are resolved against; `None` gives the defaults and
+/// an empty base (the working directory).
+pub fn yaml_file<T: serde::de::DeserializeOwned + Default>(
+    path: Option<&Path>,
+) -> Result<(T, PathBuf), ConfigError> {
+    let Some(p) = path else {
+        return Ok((T::default(), PathBuf::new()));
+    };
+    let file_error = |detail: String| ConfigError::File {
+        path: p.display().to_string(),
+        detail,
+    };
+    let text = std::fs::read_to_string(p).map_err(|e| file_error(e.to_string()))?;
+    let doc = if text.trim().is_empty() {
+        T::default()
+    } else {
+        serde_yaml::from_str(&text).map_err(|e| file_error(e.to_string().replace('\n', " ")))?
+    };
+    Ok((doc, p.parent().map(Path::to_path_buf).unwrap_or_default()))
+}
+
+/// Serializes a duration as whole seconds (for `check-config` output).
+pub fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+/// Serializes a duration as milliseconds.
+pub fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
 }
 
 #[cfg(test)]
