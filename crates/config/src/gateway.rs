@@ -50,6 +50,7 @@ pub struct AuthSettings {
     pub permission_overrides: BTreeMap<String, Vec<String>>,
     #[serde(skip)]
     pub permissions: Permissions,
+    pub allow_weak_keys: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -100,6 +101,28 @@ pub struct CorsSettings {
 pub struct BodyLimits {
     pub default_bytes: usize,
     pub routes: BTreeMap<String, usize>,
+    /// Upload paths and their limits, longest pattern first (so the most specific wins).
+    #[serde(serialize_with = "serialize_uploads")]
+    pub uploads: Vec<(infergate_policy::PathPattern, usize)>,
+    #[serde(serialize_with = "crate::parse::secs", rename = "timeout_seconds")]
+    pub timeout: Duration,
+    pub min_bytes_per_second: u64,
+}
+
+fn serialize_uploads<S: serde::Serializer>(
+    v: &[(infergate_policy::PathPattern, usize)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(v.len()))?;
+    for (p, n) in v {
+        let key = match p {
+            infergate_policy::PathPattern::Exact(e) => e.clone(),
+            infergate_policy::PathPattern::Prefix(p) => format!("{p}*"),
+        };
+        m.serialize_entry(&key, n)?;
+    }
+    m.end()
 }
 
 impl BodyLimits {
@@ -109,6 +132,25 @@ impl BodyLimits {
             .copied()
             .unwrap_or(self.default_bytes)
     }
+
+    /// The limit of an upload path, when `path` is one: its body is streamed, not parsed.
+    pub fn upload(&self, path: &str) -> Option<usize> {
+        self.uploads
+            .iter()
+            .find(|(p, _)| p.matches(path))
+            .map(|(_, n)| *n)
+    }
+
+    /// Time allowed for a body of `len` bytes to arrive in full.
+    pub fn time_allowed(&self, len: u64) -> Duration {
+        self.timeout + Duration::from_secs(len / self.min_bytes_per_second.max(1))
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionLimits {
+    pub max_per_ip: usize,
+    pub max_total: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -150,6 +192,7 @@ pub struct GatewayConfig {
     pub cors: CorsSettings,
     pub security_headers: bool,
     pub body_limits: BodyLimits,
+    pub connections: ConnectionLimits,
     pub logging: LogSettings,
     /// Separate, unauthenticated `/metrics` listener (`metrics.listen` / `INFERGATE_METRICS_LISTEN`).
     pub metrics_listen: Option<SocketAddr>,
@@ -375,6 +418,30 @@ fn apply_env(
     if let Some(v) = get("INFERGATE_MAX_BATCH_BODY_BYTES", "body_limits.routes") {
         let n = parse::positive_u64("INFERGATE_MAX_BATCH_BODY_BYTES", &v)? as usize;
         raw.body_limits.routes.insert("/inference/batch".into(), n);
+    }
+    if let Some(v) = get(
+        "INFERGATE_BODY_TIMEOUT_SECONDS",
+        "body_limits.timeout_seconds",
+    ) {
+        raw.body_limits.timeout_seconds =
+            parse::positive_u64("INFERGATE_BODY_TIMEOUT_SECONDS", &v)?;
+    }
+    if let Some(v) = get(
+        "INFERGATE_BODY_MIN_BYTES_PER_SECOND",
+        "body_limits.min_bytes_per_second",
+    ) {
+        raw.body_limits.min_bytes_per_second =
+            parse::positive_u64("INFERGATE_BODY_MIN_BYTES_PER_SECOND", &v)?;
+    }
+    if let Some(v) = get("INFERGATE_MAX_CONNECTIONS_PER_IP", "connections.max_per_ip") {
+        raw.connections.max_per_ip =
+            parse::positive_u64("INFERGATE_MAX_CONNECTIONS_PER_IP", &v)? as usize;
+    }
+    if let Some(v) = get("INFERGATE_MAX_CONNECTIONS", "connections.max_total") {
+        raw.connections.max_total = parse::positive_u64("INFERGATE_MAX_CONNECTIONS", &v)? as usize;
+    }
+    if let Some(v) = get("INFERGATE_ALLOW_WEAK_KEYS", "auth.allow_weak_keys") {
+        raw.auth.allow_weak_keys = parse::boolean("INFERGATE_ALLOW_WEAK_KEYS", &v)?;
     }
     if let Some(v) = get("LOG_FORMAT", "logging.format") {
         raw.logging.format = v;
@@ -663,6 +730,39 @@ fn validate(
             ));
         }
     }
+    let mut uploads = Vec::new();
+    for (path, n) in &raw.body_limits.uploads {
+        if !path.starts_with('/') || path.contains(char::is_whitespace) || *n == 0 {
+            return Err(ConfigError::invalid(
+                "body_limits.uploads",
+                format!("{path}: {n}"),
+                "a path (exact, or a prefix ending in *) mapped to a positive number of bytes",
+            ));
+        }
+        uploads.push((infergate_policy::PathPattern::parse(path), *n));
+    }
+    uploads.sort_by_key(|(p, _)| {
+        std::cmp::Reverse(match p {
+            infergate_policy::PathPattern::Exact(e) => e.len() + 1,
+            infergate_policy::PathPattern::Prefix(p) => p.len(),
+        })
+    });
+    for (path, v) in [
+        (
+            "body_limits.timeout_seconds",
+            raw.body_limits.timeout_seconds,
+        ),
+        (
+            "body_limits.min_bytes_per_second",
+            raw.body_limits.min_bytes_per_second,
+        ),
+        ("connections.max_per_ip", raw.connections.max_per_ip as u64),
+        ("connections.max_total", raw.connections.max_total as u64),
+    ] {
+        if v == 0 {
+            return Err(ConfigError::invalid(name(path), "0", "a positive number"));
+        }
+    }
     let format = match raw.logging.format.trim().to_ascii_lowercase().as_str() {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
@@ -719,6 +819,7 @@ fn validate(
             public_routes: raw.auth.public_routes,
             permission_overrides: raw.auth.permissions,
             permissions,
+            allow_weak_keys: raw.auth.allow_weak_keys,
         },
         rate_limit: RateLimitSettings {
             enabled: raw.rate_limit.enabled,
@@ -747,6 +848,13 @@ fn validate(
         body_limits: BodyLimits {
             default_bytes: raw.body_limits.default_bytes,
             routes: raw.body_limits.routes,
+            uploads,
+            timeout: Duration::from_secs(raw.body_limits.timeout_seconds),
+            min_bytes_per_second: raw.body_limits.min_bytes_per_second,
+        },
+        connections: ConnectionLimits {
+            max_per_ip: raw.connections.max_per_ip,
+            max_total: raw.connections.max_total,
         },
         logging: LogSettings { format, level },
         metrics_listen,

@@ -25,8 +25,8 @@ pub mod source;
 
 pub use admin::{AdminConfig, HashingSettings, load_admin};
 pub use gateway::{
-    AuthSettings, BodyLimits, CorsSettings, GatewayConfig, LogFormat, LogSettings,
-    RateLimitSettings, Storage, TlsSettings, UpstreamSettings, load_gateway,
+    AuthSettings, BodyLimits, ConnectionLimits, CorsSettings, GatewayConfig, LogFormat,
+    LogSettings, RateLimitSettings, Storage, TlsSettings, UpstreamSettings, load_gateway,
 };
 pub use keys::{ExternalIssuer, JwtAlgorithm, JwtSettings, KeyStoreBackend, KeyStoreSettings};
 pub use secret::Secret;

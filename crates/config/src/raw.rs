@@ -29,6 +29,7 @@ pub struct RawConfig {
     pub cors: RawCors,
     pub security_headers: RawSecurityHeaders,
     pub body_limits: RawBodyLimits,
+    pub connections: RawConnections,
     pub logging: RawLogging,
     pub metrics: RawMetrics,
 }
@@ -53,6 +54,7 @@ impl Default for RawConfig {
             cors: RawCors::default(),
             security_headers: RawSecurityHeaders::default(),
             body_limits: RawBodyLimits::default(),
+            connections: RawConnections::default(),
             logging: RawLogging::default(),
             metrics: RawMetrics::default(),
         }
@@ -109,6 +111,8 @@ pub struct RawAuth {
     pub public_routes: Vec<String>,
     /// Role → rules, replacing that role's defaults (`["GET /models", "* /v1/*"]`).
     pub permissions: BTreeMap<String, Vec<String>>,
+    /// Accept static keys (`API_KEY`, `API_KEYS`, legacy keys files) shorter than 8 characters.
+    pub allow_weak_keys: bool,
 }
 
 impl Default for RawAuth {
@@ -120,6 +124,7 @@ impl Default for RawAuth {
             keys_file: "config/api_keys.yaml".into(),
             public_routes: Vec::new(),
             permissions: BTreeMap::new(),
+            allow_weak_keys: false,
         }
     }
 }
@@ -226,15 +231,55 @@ pub struct RawBodyLimits {
     pub default_bytes: usize,
     /// Route template → limit in bytes.
     pub routes: BTreeMap<String, usize>,
+    /// Upload paths (exact, or a prefix ending in `*`) → limit in bytes. Their bodies (multipart
+    /// forms, binary files) are streamed to the upstream, not buffered or parsed as JSON.
+    pub uploads: BTreeMap<String, usize>,
+    /// Time a body may take on top of `size / min_bytes_per_second`.
+    pub timeout_seconds: u64,
+    /// The slowest a body may arrive, once `timeout_seconds` have passed.
+    pub min_bytes_per_second: u64,
 }
+
+const MIB: usize = 1024 * 1024;
 
 impl Default for RawBodyLimits {
     fn default() -> Self {
         Self {
-            default_bytes: 1024 * 1024,
-            routes: [("/inference/batch".to_string(), 10 * 1024 * 1024)]
+            default_bytes: MIB,
+            routes: [("/inference/batch".to_string(), 10 * MIB)]
                 .into_iter()
                 .collect(),
+            uploads: [
+                ("/v1/audio/transcriptions", 25 * MIB),
+                ("/v1/audio/translations", 25 * MIB),
+                ("/v1/images/edits", 50 * MIB),
+                ("/v1/images/variations", 50 * MIB),
+                ("/v1/files", 512 * MIB),
+                ("/v1/uploads/*", 64 * MIB),
+            ]
+            .into_iter()
+            .map(|(p, n)| (p.to_string(), n))
+            .collect(),
+            timeout_seconds: 30,
+            min_bytes_per_second: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConnections {
+    /// Open connections one client address may hold (trusted proxies are exempt).
+    pub max_per_ip: usize,
+    /// Open connections in all.
+    pub max_total: usize,
+}
+
+impl Default for RawConnections {
+    fn default() -> Self {
+        Self {
+            max_per_ip: 1024,
+            max_total: 25_000,
         }
     }
 }

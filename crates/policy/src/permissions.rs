@@ -71,6 +71,40 @@ fn rules(list: &[&str]) -> Vec<Rule> {
         .collect()
 }
 
+/// The `user` role: the inference surface, and nothing else. Everything else under `/v1/*`
+/// (vLLM's `load_lora_adapter`, `DELETE /v1/models/{id}`, files, fine-tuning, batches, …) is
+/// admin-only unless configuration says otherwise: an allowlist fails closed when an upstream
+/// adds an endpoint.
+pub const USER_RULES: &[&str] = &[
+    "GET /models",
+    "POST /inference",
+    "POST /inference/batch",
+    "GET /protected",
+    "POST /api/test",
+    "GET /api/status",
+    "GET /health/detailed",
+    "GET /health",
+    "HEAD /health",
+    "POST /v1/chat/completions",
+    "POST /v1/completions",
+    "POST /v1/embeddings",
+    "POST /v1/responses",
+    "GET /v1/responses/*",
+    "GET /v1/models",
+    "GET /v1/models/*",
+    "POST /v1/audio/transcriptions",
+    "POST /v1/audio/translations",
+    "POST /v1/audio/speech",
+    "POST /v1/images/generations",
+    "POST /v1/images/edits",
+    "POST /v1/images/variations",
+    "POST /v1/moderations",
+    "POST /v1/rerank",
+    "POST /v1/score",
+    "POST /v1/tokenize",
+    "POST /v1/detokenize",
+];
+
 impl Default for Permissions {
     fn default() -> Self {
         Self::defaults()
@@ -84,18 +118,7 @@ impl Permissions {
         Self {
             by_role: [
                 rules(&["* /*"]),
-                rules(&[
-                    "GET /models",
-                    "POST /inference",
-                    "POST /inference/batch",
-                    "* /v1/*",
-                    "GET /protected",
-                    "POST /api/test",
-                    "GET /api/status",
-                    "GET /health/detailed",
-                    "GET /health",
-                    "HEAD /health",
-                ]),
+                rules(USER_RULES),
                 rules(&[
                     "GET /health",
                     "HEAD /health",
@@ -152,6 +175,17 @@ mod tests {
             (Role::User, "POST", "/inference", true),
             (Role::Readonly, "POST", "/inference", false),
             (Role::User, "POST", "/v1/chat/completions", true),
+            (Role::User, "GET", "/v1/models", true),
+            (Role::User, "GET", "/v1/models/llama", true),
+            (Role::User, "DELETE", "/v1/models/llama", false),
+            (Role::User, "POST", "/v1/load_lora_adapter", false),
+            (Role::User, "POST", "/v1/unload_lora_adapter", false),
+            (Role::User, "POST", "/v1/files", false),
+            (Role::User, "GET", "/v1/fine_tuning/jobs", false),
+            (Role::User, "POST", "/v1/batches", false),
+            (Role::User, "POST", "/v1/audio/transcriptions", true),
+            (Role::User, "POST", "/v1/chat/completions/extra", false),
+            (Role::Admin, "POST", "/v1/load_lora_adapter", true),
             (Role::Readonly, "POST", "/v1/chat/completions", false),
             (Role::User, "GET", "/metrics", false),
             (Role::Readonly, "GET", "/metrics", true),

@@ -40,6 +40,11 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/chat/completions").route(web::post().to(chat_completions)))
         .service(resource("/v1/completions").route(web::post().to(completions)))
         .service(resource("/v1/embeddings").route(web::post().to(embeddings)))
+        .service(
+            web::resource(["/v1/audio/transcriptions", "/v1/audio/translations"])
+                .route(web::post().to(transcription))
+                .default_service(web::to(method_not_allowed)),
+        )
         // Sub-paths are echoed too so the gateway's path-rewriting can be checked end to end.
         .service(
             web::resource([
@@ -197,7 +202,13 @@ async fn load_model(
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload).await?;
     let obj = fields::parse_object(&body)?;
-    let model = fields::req_str(&obj, "", "model")?;
+    // The FastAPI seed names the field `model_name`.
+    let field = if obj.contains_key("model_name") && !obj.contains_key("model") {
+        "model_name"
+    } else {
+        "model"
+    };
+    let model = fields::req_str(&obj, "", field)?;
     state.load(model);
     Ok(HttpResponse::Ok().json(json!({ "status": "loaded", "model": model })))
 }
@@ -585,6 +596,41 @@ async fn embeddings(
         "data": data,
         "model": model,
         "usage": { "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens },
+    })))
+}
+
+/// An OpenAI-shaped transcription: counts the upload's bytes as they stream in (never buffering
+/// them), so uploads far larger than any JSON body can be checked end to end.
+async fn transcription(
+    req: HttpRequest,
+    mut payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    use futures_util::StreamExt;
+    let mut bytes = 0usize;
+    let mut digest = 0u64;
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request(
+                "body_read_failed",
+                format!("could not read request body: {e}"),
+            )
+        })?;
+        bytes += chunk.len();
+        // A cheap order-sensitive checksum, so a test can tell the bytes arrived unchanged.
+        for b in chunk.iter() {
+            digest = digest.wrapping_mul(31).wrapping_add(u64::from(*b));
+        }
+    }
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    Ok(HttpResponse::Ok().json(json!({
+        "text": format!("received {bytes} bytes"),
+        "bytes": bytes,
+        "checksum": digest.to_string(),
+        "content_type": content_type,
     })))
 }
 

@@ -121,6 +121,10 @@ impl Application {
         };
         let app_state = state.clone();
         let default_limit = cfg.body_limits.default_bytes;
+        let tracker = state.connections.clone();
+        // actix pauses accepting past this many per worker; the tracker refuses (with an answer)
+        // well before, so this only backs it up.
+        let per_worker_backstop = (cfg.connections.max_total / workers + 64).max(256);
         let server = HttpServer::new(move || {
             let st = app_state.clone();
             // Without configured origins no browser may call cross-origin, so the CORS layer (and
@@ -142,6 +146,10 @@ impl Application {
                 .wrap(actix_web::middleware::Condition::new(cors_enabled, cors))
                 .wrap(from_fn(edge))
         })
+        .on_connect(move |conn, ext| {
+            ext.insert(tracker.open(crate::connections::peer_of(conn)));
+        })
+        .max_connections(per_worker_backstop)
         .workers(workers)
         .shutdown_timeout(cfg.shutdown_timeout.as_secs())
         .disable_signals();

@@ -30,6 +30,23 @@ pub enum GatewayError {
     MalformedJson(String),
     #[error("Validation failed")]
     Validation { field: String, detail: String },
+    #[error("Duplicate key")]
+    DuplicateKey { path: String },
+    #[error("Invalid content encoding")]
+    InvalidEncoding {
+        encoding: &'static str,
+        detail: String,
+    },
+    #[error("Unsupported content encoding")]
+    UnsupportedEncoding { encoding: String },
+    #[error("Unsupported media type")]
+    UnsupportedMediaType { accepted: &'static str },
+    #[error("Request timeout")]
+    BodyTimeout,
+    #[error("Too many connections")]
+    TooManyConnections { per_ip: bool },
+    #[error("Upgrade not allowed")]
+    UpgradeNotAllowed,
     #[error("Authentication required")]
     MissingCredential,
     #[error("Invalid API key")]
@@ -70,6 +87,13 @@ impl GatewayError {
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
             GatewayError::MalformedJson(_) => "malformed_json",
             GatewayError::Validation { .. } => "validation_error",
+            GatewayError::DuplicateKey { .. } => "duplicate_key",
+            GatewayError::InvalidEncoding { .. } => "invalid_content_encoding",
+            GatewayError::UnsupportedEncoding { .. } => "unsupported_content_encoding",
+            GatewayError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            GatewayError::BodyTimeout => "request_timeout",
+            GatewayError::TooManyConnections { .. } => "too_many_connections",
+            GatewayError::UpgradeNotAllowed => "upgrade_not_allowed",
             GatewayError::MissingCredential => "missing_credentials",
             GatewayError::InvalidCredential { reason: "expired" } => "expired_credentials",
             GatewayError::InvalidCredential { .. } => "invalid_credentials",
@@ -99,6 +123,30 @@ impl GatewayError {
             }
             GatewayError::MalformedJson(d) => format!("The request body is not valid JSON: {d}"),
             GatewayError::Validation { field, detail } => format!("{field}: {detail}"),
+            GatewayError::DuplicateKey { path } => format!(
+                "The key {path:?} appears more than once in an object; send each key once (I-JSON, RFC 7493)"
+            ),
+            GatewayError::InvalidEncoding { encoding, detail } => {
+                format!("The body is not valid {encoding} data: {detail}")
+            }
+            GatewayError::UnsupportedEncoding { encoding } => format!(
+                "Content-Encoding {encoding:?} is not supported; send gzip, deflate, br or identity"
+            ),
+            GatewayError::UnsupportedMediaType { accepted } => {
+                format!("This route accepts {accepted}")
+            }
+            GatewayError::BodyTimeout => {
+                "The request body did not arrive in time (too slow or stalled)".into()
+            }
+            GatewayError::TooManyConnections { per_ip: true } => {
+                "Too many open connections from this address".into()
+            }
+            GatewayError::TooManyConnections { per_ip: false } => {
+                "The gateway has too many open connections".into()
+            }
+            GatewayError::UpgradeNotAllowed => {
+                "Protocol upgrades (WebSocket) are not enabled for this route".into()
+            }
             GatewayError::MissingCredential => {
                 "Provide an API key in the X-API-Key header, as Authorization: Bearer <key>, or (if enabled) as ?api_key=".into()
             }
@@ -148,6 +196,9 @@ impl GatewayError {
             }
             GatewayError::PayloadTooLarge { limit } => {
                 body.insert("limit_bytes".into(), json!(limit));
+            }
+            GatewayError::DuplicateKey { path } => {
+                body.insert("field".into(), json!(path));
             }
             _ => {}
         }
@@ -248,6 +299,15 @@ impl ResponseError for GatewayError {
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             GatewayError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            GatewayError::DuplicateKey { .. } | GatewayError::InvalidEncoding { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            GatewayError::UnsupportedEncoding { .. }
+            | GatewayError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::TooManyConnections { per_ip: true } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::TooManyConnections { per_ip: false } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::UpgradeNotAllowed => StatusCode::BAD_REQUEST,
             GatewayError::MissingCredential | GatewayError::InvalidCredential { .. } => {
                 StatusCode::UNAUTHORIZED
             }
@@ -280,6 +340,16 @@ impl ResponseError for GatewayError {
             }
             GatewayError::Unavailable(_) => {
                 res.insert_header((header::RETRY_AFTER, 1));
+            }
+            GatewayError::UnsupportedEncoding { .. } => {
+                res.insert_header((header::ACCEPT_ENCODING, "gzip, deflate, br, identity"));
+            }
+            // The connection's state is unknown (a body half sent, or one too many sockets): end it.
+            GatewayError::BodyTimeout | GatewayError::TooManyConnections { .. } => {
+                res.force_close();
+                if matches!(self, GatewayError::TooManyConnections { .. }) {
+                    res.insert_header((header::RETRY_AFTER, 1));
+                }
             }
             GatewayError::HttpsRequired {
                 location: Some(loc),

@@ -126,7 +126,18 @@ pub async fn protected(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     }))
 }
 
-pub async fn api_test(body: web::Bytes) -> Result<HttpResponse, GatewayError> {
+pub async fn api_test(
+    payload: web::Payload,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, GatewayError> {
+    let limits = &state.cfg.body_limits;
+    let codings = crate::body::encodings(req.headers())?;
+    let limit = limits.for_route("/api/test");
+    let mut body = crate::body::read(payload, limits, limit).await?;
+    if !codings.is_empty() {
+        body = crate::body::decode(body, &codings, limit)?;
+    }
     let value = parse_json(&body)?;
     check_body("/api/test", "/api/test", &value)?;
     let iterations = value

@@ -88,6 +88,9 @@ pub fn legacy_keys(
     if let Some(file) = &backend.file {
         keys.extend(file.legacy_keys());
     }
+    for w in crate::state::check_static_keys(cfg, &keys)? {
+        tracing::warn!("{w}");
+    }
     Ok(keys)
 }
 

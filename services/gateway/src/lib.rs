@@ -7,17 +7,26 @@
 //! - [`proxy`]: the streaming reverse proxy to the upstream.
 //! - [`handlers`]: routes the gateway answers itself (health, status, metrics, docs).
 //! - [`validate`]: attack signatures in paths/queries/headers, and JSON body schemas.
+//! - [`path`]: the request path decoded once, refused when servers could read it differently.
+//! - [`json`]: bodies parsed as I-JSON (a repeated key is refused).
+//! - [`body`]: body deadlines, limits on decoded size, `Content-Encoding`, streamed uploads.
+//! - [`client_ip`]: the client address and scheme from the trusted proxy chain.
+//! - [`connections`]: caps on open connections per address and in all.
 //! - [`error`]: every failure and its JSON rendering, in one place.
 //! - [`telemetry`]: logs and OpenTelemetry traces.
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod body;
 pub mod client_ip;
+pub mod connections;
 pub mod error;
 pub mod handlers;
+pub mod json;
 pub mod keys;
 pub mod metrics;
 pub mod middleware;
+pub mod path;
 pub mod proxy;
 pub mod state;
 pub mod telemetry;

@@ -70,6 +70,10 @@ fn main() -> ExitCode {
             if let Err(e) = infergate_keystore::StaticKeyStore::new(keys.clone()) {
                 return fail(format!("invalid API_KEY/API_KEYS/keys file: {e}"));
             }
+            let weak = match infergate_gateway::state::check_static_keys(&cfg, &keys) {
+                Ok(w) => w,
+                Err(e) => return fail(e),
+            };
             if cfg.jwt.enabled
                 && let Err(e) = infergate_tokens::TokenVerifier::from_settings(&cfg.jwt)
             {
@@ -98,6 +102,9 @@ fn main() -> ExitCode {
             }
             if let Some(n) = hashed {
                 println!("# {n} hashed key(s) in the file store");
+            }
+            for w in &weak {
+                println!("# warning: {w}");
             }
             println!("# configuration OK; {} static key(s) loaded", keys.len());
             ExitCode::SUCCESS

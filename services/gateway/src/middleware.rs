@@ -46,6 +46,16 @@ pub struct RequestCtx {
     /// Index into the route table, when the path matched a route (with any method).
     pub route: Option<usize>,
     pub method_allowed: bool,
+    /// The path decoded once ([`crate::path`]), when decoding changed it; routing and
+    /// authorisation use [`RequestCtx::path`].
+    pub decoded_path: Option<Arc<str>>,
+}
+
+impl RequestCtx {
+    /// The decoded request path (the raw one when nothing in it was encoded).
+    pub fn path<'a>(&'a self, raw: &'a str) -> &'a str {
+        self.decoded_path.as_deref().unwrap_or(raw)
+    }
 }
 
 /// The trace id the proxy sent upstream in the `traceparent` it made or passed on, when traces
@@ -80,7 +90,20 @@ fn pre_checks(
     state: &AppState,
     req: &ServiceRequest,
     ctx: &RequestCtx,
+    path: Result<(), crate::path::PathError>,
 ) -> Result<(), GatewayError> {
+    if let Some(guard) = req.conn_data::<crate::connections::ConnectionGuard>()
+        && let Some(over) = guard.over
+    {
+        state
+            .metrics
+            .auth_failures
+            .with_label_values(&["too_many_connections"])
+            .inc();
+        return Err(GatewayError::TooManyConnections {
+            per_ip: over == crate::connections::Over::PerIp,
+        });
+    }
     let host = req
         .headers()
         .get(header::HOST)
@@ -118,7 +141,20 @@ fn pre_checks(
             return Err(GatewayError::PayloadTooLarge { limit });
         }
     }
-    state.scanner.scan_path(req.uri().path())?;
+    path.map_err(|e| GatewayError::SuspiciousInput {
+        location: "path",
+        category: e.category(),
+    })?;
+    if let Some(upgrade) = req.headers().get(header::UPGRADE) {
+        // h2c is an offer a server may ignore (RFC 7540 §3.2); anything else would be a tunnel.
+        let h2c = upgrade
+            .to_str()
+            .is_ok_and(|v| v.split(',').all(|t| t.trim().eq_ignore_ascii_case("h2c")));
+        if !h2c {
+            return Err(GatewayError::UpgradeNotAllowed);
+        }
+    }
+    state.scanner.scan_path(ctx.path(req.uri().path()))?;
     if let Some(q) = req.uri().query() {
         state
             .scanner
@@ -146,7 +182,13 @@ pub async fn edge(
         Some(id) => Arc::from(id),
         None => Arc::from(uuid::Uuid::new_v4().to_string()),
     };
-    let (route, method_allowed) = match state.routes.lookup(req.method().as_str(), req.path()) {
+    let (path_checked, decoded_path) = match crate::path::decode_path(req.path()) {
+        Ok(std::borrow::Cow::Borrowed(_)) => (Ok(()), None),
+        Ok(std::borrow::Cow::Owned(p)) => (Ok(()), Some(Arc::<str>::from(p))),
+        Err(e) => (Err(e), None),
+    };
+    let lookup_path = decoded_path.as_deref().unwrap_or(req.path());
+    let (route, method_allowed) = match state.routes.lookup(req.method().as_str(), lookup_path) {
         RouteMatch::Found(r) => (
             state
                 .routes
@@ -170,6 +212,7 @@ pub async fn edge(
         client_ip: client_ip(&state, req.peer_addr(), req.headers()),
         route,
         method_allowed,
+        decoded_path,
     };
     let template: Arc<str> = route.map_or_else(
         || state.unmatched_route.clone(),
@@ -204,7 +247,7 @@ pub async fn edge(
         continue_remote_trace(&span, req.headers());
     }
 
-    let checked = span.in_scope(|| pre_checks(&state, &req, &ctx));
+    let checked = span.in_scope(|| pre_checks(&state, &req, &ctx, path_checked));
     req.extensions_mut().insert(ctx);
     // Inner layers turn failures into error *responses* (handlers, CORS and the guard all do), so
     // an `Err` here is an actix-internal failure; it keeps actix's own rendering.
@@ -519,13 +562,10 @@ async fn authenticate(
             .await);
         }
     };
-    // Refuse guessing before any lookup once the IP's budget is spent. A key already verified
-    // (cache hit) skips this, so steady authenticated traffic costs one limiter round trip.
-    let now = chrono::Utc::now();
-    // The cache answer is kept and used below: looking the key up twice would hash it twice.
-    let cached = state.verifier.verify_cached(&credential.value, now);
-    let known_good = matches!(cached, Some(Verification::Valid(_)));
-    if rl && !known_good {
+    // Once the IP's failed-auth budget is spent, every credentialed request from it gets the same
+    // 429 before any lookup, cached or not: otherwise a guess that hits a key someone else had
+    // just used (so it is cached) would answer 200 among the 429s, an oracle for guessing.
+    if rl {
         let span = rate_limit_span(state);
         let status = state
             .limiter
@@ -554,6 +594,8 @@ async fn authenticate(
             }));
         }
     }
+    let now = chrono::Utc::now();
+    let cached = state.verifier.verify_cached(&credential.value, now);
     let verification = match (&state.tokens, cached) {
         (Some(tokens), _) if infergate_tokens::looks_like_jwt(&credential.value) => {
             match verify_jwt(state, tokens, &credential.value).await {
@@ -689,7 +731,7 @@ async fn decide(
         .cfg
         .auth
         .permissions
-        .allows(record.role, req.method().as_str(), req.path())
+        .allows(record.role, req.method().as_str(), ctx.path(req.path()))
     {
         state
             .metrics

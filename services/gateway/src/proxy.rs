@@ -15,7 +15,7 @@ use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use awc::error::{ConnectError, SendRequestError};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use infergate_policy::strip_query_param;
 use infergate_telemetry::{method_label, outgoing_trace_headers, traceparent_trace_id};
@@ -42,6 +42,41 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// Request headers the gateway never passes on: the ones it sets itself from what it judged
+/// (client address, scheme, request id, trace), and the ones that would make the upstream act on
+/// another method or path than the one that was authorised.
+const NEVER_FORWARDED: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "x-request-id",
+    "traceparent",
+    "expect",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-original-method",
+    "x-rewrite-url",
+];
+
+/// Request headers that describe the client's connection as a proxy saw it: believed (and passed
+/// on) only from a trusted proxy, dropped from anyone else.
+const FROM_TRUSTED_PROXIES_ONLY: &[&str] = &[
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+];
+
 fn is_hop_by_hop(name: &HeaderName, connection_listed: &[String]) -> bool {
     HOP_BY_HOP.contains(&name.as_str()) || connection_listed.iter().any(|c| c == name.as_str())
 }
@@ -60,16 +95,20 @@ fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
 /// of a batch). A body naming no model is refused too: the upstream's default model may not be
 /// one the key may use.
 fn check_models(json: &serde_json::Value, allowed: &[String]) -> Result<(), GatewayError> {
-    let mut named: Vec<&serde_json::Value> = Vec::new();
+    // `model_name` is the FastAPI seed's name for it (`POST /models/load`); the body validation
+    // allows one of the two, never both.
+    let model_of = |v: &'_ serde_json::Value| -> serde_json::Value {
+        v.get("model")
+            .or_else(|| v.get("model_name"))
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let mut named: Vec<serde_json::Value> = Vec::new();
     match json.get("requests").and_then(|r| r.as_array()) {
-        Some(items) => named.extend(
-            items
-                .iter()
-                .map(|i| i.get("model").unwrap_or(&serde_json::Value::Null)),
-        ),
-        None => named.push(json.get("model").unwrap_or(&serde_json::Value::Null)),
+        Some(items) => named.extend(items.iter().map(model_of)),
+        None => named.push(model_of(json)),
     }
-    for m in named {
+    for m in &named {
         match m.as_str() {
             Some(model) if allowed.iter().any(|a| a == model) => {}
             other => {
@@ -81,6 +120,18 @@ fn check_models(json: &serde_json::Value, allowed: &[String]) -> Result<(), Gate
         }
     }
     Ok(())
+}
+
+/// What goes to the upstream as the request body.
+enum Outgoing {
+    Empty,
+    Full(Bytes),
+    Stream(std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, actix_web::Error>>>>),
+}
+
+/// Upload paths whose forms name a model (files and upload parts carry none).
+fn carries_model(path: &str) -> bool {
+    !(path.starts_with("/v1/files") || path.starts_with("/v1/uploads"))
 }
 
 /// Builds one HTTP client per worker (awc's client is not `Send`).
@@ -99,20 +150,6 @@ pub fn client(state: &AppState) -> awc::Client {
         .disable_timeout()
         .no_default_headers()
         .finish()
-}
-
-/// Reads the request body up to `limit` bytes.
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, GatewayError> {
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk
-            .map_err(|e| GatewayError::MalformedJson(format!("reading the body failed: {e}")))?;
-        if buf.len() + chunk.len() > limit {
-            return Err(GatewayError::PayloadTooLarge { limit });
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
 }
 
 /// With traces off: a valid incoming `traceparent` as it came, else a new one.
@@ -142,24 +179,74 @@ pub async fn forward(
         .map(|i| &state.routes.routes()[i])
         .ok_or(GatewayError::NotFound)?;
 
-    let has_body = !matches!(
-        *req.method(),
-        actix_web::http::Method::GET | actix_web::http::Method::HEAD
-    );
-    let body = if has_body {
-        let body = read_body(payload, state.cfg.body_limits.for_route(&route.template)).await?;
-        if !body.is_empty() || route.template.as_ref() != "/v1/*" {
-            let json = parse_json(&body)?;
-            check_body(&route.template, req.path(), &json)?;
-            if let Some(auth) = req.extensions().get::<AuthInfo>()
-                && let Some(allowed) = &auth.record.models
-            {
-                check_models(&json, allowed)?;
+    let path = ctx.path(req.path());
+    let limits = &state.cfg.body_limits;
+    let allowed_models = req
+        .extensions()
+        .get::<AuthInfo>()
+        .and_then(|a| a.record.models.clone());
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let is_json = content_type.is_empty()
+        || content_type
+            .split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    let verdict = crate::body::Verdict::default();
+    let mut decoded = false;
+    let body = match *req.method() {
+        actix_web::http::Method::GET | actix_web::http::Method::HEAD => Outgoing::Empty,
+        _ => match limits.upload(path) {
+            // Uploads (multipart forms, files) stream through; only their `model` is looked at.
+            Some(limit) if !is_json => {
+                if !crate::body::encodings(req.headers())?.is_empty() {
+                    return Err(GatewayError::UnsupportedEncoding {
+                        encoding: "Content-Encoding on an upload (send it uncompressed)".into(),
+                    });
+                }
+                let rule = match allowed_models {
+                    Some(allowed) if carries_model(path) => Some(crate::body::ModelRule {
+                        boundary: crate::body::multipart_boundary(content_type).ok_or(
+                            GatewayError::UnsupportedMediaType {
+                                accepted: "multipart/form-data naming an allowed model, or JSON",
+                            },
+                        )?,
+                        allowed,
+                    }),
+                    _ => None,
+                };
+                Outgoing::Stream(Box::pin(crate::body::stream_upload(
+                    payload,
+                    limits.clone(),
+                    limit,
+                    rule,
+                    verdict.clone(),
+                )))
             }
-        }
-        Some(body)
-    } else {
-        None
+            upload => {
+                let limit = upload.unwrap_or_else(|| limits.for_route(&route.template));
+                let codings = crate::body::encodings(req.headers())?;
+                let mut body = crate::body::read(payload, limits, limit).await?;
+                if !codings.is_empty() {
+                    body = crate::body::decode(body, &codings, limit)?;
+                    decoded = true;
+                }
+                // A DELETE may come without a body; every other body on a proxied route is JSON,
+                // and an empty one is malformed (it would skip validation and the allowlist).
+                let skip = *req.method() == actix_web::http::Method::DELETE && body.is_empty();
+                if !skip {
+                    let json = parse_json(&body)?;
+                    check_body(&route.template, path, &json)?;
+                    if let Some(allowed) = &allowed_models {
+                        check_models(&json, allowed)?;
+                    }
+                }
+                Outgoing::Full(body)
+            }
+        },
     };
 
     let mut url = String::with_capacity(state.cfg.upstream.url.len() + req.uri().path().len() + 32);
@@ -177,34 +264,22 @@ pub async fn forward(
 
     let mut up = client.request(req.method().clone(), url);
     let listed = connection_tokens(req.headers());
+    let from_trusted_proxy = crate::client_ip::peer_is_trusted(&state, req.peer_addr());
     for (name, value) in req.headers() {
         if is_hop_by_hop(name, &listed)
             || name == header::HOST
             || name == header::CONTENT_LENGTH
             || name == header::AUTHORIZATION
             || *name == state.api_key_header
-            || name == "x-forwarded-for"
-            || name == "x-forwarded-proto"
-            || name == "x-real-ip"
-            || name == "x-request-id"
-            || name == "traceparent"
+            || (decoded && name == header::CONTENT_ENCODING)
+            || NEVER_FORWARDED.contains(&name.as_str())
+            || (!from_trusted_proxy && FROM_TRUSTED_PROXIES_ONLY.contains(&name.as_str()))
         {
             continue;
         }
         up = up.append_header((name.clone(), value.clone()));
     }
-    let peer = req
-        .peer_addr()
-        .map(|p| p.ip().to_canonical().to_string())
-        .unwrap_or_default();
-    let xff = match req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {peer}"),
-        _ => peer,
-    };
+    let xff = crate::client_ip::forwarded_for_upstream(&state, req.peer_addr(), req.headers());
     up = up.insert_header(("x-forwarded-for", xff));
     // The gateway states what it judged, never what an untrusted client claimed.
     let https = crate::client_ip::is_https(
@@ -259,8 +334,9 @@ pub async fn forward(
     let started = Instant::now();
     let send = async {
         match body {
-            Some(b) => up.send_body(b).await,
-            None => up.send().await,
+            Outgoing::Full(b) => up.send_body(b).await,
+            Outgoing::Stream(s) => up.send_stream(s).await,
+            Outgoing::Empty => up.send().await,
         }
     };
     let result = tokio::time::timeout(state.cfg.upstream.timeout, send)
@@ -298,6 +374,11 @@ pub async fn forward(
         .observe(started.elapsed().as_secs_f64());
     req.extensions_mut()
         .insert(crate::metrics::UpstreamTime(started.elapsed()));
+    // A streamed upload the gateway cut off (deadline, limit, a refused model) is answered for
+    // what it was, not as an upstream failure.
+    if let Some(e) = verdict.borrow_mut().take() {
+        return Err(e);
+    }
     let response = match result {
         Err(_) => {
             metrics
@@ -324,6 +405,18 @@ pub async fn forward(
         }
         Ok(Ok(r)) => r,
     };
+    if response.status().is_informational() {
+        // No route is configured for upgrades: a 101 (or a stray 1xx) must not turn this
+        // connection into a tunnel past every check.
+        metrics
+            .upstream_errors
+            .with_label_values(&["protocol"])
+            .inc();
+        tracing::warn!(request_id = %ctx.request_id, status = response.status().as_u16(), "upstream answered with an informational status; refused");
+        return Err(GatewayError::UpstreamUnavailable(
+            "upstream switched protocols".into(),
+        ));
+    }
 
     let mut out = HttpResponse::build(response.status());
     let listed = connection_tokens(response.headers());

@@ -58,6 +58,8 @@ pub struct AppState {
     pub upstream_credential: Option<(HeaderName, HeaderValue)>,
     pub started: Instant,
     pub static_key_count: usize,
+    /// Open connections, per client address and in all.
+    pub connections: Arc<crate::connections::ConnectionTracker>,
     /// Samples the WARN lines for 429s (see [`RATE_LIMIT_LOG_PER_SECOND`]).
     pub rate_limit_log: crate::telemetry::LogSampler,
 }
@@ -100,6 +102,52 @@ pub fn env_keys(cfg: &GatewayConfig) -> Result<Vec<StaticKey>, ConfigError> {
         })?);
     }
     Ok(keys)
+}
+
+/// Static keys shorter than this are refused unless `auth.allow_weak_keys` is set.
+pub const MIN_STATIC_KEY_LEN: usize = 8;
+/// Static keys shorter than this get a warning at startup and in `check-config`.
+pub const GOOD_STATIC_KEY_LEN: usize = 16;
+
+/// Where a static key was configured, for messages that must never show the key.
+fn key_position(k: &StaticKey) -> String {
+    match k.origin {
+        "API_KEY" => "API_KEY".to_string(),
+        "API_KEYS" => format!(
+            "API_KEYS entry {}",
+            k.name.rsplit_once('#').map_or("?", |(_, n)| n)
+        ),
+        file => format!("keys file {file}, key named {:?}", k.name),
+    }
+}
+
+/// Checks static keys' length: an error (exit 64) for one under [`MIN_STATIC_KEY_LEN`] characters
+/// unless weak keys are allowed, and a warning line for each one under [`GOOD_STATIC_KEY_LEN`].
+/// A short shared secret is guessable within any failed-auth budget over time.
+pub fn check_static_keys(
+    cfg: &GatewayConfig,
+    keys: &[StaticKey],
+) -> Result<Vec<String>, ConfigError> {
+    let mut warnings = Vec::new();
+    for k in keys {
+        let len = k.secret.chars().count();
+        if len < MIN_STATIC_KEY_LEN && !cfg.auth.allow_weak_keys {
+            return Err(invalid(
+                cfg.setting_name("auth.allow_weak_keys"),
+                format!("{} is {len} characters", key_position(k)),
+                format!(
+                    "static keys of at least {MIN_STATIC_KEY_LEN} characters (at least {GOOD_STATIC_KEY_LEN} recommended), or INFERGATE_ALLOW_WEAK_KEYS=true"
+                ),
+            ));
+        }
+        if len < GOOD_STATIC_KEY_LEN {
+            warnings.push(format!(
+                "weak static key: {} is {len} characters (use at least {GOOD_STATIC_KEY_LEN}, or mint hashed keys with key-admin)",
+                key_position(k)
+            ));
+        }
+    }
+    Ok(warnings)
 }
 
 impl AppState {
@@ -256,6 +304,11 @@ impl AppState {
             started: Instant::now(),
             static_key_count,
             rate_limit_log: crate::telemetry::LogSampler::new(RATE_LIMIT_LOG_PER_SECOND),
+            connections: crate::connections::ConnectionTracker::new(
+                cfg.connections.max_per_ip,
+                cfg.connections.max_total,
+                cfg.trusted_proxies.clone(),
+            ),
             cfg,
         })
     }

@@ -1,9 +1,10 @@
 //! Input validation.
 //!
 //! Two jobs, kept apart on purpose:
-//! - [`Scanner`] looks for attack signatures (SQL injection, XSS, path traversal, NUL bytes) in the
-//!   *path, query string and headers*, after undoing up to three layers of percent-encoding so
-//!   `%2e%2e%2f` and `%252e%252e%252f` are seen as `../`.
+//! - [`Scanner`] looks for attack signatures (SQL injection, XSS, NUL bytes) in the *path, query
+//!   string and headers* after undoing up to three layers of percent-encoding, and for traversal
+//!   in the path only: a URL in a query value or a `Referer` may hold `../`, and
+//!   [`crate::path`] refuses dot segments in the path itself.
 //! - [`check_body`] validates JSON bodies against each route's schema, naming the offending field.
 //!
 //! Request *bodies* of inference routes are never pattern-filtered: prompts legitimately contain
@@ -140,7 +141,9 @@ impl Scanner {
                 continue;
             }
             let text = decoded(pair, true);
-            if let Some(category) = self.category(&text, true) {
+            // Traversal is a property of the request path: `?url=https://x/docs/../a` is a
+            // legitimate value, and the upstream never resolves it as a path.
+            if let Some(category) = self.category(&text, false) {
                 return Err(GatewayError::SuspiciousInput {
                     location: "query string",
                     category,
@@ -154,7 +157,7 @@ impl Scanner {
     pub fn scan_header(&self, value: &[u8]) -> Result<(), GatewayError> {
         let text = String::from_utf8_lossy(value);
         let text = decoded(&text, false);
-        match self.category(&text, true) {
+        match self.category(&text, false) {
             Some(category) => Err(GatewayError::SuspiciousInput {
                 location: "headers",
                 category,
@@ -216,12 +219,10 @@ fn opt_int(
 ) -> Result<(), GatewayError> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(()),
-        // 16.0 is an integer to a JSON client; 16.5 is not.
-        Some(Value::Number(n)) => match n.as_i64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
-                .map(|f| f as i64)
-        }) {
+        // One rule for every integer field, in every service: a JSON integer (`16`), never a
+        // number with a fraction or exponent (`16.0`, `1.6e1`). Upstreams disagree on whether
+        // 16.0 is an integer, and the gateway forwards the bytes it checked.
+        Some(Value::Number(n)) => match n.as_i64() {
             Some(v) if (min..=max).contains(&v) => Ok(()),
             _ => Err(field_err(
                 join(prefix, field),
@@ -358,8 +359,16 @@ pub fn check_body(template: &str, path: &str, body: &Value) -> Result<(), Gatewa
             }
         }
         "/models/load" => {
+            // The FastAPI seed names the field `model_name`; `model` is the OpenAI-style name.
             let obj = object(body, "")?;
-            req_string(obj, "", "model").map(|_| ())
+            match (obj.get("model"), obj.get("model_name")) {
+                (Some(_), Some(_)) => Err(field_err(
+                    "model_name",
+                    "give either model or model_name, not both",
+                )),
+                (None, Some(_)) => req_string(obj, "", "model_name").map(|_| ()),
+                _ => req_string(obj, "", "model").map(|_| ()),
+            }
         }
         "/api/test" => {
             let obj = object(body, "")?;
@@ -433,14 +442,18 @@ pub fn check_body(template: &str, path: &str, body: &Value) -> Result<(), Gatewa
     }
 }
 
-/// Parses a JSON body: malformed → 400, empty → 400.
+/// Parses a JSON body: malformed → 400, empty → 400, a repeated object key → 400
+/// `duplicate_key` (see [`crate::json`]).
 pub fn parse_json(bytes: &[u8]) -> Result<Value, GatewayError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(GatewayError::MalformedJson(
             "the body is empty; send a JSON object".into(),
         ));
     }
-    serde_json::from_slice(bytes).map_err(|e| GatewayError::MalformedJson(e.to_string()))
+    crate::json::parse_strict(bytes).map_err(|e| match e {
+        crate::json::JsonError::Malformed(m) => GatewayError::MalformedJson(m),
+        crate::json::JsonError::DuplicateKey(path) => GatewayError::DuplicateKey { path },
+    })
 }
 
 #[cfg(test)]

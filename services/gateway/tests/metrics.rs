@@ -510,6 +510,9 @@ async fn rate_limit_decisions_are_counted_by_dimension_and_outcome() {
         &[
             ("RATE_LIMIT_AUTHENTICATED", "3/minute"),
             ("RATE_LIMIT_DEFAULT", "5/minute"),
+            // The guesses come through a trusted proxy from another address, so the admin's
+            // scrapes (from 127.0.0.1 itself) are not refused with the guesser's spent budget.
+            ("INFERGATE_TRUSTED_PROXIES", "127.0.0.1/32"),
         ],
         Opts {
             clock: Some(ManualClock::new(1_700_000_000_000)),
@@ -517,7 +520,6 @@ async fn rate_limit_decisions_are_counted_by_dimension_and_outcome() {
         },
     )
     .await;
-    // Verify the admin key once so its later scrapes skip the (soon exhausted) IP budget.
     let before = scrape(&app).await;
     for i in 0..4 {
         let r = app.get("/protected", Some(USER_KEY)).await;
@@ -526,7 +528,12 @@ async fn rate_limit_decisions_are_counted_by_dimension_and_outcome() {
     // Key guessing exhausts the IP's anonymous budget.
     let mut refused = 0;
     for i in 0..8 {
-        let r = app.get("/protected", Some(&format!("guess-{i:016}"))).await;
+        let req = app
+            .client
+            .get(app.url("/protected"))
+            .insert_header(("X-API-Key", format!("guess-{i:016}")))
+            .insert_header(("X-Forwarded-For", "203.0.113.50"));
+        let r = app.send(req, None).await;
         if r.status == 429 {
             refused += 1;
         }

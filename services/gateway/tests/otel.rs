@@ -181,7 +181,7 @@ async fn request_spans_reach_a_real_otlp_receiver() {
     let receiver = OtlpReceiver::start();
     let upstream = DevUpstream::start("127.0.0.1:0", UpstreamConfig::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let keys = format!("{USER_KEY}:user");
+    let keys = format!("{USER_KEY}:admin"); // /v1/debug/* is admin-only
     let endpoint = receiver.endpoint();
     let mut gw = Gateway::start(
         &[
@@ -369,7 +369,7 @@ async fn sampler_from_the_environment_is_honoured() {
     let receiver = OtlpReceiver::start();
     let upstream = DevUpstream::start("127.0.0.1:0", UpstreamConfig::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let keys = format!("{USER_KEY}:user");
+    let keys = format!("{USER_KEY}:admin"); // /v1/debug/* is admin-only
     let endpoint = receiver.endpoint();
     let mut gw = Gateway::start(
         &[
@@ -407,13 +407,14 @@ async fn sampler_from_the_environment_is_honoured() {
 async fn json_access_log_and_security_warnings_without_traces() {
     let upstream = DevUpstream::start("127.0.0.1:0", UpstreamConfig::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let keys = format!("{USER_KEY}:user");
+    let keys = format!("{USER_KEY}:admin"); // /v1/debug/* is admin-only
     let mut gw = Gateway::start(
         &[
             ("INFERGATE_UPSTREAM", &upstream.base_url()),
             ("API_KEYS", &keys),
             ("LOG_FORMAT", "json"),
             ("RATE_LIMIT_AUTHENTICATED", "2/minute"),
+            ("RATE_LIMIT_ADMIN", "2/minute"),
         ],
         dir.path(),
     );

@@ -9,6 +9,9 @@ use awc::http::header::HeaderMap;
 use infergate_config::{GatewayConfig, MapSource, load_gateway};
 use infergate_dev_upstream::{DevUpstream, UpstreamConfig};
 use infergate_gateway::{AppState, Application, Overrides};
+use infergate_keystore::memory::MemoryKeyStore;
+use infergate_keystore::{HashParams, KeyRecord, KeyStore, StoredKey, format, hash};
+use infergate_policy::Role;
 use infergate_ratelimit::ManualClock;
 use serde_json::Value;
 
@@ -267,4 +270,38 @@ pub fn assert_security_headers(r: &Resp) {
     }
     let csp = r.header("content-security-policy").expect("CSP present");
     assert!(csp.contains("default-src 'none'"), "{csp}");
+}
+
+/// Mints a key straight into `store`; returns (full key, id).
+pub async fn mint(
+    store: &Arc<dyn KeyStore>,
+    role: Role,
+    edit: impl FnOnce(&mut KeyRecord),
+) -> (String, String) {
+    let key = format::generate("igk").unwrap();
+    let mut record = KeyRecord::new(key.id.clone(), "test", role, "test");
+    record.prefix = "igk".into();
+    edit(&mut record);
+    let secret_hash = hash::hash_secret(key.secret(), HashParams::default()).unwrap();
+    store
+        .create(StoredKey {
+            record,
+            secret_hash,
+        })
+        .await
+        .unwrap();
+    (key.expose().to_string(), key.id.clone())
+}
+
+pub async fn app_with_store(env: &[(&str, &str)]) -> (TestApp, Arc<dyn KeyStore>) {
+    let store: Arc<dyn KeyStore> = Arc::new(MemoryKeyStore::new());
+    let app = spawn_app_with(
+        env,
+        Opts {
+            key_store: Some(store.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    (app, store)
 }

@@ -6,45 +6,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use infergate_keystore::memory::MemoryKeyStore;
-use infergate_keystore::{HashParams, KeyPatch, KeyRecord, KeyStore, StoredKey, format, hash};
+use infergate_keystore::{KeyPatch, KeyStore, format};
 use infergate_policy::Role;
 
 use crate::helpers::*;
-
-/// Mints a key straight into `store`; returns (full key, id).
-pub async fn mint(
-    store: &Arc<dyn KeyStore>,
-    role: Role,
-    edit: impl FnOnce(&mut KeyRecord),
-) -> (String, String) {
-    let key = format::generate("igk").unwrap();
-    let mut record = KeyRecord::new(key.id.clone(), "test", role, "test");
-    record.prefix = "igk".into();
-    edit(&mut record);
-    let secret_hash = hash::hash_secret(key.secret(), HashParams::default()).unwrap();
-    store
-        .create(StoredKey {
-            record,
-            secret_hash,
-        })
-        .await
-        .unwrap();
-    (key.expose().to_string(), key.id.clone())
-}
-
-async fn app_with_store(env: &[(&str, &str)]) -> (TestApp, Arc<dyn KeyStore>) {
-    let store: Arc<dyn KeyStore> = Arc::new(MemoryKeyStore::new());
-    let app = spawn_app_with(
-        env,
-        Opts {
-            key_store: Some(store.clone()),
-            ..Default::default()
-        },
-    )
-    .await;
-    (app, store)
-}
 
 /// Polls until `check` holds, up to `limit` (a readiness loop, not a sleep).
 async fn eventually<F, Fut>(limit: Duration, mut check: F) -> Duration

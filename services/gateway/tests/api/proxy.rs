@@ -117,9 +117,9 @@ async fn credentials_are_stripped_and_forwarding_headers_set() {
     let req = app
         .client
         .post(app.url(&format!(
-            "/v1/debug/request?keep=1&api_key={USER_KEY}&also=2"
+            "/v1/debug/request?keep=1&api_key={ADMIN_KEY}&also=2"
         )))
-        .insert_header(("X-API-Key", USER_KEY))
+        .insert_header(("X-API-Key", ADMIN_KEY))
         .insert_header(("X-Request-ID", "trace-me-1"))
         .insert_header(("traceparent", traceparent))
         .insert_header(("X-Forwarded-For", "198.51.100.9"))
@@ -131,16 +131,17 @@ async fn credentials_are_stripped_and_forwarding_headers_set() {
     assert!(headers.get("x-api-key").is_none(), "{headers}");
     assert_eq!(headers["authorization"], "Bearer upstream-secret-token");
     assert_eq!(seen["query"], "keep=1&also=2");
-    assert!(!seen.to_string().contains(USER_KEY));
+    assert!(!seen.to_string().contains(ADMIN_KEY));
     assert_eq!(headers["x-request-id"], "trace-me-1");
     assert_eq!(headers["traceparent"], traceparent);
-    assert_eq!(headers["x-forwarded-for"], "198.51.100.9, 127.0.0.1");
+    // The client's own claim is dropped: it is not a trusted proxy.
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(headers["x-custom"], "keep-me");
 
     // Hop-by-hop headers, and those the Connection header names, stay on this hop.
     let raw = app
         .raw(&format!(
-            "GET /v1/debug/request HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {USER_KEY}\r\nConnection: close, X-Hop\r\nX-Hop: drop-me\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nX-Kept: yes\r\n\r\n"
+            "GET /v1/debug/request HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {ADMIN_KEY}\r\nConnection: close, X-Hop\r\nX-Hop: drop-me\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nX-Kept: yes\r\n\r\n"
         ))
         .await;
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
@@ -157,7 +158,7 @@ async fn credentials_are_stripped_and_forwarding_headers_set() {
     let req = app
         .client
         .get(app.url("/v1/debug/request"))
-        .insert_header(("Authorization", format!("Bearer {USER_KEY}")));
+        .insert_header(("Authorization", format!("Bearer {ADMIN_KEY}")));
     let seen = app.send(req, None).await.json();
     assert_eq!(
         seen["headers"]["authorization"],
@@ -165,7 +166,7 @@ async fn credentials_are_stripped_and_forwarding_headers_set() {
     );
     let tp = seen["headers"]["traceparent"].as_str().unwrap();
     assert_eq!(tp.len(), 55, "{tp}");
-    assert!(!seen.to_string().contains(USER_KEY));
+    assert!(!seen.to_string().contains(ADMIN_KEY));
 }
 
 #[actix_web::test]
@@ -219,13 +220,13 @@ async fn spoofed_forwarding_headers_and_disabled_query_keys_do_not_reach_upstrea
     let app = spawn_app(&[("INFERGATE_API_KEY_QUERY_ENABLED", "false")]).await;
     let req = app
         .client
-        .get(app.url(&format!("/v1/debug/request?api_key={USER_KEY}&x=1")))
-        .insert_header(("X-API-Key", USER_KEY))
+        .get(app.url(&format!("/v1/debug/request?api_key={ADMIN_KEY}&x=1")))
+        .insert_header(("X-API-Key", ADMIN_KEY))
         .insert_header(("X-Forwarded-Proto", "https"))
         .insert_header(("X-Real-IP", "203.0.113.66"));
     let seen = app.send(req, None).await.json();
     assert_eq!(seen["query"], "x=1");
-    assert!(!seen.to_string().contains(USER_KEY));
+    assert!(!seen.to_string().contains(ADMIN_KEY));
     assert_eq!(seen["headers"]["x-forwarded-proto"], "http");
     assert_eq!(seen["headers"]["x-real-ip"], "127.0.0.1");
 }

@@ -65,7 +65,7 @@ async fn prompts_are_not_pattern_filtered() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["received_prompt"], prompt);
     // And the bytes reach the upstream untouched.
-    let r = app.post("/v1/debug/request", Some(USER_KEY), &body).await;
+    let r = app.post("/v1/debug/request", Some(ADMIN_KEY), &body).await;
     assert_eq!(r.json()["body"], body);
 }
 

@@ -1,0 +1,433 @@
+//! Request bodies: read within a deadline and a size limit, decoded, or streamed.
+//!
+//! - **Deadline.** A body of `n` bytes may take `timeout + n / min_bytes_per_second` to arrive
+//!   (checked as each chunk arrives, so a stall is caught even when the client declared a large
+//!   length). Past it: `408 request_timeout`, and the connection is closed. A client that sends
+//!   headers and then nothing no longer holds a connection open indefinitely.
+//! - **Limit.** On the bytes received, and, for a `Content-Encoding`d body, on the *decoded* bytes:
+//!   a zip bomb stops at the limit, not in memory.
+//! - **Encoding.** `gzip`, `deflate` (zlib or raw) and `br` are decoded (flate2, brotli), at most
+//!   [`MAX_ENCODINGS`] layers; the gateway validates and forwards the decoded body, without the
+//!   `Content-Encoding` header, so the upstream runs exactly what was checked. Anything else →
+//!   `415` naming the accepted ones.
+//! - **Uploads** (multipart forms, files; [`infergate_config::BodyLimits::upload`]) are streamed to
+//!   the upstream, never buffered whole. For a key with a model allowlist the multipart stream is
+//!   parsed as it passes (multer) and its `model` field checked; the last chunk is held back until
+//!   the whole form was seen, so the upstream never receives a complete request the gateway would
+//!   refuse, and a refused model aborts the upload at once.
+
+use std::cell::RefCell;
+use std::io::Read;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix_web::web;
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use infergate_config::BodyLimits;
+use tokio::time::Instant;
+
+use crate::error::GatewayError;
+
+/// The most `Content-Encoding` layers decoded; more is refused (each layer costs a full pass).
+pub const MAX_ENCODINGS: usize = 2;
+
+/// When the next chunk must have arrived, given what has arrived since `start`.
+fn next_deadline(limits: &BodyLimits, start: Instant, received: usize) -> Instant {
+    start + limits.time_allowed(received as u64)
+}
+
+/// Reads a whole body, up to `limit` bytes, within the body deadline.
+pub async fn read(
+    mut payload: web::Payload,
+    limits: &BodyLimits,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
+    let start = Instant::now();
+    let mut buf = BytesMut::new();
+    loop {
+        let deadline = next_deadline(limits, start, buf.len());
+        let chunk = match tokio::time::timeout_at(deadline, payload.next()).await {
+            Err(_) => return Err(GatewayError::BodyTimeout),
+            Ok(None) => break,
+            Ok(Some(chunk)) => chunk.map_err(|e| {
+                GatewayError::MalformedJson(format!("reading the body failed: {e}"))
+            })?,
+        };
+        if buf.len() + chunk.len() > limit {
+            return Err(GatewayError::PayloadTooLarge { limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// The body's content codings, in the order they were applied (`identity` dropped).
+pub fn encodings(
+    headers: &actix_web::http::header::HeaderMap,
+) -> Result<Vec<Coding>, GatewayError> {
+    let mut out = Vec::new();
+    for v in headers.get_all(actix_web::http::header::CONTENT_ENCODING) {
+        let v = v.to_str().map_err(|_| GatewayError::UnsupportedEncoding {
+            encoding: "(not ASCII)".into(),
+        })?;
+        for token in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let coding = match token.to_ascii_lowercase().as_str() {
+                "identity" => continue,
+                "gzip" | "x-gzip" => Coding::Gzip,
+                "deflate" => Coding::Deflate,
+                "br" => Coding::Brotli,
+                _ => {
+                    return Err(GatewayError::UnsupportedEncoding {
+                        encoding: token.chars().take(32).collect(),
+                    });
+                }
+            };
+            out.push(coding);
+        }
+    }
+    if out.len() > MAX_ENCODINGS {
+        return Err(GatewayError::UnsupportedEncoding {
+            encoding: format!("{} layers of encoding", out.len()),
+        });
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    Gzip,
+    Deflate,
+    Brotli,
+}
+
+impl Coding {
+    fn name(self) -> &'static str {
+        match self {
+            Coding::Gzip => "gzip",
+            Coding::Deflate => "deflate",
+            Coding::Brotli => "br",
+        }
+    }
+}
+
+/// Reads at most `limit` decoded bytes; one more means the body is over the limit.
+fn read_bounded(mut r: impl Read, limit: usize, coding: Coding) -> Result<Vec<u8>, GatewayError> {
+    let mut out = Vec::new();
+    (&mut r)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| GatewayError::InvalidEncoding {
+            encoding: coding.name(),
+            detail: e.to_string(),
+        })?;
+    if out.len() > limit {
+        return Err(GatewayError::PayloadTooLarge { limit });
+    }
+    Ok(out)
+}
+
+/// Undoes `codings` (last applied first), never producing more than `limit` bytes.
+pub fn decode(mut body: Bytes, codings: &[Coding], limit: usize) -> Result<Bytes, GatewayError> {
+    for &coding in codings.iter().rev() {
+        let out = match coding {
+            Coding::Gzip => {
+                read_bounded(flate2::read::MultiGzDecoder::new(&body[..]), limit, coding)?
+            }
+            // `deflate` is zlib-wrapped by the RFC, but some clients send raw deflate.
+            Coding::Deflate if body.first().is_some_and(|b| b & 0x0f == 8) => {
+                match read_bounded(flate2::read::ZlibDecoder::new(&body[..]), limit, coding) {
+                    Err(GatewayError::InvalidEncoding { .. }) => {
+                        read_bounded(flate2::read::DeflateDecoder::new(&body[..]), limit, coding)?
+                    }
+                    other => other?,
+                }
+            }
+            Coding::Deflate => {
+                read_bounded(flate2::read::DeflateDecoder::new(&body[..]), limit, coding)?
+            }
+            Coding::Brotli => {
+                read_bounded(brotli::Decompressor::new(&body[..], 4096), limit, coding)?
+            }
+        };
+        body = Bytes::from(out);
+    }
+    Ok(body)
+}
+
+/// What a streamed upload must satisfy, checked as it passes.
+pub struct ModelRule {
+    pub allowed: Vec<String>,
+    pub boundary: String,
+}
+
+/// Where a streamed body records why it was cut off, for the handler to answer with.
+pub type Verdict = Rc<RefCell<Option<GatewayError>>>;
+
+/// The multipart `model` field, as it is found.
+#[derive(Default)]
+struct FormState {
+    model: Option<String>,
+    finished: bool,
+    failed: Option<String>,
+}
+
+/// Reads a multipart form as its bytes pass, recording its `model` field (every other field is
+/// skipped as it streams).
+async fn parse_form(
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    boundary: String,
+    form: &RefCell<FormState>,
+) {
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let constraints =
+        multer::Constraints::new().size_limit(multer::SizeLimit::new().for_field("model", 1024));
+    let mut mp = multer::Multipart::with_constraints(stream, boundary, constraints);
+    loop {
+        match mp.next_field().await {
+            Ok(Some(mut field)) => {
+                if field.name() != Some("model") {
+                    while let Ok(Some(_)) = field.chunk().await {}
+                    continue;
+                }
+                let text = field.text().await;
+                let mut f = form.borrow_mut();
+                match text {
+                    Ok(_) if f.model.is_some() => {
+                        f.failed = Some("the form names model twice".into());
+                        return;
+                    }
+                    Ok(t) => f.model = Some(t),
+                    Err(e) => {
+                        f.failed = Some(e.to_string());
+                        return;
+                    }
+                }
+            }
+            Ok(None) => {
+                form.borrow_mut().finished = true;
+                return;
+            }
+            Err(e) => {
+                form.borrow_mut().failed = Some(e.to_string());
+                return;
+            }
+        }
+    }
+}
+
+/// Streams an upload to the upstream within the deadline and `limit`, checking the multipart
+/// `model` field against `rule` when there is one. On a violation the stream ends with an error
+/// (aborting the upstream request) and `verdict` says why.
+pub fn stream_upload(
+    payload: web::Payload,
+    limits: BodyLimits,
+    limit: usize,
+    rule: Option<ModelRule>,
+    verdict: Verdict,
+) -> impl Stream<Item = Result<Bytes, actix_web::Error>> + 'static {
+    let form = Rc::new(RefCell::new(FormState::default()));
+    // Told when the parser has finished or failed.
+    let parsed = Rc::new(tokio::sync::Notify::new());
+    let (tx, allowed) = match rule {
+        Some(rule) => {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+            let form = form.clone();
+            let parsed = parsed.clone();
+            actix_web::rt::spawn(async move {
+                parse_form(rx, rule.boundary, &form).await;
+                parsed.notify_one();
+            });
+            (Some(tx), rule.allowed)
+        }
+        None => (None, Vec::new()),
+    };
+
+    struct St {
+        payload: web::Payload,
+        start: Instant,
+        received: usize,
+        held: Option<Bytes>,
+        tx: Option<tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>>,
+        done: bool,
+    }
+    let fail = {
+        let verdict = verdict.clone();
+        move |e: GatewayError| {
+            *verdict.borrow_mut() = Some(e);
+            Some((
+                Err(actix_web::error::ErrorBadRequest("request body refused")),
+                None,
+            ))
+        }
+    };
+    // A refused model, seen as early as the parser gets to it.
+    let judge = move |form: &FormState, at_end: bool| -> Result<(), GatewayError> {
+        if let Some(m) = &form.model
+            && !allowed.iter().any(|a| a == m)
+        {
+            return Err(GatewayError::ModelNotAllowed {
+                model: Some(m.clone()),
+                allowed: allowed.join(", "),
+            });
+        }
+        if let Some(why) = &form.failed {
+            return Err(GatewayError::MalformedJson(format!(
+                "the multipart form could not be read: {why}"
+            )));
+        }
+        if at_end && form.model.is_none() {
+            return Err(GatewayError::ModelNotAllowed {
+                model: None,
+                allowed: allowed.join(", "),
+            });
+        }
+        Ok(())
+    };
+    let checking = tx.is_some();
+    futures_util::stream::unfold(
+        Some(St {
+            payload,
+            start: Instant::now(),
+            received: 0,
+            held: None,
+            tx,
+            done: false,
+        }),
+        move |st| {
+            let fail = fail.clone();
+            let judge = judge.clone();
+            let form = form.clone();
+            let parsed = parsed.clone();
+            let limits = limits.clone();
+            async move {
+                let mut st = st?;
+                if st.done {
+                    return None;
+                }
+                loop {
+                    let deadline = next_deadline(&limits, st.start, st.received);
+                    let next = tokio::time::timeout_at(deadline, st.payload.next()).await;
+                    let chunk = match next {
+                        Err(_) => return fail(GatewayError::BodyTimeout),
+                        Ok(Some(Err(e))) => {
+                            return fail(GatewayError::MalformedJson(format!(
+                                "reading the body failed: {e}"
+                            )));
+                        }
+                        Ok(Some(Ok(c))) => c,
+                        Ok(None) => {
+                            // The whole form has been seen: judge it before the last bytes go.
+                            if checking {
+                                // Closing the channel lets the parser see the end of the form.
+                                drop(st.tx.take());
+                                let settled = {
+                                    let f = form.borrow();
+                                    f.finished || f.failed.is_some()
+                                };
+                                if !settled
+                                    && tokio::time::timeout(
+                                        Duration::from_secs(5),
+                                        parsed.notified(),
+                                    )
+                                    .await
+                                    .is_err()
+                                {
+                                    return fail(GatewayError::MalformedJson(
+                                        "the multipart form did not end".into(),
+                                    ));
+                                }
+                                if let Err(e) = judge(&form.borrow(), true) {
+                                    return fail(e);
+                                }
+                            }
+                            st.done = true;
+                            return st.held.take().map(|h| (Ok(h), Some(st)));
+                        }
+                    };
+                    st.received += chunk.len();
+                    if st.received > limit {
+                        return fail(GatewayError::PayloadTooLarge { limit });
+                    }
+                    if let Some(tx) = &st.tx
+                        && tx.send(Ok(chunk.clone())).await.is_err()
+                    {
+                        // The parser stopped early: it failed or saw the end; judged below.
+                        st.tx = None;
+                    }
+                    if checking && let Err(e) = judge(&form.borrow(), false) {
+                        return fail(e);
+                    }
+                    if !checking {
+                        return Some((Ok(chunk), Some(st)));
+                    }
+                    match st.held.replace(chunk) {
+                        Some(prev) => return Some((Ok(prev), Some(st))),
+                        None => continue,
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The multipart boundary of a `multipart/form-data` content type.
+pub fn multipart_boundary(content_type: &str) -> Option<String> {
+    multer::parse_boundary(content_type).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn decodes_each_coding_and_stops_a_bomb_at_the_limit() {
+        let plain = br#"{"prompt":"hi"}"#;
+        let gz = Bytes::from(gzip(plain));
+        assert_eq!(
+            &decode(gz.clone(), &[Coding::Gzip], 1024).unwrap()[..],
+            plain
+        );
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(plain).unwrap();
+        let z = Bytes::from(z.finish().unwrap());
+        assert_eq!(&decode(z, &[Coding::Deflate], 1024).unwrap()[..], plain);
+        let mut raw =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        raw.write_all(plain).unwrap();
+        let raw = Bytes::from(raw.finish().unwrap());
+        assert_eq!(&decode(raw, &[Coding::Deflate], 1024).unwrap()[..], plain);
+        let mut br = Vec::new();
+        brotli::CompressorWriter::new(&mut br, 4096, 5, 22)
+            .write_all(plain)
+            .unwrap();
+        assert_eq!(
+            &decode(Bytes::from(br), &[Coding::Brotli], 1024).unwrap()[..],
+            plain
+        );
+        // 100 MiB of zeros compresses to ~100 KiB; decoding stops at the limit.
+        let bomb = Bytes::from(gzip(&vec![0u8; 100 * 1024 * 1024]));
+        assert!(matches!(
+            decode(bomb, &[Coding::Gzip], 1024 * 1024),
+            Err(GatewayError::PayloadTooLarge { .. })
+        ));
+        assert!(matches!(
+            decode(Bytes::from_static(b"not gzip"), &[Coding::Gzip], 1024),
+            Err(GatewayError::InvalidEncoding { .. })
+        ));
+        // Two layers, applied gzip then gzip.
+        let twice = Bytes::from(gzip(&gzip(plain)));
+        assert_eq!(
+            &decode(twice, &[Coding::Gzip, Coding::Gzip], 1024).unwrap()[..],
+            plain
+        );
+    }
+}
