@@ -169,11 +169,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn io_error(path: &Path) -> impl FnOnce(io::Error) -> KeyStoreError + '_ {
+fn io_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> KeyStoreError + 'a {
     move |source| KeyStoreError::Io {
+        op,
         path: path.display().to_string(),
         source,
     }
+}
+
+/// Creates the directory of `path` (mode 0700: it holds key hashes and the audit log) when it
+/// does not exist yet, so a first write into a fresh location succeeds.
+fn ensure_parent_dir(path: &Path) -> Result<(), KeyStoreError> {
+    let dir = parent_dir(path);
+    if dir.as_os_str().is_empty() || dir.exists() {
+        return Ok(());
+    }
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir).map_err(io_error("create the directory", dir))
 }
 
 /// `<file><suffix>` next to the file.
@@ -217,14 +232,15 @@ fn private_options() -> OpenOptions {
 
 /// Holds the exclusive lock on `<file>.lock` until dropped (closing the file releases it).
 fn lock_exclusive(lock_path: &Path) -> Result<File, KeyStoreError> {
+    ensure_parent_dir(lock_path)?;
     let f = private_options()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(lock_path)
-        .map_err(io_error(lock_path))?;
-    f.lock().map_err(io_error(lock_path))?;
+        .map_err(io_error("open the lock file", lock_path))?;
+    f.lock().map_err(io_error("lock", lock_path))?;
     Ok(f)
 }
 
@@ -275,11 +291,12 @@ fn read_document(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Ok((Document::default(), Vec::new(), None));
         }
-        Err(e) => return Err(io_error(path)(e)),
+        Err(e) => return Err(io_error("read keys file", path)(e)),
     };
-    let fp = Fingerprint::of(&file.metadata().map_err(io_error(path))?);
+    let fp = Fingerprint::of(&file.metadata().map_err(io_error("read keys file", path))?);
     let mut text = String::new();
-    file.read_to_string(&mut text).map_err(io_error(path))?;
+    file.read_to_string(&mut text)
+        .map_err(io_error("read keys file", path))?;
     let (doc, legacy) = parse_document(&text, shown)?;
     Ok((doc, legacy, Some(fp)))
 }
@@ -288,7 +305,7 @@ fn current_fingerprint(path: &Path) -> Result<Option<Fingerprint>, KeyStoreError
     match fs::metadata(path) {
         Ok(m) => Ok(Some(Fingerprint::of(&m))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error(path)(e)),
+        Err(e) => Err(io_error("read keys file", path)(e)),
     }
 }
 
@@ -300,24 +317,26 @@ fn replace_file(path: &Path, text: &str) -> Result<(), KeyStoreError> {
     let existing = match fs::metadata(path) {
         Ok(m) => Some(m.permissions()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io_error(path)(e)),
+        Err(e) => return Err(io_error("write keys file", path)(e)),
     };
     let write = || -> Result<(), KeyStoreError> {
         let mut f = private_options()
             .write(true)
             .create_new(true)
             .open(&tmp)
-            .map_err(io_error(&tmp))?;
+            .map_err(io_error("write keys file", &tmp))?;
         // The operator's choice of mode survives rewrites (set explicitly: umask does not apply).
         if let Some(perms) = existing {
-            f.set_permissions(perms).map_err(io_error(&tmp))?;
+            f.set_permissions(perms)
+                .map_err(io_error("write keys file", &tmp))?;
         }
-        f.write_all(text.as_bytes()).map_err(io_error(&tmp))?;
-        f.sync_all().map_err(io_error(&tmp))?;
+        f.write_all(text.as_bytes())
+            .map_err(io_error("write keys file", &tmp))?;
+        f.sync_all().map_err(io_error("write keys file", &tmp))?;
         drop(f);
-        fs::rename(&tmp, path).map_err(io_error(path))?;
+        fs::rename(&tmp, path).map_err(io_error("replace keys file", path))?;
         let dir = parent_dir(path);
-        sync_dir(dir).map_err(io_error(dir))
+        sync_dir(dir).map_err(io_error("sync the directory", dir))
     };
     let result = write();
     if result.is_err() {
@@ -392,7 +411,7 @@ impl Inner {
         }
         // Only a `.json` file holding YAML-only constructs (non-string keys) can fail here;
         // reported as a write error, with the file left as it was.
-        .map_err(|e| io_error(&self.path)(io::Error::other(e)))?;
+        .map_err(|e| io_error("write keys file", &self.path)(io::Error::other(e)))?;
         replace_file(&self.path, &text)?;
         // Still under the lock, so this is the version just written, and the watcher will not
         // reload it again.
@@ -434,8 +453,9 @@ impl Inner {
     fn append_audit(&self, entry: &AuditEntry) -> Result<(), KeyStoreError> {
         let path = &self.audit_path;
         // Cannot fail for this type; reported as a write error if it ever does.
-        let mut line = serde_json::to_string(entry)
-            .map_err(|e| io_error(path)(io::Error::other(e.to_string())))?;
+        let mut line = serde_json::to_string(entry).map_err(|e| {
+            io_error("append to the audit log", path)(io::Error::other(e.to_string()))
+        })?;
         line.push('\n');
         let _file_lock = lock_exclusive(&self.lock_path)?;
         let mut f = private_options()
@@ -443,23 +463,30 @@ impl Inner {
             .append(true)
             .create(true)
             .open(path)
-            .map_err(io_error(path))?;
-        let len = f.metadata().map_err(io_error(path))?.len();
+            .map_err(io_error("append to the audit log", path))?;
+        let len = f
+            .metadata()
+            .map_err(io_error("append to the audit log", path))?
+            .len();
         if len > 0 {
             // A crash mid-append can leave a torn last line; start on a fresh line so only that
             // one entry is lost.
             let mut last = [0u8; 1];
-            f.seek(SeekFrom::End(-1)).map_err(io_error(path))?;
-            f.read_exact(&mut last).map_err(io_error(path))?;
+            f.seek(SeekFrom::End(-1))
+                .map_err(io_error("append to the audit log", path))?;
+            f.read_exact(&mut last)
+                .map_err(io_error("append to the audit log", path))?;
             if last[0] != b'\n' {
                 line.insert(0, '\n');
             }
         }
-        f.write_all(line.as_bytes()).map_err(io_error(path))?;
-        f.sync_all().map_err(io_error(path))?;
+        f.write_all(line.as_bytes())
+            .map_err(io_error("append to the audit log", path))?;
+        f.sync_all()
+            .map_err(io_error("append to the audit log", path))?;
         if len == 0 {
             let dir = parent_dir(path);
-            sync_dir(dir).map_err(io_error(dir))?;
+            sync_dir(dir).map_err(io_error("sync the directory", dir))?;
         }
         Ok(())
     }
@@ -469,7 +496,7 @@ impl Inner {
         let bytes = match fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_error(path)(e)),
+            Err(e) => return Err(io_error("read the audit log", path)(e)),
         };
         let text = String::from_utf8_lossy(&bytes);
         let entries = text

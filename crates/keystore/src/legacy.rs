@@ -125,6 +125,7 @@ pub fn parse_expiry(s: &str) -> Option<DateTime<Utc>> {
 pub fn load_keys_file(path: &Path) -> Result<Vec<StaticKey>, KeyStoreError> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| KeyStoreError::Io {
+        op: "read keys file",
         path: shown.clone(),
         source,
     })?;

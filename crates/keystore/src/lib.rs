@@ -40,8 +40,10 @@ pub use verifier::{KeyVerifier, VerifierConfig, VerifierStats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyStoreError {
-    #[error("cannot read keys file {path}: {source}")]
+    /// `op` names what was being done (`read keys file`, `append to the audit log`, …).
+    #[error("cannot {op} {path}: {source}")]
     Io {
+        op: &'static str,
         path: String,
         #[source]
         source: std::io::Error,

@@ -25,6 +25,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// describes (a test keeps the two equal).
 pub const ROUTES: &[(&str, &[&str])] = &[
     ("/health", &["GET", "HEAD"]),
+    ("/health/ready", &["GET", "HEAD"]),
     ("/metrics", &["GET"]),
     ("/openapi.json", &["GET"]),
     ("/docs", &["GET", "HEAD"]),
@@ -99,6 +100,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(handlers::health))
             .route(web::head().to(handlers::health))
             .default_service(method_not_allowed(allow("/health"))),
+    )
+    .service(
+        web::resource("/health/ready")
+            .route(web::get().to(handlers::ready))
+            .route(web::head().to(handlers::ready))
+            .default_service(method_not_allowed(allow("/health/ready"))),
     )
     .service(
         web::resource("/metrics")

@@ -212,7 +212,9 @@ async fn refused(state: &AppState, req: &HttpRequest, r: Refusal) -> AdminError 
                 false,
                 detail,
             )
-            .await;
+            .await
+            // The refusal is answered either way; a lost entry is logged and fails readiness.
+            .ok();
     }
     r.err
 }

@@ -31,7 +31,10 @@ pub enum BootstrapError {
 impl From<AdminError> for BootstrapError {
     fn from(e: AdminError) -> Self {
         BootstrapError::Store(match e {
-            AdminError::Unavailable(d) | AdminError::Internal(d) | AdminError::Conflict(d) => d,
+            AdminError::Unavailable(d)
+            | AdminError::AuditUnavailable(d)
+            | AdminError::Internal(d)
+            | AdminError::Conflict(d) => d,
             other => other.detail(),
         })
     }
@@ -116,7 +119,7 @@ async fn ensure(state: &AppState, key: &str, masked: &str) -> Result<(), Bootstr
             true,
             json!({"source": "ADMIN_API_KEY", "role": "admin"}),
         )
-        .await;
+        .await?;
     tracing::info!(key_id = %id, "stored the record of ADMIN_API_KEY (admin)");
     Ok(())
 }
@@ -160,7 +163,7 @@ async fn mint_first(state: &AppState) -> Result<Option<GeneratedKey>, BootstrapE
             true,
             json!({"source": "minted", "reason": "no active admin key", "role": "admin"}),
         )
-        .await;
+        .await?;
     tracing::warn!(key_id = %key.id, "no admin key was configured or stored: minted one (printed once to stdout)");
     Ok(Some(key))
 }

@@ -131,7 +131,9 @@ impl From<AdminError> for CliError {
             AdminError::Validation { field, detail } => {
                 CliError::Usage(format!("--{field}: {detail}"))
             }
-            AdminError::Unavailable(d) | AdminError::Internal(d) => CliError::Failed(d),
+            AdminError::Unavailable(d)
+            | AdminError::AuditUnavailable(d)
+            | AdminError::Internal(d) => CliError::Failed(d),
             other => CliError::Failed(other.detail()),
         }
     }
@@ -236,7 +238,8 @@ async fn generate(
                 true,
                 json!({"role": role, "source": "keys generate"}),
             )
-            .await;
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?;
         print_key(&mut stdout.lock(), key.expose(), role, &key.id)?;
     }
     let _ = stdout.lock().flush();
@@ -342,7 +345,8 @@ async fn revoke(state: &AppState, id: &str) -> Result<(), CliError> {
             success,
             detail,
         )
-        .await;
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
     let (record, already) = result?;
     if already {
         println!(
@@ -379,7 +383,8 @@ async fn rotate(state: &AppState, id: &str, grace: i64) -> Result<(), CliError> 
             success,
             detail,
         )
-        .await;
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
     let (key, record, previous) = result?;
     print_key(
         &mut std::io::stdout().lock(),

@@ -40,6 +40,9 @@ pub enum AdminError {
     Conflict(String),
     #[error("Service unavailable")]
     Unavailable(String),
+    /// The audit entry of an action could not be written: the request fails rather than lose it.
+    #[error("Audit log unavailable")]
+    AuditUnavailable(String),
     #[error("Internal error")]
     Internal(String),
 }
@@ -69,6 +72,7 @@ impl AdminError {
             AdminError::MethodNotAllowed { .. } => "method_not_allowed",
             AdminError::Conflict(_) => "conflict",
             AdminError::Unavailable(_) => "unavailable",
+            AdminError::AuditUnavailable(_) => "audit_unavailable",
             AdminError::Internal(_) => "internal_error",
         }
     }
@@ -103,6 +107,9 @@ impl AdminError {
             AdminError::MethodNotAllowed { allow } => format!("Allowed methods: {allow}"),
             AdminError::Conflict(d) => d.clone(),
             AdminError::Unavailable(_) => "The key store cannot be reached right now".into(),
+            AdminError::AuditUnavailable(_) => {
+                "The audit log cannot be written, so the action is not confirmed; retry later".into()
+            }
             AdminError::Internal(_) => "An internal error occurred".into(),
         }
     }
@@ -136,6 +143,9 @@ impl From<KeyStoreError> for AdminError {
                 AdminError::Conflict(format!("A key with id {id} already exists"))
             }
             KeyStoreError::Unavailable(d) => AdminError::Unavailable(d),
+            // A file the store cannot read or write (permissions, a full disk) is an outage to
+            // report, not an internal error; the log names the operation and the file.
+            e @ KeyStoreError::Io { .. } => AdminError::Unavailable(e.to_string()),
             other => AdminError::Internal(other.to_string()),
         }
     }
@@ -187,7 +197,9 @@ impl ResponseError for AdminError {
             }
             AdminError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AdminError::Conflict(_) => StatusCode::CONFLICT,
-            AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::Unavailable(_) | AdminError::AuditUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

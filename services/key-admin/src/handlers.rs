@@ -23,14 +23,35 @@ fn now() -> String {
 
 /// Public liveness: answers without touching the key store.
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    // Still alive (200) while the audit log cannot be written, but not healthy: say so.
+    let status = if state.audit_failure().is_some() {
+        "degraded"
+    } else {
+        "healthy"
+    };
     HttpResponse::Ok().json(json!({
-        "status": "healthy",
+        "status": status,
         "timestamp": now(),
         "version": VERSION,
         "uptime_seconds": state.started.elapsed().as_secs(),
         "key_store": state.store.backend(),
         "jwt": state.issuer.is_some(),
     }))
+}
+
+/// `GET /health/ready`: 503 while the last audit append failed (every mutation would fail), so a
+/// load balancer stops sending admin traffic here. The reason names the operation and file.
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    match state.audit_failure() {
+        None => HttpResponse::Ok().json(json!({"status": "ready", "timestamp": now()})),
+        Some(reason) => HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "5"))
+            .json(json!({
+                "status": "not_ready",
+                "reason": format!("audit log: {reason}"),
+                "timestamp": now(),
+            })),
+    }
 }
 
 /// `GET /v1/audit`: entries oldest first, filtered by actor, action, target and time.

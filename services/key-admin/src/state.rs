@@ -42,6 +42,8 @@ pub struct AppState {
     /// Whether a plaintext `ADMIN_API_KEY` is accepted.
     pub legacy_admin: bool,
     pub started: Instant,
+    /// Why the last audit append failed, until one succeeds (readiness fails meanwhile).
+    audit_failure: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -137,12 +139,14 @@ impl AppState {
             hash_params,
             legacy_admin,
             started: Instant::now(),
+            audit_failure: std::sync::Mutex::new(None),
             cfg,
         })
     }
 
-    /// Appends an audit entry and counts it. A failed append is logged, not returned: the action
-    /// it describes already happened.
+    /// Appends an audit entry and counts it. A failed append is returned (the request that caused
+    /// it fails: an action must never go unrecorded silently) and fails readiness until an append
+    /// succeeds again.
     pub async fn audit(
         &self,
         actor: &str,
@@ -151,7 +155,7 @@ impl AppState {
         client_ip: Option<String>,
         success: bool,
         detail: Value,
-    ) {
+    ) -> Result<(), AdminError> {
         let outcome = if success { "success" } else { "failure" };
         self.metrics
             .actions
@@ -167,9 +171,28 @@ impl AppState {
             outcome: outcome.to_string(),
             detail,
         };
-        if let Err(e) = self.store.append_audit(entry).await {
-            tracing::error!(error = %e, actor, action, "cannot append to the audit log");
+        match self.store.append_audit(entry).await {
+            Ok(()) => {
+                self.audit_failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, actor, action, "cannot append to the audit log");
+                *self.audit_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                Err(AdminError::AuditUnavailable(e.to_string()))
+            }
         }
+    }
+
+    /// Why the last audit append failed, while no later one has succeeded.
+    pub fn audit_failure(&self) -> Option<String> {
+        self.audit_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Drops cached verifications of a key this process just changed (the change feed does too;
@@ -244,7 +267,7 @@ impl<'a> Action<'a> {
                         true,
                         done.detail,
                     )
-                    .await;
+                    .await?;
                 Ok(done.value)
             }
             Err(e) => {
@@ -269,7 +292,7 @@ impl<'a> Action<'a> {
                         false,
                         detail,
                     )
-                    .await;
+                    .await?;
                 Err(e)
             }
         }

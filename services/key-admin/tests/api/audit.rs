@@ -120,3 +120,48 @@ async fn the_audit_log_filters_and_pages() {
     assert!(app.audit(&format!("since={future}")).await.is_empty());
     assert_eq!(app.audit(&format!("until={future}")).await.len(), 4);
 }
+
+/// Started where the keys file's directory does not exist yet (the default `config/...` is
+/// relative), key-admin creates it on first write, private; and an audit append that fails fails
+/// the request, and readiness, instead of losing the entry.
+#[actix_web::test]
+async fn a_missing_directory_is_created_and_a_failing_audit_log_fails_loudly() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("fresh/config/api_keys.yaml");
+    let app = crate::helpers::spawn_app(&[
+        ("KEY_STORE", "file"),
+        ("INFERGATE_KEYS_FILE", file.to_str().unwrap()),
+    ])
+    .await;
+    let body = r#"{"name": "svc", "role": "user"}"#;
+    let r = app.admin_post("/v1/keys", body).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let mode = std::fs::metadata(file.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    assert_eq!(app.get("/health/ready", None).await.status, 200);
+
+    // The audit log cannot be appended to: a directory stands where the file should be.
+    let audit = root.path().join("fresh/config/api_keys.yaml.audit.jsonl");
+    std::fs::remove_file(&audit).unwrap();
+    std::fs::create_dir(&audit).unwrap();
+    let r = app.admin_post("/v1/keys", body).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["code"], "audit_unavailable");
+    let ready = app.get("/health/ready", None).await;
+    assert_eq!(ready.status, 503);
+    let reason = ready.json()["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("append to the audit log"), "{reason}");
+    assert!(reason.contains("api_keys.yaml.audit.jsonl"), "{reason}");
+    assert_eq!(app.get("/health", None).await.json()["status"], "degraded");
+
+    // Fixed: the next action is audited again and readiness recovers.
+    std::fs::remove_dir(&audit).unwrap();
+    let r = app.admin_post("/v1/keys", body).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(app.get("/health/ready", None).await.status, 200);
+    assert_eq!(app.get("/health", None).await.json()["status"], "healthy");
+}
