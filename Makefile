@@ -36,6 +36,16 @@ bench:
 clean:
 	$(CARGO) clean
 
+.PHONY: fuzz schemathesis
+
+## Fuzz every parser an attacker reaches (cargo-fuzz; FUZZ_SECONDS per target, default 60).
+fuzz:
+	@scripts/fuzz.sh
+
+## schemathesis against both services' /openapi.json (also part of `make test`).
+schemathesis:
+	@scripts/schemathesis.sh
+
 .PHONY: images e2e k8s-validate
 
 ## Container images with no registry: a local Debian base (debootstrap) + host-built release binaries.
