@@ -57,6 +57,7 @@ for url in "http://127.0.0.1:$UP/health" "http://127.0.0.1:$GW/health" "http://1
 done
 
 status=0
+export PYTHONPATH="$PWD/scripts${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=schemathesis_hooks
 run() { # name url key
   echo "=== schemathesis: $1 ($EXAMPLES examples per operation, seed $SEED)"
   "$VENV/bin/st" run "$2/openapi.json" --url "$2" --checks all -H "X-API-Key: $3" \

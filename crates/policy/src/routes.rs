@@ -141,6 +141,16 @@ impl RouteTable {
     }
 }
 
+/// The methods of the OpenAI-compatible paths the gateway documents: another method on one of
+/// them is `405` with this `Allow`, as for the gateway's own routes, instead of being proxied.
+pub fn v1_methods(path: &str) -> Option<&'static [&'static str]> {
+    match path {
+        "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" => Some(&["POST"]),
+        "/v1/models" => Some(&["GET"]),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

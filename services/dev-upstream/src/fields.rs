@@ -90,8 +90,14 @@ pub(crate) fn opt_str<'a>(
 pub(crate) fn opt_u64(obj: &Object, prefix: &str, field: &str) -> Result<Option<u64>, ApiError> {
     match present(obj, field) {
         None => Ok(None),
+        // JSON Schema's integer: 16 and 16.0 are both 16 (the gateway's rule too).
         Some(v) => v
             .as_u64()
+            .or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 9.0e15)
+                    .map(|f| f as u64)
+            })
             .map(Some)
             .ok_or_else(|| wrong_type(&join(prefix, field), "a non-negative integer", v)),
     }

@@ -142,7 +142,7 @@ pub async fn api_test(
     check_body("/api/test", "/api/test", &value)?;
     let iterations = value
         .get("iterations")
-        .and_then(|v| v.as_i64())
+        .and_then(crate::validate::whole_number)
         .unwrap_or(1);
     let timeout = value
         .get("timeout")

@@ -207,6 +207,9 @@ pub async fn edge(
         ),
         RouteMatch::NotFound => (None, false),
     };
+    let method_allowed = method_allowed
+        && infergate_policy::v1_methods(lookup_path)
+            .is_none_or(|ms| ms.contains(&req.method().as_str()));
     let ctx = RequestCtx {
         request_id: request_id.clone(),
         client_ip: client_ip(&state, req.peer_addr(), req.headers()),
@@ -676,7 +679,9 @@ async fn decide(
             };
             let err = match other {
                 Some(i) => GatewayError::MethodNotAllowed {
-                    allow: state.routes.routes()[i].methods.join(", "),
+                    allow: infergate_policy::v1_methods(ctx.path(req.path()))
+                        .unwrap_or(&state.routes.routes()[i].methods)
+                        .join(", "),
                 },
                 None => GatewayError::NotFound,
             };

@@ -219,10 +219,9 @@ fn opt_int(
 ) -> Result<(), GatewayError> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(()),
-        // One rule for every integer field, in every service: a JSON integer (`16`), never a
-        // number with a fraction or exponent (`16.0`, `1.6e1`). Upstreams disagree on whether
-        // 16.0 is an integer, and the gateway forwards the bytes it checked.
-        Some(Value::Number(n)) => match n.as_i64() {
+        // One rule for every integer field, in every service: JSON Schema's `integer`, any
+        // number with no fractional part (16 and 16.0 are both 16; 16.5 is not).
+        Some(v @ Value::Number(_)) => match whole_number(v) {
             Some(v) if (min..=max).contains(&v) => Ok(()),
             _ => Err(field_err(
                 join(prefix, field),
@@ -234,6 +233,15 @@ fn opt_int(
             format!("must be an integer from {min} to {max}"),
         )),
     }
+}
+
+/// The value of an integer field under the one rule (see `opt_int`).
+pub fn whole_number(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            .map(|f| f as i64)
+    })
 }
 
 fn opt_num(

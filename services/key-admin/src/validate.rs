@@ -80,12 +80,20 @@ pub fn role(v: &Value) -> Result<Role, AdminError> {
         .map_err(|e| invalid("role", e.to_string()))
 }
 
+/// An integer field's value: the one rule of every infergate service, JSON Schema's `integer` —
+/// any number with no fractional part, so `482` and `482.0` are both 482; `482.5` is not.
+pub fn whole_number(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            .map(|f| f as i64)
+    })
+}
+
 /// `expires_in_days` from `now`.
 pub fn expires_in_days(v: &Value, now: DateTime<Utc>) -> Result<DateTime<Utc>, AdminError> {
-    match v.as_i64() {
-        Some(d) if (1..=EXPIRES_IN_DAYS_MAX).contains(&d) && !v.is_f64() => {
-            Ok(now + ChronoDuration::days(d))
-        }
+    match whole_number(v) {
+        Some(d) if (1..=EXPIRES_IN_DAYS_MAX).contains(&d) => Ok(now + ChronoDuration::days(d)),
         _ => Err(invalid(
             "expires_in_days",
             format!("must be a whole number of days from 1 to {EXPIRES_IN_DAYS_MAX}"),
@@ -190,7 +198,7 @@ pub fn models(v: &Value) -> Result<Option<Vec<String>>, AdminError> {
                 return Err(invalid(
                     "models",
                     format!(
-                        "every entry must be a non-empty string of at most {MODEL_NAME_MAX_CHARS} characters"
+                        "every entry must be a non-blank string of at most {MODEL_NAME_MAX_CHARS} characters, without control characters"
                     ),
                 ));
             }
@@ -224,8 +232,8 @@ pub fn prefix(v: &Value) -> Result<String, AdminError> {
 
 pub fn grace_seconds(v: Option<&Value>) -> Result<i64, AdminError> {
     let Some(v) = v else { return Ok(0) };
-    match v.as_i64() {
-        Some(s) if (0..=GRACE_SECONDS_MAX).contains(&s) && !v.is_f64() => Ok(s),
+    match whole_number(v) {
+        Some(s) if (0..=GRACE_SECONDS_MAX).contains(&s) => Ok(s),
         _ => Err(invalid(
             "grace_seconds",
             format!("must be a whole number of seconds from 0 to {GRACE_SECONDS_MAX}"),
