@@ -9,11 +9,13 @@ CONFIG ?= config/gateway.yaml
 run:
 	@scripts/run.sh
 
-## fmt check, clippy with warnings as errors, every test.
+## fmt check, clippy with warnings as errors, every test, schemathesis against both OpenAPI
+## documents, the Kubernetes manifests.
 test:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
+	@scripts/schemathesis.sh
 	@scripts/k8s-validate.sh
 
 fmt:
@@ -42,7 +44,8 @@ clean:
 fuzz:
 	@scripts/fuzz.sh
 
-## schemathesis against both services' /openapi.json (also part of `make test`).
+## schemathesis against both services' /openapi.json (also part of `make test`; ST_SEED and
+## ST_EXAMPLES change the budget).
 schemathesis:
 	@scripts/schemathesis.sh
 

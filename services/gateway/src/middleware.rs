@@ -104,12 +104,25 @@ fn pre_checks(
             per_ip: over == crate::connections::Over::PerIp,
         });
     }
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .unwrap_or("");
+    // One Host (RFC 9112 §3.2: more than one is a 400), and with an absolute-form target its
+    // authority is the host that counts (§3.2.2), so both must be trusted.
+    let mut hosts = req.headers().get_all(header::HOST);
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err(GatewayError::UntrustedHost);
+    }
+    let host_header = first.map(|h| h.to_str().map_err(|_| GatewayError::UntrustedHost));
+    let host = match (host_header.transpose()?, req.uri().authority()) {
+        (Some(h), Some(a)) => {
+            if !state.hosts.allows(a.as_str()) {
+                return Err(GatewayError::UntrustedHost);
+            }
+            h
+        }
+        (Some(h), None) => h,
+        (None, Some(a)) => a.as_str(),
+        (None, None) => "",
+    };
     if !state.hosts.allows(host) {
         return Err(GatewayError::UntrustedHost);
     }

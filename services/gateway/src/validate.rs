@@ -330,6 +330,22 @@ fn string_or_strings(
     }
 }
 
+/// A message's content parts: objects with a string `type`; `text` parts carry a string `text`.
+fn content_parts(parts: &[Value], prefix: &str) -> Result<(), GatewayError> {
+    for (j, part) in parts.iter().enumerate() {
+        let at = format!("{prefix}.content[{j}]");
+        let po = object(part, &at)?;
+        let kind = req_string(po, &at, "type")?;
+        if kind == "text" {
+            match po.get("text") {
+                Some(Value::String(_)) => {}
+                _ => return Err(field_err(format!("{at}.text"), "is required (a string)")),
+            }
+        }
+    }
+    Ok(())
+}
+
 const CHAT_ROLES: &[&str] = &[
     "system",
     "developer",
@@ -406,9 +422,8 @@ pub fn check_body(template: &str, path: &str, body: &Value) -> Result<(), Gatewa
                                 ));
                             }
                             match mo.get("content") {
-                                Some(Value::String(_))
-                                | Some(Value::Array(_))
-                                | Some(Value::Null) => {}
+                                Some(Value::Array(parts)) => content_parts(parts, &prefix)?,
+                                Some(Value::String(_)) | Some(Value::Null) => {}
                                 None if role == "assistant" => {}
                                 None => {
                                     return Err(field_err(

@@ -6,6 +6,7 @@
 //! - [`auth`]: the guessing oracle, weak static keys, role allowlists, secrets in every output.
 //! - [`framing`]: paths, smuggling, slow and stalled bodies, connection caps, upgrades, `Expect`.
 //! - [`bodies`]: duplicate keys, empty bodies, content encodings, uploads, integer rules.
+//! - [`hosts`]: Host and absolute-form tricks, CORS reflection, JWT attacks over HTTP.
 
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
@@ -15,4 +16,5 @@ mod auth;
 mod bodies;
 mod forwarding;
 mod framing;
+mod hosts;
 mod raw;
