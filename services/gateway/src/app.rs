@@ -121,11 +121,10 @@ impl Application {
         };
         let app_state = state.clone();
         let default_limit = cfg.body_limits.default_bytes;
-        let tracker = state.connections.clone();
         // actix pauses accepting past this many per worker; the tracker refuses (with an answer)
         // well before, so this only backs it up.
         let per_worker_backstop = (cfg.connections.max_total / workers + 64).max(256);
-        let server = HttpServer::new(move || {
+        let app = move || {
             let st = app_state.clone();
             // Without configured origins no browser may call cross-origin, so the CORS layer (and
             // the headers it adds to every response) is left out entirely.
@@ -145,23 +144,22 @@ impl Application {
                 .wrap(from_fn(guard))
                 .wrap(actix_web::middleware::Condition::new(cors_enabled, cors))
                 .wrap(from_fn(edge))
-        })
-        .on_connect(move |conn, ext| {
-            ext.insert(tracker.open(crate::connections::peer_of(conn)));
-        })
-        .max_connections(per_worker_backstop)
-        .workers(workers)
-        .shutdown_timeout(cfg.shutdown_timeout.as_secs())
-        .disable_signals();
-        let server = match tls {
-            Some(tls) => server.listen_rustls_0_23(listener, tls),
-            None => server.listen(listener),
-        }
+        };
+        let server = crate::serve::server(
+            state.clone(),
+            listener,
+            tls,
+            crate::serve::ServeConfig {
+                workers,
+                shutdown_timeout: cfg.shutdown_timeout,
+                max_connections_per_worker: per_worker_backstop,
+            },
+            app,
+        )
         .map_err(|source| StartupError::Bind {
             addr: cfg.listen.to_string(),
             source,
-        })?
-        .run();
+        })?;
         let metrics = match state.cfg.metrics_listen {
             Some(addr) => {
                 let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind {

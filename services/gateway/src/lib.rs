@@ -2,6 +2,7 @@
 //! rate-limits and validates requests before proxying them to a model server.
 //!
 //! - [`app`]: build the server from a [`infergate_config::GatewayConfig`], run it, stop it.
+//! - [`serve`]: the HTTP server itself, deciding `Expect: 100-continue` before any body.
 //! - [`state`]: everything built once at startup (key store, limiter, header values, metrics).
 //! - [`middleware`]: the request pipeline (edge checks → CORS → auth, authz, rate limits).
 //! - [`proxy`]: the streaming reverse proxy to the upstream.
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod path;
 pub mod proxy;
+pub mod serve;
 pub mod state;
 pub mod telemetry;
 pub mod tls;

@@ -79,6 +79,46 @@ fn valid_request_id(v: &HeaderValue) -> Option<&str> {
     .then_some(s)
 }
 
+/// What the pipeline reads of a request before its body. The same checks run from the service
+/// (a `ServiceRequest`) and from the `Expect: 100-continue` hook ([`crate::serve`]), which sees
+/// only an `actix_http::Request`.
+pub struct Head<'a> {
+    pub method: &'a actix_web::http::Method,
+    pub uri: &'a actix_web::http::Uri,
+    pub headers: &'a header::HeaderMap,
+    pub peer: Option<std::net::SocketAddr>,
+    pub secure: bool,
+    /// The connection cap this request's connection is over, if any.
+    pub over: Option<crate::connections::Over>,
+}
+
+impl<'a> Head<'a> {
+    fn of(req: &'a ServiceRequest) -> Self {
+        Head {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            peer: req.peer_addr(),
+            secure: req.app_config().secure(),
+            over: req
+                .conn_data::<crate::connections::ConnectionGuard>()
+                .and_then(|g| g.over),
+        }
+    }
+
+    fn path(&self) -> &'a str {
+        self.uri.path()
+    }
+}
+
+/// The pipeline's decision, made early by the `Expect: 100-continue` hook: the service then
+/// proceeds with it instead of deciding again (which would charge the limits twice).
+#[derive(Clone)]
+pub struct PreDecided {
+    auth: Option<AuthInfo>,
+    rate: Option<LimitStatus>,
+}
+
 fn state_of(req: &ServiceRequest) -> Result<web::Data<AppState>, Error> {
     req.app_data::<web::Data<AppState>>()
         .cloned()
@@ -86,15 +126,13 @@ fn state_of(req: &ServiceRequest) -> Result<web::Data<AppState>, Error> {
 }
 
 /// Checks that need no identity. Order matters: host before anything else, signatures last.
-fn pre_checks(
+pub fn pre_checks(
     state: &AppState,
-    req: &ServiceRequest,
+    req: &Head<'_>,
     ctx: &RequestCtx,
     path: Result<(), crate::path::PathError>,
 ) -> Result<(), GatewayError> {
-    if let Some(guard) = req.conn_data::<crate::connections::ConnectionGuard>()
-        && let Some(over) = guard.over
-    {
+    if let Some(over) = req.over {
         state
             .metrics
             .auth_failures
@@ -106,13 +144,13 @@ fn pre_checks(
     }
     // One Host (RFC 9112 §3.2: more than one is a 400), and with an absolute-form target its
     // authority is the host that counts (§3.2.2), so both must be trusted.
-    let mut hosts = req.headers().get_all(header::HOST);
+    let mut hosts = req.headers.get_all(header::HOST);
     let first = hosts.next();
     if hosts.next().is_some() {
         return Err(GatewayError::UntrustedHost);
     }
     let host_header = first.map(|h| h.to_str().map_err(|_| GatewayError::UntrustedHost));
-    let host = match (host_header.transpose()?, req.uri().authority()) {
+    let host = match (host_header.transpose()?, req.uri.authority()) {
         (Some(h), Some(a)) => {
             if !state.hosts.allows(a.as_str()) {
                 return Err(GatewayError::UntrustedHost);
@@ -126,22 +164,15 @@ fn pre_checks(
     if !state.hosts.allows(host) {
         return Err(GatewayError::UntrustedHost);
     }
-    if state.cfg.https_only
-        && !is_https(
-            state,
-            req.app_config().secure(),
-            req.peer_addr(),
-            req.headers(),
-        )
-    {
+    if state.cfg.https_only && !is_https(state, req.secure, req.peer, req.headers) {
         let location = state.cfg.https_redirect.then(|| {
-            let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            let pq = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
             format!("https://{host}{pq}")
         });
         return Err(GatewayError::HttpsRequired { location });
     }
     if let Some(len) = req
-        .headers()
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
@@ -158,7 +189,7 @@ fn pre_checks(
         location: "path",
         category: e.category(),
     })?;
-    if let Some(upgrade) = req.headers().get(header::UPGRADE) {
+    if let Some(upgrade) = req.headers.get(header::UPGRADE) {
         // h2c is an offer a server may ignore (RFC 7540 §3.2); anything else would be a tunnel.
         let h2c = upgrade
             .to_str()
@@ -167,13 +198,13 @@ fn pre_checks(
             return Err(GatewayError::UpgradeNotAllowed);
         }
     }
-    state.scanner.scan_path(ctx.path(req.uri().path()))?;
-    if let Some(q) = req.uri().query() {
+    state.scanner.scan_path(ctx.path(req.uri.path()))?;
+    if let Some(q) = req.uri.query() {
         state
             .scanner
             .scan_query(q, state.credential_rules.query_param.as_deref())?;
     }
-    for (name, value) in req.headers() {
+    for (name, value) in req.headers {
         // Credentials are validated by authentication (and must never be echoed); cookies are
         // opaque to the gateway.
         if name == header::AUTHORIZATION || name == header::COOKIE || *name == state.api_key_header
@@ -185,51 +216,63 @@ fn pre_checks(
     Ok(())
 }
 
+/// The request id, the client address and the route of a request: what the edge establishes for
+/// every stage after it. Also returns the path check's verdict (refused by [`pre_checks`]).
+pub fn request_ctx(
+    state: &AppState,
+    req: &Head<'_>,
+) -> (RequestCtx, Result<(), crate::path::PathError>) {
+    let request_id: Arc<str> = match req.headers.get("x-request-id").and_then(valid_request_id) {
+        Some(id) => Arc::from(id),
+        None => Arc::from(uuid::Uuid::new_v4().to_string()),
+    };
+    let raw_path = req.path();
+    let (path_checked, decoded_path) = match crate::path::decode_path(raw_path) {
+        Ok(std::borrow::Cow::Borrowed(_)) => (Ok(()), None),
+        Ok(std::borrow::Cow::Owned(p)) => (Ok(()), Some(Arc::<str>::from(p))),
+        Err(e) => (Err(e), None),
+    };
+    let lookup_path = decoded_path.as_deref().unwrap_or(raw_path);
+    let position = |r: &infergate_policy::Route| {
+        state
+            .routes
+            .routes()
+            .iter()
+            .position(|x| std::ptr::eq(x, r))
+    };
+    let (route, method_allowed) = match state.routes.lookup(req.method.as_str(), lookup_path) {
+        RouteMatch::Found(r) => (position(r), true),
+        RouteMatch::MethodNotAllowed(r) => (position(r), false),
+        RouteMatch::NotFound => (None, false),
+    };
+    let method_allowed = method_allowed
+        && infergate_policy::v1_methods(lookup_path)
+            .is_none_or(|ms| ms.contains(&req.method.as_str()));
+    let ctx = RequestCtx {
+        request_id,
+        client_ip: client_ip(state, req.peer, req.headers),
+        route,
+        method_allowed,
+        decoded_path,
+    };
+    (ctx, path_checked)
+}
+
 pub async fn edge(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let state = state_of(&req)?;
     let start = Instant::now();
-    let request_id: Arc<str> = match req.headers().get("x-request-id").and_then(valid_request_id) {
-        Some(id) => Arc::from(id),
-        None => Arc::from(uuid::Uuid::new_v4().to_string()),
+    // A request that announced `Expect: 100-continue` was screened and decided by the hook
+    // already ([`crate::serve`]): its context and decision travel with it.
+    let early = req.extensions().get::<RequestCtx>().cloned();
+    let (ctx, path_checked) = match early {
+        Some(ctx) => (ctx, Ok(())),
+        None => request_ctx(&state, &Head::of(&req)),
     };
-    let (path_checked, decoded_path) = match crate::path::decode_path(req.path()) {
-        Ok(std::borrow::Cow::Borrowed(_)) => (Ok(()), None),
-        Ok(std::borrow::Cow::Owned(p)) => (Ok(()), Some(Arc::<str>::from(p))),
-        Err(e) => (Err(e), None),
-    };
-    let lookup_path = decoded_path.as_deref().unwrap_or(req.path());
-    let (route, method_allowed) = match state.routes.lookup(req.method().as_str(), lookup_path) {
-        RouteMatch::Found(r) => (
-            state
-                .routes
-                .routes()
-                .iter()
-                .position(|x| std::ptr::eq(x, r)),
-            true,
-        ),
-        RouteMatch::MethodNotAllowed(r) => (
-            state
-                .routes
-                .routes()
-                .iter()
-                .position(|x| std::ptr::eq(x, r)),
-            false,
-        ),
-        RouteMatch::NotFound => (None, false),
-    };
-    let method_allowed = method_allowed
-        && infergate_policy::v1_methods(lookup_path)
-            .is_none_or(|ms| ms.contains(&req.method().as_str()));
-    let ctx = RequestCtx {
-        request_id: request_id.clone(),
-        client_ip: client_ip(&state, req.peer_addr(), req.headers()),
-        route,
-        method_allowed,
-        decoded_path,
-    };
+    let request_id = ctx.request_id.clone();
+    let route = ctx.route;
     let template: Arc<str> = route.map_or_else(
         || state.unmatched_route.clone(),
         |i| state.routes.routes()[i].template.clone(),
@@ -263,7 +306,11 @@ pub async fn edge(
         continue_remote_trace(&span, req.headers());
     }
 
-    let checked = span.in_scope(|| pre_checks(&state, &req, &ctx, path_checked));
+    let checked = if req.extensions().contains::<PreDecided>() {
+        Ok(())
+    } else {
+        span.in_scope(|| pre_checks(&state, &Head::of(&req), &ctx, path_checked))
+    };
     req.extensions_mut().insert(ctx);
     // Inner layers turn failures into error *responses* (handlers, CORS and the guard all do), so
     // an `Err` here is an actix-internal failure; it keeps actix's own rendering.
@@ -384,9 +431,19 @@ pub async fn edge(
 
 /// What the guard decided for a request that may proceed.
 #[derive(Default)]
-struct Outcome {
+pub struct Outcome {
     auth: Option<AuthInfo>,
     rate: Option<LimitStatus>,
+}
+
+impl Outcome {
+    /// Kept for the service to proceed with (see [`PreDecided`]).
+    pub fn into_pre_decided(self) -> PreDecided {
+        PreDecided {
+            auth: self.auth,
+            rate: self.rate,
+        }
+    }
 }
 
 /// The span of one limiter call (a child of whatever span is current).
@@ -460,9 +517,9 @@ async fn limit(
 
 /// A refusal, with the limit the request was counted against, so refused requests that were
 /// charged (401s against the IP budget, 404s) carry the rate-limit headers too.
-struct Rejected {
-    err: GatewayError,
-    rate: Option<LimitStatus>,
+pub struct Rejected {
+    pub err: GatewayError,
+    pub rate: Option<LimitStatus>,
 }
 
 impl From<GatewayError> for Rejected {
@@ -543,13 +600,13 @@ async fn verify_jwt(
 /// WARN (with the key's prefix at most) and charged to the client IP's budget.
 async fn authenticate(
     state: &AppState,
-    req: &ServiceRequest,
+    req: &Head<'_>,
     ctx: &RequestCtx,
 ) -> Result<AuthInfo, Rejected> {
     let rl = state.cfg.rate_limit.enabled;
     let ip = ctx.client_ip;
     let ip_check = || LimitCheck::new(BucketKey::ip(ip), state.cfg.rate_limit.default);
-    let headers = req.headers();
+    let headers = req.headers;
     let presented = extract_credential(
         &state.credential_rules,
         headers
@@ -558,7 +615,7 @@ async fn authenticate(
         headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
-        req.uri().query(),
+        req.uri.query(),
     );
     let credential = match presented {
         Ok(Some(c)) => c,
@@ -672,9 +729,9 @@ async fn authenticate(
     })
 }
 
-async fn decide(
+pub async fn decide(
     state: &AppState,
-    req: &ServiceRequest,
+    req: &Head<'_>,
     ctx: &RequestCtx,
 ) -> Result<Outcome, Rejected> {
     let rl = state.cfg.rate_limit.enabled;
@@ -749,7 +806,7 @@ async fn decide(
         .cfg
         .auth
         .permissions
-        .allows(record.role, req.method().as_str(), ctx.path(req.path()))
+        .allows(record.role, req.method.as_str(), ctx.path(req.path()))
     {
         state
             .metrics
@@ -805,7 +862,18 @@ pub async fn guard(
     let Some(ctx) = req.extensions().get::<RequestCtx>().cloned() else {
         return Ok(req.error_response(GatewayError::Internal("request context missing".into())));
     };
-    match decide(&state, &req, &ctx).await {
+    let early = req
+        .extensions_mut()
+        .remove::<PreDecided>()
+        .map(|p| Outcome {
+            auth: p.auth,
+            rate: p.rate,
+        });
+    let decided = match early {
+        Some(outcome) => Ok(outcome),
+        None => decide(&state, &Head::of(&req), &ctx).await,
+    };
+    match decided {
         Err(Rejected { err, rate }) => {
             let mut res = req.error_response(err);
             if let Some(status) = rate {

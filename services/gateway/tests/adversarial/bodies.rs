@@ -83,13 +83,7 @@ async fn post_encoded(app: &TestApp, path: &str, key: &str, encoding: &str, body
         .insert_header(("X-API-Key", key))
         .insert_header(("Content-Type", "application/json"))
         .insert_header(("Content-Encoding", encoding));
-    let mut res = req.send_body(body).await.unwrap();
-    let body = res.body().limit(1 << 20).await.unwrap().to_vec();
-    Resp {
-        status: res.status().as_u16(),
-        headers: res.headers().clone(),
-        body,
-    }
+    app.finish(req.send_body(body)).await
 }
 
 #[actix_web::test]
@@ -172,16 +166,8 @@ async fn upload(app: &TestApp, key: &str, content_type: &str, body: Vec<u8>) -> 
         .chunks(64 * 1024)
         .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
         .collect();
-    let mut res = req
-        .send_stream(futures_util::stream::iter(chunks))
+    app.finish(req.send_stream(futures_util::stream::iter(chunks)))
         .await
-        .unwrap();
-    let body = res.body().limit(1 << 20).await.unwrap().to_vec();
-    Resp {
-        status: res.status().as_u16(),
-        headers: res.headers().clone(),
-        body,
-    }
 }
 
 #[actix_web::test]

@@ -275,6 +275,60 @@ async fn upgrades_are_refused_both_ways() {
     assert_error_shape(&r, 502, "upstream_unavailable");
 }
 
+/// Sends headers announcing `Expect: 100-continue` and returns the first thing the gateway says.
+async fn expect_answer(app: &TestApp, key: &str, length: usize) -> (tokio::net::TcpStream, String) {
+    let mut s = connect_from("127.0.0.1", app.port).await;
+    s.write_all(
+        format!(
+            "POST /v1/debug/request HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("the gateway answers before any body is sent")
+        .unwrap();
+    (s, String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[actix_web::test]
+async fn expect_100_continue_is_decided_before_the_body_is_sent() {
+    let app = spawn_app(&[("RATE_LIMIT_ADMIN", "10/minute")]).await;
+    // Refusals come as the final status, never as `100`: the client need not upload anything.
+    let (_, first) = expect_answer(&app, "wrong-key-000000000000000000", 10).await;
+    assert!(first.starts_with("HTTP/1.1 401"), "{first}");
+    assert!(!first.contains("100 Continue"), "{first}");
+    assert_eq!(json_body(&first)["code"], "invalid_credentials");
+    assert!(
+        first.to_ascii_lowercase().contains("x-request-id:"),
+        "{first}"
+    );
+    let (_, first) = expect_answer(&app, USER_KEY, 10).await;
+    assert!(first.starts_with("HTTP/1.1 403"), "{first}");
+    let (_, first) = expect_answer(&app, ADMIN_KEY, 5 * 1024 * 1024).await;
+    assert!(first.starts_with("HTTP/1.1 413"), "{first}");
+    assert_eq!(json_body(&first)["code"], "payload_too_large");
+
+    // Admitted: `100`, then the body, then the answer; the limit is charged once, not twice.
+    let body = r#"{"prompt":"hi"}"#;
+    let (mut s, first) = expect_answer(&app, ADMIN_KEY, body.len()).await;
+    assert!(first.starts_with("HTTP/1.1 100 Continue"), "{first}");
+    s.write_all(body.as_bytes()).await.unwrap();
+    let raw = read_all(&mut s).await;
+    assert_eq!(status(&raw), 200, "{raw}");
+    assert!(
+        raw.to_ascii_lowercase()
+            .contains("x-ratelimit-remaining: 9"),
+        "{raw}"
+    );
+    let seen = json_body(&raw);
+    assert!(seen["headers"].get("expect").is_none(), "{seen}");
+    assert_eq!(seen["body"], body);
+}
+
 #[actix_web::test]
 async fn expect_100_continue_is_answered_by_the_gateway_and_not_forwarded() {
     let app = spawn_app(&[]).await;

@@ -118,22 +118,9 @@ fn b64(v: &serde_json::Value) -> String {
 #[actix_web::test]
 async fn forged_tokens_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (private, public) = infergate_tokens::generate_ed25519_pem().unwrap();
-    let private_path = dir.path().join("jwt.key");
-    let public_path = dir.path().join("jwt.pub");
-    std::fs::write(&private_path, &private).unwrap();
-    std::fs::write(&public_path, &public).unwrap();
-    let env = [
-        ("INFERGATE_JWT_ENABLED", "true"),
-        (
-            "INFERGATE_JWT_PRIVATE_KEY_FILE",
-            private_path.to_str().unwrap(),
-        ),
-        (
-            "INFERGATE_JWT_PUBLIC_KEY_FILE",
-            public_path.to_str().unwrap(),
-        ),
-    ];
+    let env = jwt_env(dir.path());
+    let public = std::fs::read_to_string(dir.path().join("jwt.pub")).unwrap();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (app, store) = app_with_store(&env).await;
     let issuer = infergate_tokens::TokenIssuer::from_settings(&app.state.cfg.jwt).unwrap();
     let (_, id) = mint(&store, Role::User, |_| {}).await;

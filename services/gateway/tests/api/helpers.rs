@@ -176,11 +176,15 @@ impl TestApp {
     }
 
     pub async fn send(&self, req: awc::ClientRequest, body: Option<&str>) -> Resp {
-        let mut res = match body {
-            Some(b) => req.send_body(b.to_string()).await,
-            None => req.send().await,
+        match body {
+            Some(b) => self.finish(req.send_body(b.to_string())).await,
+            None => self.finish(req.send()).await,
         }
-        .unwrap_or_else(|e| panic!("request failed: {e}"));
+    }
+
+    /// Awaits a request sent any way (a body, a stream, none) and reads the whole answer.
+    pub async fn finish(&self, sent: awc::SendClientRequest) -> Resp {
+        let mut res = sent.await.unwrap_or_else(|e| panic!("request failed: {e}"));
         let body = res.body().limit(64 * 1024 * 1024).await.unwrap().to_vec();
         Resp {
             status: res.status().as_u16(),
@@ -304,4 +308,24 @@ pub async fn app_with_store(env: &[(&str, &str)]) -> (TestApp, Arc<dyn KeyStore>
     )
     .await;
     (app, store)
+}
+
+/// Gateway settings that turn on JWTs with a fresh Ed25519 key pair written into `dir`.
+pub fn jwt_env(dir: &std::path::Path) -> Vec<(&'static str, String)> {
+    let (private, public) = infergate_tokens::generate_ed25519_pem().unwrap();
+    let private_path = dir.join("jwt.key");
+    let public_path = dir.join("jwt.pub");
+    std::fs::write(&private_path, private).unwrap();
+    std::fs::write(&public_path, public).unwrap();
+    vec![
+        ("INFERGATE_JWT_ENABLED", "true".to_string()),
+        (
+            "INFERGATE_JWT_PRIVATE_KEY_FILE",
+            private_path.display().to_string(),
+        ),
+        (
+            "INFERGATE_JWT_PUBLIC_KEY_FILE",
+            public_path.display().to_string(),
+        ),
+    ]
 }

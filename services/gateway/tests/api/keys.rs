@@ -299,22 +299,8 @@ async fn a_flood_of_wrong_keys_does_not_stall_other_traffic() {
 #[actix_web::test]
 async fn jwts_are_a_second_credential() {
     let dir = tempfile::tempdir().unwrap();
-    let (private, public) = infergate_tokens::generate_ed25519_pem().unwrap();
-    let private_path = dir.path().join("jwt.key");
-    let public_path = dir.path().join("jwt.pub");
-    std::fs::write(&private_path, private).unwrap();
-    std::fs::write(&public_path, public).unwrap();
-    let env = [
-        ("INFERGATE_JWT_ENABLED", "true"),
-        (
-            "INFERGATE_JWT_PRIVATE_KEY_FILE",
-            private_path.to_str().unwrap(),
-        ),
-        (
-            "INFERGATE_JWT_PUBLIC_KEY_FILE",
-            public_path.to_str().unwrap(),
-        ),
-    ];
+    let env = jwt_env(dir.path());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (app, store) = app_with_store(&env).await;
     let issuer = infergate_tokens::TokenIssuer::from_settings(&app.state.cfg.jwt).unwrap();
     let (_, id) = mint(&store, Role::User, |r| {
