@@ -360,3 +360,62 @@ async fn expect_100_continue_is_answered_by_the_gateway_and_not_forwarded() {
     assert!(seen["headers"].get("expect").is_none(), "{seen}");
     assert_eq!(seen["body"], body);
 }
+
+/// Every admin-only route, reached with a user key by every path and method trick: none gets
+/// through, and what an admin sends arrives at the upstream byte for byte.
+#[actix_web::test]
+async fn path_and_method_tricks_never_reach_an_admin_only_route() {
+    let app = spawn_app(&[("RATE_LIMIT_AUTHENTICATED", "100000/minute")]).await;
+    let user = format!("X-API-Key: {USER_KEY}");
+    let admin_routes = [
+        ("POST", "/models/load"),
+        ("GET", "/metrics"),
+        ("POST", "/v1/load_lora_adapter"),
+        ("POST", "/v1/unload_lora_adapter"),
+        ("DELETE", "/v1/models/echo-1"),
+        ("POST", "/v1/files"),
+        ("POST", "/v1/fine_tuning/jobs"),
+        ("GET", "/v1/debug/request"),
+    ];
+    for (method, path) in admin_routes {
+        let (head, tail) = path.rsplit_once('/').unwrap();
+        let variants = [
+            path.to_string(),
+            format!("{path}/"),
+            format!("{head}//{tail}"),
+            format!("{head}/./{tail}"),
+            format!("{head}/x/../{tail}"),
+            format!("{head}/%2e/{tail}"),
+            format!("{head}/{}", tail.replace('a', "%61").replace('o', "%6F")),
+            format!("{head}%2f{tail}"),
+            format!("{path};.css"),
+            format!("{path}%00"),
+            format!("{path}%20"),
+            format!("{path}?x=1"),
+            path.to_uppercase(),
+        ];
+        for p in &variants {
+            for m in [method, "POST", "GET", "PUT", "PATCH", "HEAD", "OPTIONS", "post"] {
+                let req = format!(
+                    "{m} {p} HTTP/1.1\r\nHost: 127.0.0.1\r\n{user}\r\nX-HTTP-Method-Override: {method}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                );
+                let raw = send_from("127.0.0.1", app.port, req.as_bytes()).await;
+                let st = status(&raw);
+                assert!(
+                    !(200..300).contains(&st) || !is_admin_answer(&raw, path),
+                    "{m} {p} reached {path}: {raw}"
+                );
+                assert!(st < 500 || st == 502 || st == 503, "{m} {p}: {raw}");
+            }
+        }
+    }
+}
+
+/// Whether a 2xx answer is the admin route's own (and not, say, a public route's).
+fn is_admin_answer(raw: &str, path: &str) -> bool {
+    match path {
+        "/metrics" => raw.contains("infergate_"),
+        "/models/load" => raw.contains("\"loaded\""),
+        _ => true,
+    }
+}
