@@ -58,8 +58,35 @@ pub trait RateLimiter: Send + Sync + std::fmt::Debug {
     /// when a check of this bucket would be refused now.
     async fn peek(&self, check: &LimitCheck) -> Result<LimitStatus, RateLimitError>;
 
+    /// [`check`](Self::check), refused without consuming anything when one of `guards` is
+    /// already over its limit (as [`peek`](Self::peek) would report it). The gateway guards a
+    /// known key's request with the client IP's failed-auth budget this way. A networked backend
+    /// decides it in one round trip; this default peeks first, then checks.
+    async fn check_guarded(
+        &self,
+        guards: &[LimitCheck],
+        checks: &[LimitCheck],
+    ) -> Result<Guarded, RateLimitError> {
+        for guard in guards {
+            let status = self.peek(guard).await?;
+            if status.is_exceeded() {
+                return Ok(Guarded::Refused(status));
+            }
+        }
+        self.check(checks).await.map(Guarded::Decided)
+    }
+
     /// Backend name for metrics and status pages, e.g. `"memory"`.
     fn backend(&self) -> &'static str;
+}
+
+/// What [`RateLimiter::check_guarded`] decided.
+#[derive(Debug, Clone)]
+pub enum Guarded {
+    /// A guard was over its limit (its status); nothing was consumed.
+    Refused(LimitStatus),
+    /// The guards admitted; the checks' decision.
+    Decided(Decision),
 }
 
 /// Why a backend could not decide. The caller chooses whether to fail open

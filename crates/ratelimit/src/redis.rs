@@ -100,7 +100,7 @@ use crate::clock::Clock;
 use crate::decision::{Decision, LimitStatus};
 use crate::key::{BucketKey, LimitCheck};
 use crate::window::{View, Window};
-use crate::{RateLimitError, RateLimiter};
+use crate::{Guarded, RateLimitError, RateLimiter};
 
 /// Upper bound of the random extra TTL given to each write.
 pub const TTL_JITTER_MAX_MS: u64 = 1_000;
@@ -565,14 +565,75 @@ impl RateLimiter for RedisLimiter {
         if let Some(decision) = self.cache.refuse(checks, self.local_clock()) {
             return Ok(decision);
         }
+        self.decide(0, checks).await
+    }
 
+    async fn check_guarded(
+        &self,
+        guards: &[LimitCheck],
+        checks: &[LimitCheck],
+    ) -> Result<Guarded, RateLimitError> {
+        for guard in guards {
+            if let Some(status) = self.cache.peek(guard, self.local_clock())
+                && status.is_exceeded()
+            {
+                return Ok(Guarded::Refused(status));
+            }
+        }
+        if guards.is_empty() || checks.is_empty() {
+            // Nothing to fold together: the plain calls are as cheap.
+            for guard in guards {
+                let status = self.peek(guard).await?;
+                if status.is_exceeded() {
+                    return Ok(Guarded::Refused(status));
+                }
+            }
+            return self.check(checks).await.map(Guarded::Decided);
+        }
+        if let Some(decision) = self.cache.refuse(checks, self.local_clock()) {
+            return Ok(Guarded::Decided(decision));
+        }
+        let all: Vec<LimitCheck> = guards.iter().chain(checks).cloned().collect();
+        let mut decision = self.decide(guards.len(), &all).await?;
+        let rest = decision.statuses.split_off(guards.len());
+        if !decision.allowed
+            && let Some(refused) = decision.statuses.iter().find(|s| s.is_exceeded())
+        {
+            return Ok(Guarded::Refused(*refused));
+        }
+        Ok(Guarded::Decided(Decision {
+            allowed: decision.allowed,
+            statuses: rest,
+        }))
+    }
+
+    async fn peek(&self, check: &LimitCheck) -> Result<LimitStatus, RateLimitError> {
+        self.peek_bucket(check).await
+    }
+
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+}
+
+impl RedisLimiter {
+    /// One run of the check script over `checks`, of which the first `guards` are only
+    /// required to admit, never charged.
+    async fn decide(
+        &self,
+        guards: usize,
+        checks: &[LimitCheck],
+    ) -> Result<Decision, RateLimitError> {
         let keys: Vec<String> = checks.iter().map(|c| self.key_name(c)).collect();
-        let mut args = Vec::with_capacity(2 + 2 * checks.len());
+        let mut args = Vec::with_capacity(3 + 2 * checks.len());
         args.push(self.now_arg()?);
         args.push(self.jitter_ms().to_string());
         for check in checks {
             args.push(check.spec.period_ms().to_string());
             args.push(check.spec.limit.min(MAX_EXACT).to_string());
+        }
+        if guards > 0 {
+            args.push(guards.to_string());
         }
         // Before sending, so the cache's estimate of Redis time runs ahead
         // rather than behind: it may then send a request Redis refuses, but
@@ -610,7 +671,7 @@ impl RateLimiter for RedisLimiter {
         Ok(Decision { allowed, statuses })
     }
 
-    async fn peek(&self, check: &LimitCheck) -> Result<LimitStatus, RateLimitError> {
+    async fn peek_bucket(&self, check: &LimitCheck) -> Result<LimitStatus, RateLimitError> {
         if let Some(status) = self.cache.peek(check, self.local_clock()) {
             return Ok(status);
         }
@@ -637,10 +698,6 @@ impl RateLimiter for RedisLimiter {
             status.is_exceeded(),
         );
         Ok(status)
-    }
-
-    fn backend(&self) -> &'static str {
-        "redis"
     }
 }
 

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::{
-    Decision, LimitCheck, LimitStatus, MemoryLimiter, RateLimitError, RateLimiter, RateSpec,
+    Decision, Guarded, LimitCheck, LimitStatus, MemoryLimiter, RateLimitError, RateLimiter,
+    RateSpec,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,6 +231,29 @@ impl RateLimiter for ResilientLimiter {
         self.fallback_check(checks)
     }
 
+    async fn check_guarded(
+        &self,
+        guards: &[LimitCheck],
+        checks: &[LimitCheck],
+    ) -> Result<Guarded, RateLimitError> {
+        if self.admit() {
+            match self.primary.check_guarded(guards, checks).await {
+                Ok(g) => {
+                    self.succeeded();
+                    return Ok(g);
+                }
+                Err(e) => self.failed(&e),
+            }
+        }
+        for guard in guards {
+            let status = self.fallback_peek(guard)?;
+            if status.is_exceeded() {
+                return Ok(Guarded::Refused(status));
+            }
+        }
+        self.fallback_check(checks).map(Guarded::Decided)
+    }
+
     async fn peek(&self, check: &LimitCheck) -> Result<LimitStatus, RateLimitError> {
         if self.admit() {
             match self.primary.peek(check).await {
@@ -240,6 +264,17 @@ impl RateLimiter for ResilientLimiter {
                 Err(e) => self.failed(&e),
             }
         }
+        self.fallback_peek(check)
+    }
+
+    fn backend(&self) -> &'static str {
+        self.primary.backend()
+    }
+}
+
+impl ResilientLimiter {
+    /// A peek while the shared backend cannot answer, by the failure mode.
+    fn fallback_peek(&self, check: &LimitCheck) -> Result<LimitStatus, RateLimitError> {
         match self.cfg.mode {
             FailureMode::Local => Ok(self
                 .fallback
@@ -249,9 +284,5 @@ impl RateLimiter for ResilientLimiter {
                 "rate-limit backend unavailable and failure mode is closed".into(),
             )),
         }
-    }
-
-    fn backend(&self) -> &'static str {
-        self.primary.backend()
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use infergate_ratelimit::redis::{RedisLimiter, RedisLimiterConfig, TTL_JITTER_MAX_MS};
 use infergate_ratelimit::{
-    BucketKey, Clock, Dimension, LimitCheck, ManualClock, MemoryLimiter, RateLimitError,
+    BucketKey, Clock, Dimension, Guarded, LimitCheck, ManualClock, MemoryLimiter, RateLimitError,
     RateLimiter, RateSpec, Subject, conformance,
 };
 use infergate_testkit::RedisServer;
@@ -165,6 +165,77 @@ async fn one_round_trip_per_decision_and_none_for_a_cached_refusal() {
     let before = script_calls(&mut conn).await;
     assert!(limiter.check(&checks).await.unwrap().allowed);
     assert_eq!(script_calls(&mut conn).await - before, 1);
+}
+
+/// A guarded check (the gateway's "key limit, unless the client IP is out of failed-auth
+/// budget") decides as peek-then-check does on the memory backend, charges only the checks, and
+/// costs one round trip.
+#[tokio::test]
+async fn guarded_checks_are_one_round_trip_and_never_charge_the_guard() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let redis = RedisLimiter::connect(&server.url(), patient("guard", Some(clock.clone())))
+        .await
+        .unwrap();
+    let memory = MemoryLimiter::new(Arc::new(clock.clone()));
+    let mut conn = raw(&server).await;
+    let ip = LimitCheck::new(BucketKey::ip("10.0.0.9".parse().unwrap()), spec(3, 60));
+    let key = [key_check("g", spec(100, 60))];
+    for backend in [&redis as &dyn RateLimiter, &memory] {
+        let name = backend.backend();
+        // Under budget: admitted, the key charged, the guard not.
+        for i in 0..2 {
+            let before = script_calls(&mut conn).await;
+            match backend
+                .check_guarded(std::slice::from_ref(&ip), &key)
+                .await
+                .unwrap()
+            {
+                Guarded::Decided(d) => {
+                    assert!(d.allowed, "{name} {i}");
+                    assert_eq!(d.statuses.len(), 1);
+                    assert_eq!(d.statuses[0].remaining, 99 - i, "{name} {i}");
+                }
+                Guarded::Refused(s) => panic!("{name} {i}: refused {s:?}"),
+            }
+            if name == "redis" {
+                assert_eq!(script_calls(&mut conn).await - before, 1, "one round trip");
+            }
+        }
+        assert_eq!(
+            backend.peek(&ip).await.unwrap().remaining,
+            3,
+            "{name}: guard charged"
+        );
+        // Spend the guard's budget as failed authentications do; then the guard refuses and
+        // the key is not charged.
+        for _ in 0..3 {
+            assert!(
+                backend
+                    .check(std::slice::from_ref(&ip))
+                    .await
+                    .unwrap()
+                    .allowed
+            );
+        }
+        match backend
+            .check_guarded(std::slice::from_ref(&ip), &key)
+            .await
+            .unwrap()
+        {
+            Guarded::Refused(s) => {
+                assert_eq!(s.dimension, Dimension::Ip, "{name}");
+                assert!(s.is_exceeded());
+            }
+            Guarded::Decided(d) => panic!("{name}: decided {d:?}"),
+        }
+        assert_eq!(
+            backend.peek(&key[0]).await.unwrap().remaining,
+            98,
+            "{name}: key charged"
+        );
+        clock.advance(Duration::from_secs(121));
+    }
 }
 
 #[tokio::test]

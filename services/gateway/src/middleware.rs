@@ -28,7 +28,7 @@ use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage, web};
 use infergate_keystore::{KeyRecord, Verification};
 use infergate_policy::{CredentialSource, RouteMatch, extract_credential, mask_secret};
-use infergate_ratelimit::{BucketKey, LimitCheck, LimitStatus, Subject};
+use infergate_ratelimit::{BucketKey, Guarded, LimitCheck, LimitStatus, Subject};
 use infergate_telemetry::{continue_remote_trace, method_label, traceparent_trace_id};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
@@ -478,9 +478,47 @@ async fn limit(
     ctx: &RequestCtx,
     checks: &[LimitCheck],
 ) -> Result<Option<LimitStatus>, GatewayError> {
+    limit_guarded(state, ctx, None, checks).await
+}
+
+/// [`limit`], refused first when `guard` (the client IP's failed-auth budget, for a key already
+/// known good) is spent: one decision, so one limiter round trip.
+async fn limit_guarded(
+    state: &AppState,
+    ctx: &RequestCtx,
+    guard: Option<&LimitCheck>,
+    checks: &[LimitCheck],
+) -> Result<Option<LimitStatus>, GatewayError> {
     let span = rate_limit_span(state);
-    let d = match state.limiter.check(checks).instrument(span.clone()).await {
-        Ok(d) => d,
+    let decided = match guard {
+        None => state
+            .limiter
+            .check(checks)
+            .instrument(span.clone())
+            .await
+            .map(Guarded::Decided),
+        Some(g) => {
+            state
+                .limiter
+                .check_guarded(std::slice::from_ref(g), checks)
+                .instrument(span.clone())
+                .await
+        }
+    };
+    let d = match decided {
+        Ok(Guarded::Decided(d)) => d,
+        Ok(Guarded::Refused(status)) => {
+            span.record("infergate.ratelimit.outcome", "limited");
+            state.metrics.rate_limited.with_label_values(&["ip"]).inc();
+            state.metrics.rate_decision(Some(&status), false);
+            if let Some(g) = guard {
+                log_rate_limited(state, ctx, &g.key, &status);
+            }
+            return Err(GatewayError::RateLimited {
+                status,
+                now_millis: state.clock.now_millis(),
+            });
+        }
         Err(e) => {
             span.record("infergate.ratelimit.outcome", "error");
             return Err(GatewayError::Unavailable(e.to_string()));
@@ -598,11 +636,13 @@ async fn verify_jwt(
 
 /// Finds and verifies the request's credential (API key or JWT). Refusals are counted, logged at
 /// WARN (with the key's prefix at most) and charged to the client IP's budget.
+/// Returns the identity, and whether the IP's failed-auth budget is still to be checked (a key
+/// the cache knew skipped that peek: the limit step folds it into its own call).
 async fn authenticate(
     state: &AppState,
     req: &Head<'_>,
     ctx: &RequestCtx,
-) -> Result<AuthInfo, Rejected> {
+) -> Result<(AuthInfo, bool), Rejected> {
     let rl = state.cfg.rate_limit.enabled;
     let ip = ctx.client_ip;
     let ip_check = || LimitCheck::new(BucketKey::ip(ip), state.cfg.rate_limit.default);
@@ -637,8 +677,13 @@ async fn authenticate(
     };
     // Once the IP's failed-auth budget is spent, every credentialed request from it gets the same
     // 429 before any lookup, cached or not: otherwise a guess that hits a key someone else had
-    // just used (so it is cached) would answer 200 among the 429s, an oracle for guessing.
-    if rl {
+    // just used (so it is cached) would answer 200 among the 429s, an oracle for guessing. For a
+    // key the cache already knows, the budget is checked with the key's own limits instead, in
+    // the same limiter call ([`limit_guarded`]): the same 429, one round trip.
+    let now = chrono::Utc::now();
+    let cached = state.verifier.verify_cached(&credential.value, now);
+    let known_good = matches!(cached, Some(Verification::Valid(_)));
+    if rl && !known_good {
         let span = rate_limit_span(state);
         let status = state
             .limiter
@@ -667,8 +712,6 @@ async fn authenticate(
             }));
         }
     }
-    let now = chrono::Utc::now();
-    let cached = state.verifier.verify_cached(&credential.value, now);
     let verification = match (&state.tokens, cached) {
         (Some(tokens), _) if infergate_tokens::looks_like_jwt(&credential.value) => {
             match verify_jwt(state, tokens, &credential.value).await {
@@ -723,10 +766,13 @@ async fn authenticate(
             .await);
         }
     };
-    Ok(AuthInfo {
-        record,
-        source: credential.source,
-    })
+    Ok((
+        AuthInfo {
+            record,
+            source: credential.source,
+        },
+        known_good,
+    ))
 }
 
 pub async fn decide(
@@ -794,14 +840,16 @@ pub async fn decide(
     );
     let auth = authenticate(state, req, ctx).instrument(span.clone()).await;
     if !span.is_disabled()
-        && let Ok(auth) = &auth
+        && let Ok((auth, _)) = &auth
     {
         span.record("infergate.auth.outcome", "success");
         span.record("infergate.auth.source", auth.source.as_str());
         span.record("infergate.key_id", &*auth.record.id);
     }
     drop(span);
-    let AuthInfo { record, source } = auth?;
+    let (AuthInfo { record, source }, guard_ip) = auth?;
+    // The failed-auth budget of the client IP, still to be checked for a key the cache knew.
+    let ip_guard = (rl && guard_ip).then(ip_check);
     if !state
         .cfg
         .auth
@@ -818,9 +866,10 @@ pub async fn decide(
             let spec = record
                 .rate_limit
                 .unwrap_or_else(|| state.role_limit(record.role));
-            limit(
+            limit_guarded(
                 state,
                 ctx,
+                ip_guard.as_ref(),
                 &[LimitCheck::new(BucketKey::key(record.id.clone()), spec)],
             )
             .await?;
@@ -841,9 +890,9 @@ pub async fn decide(
                     BucketKey::endpoint(route.template.clone(), Subject::Key(record.id.clone())),
                     ep,
                 );
-                limit(state, ctx, &[key_check, ep]).await?
+                limit_guarded(state, ctx, ip_guard.as_ref(), &[key_check, ep]).await?
             }
-            None => limit(state, ctx, &[key_check]).await?,
+            None => limit_guarded(state, ctx, ip_guard.as_ref(), &[key_check]).await?,
         }
     } else {
         None

@@ -6,6 +6,9 @@
 -- ARGV[2]                 TTL jitter in ms
 -- ARGV[1+2i], ARGV[2+2i]  period (ms) and limit of check i; the limit is
 --                         clamped to 2^53-1 by the caller
+-- ARGV[3+2n]              optional: how many of the first checks are guards,
+--                         which must admit like the others but are never
+--                         charged (a peek folded into the same round trip)
 --
 -- Returns {allowed, now, then per check: exists, s, c, p}: each bucket as
 -- stored once this call is done, so the caller derives every reported number
@@ -79,6 +82,7 @@ end
 
 local jitter = tonumber(ARGV[2])
 local n = #KEYS
+local guards = tonumber(ARGV[3 + 2 * n]) or 0
 local views = {}
 local allowed = true
 for i = 1, n do
@@ -95,7 +99,7 @@ end
 if allowed then
   -- A bucket named by several checks is charged once, as in memory.rs.
   local charged = {}
-  for i = 1, n do
+  for i = guards + 1, n do
     local key = KEYS[i]
     local v = views[i]
     local first = charged[key]

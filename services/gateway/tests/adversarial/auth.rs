@@ -189,3 +189,41 @@ async fn no_key_appears_in_logs_error_bodies_or_metrics() {
         }
     }
 }
+
+/// The failed-auth budget is checked on every request, yet a known key's request still costs
+/// one Redis round trip: the budget rides along in the key's own limiter call.
+#[actix_web::test]
+async fn the_budget_check_costs_no_extra_redis_round_trip() {
+    use infergate_ratelimit::redis::{RedisLimiter, RedisLimiterConfig};
+    let server = infergate_testkit::RedisServer::start();
+    let redis = Arc::new(
+        RedisLimiter::connect(
+            &server.url(),
+            RedisLimiterConfig {
+                prefix: "adv".into(),
+                timeout: std::time::Duration::from_secs(5),
+                ..RedisLimiterConfig::default()
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    let app = spawn_app_with(
+        &[],
+        Opts {
+            shared_limiter: Some(redis.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    // First use: the budget is peeked before the key is looked up, then the key is limited.
+    let before = redis.round_trips();
+    assert_eq!(app.get("/protected", Some(USER_KEY)).await.status, 200);
+    assert_eq!(redis.round_trips() - before, 2);
+    // Known key: one round trip each.
+    for _ in 0..5 {
+        let before = redis.round_trips();
+        assert_eq!(app.get("/protected", Some(USER_KEY)).await.status, 200);
+        assert_eq!(redis.round_trips() - before, 1);
+    }
+}

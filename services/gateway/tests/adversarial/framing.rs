@@ -395,7 +395,9 @@ async fn path_and_method_tricks_never_reach_an_admin_only_route() {
             path.to_uppercase(),
         ];
         for p in &variants {
-            for m in [method, "POST", "GET", "PUT", "PATCH", "HEAD", "OPTIONS", "post"] {
+            for m in [
+                method, "POST", "GET", "PUT", "PATCH", "HEAD", "OPTIONS", "post",
+            ] {
                 let req = format!(
                     "{m} {p} HTTP/1.1\r\nHost: 127.0.0.1\r\n{user}\r\nX-HTTP-Method-Override: {method}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
                 );
