@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # schemathesis (PyPI) against both services' /openapi.json, every check on, with a fixed seed and
-# example count so the run is bounded and repeatable (part of `make test`). It starts the dev
+# example count so the run is bounded and repeatable, then the official OpenAI Python SDK against
+# the gateway (scripts/openai_sdk_check.py); part of `make test`. It starts the dev
 # upstream, the gateway and key-admin on free loopback ports with a throwaway file key store, and
 # exits non-zero on any failure. ST_EXAMPLES / ST_SEED change the budget.
 set -euo pipefail
@@ -9,14 +10,16 @@ EXAMPLES=${ST_EXAMPLES:-25}
 SEED=${ST_SEED:-20261201}
 VENV=${ST_VENV:-target/schemathesis-venv}
 ST_VERSION=4.32.5
+OPENAI_VERSION=2.8.1
 
-if ! "$VENV/bin/st" --version 2>/dev/null | grep -q "$ST_VERSION"; then
-  echo "installing schemathesis $ST_VERSION into $VENV (PyPI)"
+if ! "$VENV/bin/st" --version 2>/dev/null | grep -q "$ST_VERSION" ||
+   ! "$VENV/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != '$OPENAI_VERSION')" 2>/dev/null; then
+  echo "installing schemathesis $ST_VERSION and openai $OPENAI_VERSION into $VENV (PyPI)"
   python3 -m venv "$VENV" || {
     echo "python3 -m venv failed: install it with apt-get install python3-venv" >&2
     exit 1
   }
-  "$VENV/bin/pip" install -q "schemathesis==$ST_VERSION"
+  "$VENV/bin/pip" install -q "schemathesis==$ST_VERSION" "openai==$OPENAI_VERSION"
 fi
 cargo build -q -p infergate-gateway -p infergate-dev-upstream -p infergate-key-admin --bins
 
@@ -66,6 +69,8 @@ run() { # name url key
 }
 run gateway "http://127.0.0.1:$GW" "$ADMIN_KEY"
 run key-admin "http://127.0.0.1:$KA" "$KA_KEY"
+echo "=== OpenAI Python SDK against the gateway"
+"$VENV/bin/python" scripts/openai_sdk_check.py "http://127.0.0.1:$GW" "$USER_KEY" || status=1
 if [ "$status" -ne 0 ]; then
   echo "--- gateway log (tail)"; tail -n 30 "$tmp/gateway.log"
   echo "--- key-admin log (tail)"; tail -n 30 "$tmp/key-admin.log"

@@ -38,6 +38,10 @@ pub struct KeyRecord {
     /// The id of the key that replaced this one in a rotation.
     #[serde(default)]
     pub rotated_to: Option<String>,
+    /// Set by `DELETE /v1/keys/{id}`: the key is revoked and gone from the admin API; the record
+    /// stays in the store as a tombstone (the audit log keeps its history).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 /// Where a key stands at a given instant.
@@ -95,6 +99,7 @@ impl KeyRecord {
             models: None,
             metadata: Map::new(),
             rotated_to: None,
+            deleted_at: None,
         }
     }
 
@@ -145,6 +150,7 @@ pub struct KeyPatch {
     pub models: Option<Option<Vec<String>>>,
     pub metadata: Option<Map<String, Value>>,
     pub rotated_to: Option<Option<String>>,
+    pub deleted_at: Option<Option<DateTime<Utc>>>,
 }
 
 impl KeyPatch {
@@ -173,6 +179,9 @@ impl KeyPatch {
         }
         if let Some(v) = &self.rotated_to {
             r.rotated_to = v.clone();
+        }
+        if let Some(v) = self.deleted_at {
+            r.deleted_at = v;
         }
     }
 }

@@ -93,6 +93,7 @@ impl KeyStore for Buggy {
             models: Some(record.models),
             metadata: Some(record.metadata),
             rotated_to: Some(record.rotated_to),
+            deleted_at: Some(record.deleted_at),
         };
         self.inner.update(id, whole).await
     }

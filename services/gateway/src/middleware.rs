@@ -180,7 +180,11 @@ pub fn pre_checks(
         let template = ctx
             .route
             .map_or("", |i| &*state.routes.routes()[i].template);
-        let limit = state.cfg.body_limits.for_route(template);
+        // An upload path's own limit (the OpenAI SDK sends uploads with a Content-Length).
+        let limits = &state.cfg.body_limits;
+        let limit = limits
+            .upload(ctx.path(req.path()))
+            .unwrap_or_else(|| limits.for_route(template));
         if len > limit as u64 {
             return Err(GatewayError::PayloadTooLarge { limit });
         }

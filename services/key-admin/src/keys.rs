@@ -64,6 +64,8 @@ async fn fetch(state: &AppState, id: &str) -> Result<KeyRecord, AdminError> {
         .get(id)
         .await?
         .map(|s| s.record)
+        // A deleted key is gone from the API (its tombstone stays in the store).
+        .filter(|r| r.deleted_at.is_none())
         .ok_or_else(|| AdminError::KeyNotFound(id.to_string()))
 }
 
@@ -167,7 +169,12 @@ pub async fn list(
         now,
     };
     let page = state.store.list(&query).await?;
-    let items: Vec<Value> = page.items.iter().map(|r| record_json(r, now)).collect();
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .filter(|r| r.deleted_at.is_none())
+        .map(|r| record_json(r, now))
+        .collect();
     Ok(HttpResponse::Ok().json(json!({
         "items": items,
         "total": page.total,
@@ -226,6 +233,8 @@ async fn do_update(
         metadata: body.get("metadata").map(validate::metadata).transpose()?,
         ..KeyPatch::default()
     };
+    // A deleted key cannot be changed (it is 404 everywhere in this API).
+    fetch(state, id).await?;
     let record = state.store.update(id, patch).await?;
     state.forget(id);
     let fields: Vec<&String> = body.keys().collect();
@@ -255,7 +264,37 @@ pub async fn delete(
     id: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
     let act = Action::new(&state, &req, &admin.0, "delete");
-    act.finish(do_revoke(&state, &id).await).await
+    act.finish(do_delete(&state, &id).await).await
+}
+
+/// Revokes the key and removes it from the API: later reads, updates, rotations and deletes of
+/// it are `404`. The record stays in the store, marked, and the audit log keeps its history.
+async fn do_delete(state: &AppState, id: &str) -> Result<Done<HttpResponse>, AdminError> {
+    let current = fetch(state, id).await?;
+    let now = Utc::now();
+    let was_revoked = current.revoked_at.is_some();
+    state
+        .store
+        .update(
+            id,
+            KeyPatch {
+                revoked_at: (!was_revoked).then_some(Some(now)),
+                deleted_at: Some(Some(now)),
+                ..KeyPatch::default()
+            },
+        )
+        .await?;
+    state.forget(id);
+    Ok(Done {
+        value: HttpResponse::Ok().json(json!({
+            "id": id,
+            "deleted": true,
+            "was_revoked": was_revoked,
+            "detail": "The key is deleted: refused from now on, and gone from this API (the audit log keeps its history)",
+        })),
+        target: Some(id.to_string()),
+        detail: json!({"was_revoked": was_revoked}),
+    })
 }
 
 async fn do_revoke(state: &AppState, id: &str) -> Result<Done<HttpResponse>, AdminError> {

@@ -195,6 +195,17 @@ async fn multipart_uploads_stream_through_and_their_model_is_checked() {
     let r = upload(&app, &key, &ct, ok.clone()).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["bytes"], ok.len());
+    // With a Content-Length (as the OpenAI SDK sends uploads) the upload limit applies too,
+    // not the JSON one.
+    let req = app
+        .client
+        .post(app.url("/v1/audio/transcriptions"))
+        .insert_header(("X-API-Key", USER_KEY))
+        .insert_header(("Content-Type", ct.as_str()));
+    let sized = multipart(b, &[("model", b"whisper-1"), ("file", &audio)]);
+    let r = app.finish(req.send_body(sized.clone())).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["bytes"], sized.len());
     // A raw binary body passes for a key without an allowlist.
     let r = upload(&app, USER_KEY, "application/octet-stream", audio.clone()).await;
     assert_eq!(r.status, 200, "{}", r.text());

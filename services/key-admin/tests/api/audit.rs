@@ -72,7 +72,8 @@ async fn every_action_is_audited_with_its_outcome() {
     }
     assert_eq!(all[1]["detail"]["fields"], json!(["models", "name"]));
     assert_eq!(all[2]["detail"]["grace_seconds"], 60);
-    assert_eq!(all[4]["detail"]["already_revoked"], true);
+    // Deleting a key revoked just before.
+    assert_eq!(all[4]["detail"]["was_revoked"], true);
     assert_eq!(all[5]["detail"]["field"], "role");
     assert_eq!(all[6]["detail"]["error"], "key_not_found");
     assert_eq!(all[6]["target"], "zzzzzzzzzzzz");

@@ -1,0 +1,68 @@
+"""The official OpenAI Python SDK against the gateway: a client nobody here wrote.
+
+Run by scripts/schemathesis.sh (so `make test`) with the stack it starts; exits non-zero on the
+first call that does not work. Covers the calls real users make: chat (plain and streamed),
+completions, embeddings, models, and the audio upload (multipart) that used to be refused.
+"""
+import io
+import sys
+
+import openai
+
+base, user_key = sys.argv[1], sys.argv[2]
+client = openai.OpenAI(base_url=f"{base}/v1", api_key=user_key, max_retries=0, timeout=30)
+checks = 0
+
+
+def check(cond, what):
+    global checks
+    if not cond:
+        print(f"FAILED: {what}")
+        sys.exit(1)
+    checks += 1
+
+
+models = client.models.list()
+check(any(m.id == "echo-1" for m in models.data), "models.list names echo-1")
+
+chat = client.chat.completions.create(
+    model="echo-1", messages=[{"role": "user", "content": "hello sdk"}], max_tokens=16
+)
+check("hello sdk" in (chat.choices[0].message.content or ""), "chat.completions echoes")
+
+parts = [
+    c.choices[0].delta.content or ""
+    for c in client.chat.completions.create(
+        model="echo-1",
+        messages=[{"role": "user", "content": "stream me"}],
+        stream=True,
+        stream_options={"include_usage": False},
+    )
+    if c.choices
+]
+check("stream me" in "".join(parts), "streamed chat arrives in chunks")
+
+comp = client.completions.create(model="echo-1", prompt="complete me", max_tokens=8)
+check(comp.choices and comp.choices[0].text is not None, "completions")
+
+emb = client.embeddings.create(model="echo-1", input=["a", "b"])
+check(len(emb.data) == 2, "embeddings")
+
+audio = io.BytesIO(b"RIFF" + bytes(range(256)) * 4096)  # ~1 MiB, multipart upload
+audio.name = "clip.wav"
+tr = client.audio.transcriptions.create(model="whisper-1", file=audio)
+check(tr.text.startswith("received"), f"audio.transcriptions upload passes ({tr.text})")
+
+try:
+    client.post("/load_lora_adapter", body={"lora_name": "x", "lora_path": "/tmp"}, cast_to=object)
+    check(False, "a user key may not load LoRA adapters")
+except openai.PermissionDeniedError:
+    check(True, "load_lora_adapter is admin-only")
+
+try:
+    client.chat.completions.create(model="echo-1", messages=[], max_tokens=1)
+    check(False, "an empty messages list is refused")
+except openai.UnprocessableEntityError as e:
+    check(e.response.json().get("code") == "validation_error", "422 with the gateway's code")
+
+print(f"openai SDK {openai.__version__}: {checks} checks passed")
