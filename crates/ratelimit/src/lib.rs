@@ -67,17 +67,26 @@ pub trait RateLimiter: Send + Sync + std::fmt::Debug {
         guards: &[LimitCheck],
         checks: &[LimitCheck],
     ) -> Result<Guarded, RateLimitError> {
-        for guard in guards {
-            let status = self.peek(guard).await?;
-            if status.is_exceeded() {
-                return Ok(Guarded::Refused(status));
-            }
-        }
-        self.check(checks).await.map(Guarded::Decided)
+        peek_then_check(self, guards, checks).await
     }
 
     /// Backend name for metrics and status pages, e.g. `"memory"`.
     fn backend(&self) -> &'static str;
+}
+
+/// [`RateLimiter::check_guarded`] as separate calls: each guard peeked, then the checks.
+pub async fn peek_then_check<L: RateLimiter + ?Sized>(
+    limiter: &L,
+    guards: &[LimitCheck],
+    checks: &[LimitCheck],
+) -> Result<Guarded, RateLimitError> {
+    for guard in guards {
+        let status = limiter.peek(guard).await?;
+        if status.is_exceeded() {
+            return Ok(Guarded::Refused(status));
+        }
+    }
+    limiter.check(checks).await.map(Guarded::Decided)
 }
 
 /// What [`RateLimiter::check_guarded`] decided.

@@ -582,13 +582,7 @@ impl RateLimiter for RedisLimiter {
         }
         if guards.is_empty() || checks.is_empty() {
             // Nothing to fold together: the plain calls are as cheap.
-            for guard in guards {
-                let status = self.peek(guard).await?;
-                if status.is_exceeded() {
-                    return Ok(Guarded::Refused(status));
-                }
-            }
-            return self.check(checks).await.map(Guarded::Decided);
+            return crate::peek_then_check(self, guards, checks).await;
         }
         if let Some(decision) = self.cache.refuse(checks, self.local_clock()) {
             return Ok(Guarded::Decided(decision));

@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use awc::http::Method;
 use chrono::Utc;
-use infergate_keystore::memory::MemoryKeyStore;
-use infergate_keystore::{HashParams, KeyRecord, KeyStore, StoredKey, format, hash};
+use infergate_keystore::format;
 use infergate_policy::Role;
 use infergate_ratelimit::{
     Decision, LimitCheck, LimitStatus, ManualClock, MemoryLimiter, RateLimitError, RateLimiter,
@@ -195,40 +194,6 @@ async fn scrape(app: &TestApp) -> Scrape {
     let r = app.get("/metrics", Some(ADMIN_KEY)).await;
     assert_eq!(r.status, 200, "/metrics: {}", r.text());
     Scrape::parse(r.text())
-}
-
-/// Mints a key straight into `store`; returns (full key, id).
-async fn mint(
-    store: &Arc<dyn KeyStore>,
-    role: Role,
-    edit: impl FnOnce(&mut KeyRecord),
-) -> (String, String) {
-    let key = format::generate("igk").unwrap();
-    let mut record = KeyRecord::new(key.id.clone(), "metrics-test", role, "test");
-    record.prefix = "igk".into();
-    edit(&mut record);
-    let secret_hash = hash::hash_secret(key.secret(), HashParams::default()).unwrap();
-    store
-        .create(StoredKey {
-            record,
-            secret_hash,
-        })
-        .await
-        .unwrap();
-    (key.expose().to_string(), key.id.clone())
-}
-
-async fn app_with_store(env: &[(&str, &str)]) -> (TestApp, Arc<dyn KeyStore>) {
-    let store: Arc<dyn KeyStore> = Arc::new(MemoryKeyStore::new());
-    let app = spawn_app_with(
-        env,
-        Opts {
-            key_store: Some(store.clone()),
-            ..Default::default()
-        },
-    )
-    .await;
-    (app, store)
 }
 
 /// A port nothing listens on.
