@@ -1,4 +1,7 @@
 //! The conformance suite against the in-process backends, plus the file store's own guarantees.
+// Test code: a panic is a failed test. (`.clippy.toml` allows unwrap in #[test] fns; this
+// covers the helpers around them.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};

@@ -1,3 +1,6 @@
+// Test code: a panic is a failed test. (`.clippy.toml` allows unwrap in #[test] fns; this
+// covers the helpers around them.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use chrono::{Duration, Utc};
 use infergate_keystore::{StaticKey, StaticKeyStore, Verification, parse_api_keys};
 use infergate_policy::Role;

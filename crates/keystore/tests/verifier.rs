@@ -1,4 +1,7 @@
 //! The hot-path verifier over a real store.
+// Test code: a panic is a failed test. (`.clippy.toml` allows unwrap in #[test] fns; this
+// covers the helpers around them.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

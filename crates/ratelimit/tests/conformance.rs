@@ -1,6 +1,9 @@
 //! The conformance suite on the memory backend: the reference must pass its
 //! own suite, and its absolute promises (100 of 150, exact waits) hold.
 //! The Redis backend runs the same suite in `tests/redis.rs`.
+// Test code: a panic is a failed test. (`.clippy.toml` allows unwrap in #[test] fns; this
+// covers the helpers around them.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 

@@ -1,6 +1,9 @@
 //! The Redis backend against real `redis-server` processes: conformance with
 //! the memory backend, round trips, key layout, and failure behaviour.
 //! Every test starts its own server.
+// Test code: a panic is a failed test. (`.clippy.toml` allows unwrap in #[test] fns; this
+// covers the helpers around them.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

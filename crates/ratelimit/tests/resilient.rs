@@ -1,6 +1,9 @@
 //! The breaker and failure modes, driven by a primary that can be switched to fail. (The same
 //! behaviour against a real Redis that is killed, paused and restarted is tested end to end in the
 //! gateway's tests.)
+// Test code: a panic is a failed test. (`.clippy.toml` allows unwrap in #[test] fns; this
+// covers the helpers around them.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;

@@ -1,3 +1,6 @@
+// Test code: a panic is a failed test. (`.clippy.toml` allows unwrap in #[test] fns; this
+// covers the helpers around them.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::time::Duration;
 
 use infergate_ratelimit::{RATE_SPEC_ACCEPTED, RateSpec, RateSpecError};

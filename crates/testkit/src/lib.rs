@@ -12,6 +12,8 @@
 //!
 //! `redis-server` must be installed (`apt-get install redis-server`; `.ci/run` does it).
 #![forbid(unsafe_code)]
+// Test support only: a panic here is a failed test, which is what an unexpected state should be.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[cfg(feature = "otlp")]
 pub mod otlp;

@@ -1,5 +1,8 @@
 //! Issue and verify real tokens with real keys: Ed25519 from `generate_ed25519_pem`, P-256 and
 //! RSA from the RustCrypto crates jsonwebtoken already builds, HS256 from a fixed secret.
+// Test code: a panic is a failed test. (`.clippy.toml` allows unwrap in #[test] fns; this
+// covers the helpers around them.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -1,4 +1,7 @@
 //! End-to-end tests over real HTTP on 127.0.0.1:0, using `awc` the way the gateway does.
+// Test code: a panic is a failed test. (`.clippy.toml` allows unwrap in #[test] fns; this
+// covers the helpers around them.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,9 @@
 //! Traces and logs end to end: the real `infergate-gateway` binary exports over OTLP/HTTP to a
 //! real receiver started here, which decodes the protobuf; the dev upstream echoes what it was
 //! sent. Also the access-log line's shape and the security warnings, as an operator reads them.
+// Test code: a panic is a failed test. (`.clippy.toml` allows unwrap in #[test] fns; this
+// covers the helpers around them.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

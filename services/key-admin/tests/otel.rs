@@ -1,5 +1,8 @@
 //! Traces end to end: the real `infergate-admin` binary exports its request spans over OTLP/HTTP
 //! to a real receiver started here (which decodes the protobuf). Admin actions are WARN lines.
+// Test code: a panic is a failed test. (`.clippy.toml` allows unwrap in #[test] fns; this
+// covers the helpers around them.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

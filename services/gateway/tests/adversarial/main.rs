@@ -7,6 +7,9 @@
 //! - [`framing`]: paths, smuggling, slow and stalled bodies, connection caps, upgrades, `Expect`.
 //! - [`bodies`]: duplicate keys, empty bodies, content encodings, uploads, integer rules.
 //! - [`hosts`]: Host and absolute-form tricks, CORS reflection, JWT attacks over HTTP.
+// Test code: a panic is a failed test. (`.clippy.toml` allows unwrap in #[test] fns; this
+// covers the helpers around them.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
