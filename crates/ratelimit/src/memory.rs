@@ -209,6 +209,11 @@ impl Default for MemoryLimiter {
 }
 
 impl MemoryLimiter {
+    /// The clock this limiter reads (the fallback limiter's is the breaker's too).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     /// An empty limiter reading time from `clock`.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {

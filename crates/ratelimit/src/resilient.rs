@@ -15,7 +15,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::{
     Decision, Guarded, LimitCheck, LimitStatus, MemoryLimiter, RateLimitError, RateLimiter,
@@ -77,8 +77,9 @@ enum Breaker {
     Closed {
         failures: u32,
     },
+    /// Until this reading of the limiter's clock (milliseconds).
     Open {
-        until: Instant,
+        until_ms: u64,
     },
     /// One probe is in flight; everyone else uses the fallback until it reports.
     HalfOpen,
@@ -135,6 +136,11 @@ impl ResilientLimiter {
         !matches!(*self.lock(), Breaker::Closed { failures: 0 })
     }
 
+    /// The breaker's time: the fallback limiter's clock, so tests move it like the windows.
+    fn now_ms(&self) -> u64 {
+        self.fallback.clock().now_millis()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
         self.breaker.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -144,7 +150,7 @@ impl ResilientLimiter {
         let mut b = self.lock();
         match *b {
             Breaker::Closed { .. } => true,
-            Breaker::Open { until } if Instant::now() >= until => {
+            Breaker::Open { until_ms } if self.now_ms() >= until_ms => {
                 *b = Breaker::HalfOpen;
                 true
             }
@@ -174,8 +180,9 @@ impl ResilientLimiter {
             _ => true,
         };
         if open {
+            let cooldown = u64::try_from(self.cfg.cooldown.as_millis()).unwrap_or(u64::MAX);
             *b = Breaker::Open {
-                until: Instant::now() + self.cfg.cooldown,
+                until_ms: self.now_ms().saturating_add(cooldown),
             };
             self.stats.breaker_opened.fetch_add(1, Ordering::Relaxed);
         }

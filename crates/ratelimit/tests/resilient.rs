@@ -49,7 +49,17 @@ impl RateLimiter for Switchable {
 }
 
 fn setup(mode: FailureMode, replicas: u64) -> (Arc<Switchable>, ResilientLimiter) {
-    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let (primary, r, _) = setup_with_clock(mode, replicas);
+    (primary, r)
+}
+
+/// The limiter, its switchable backend, and the clock both read (the breaker's too).
+fn setup_with_clock(
+    mode: FailureMode,
+    replicas: u64,
+) -> (Arc<Switchable>, ResilientLimiter, ManualClock) {
+    let manual = ManualClock::new(1_800_000_000_000);
+    let clock = Arc::new(manual.clone());
     let primary = Arc::new(Switchable {
         inner: MemoryLimiter::new(clock.clone()),
         down: AtomicBool::new(false),
@@ -66,7 +76,7 @@ fn setup(mode: FailureMode, replicas: u64) -> (Arc<Switchable>, ResilientLimiter
             cooldown: Duration::from_millis(50),
         },
     );
-    (primary, r)
+    (primary, r, manual)
 }
 
 fn check(limit: &str) -> LimitCheck {
@@ -78,7 +88,7 @@ fn check(limit: &str) -> LimitCheck {
 
 #[tokio::test]
 async fn breaker_opens_after_consecutive_failures_and_closes_after_a_probe() {
-    let (primary, r) = setup(FailureMode::Local, 1);
+    let (primary, r, clock) = setup_with_clock(FailureMode::Local, 1);
     assert_eq!(r.breaker_state(), "closed");
     assert!(!r.degraded());
     primary.down.store(true, Ordering::SeqCst);
@@ -91,9 +101,13 @@ async fn breaker_opens_after_consecutive_failures_and_closes_after_a_probe() {
     // While open, the backend is not called at all.
     r.check(&[check("100/minute")]).await.unwrap();
     assert_eq!(r.stats.backend_timeouts.load(Ordering::Relaxed), 3);
-    // Back up: after the cooldown one probe closes the breaker.
+    // Back up: not probed before the cooldown (50 ms on the injected clock) is over ...
     primary.down.store(false, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    clock.advance(Duration::from_millis(49));
+    r.check(&[check("100/minute")]).await.unwrap();
+    assert_eq!(r.breaker_state(), "open");
+    // ... and once it is, one probe closes the breaker.
+    clock.advance(Duration::from_millis(1));
     r.check(&[check("100/minute")]).await.unwrap();
     assert_eq!(r.breaker_state(), "closed");
     assert!(!r.degraded());
