@@ -11,11 +11,15 @@ use crate::raw::{get, send_from, status};
 
 #[actix_web::test]
 async fn no_guess_succeeds_once_the_failed_auth_budget_is_spent() {
-    let app = spawn_app(&[
-        ("API_KEY", ""),
-        ("API_KEYS", "pin-4821:admin"),
-        ("RATE_LIMIT_DEFAULT", "100/minute"),
-    ])
+    // A stopped clock: no window boundary falls inside the 1,000 requests.
+    let app = spawn_app_with(
+        &[
+            ("API_KEY", ""),
+            ("API_KEYS", "pin-4821:admin"),
+            ("RATE_LIMIT_DEFAULT", "100/minute"),
+        ],
+        stopped_clock(),
+    )
     .await;
     // The legitimate client uses its key once, so it is in the verifier's cache.
     assert_eq!(app.get("/protected", Some("pin-4821")).await.status, 200);

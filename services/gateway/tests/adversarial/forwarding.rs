@@ -11,10 +11,13 @@ fn wrong_key(i: usize) -> String {
 
 #[actix_web::test]
 async fn several_forwarded_for_lines_are_one_list_read_right_to_left() {
-    let app = spawn_app(&[
-        ("INFERGATE_TRUSTED_PROXIES", "127.0.0.2/32"),
-        ("RATE_LIMIT_DEFAULT", "20/minute"),
-    ])
+    let app = spawn_app_with(
+        &[
+            ("INFERGATE_TRUSTED_PROXIES", "127.0.0.2/32"),
+            ("RATE_LIMIT_DEFAULT", "20/minute"),
+        ],
+        stopped_clock(),
+    )
     .await;
     // HAProxy's `option forwardfor` appends its own line after the one the client sent: the
     // client rotating its own line must still land in one bucket, 5.5.5.5's.
@@ -39,10 +42,13 @@ async fn several_forwarded_for_lines_are_one_list_read_right_to_left() {
 
 #[actix_web::test]
 async fn forwarded_entries_with_ports_are_separate_clients() {
-    let app = spawn_app(&[
-        ("INFERGATE_TRUSTED_PROXIES", "127.0.0.2/32"),
-        ("RATE_LIMIT_DEFAULT", "3/minute"),
-    ])
+    let app = spawn_app_with(
+        &[
+            ("INFERGATE_TRUSTED_PROXIES", "127.0.0.2/32"),
+            ("RATE_LIMIT_DEFAULT", "3/minute"),
+        ],
+        stopped_clock(),
+    )
     .await;
     for i in 0..5 {
         let raw = send_from(

@@ -296,7 +296,7 @@ async fn expect_answer(app: &TestApp, key: &str, length: usize) -> (tokio::net::
 
 #[actix_web::test]
 async fn expect_100_continue_is_decided_before_the_body_is_sent() {
-    let app = spawn_app(&[("RATE_LIMIT_ADMIN", "10/minute")]).await;
+    let app = spawn_app_with(&[("RATE_LIMIT_ADMIN", "10/minute")], stopped_clock()).await;
     // Refusals come as the final status, never as `100`: the client need not upload anything.
     let (_, first) = expect_answer(&app, "wrong-key-000000000000000000", 10).await;
     assert!(first.starts_with("HTTP/1.1 401"), "{first}");

@@ -329,3 +329,13 @@ pub fn jwt_env(dir: &std::path::Path) -> Vec<(&'static str, String)> {
         ),
     ]
 }
+
+/// Options with a stopped limiter clock, so no window boundary falls inside a test that counts
+/// exact admissions.
+#[allow(dead_code)] // not every test target that shares these helpers counts admissions
+pub fn stopped_clock() -> Opts {
+    Opts {
+        clock: Some(ManualClock::new(1_700_000_000_000)),
+        ..Default::default()
+    }
+}
