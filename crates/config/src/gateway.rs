@@ -141,9 +141,10 @@ impl BodyLimits {
             .map(|(_, n)| *n)
     }
 
-    /// Time allowed for a body of `len` bytes to arrive in full.
-    pub fn time_allowed(&self, len: u64) -> Duration {
-        self.timeout + Duration::from_secs(len / self.min_bytes_per_second.max(1))
+    /// The limit of a request's body: its upload path's, else its route's.
+    pub fn limit(&self, template: &str, path: &str) -> usize {
+        self.upload(path)
+            .unwrap_or_else(|| self.for_route(template))
     }
 }
 

@@ -32,9 +32,27 @@ use crate::error::GatewayError;
 /// The most `Content-Encoding` layers decoded; more is refused (each layer costs a full pass).
 pub const MAX_ENCODINGS: usize = 2;
 
-/// When the next chunk must have arrived, given what has arrived since `start`.
-fn next_deadline(limits: &BodyLimits, start: Instant, received: usize) -> Instant {
-    start + limits.time_allowed(received as u64)
+/// How fast a body must arrive (from [`BodyLimits`]; `Copy`, so a stream carries it for free).
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    timeout: Duration,
+    min_bytes_per_second: u64,
+}
+
+impl Pace {
+    pub fn of(limits: &BodyLimits) -> Self {
+        Self {
+            timeout: limits.timeout,
+            min_bytes_per_second: limits.min_bytes_per_second,
+        }
+    }
+
+    /// When the next chunk must have arrived, given what has arrived since `start`.
+    fn deadline(self, start: Instant, received: usize) -> Instant {
+        start
+            + self.timeout
+            + Duration::from_secs(received as u64 / self.min_bytes_per_second.max(1))
+    }
 }
 
 /// Reads a whole body, up to `limit` bytes, within the body deadline.
@@ -44,9 +62,10 @@ pub async fn read(
     limit: usize,
 ) -> Result<Bytes, GatewayError> {
     let start = Instant::now();
+    let pace = Pace::of(limits);
     let mut buf = BytesMut::new();
     loop {
-        let deadline = next_deadline(limits, start, buf.len());
+        let deadline = pace.deadline(start, buf.len());
         let chunk = match tokio::time::timeout_at(deadline, payload.next()).await {
             Err(_) => return Err(GatewayError::BodyTimeout),
             Ok(None) => break,
@@ -60,6 +79,22 @@ pub async fn read(
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
+}
+
+/// Reads a whole body ([`read`]) and undoes its `Content-Encoding` ([`decode`]); says whether
+/// anything was decoded (the header must then not be forwarded).
+pub async fn read_decoded(
+    payload: web::Payload,
+    headers: &actix_web::http::header::HeaderMap,
+    limits: &BodyLimits,
+    limit: usize,
+) -> Result<(Bytes, bool), GatewayError> {
+    let codings = encodings(headers)?;
+    let body = read(payload, limits, limit).await?;
+    if codings.is_empty() {
+        return Ok((body, false));
+    }
+    Ok((decode(body, &codings, limit)?, true))
 }
 
 /// The body's content codings, in the order they were applied (`identity` dropped).
@@ -217,60 +252,86 @@ async fn parse_form(
     }
 }
 
-/// Streams an upload to the upstream within the deadline and `limit`, checking the multipart
-/// `model` field against `rule` when there is one. On a violation the stream ends with an error
-/// (aborting the upstream request) and `verdict` says why.
+/// Streams an upload to the upstream within the body deadline and `limit`, checking the
+/// multipart `model` field against `rule` when there is one. On a violation the stream ends with
+/// an error (aborting the upstream request) and `verdict` says why.
 pub fn stream_upload(
     payload: web::Payload,
-    limits: BodyLimits,
+    pace: Pace,
     limit: usize,
     rule: Option<ModelRule>,
     verdict: Verdict,
 ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> + 'static {
-    let form = Rc::new(RefCell::new(FormState::default()));
-    // Told when the parser has finished or failed.
-    let parsed = Rc::new(tokio::sync::Notify::new());
-    let (tx, allowed) = match rule {
-        Some(rule) => {
-            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-            let form = form.clone();
-            let parsed = parsed.clone();
-            actix_web::rt::spawn(async move {
-                parse_form(rx, rule.boundary, &form).await;
-                parsed.notify_one();
-            });
-            (Some(tx), rule.allowed)
+    let check = rule.map(|rule| {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+        let form = Rc::new(RefCell::new(FormState::default()));
+        let parsed = Rc::new(tokio::sync::Notify::new());
+        let (f, p) = (form.clone(), parsed.clone());
+        actix_web::rt::spawn(async move {
+            parse_form(rx, rule.boundary, &f).await;
+            p.notify_one();
+        });
+        FormCheck {
+            tx: Some(tx),
+            form,
+            parsed,
+            allowed: rule.allowed,
+            held: None,
         }
-        None => (None, Vec::new()),
+    });
+    let upload = Upload {
+        payload,
+        pace,
+        start: Instant::now(),
+        received: 0,
+        limit,
+        check,
+        verdict,
+        done: false,
     };
+    futures_util::stream::unfold(upload, |mut up| async move {
+        let item = up.next_item().await?;
+        Some((item, up))
+    })
+}
 
-    struct St {
-        payload: web::Payload,
-        start: Instant,
-        received: usize,
-        held: Option<Bytes>,
-        tx: Option<tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>>,
-        done: bool,
-    }
-    let fail = {
-        let verdict = verdict.clone();
-        move |e: GatewayError| {
-            *verdict.borrow_mut() = Some(e);
-            Some((
-                Err(actix_web::error::ErrorBadRequest("request body refused")),
-                None,
-            ))
-        }
-    };
-    // A refused model, seen as early as the parser gets to it.
-    let judge = move |form: &FormState, at_end: bool| -> Result<(), GatewayError> {
+/// One streamed upload in progress: everything it needs lives here, so no chunk costs a copy of
+/// the settings.
+struct Upload {
+    payload: web::Payload,
+    pace: Pace,
+    start: Instant,
+    received: usize,
+    limit: usize,
+    check: Option<FormCheck>,
+    verdict: Verdict,
+    done: bool,
+}
+
+/// The allowlist check of a multipart form, fed the chunks as they pass; the latest chunk is held
+/// back until the parser has seen it.
+struct FormCheck {
+    tx: Option<tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>>,
+    form: Rc<RefCell<FormState>>,
+    /// Told when the parser has finished or failed.
+    parsed: Rc<tokio::sync::Notify>,
+    allowed: Vec<String>,
+    held: Option<Bytes>,
+}
+
+impl FormCheck {
+    /// A refused model is refused as soon as the parser reaches it; at the end, a form naming no
+    /// model is refused too.
+    fn judge(&self, at_end: bool) -> Result<(), GatewayError> {
+        let form = self.form.borrow();
+        let refused = |model: Option<String>| GatewayError::ModelNotAllowed {
+            model,
+            allowed: self.allowed.join(", "),
+        };
         if let Some(m) = &form.model
-            && !allowed.iter().any(|a| a == m)
+            && !self.allowed.iter().any(|a| a == m)
         {
-            return Err(GatewayError::ModelNotAllowed {
-                model: Some(m.clone()),
-                allowed: allowed.join(", "),
-            });
+            return Err(refused(Some(m.clone())));
         }
         if let Some(why) = &form.failed {
             return Err(GatewayError::MalformedJson(format!(
@@ -278,98 +339,89 @@ pub fn stream_upload(
             )));
         }
         if at_end && form.model.is_none() {
-            return Err(GatewayError::ModelNotAllowed {
-                model: None,
-                allowed: allowed.join(", "),
-            });
+            return Err(refused(None));
         }
         Ok(())
-    };
-    let checking = tx.is_some();
-    futures_util::stream::unfold(
-        Some(St {
-            payload,
-            start: Instant::now(),
-            received: 0,
-            held: None,
-            tx,
-            done: false,
-        }),
-        move |st| {
-            let fail = fail.clone();
-            let judge = judge.clone();
-            let form = form.clone();
-            let parsed = parsed.clone();
-            let limits = limits.clone();
-            async move {
-                let mut st = st?;
-                if st.done {
-                    return None;
+    }
+
+    /// Closes the parser's input and waits for its verdict on the whole form.
+    async fn finish(&mut self) -> Result<(), GatewayError> {
+        drop(self.tx.take());
+        let settled = {
+            let f = self.form.borrow();
+            f.finished || f.failed.is_some()
+        };
+        if !settled
+            && tokio::time::timeout(Duration::from_secs(5), self.parsed.notified())
+                .await
+                .is_err()
+        {
+            return Err(GatewayError::MalformedJson(
+                "the multipart form did not end".into(),
+            ));
+        }
+        self.judge(true)
+    }
+}
+
+impl Upload {
+    /// Records why the upload was cut off and ends the stream with an error.
+    fn fail(&mut self, e: GatewayError) -> Option<Result<Bytes, actix_web::Error>> {
+        *self.verdict.borrow_mut() = Some(e);
+        self.done = true;
+        Some(Err(actix_web::error::ErrorBadRequest(
+            "request body refused",
+        )))
+    }
+
+    async fn next_item(&mut self) -> Option<Result<Bytes, actix_web::Error>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let deadline = self.pace.deadline(self.start, self.received);
+            let chunk = match tokio::time::timeout_at(deadline, self.payload.next()).await {
+                Err(_) => return self.fail(GatewayError::BodyTimeout),
+                Ok(Some(Err(e))) => {
+                    return self.fail(GatewayError::MalformedJson(format!(
+                        "reading the body failed: {e}"
+                    )));
                 }
-                loop {
-                    let deadline = next_deadline(&limits, st.start, st.received);
-                    let next = tokio::time::timeout_at(deadline, st.payload.next()).await;
-                    let chunk = match next {
-                        Err(_) => return fail(GatewayError::BodyTimeout),
-                        Ok(Some(Err(e))) => {
-                            return fail(GatewayError::MalformedJson(format!(
-                                "reading the body failed: {e}"
-                            )));
-                        }
-                        Ok(Some(Ok(c))) => c,
-                        Ok(None) => {
-                            // The whole form has been seen: judge it before the last bytes go.
-                            if checking {
-                                // Closing the channel lets the parser see the end of the form.
-                                drop(st.tx.take());
-                                let settled = {
-                                    let f = form.borrow();
-                                    f.finished || f.failed.is_some()
-                                };
-                                if !settled
-                                    && tokio::time::timeout(
-                                        Duration::from_secs(5),
-                                        parsed.notified(),
-                                    )
-                                    .await
-                                    .is_err()
-                                {
-                                    return fail(GatewayError::MalformedJson(
-                                        "the multipart form did not end".into(),
-                                    ));
-                                }
-                                if let Err(e) = judge(&form.borrow(), true) {
-                                    return fail(e);
-                                }
-                            }
-                            st.done = true;
-                            return st.held.take().map(|h| (Ok(h), Some(st)));
-                        }
+                Ok(Some(Ok(c))) => c,
+                Ok(None) => {
+                    self.done = true;
+                    let Some(check) = &mut self.check else {
+                        return None;
                     };
-                    st.received += chunk.len();
-                    if st.received > limit {
-                        return fail(GatewayError::PayloadTooLarge { limit });
+                    // The whole form has been seen: judge it before the last bytes go.
+                    if let Err(e) = check.finish().await {
+                        return self.fail(e);
                     }
-                    if let Some(tx) = &st.tx
-                        && tx.send(Ok(chunk.clone())).await.is_err()
-                    {
-                        // The parser stopped early: it failed or saw the end; judged below.
-                        st.tx = None;
-                    }
-                    if checking && let Err(e) = judge(&form.borrow(), false) {
-                        return fail(e);
-                    }
-                    if !checking {
-                        return Some((Ok(chunk), Some(st)));
-                    }
-                    match st.held.replace(chunk) {
-                        Some(prev) => return Some((Ok(prev), Some(st))),
-                        None => continue,
-                    }
+                    return check.held.take().map(Ok);
                 }
+            };
+            self.received += chunk.len();
+            if self.received > self.limit {
+                let limit = self.limit;
+                return self.fail(GatewayError::PayloadTooLarge { limit });
             }
-        },
-    )
+            let Some(check) = &mut self.check else {
+                return Some(Ok(chunk));
+            };
+            if let Some(tx) = &check.tx
+                && tx.send(Ok(chunk.clone())).await.is_err()
+            {
+                // The parser stopped early: it failed or saw the end; judged below.
+                check.tx = None;
+            }
+            if let Err(e) = check.judge(false) {
+                return self.fail(e);
+            }
+            if let Some(prev) = check.held.replace(chunk) {
+                return Some(Ok(prev));
+            }
+        }
+    }
 }
 
 /// The multipart boundary of a `multipart/form-data` content type.

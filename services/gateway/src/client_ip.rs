@@ -115,37 +115,63 @@ fn peer_ip(peer: Option<SocketAddr>) -> IpAddr {
     peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip().to_canonical())
 }
 
-/// Whether the direct peer is a configured trusted proxy.
-pub fn peer_is_trusted(state: &AppState, peer: Option<SocketAddr>) -> bool {
-    !state.cfg.trusted_proxies.is_empty() && state.is_trusted_proxy(peer_ip(peer))
+/// Where a request came from, as the gateway judged it: worked out once per request (the edge
+/// stores it in the request context) and read by every later stage.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    /// The client: the peer, or the first untrusted address of a trusted peer's chain.
+    pub client: IpAddr,
+    pub peer: IpAddr,
+    /// The peer is a configured trusted proxy, so its forwarding headers are believed.
+    pub peer_trusted: bool,
+    /// The trusted proxies between the client and the peer (empty unless `peer_trusted`).
+    pub trusted_hops: Vec<IpAddr>,
+    /// TLS on the gateway's listener, or `X-Forwarded-Proto: https` from a trusted peer.
+    pub https: bool,
 }
 
-pub fn client_ip(state: &AppState, peer: Option<SocketAddr>, headers: &HeaderMap) -> IpAddr {
-    let peer_ip = peer_ip(peer);
-    if !peer_is_trusted(state, peer) {
-        return peer_ip;
+impl Origin {
+    pub fn of(
+        state: &AppState,
+        secure_listener: bool,
+        peer: Option<SocketAddr>,
+        headers: &HeaderMap,
+    ) -> Self {
+        let peer = peer_ip(peer);
+        let peer_trusted = !state.cfg.trusted_proxies.is_empty() && state.is_trusted_proxy(peer);
+        if !peer_trusted {
+            return Origin {
+                client: peer,
+                peer,
+                peer_trusted,
+                trusted_hops: Vec::new(),
+                https: secure_listener,
+            };
+        }
+        let walk = walk_forwarded(peer, headers, |ip| state.is_trusted_proxy(ip));
+        Origin {
+            client: walk.client,
+            peer,
+            peer_trusted,
+            trusted_hops: walk.trusted_hops,
+            https: secure_listener || forwarded_proto_is_https(headers),
+        }
     }
-    walk_forwarded(peer_ip, headers, |ip| state.is_trusted_proxy(ip)).client
-}
 
-/// The `X-Forwarded-For` the gateway sends upstream: the client, the trusted proxies after it,
-/// and the peer. What a client wrote left of itself is dropped.
-pub fn forwarded_for_upstream(
-    state: &AppState,
-    peer: Option<SocketAddr>,
-    headers: &HeaderMap,
-) -> String {
-    let peer_ip = peer_ip(peer);
-    if !peer_is_trusted(state, peer) {
-        return peer_ip.to_string();
+    /// The `X-Forwarded-For` the gateway sends upstream: the client, the trusted proxies after it,
+    /// and the peer (just the peer when it is not trusted). What a client wrote left of itself is
+    /// dropped.
+    pub fn forwarded_for(&self) -> String {
+        if !self.peer_trusted {
+            return self.peer.to_string();
+        }
+        let mut out = self.client.to_string();
+        for hop in self.trusted_hops.iter().chain(std::iter::once(&self.peer)) {
+            out.push_str(", ");
+            out.push_str(&hop.to_string());
+        }
+        out
     }
-    let walk = walk_forwarded(peer_ip, headers, |ip| state.is_trusted_proxy(ip));
-    let mut out = walk.client.to_string();
-    for hop in walk.trusted_hops.iter().chain(std::iter::once(&peer_ip)) {
-        out.push_str(", ");
-        out.push_str(&hop.to_string());
-    }
-    out
 }
 
 /// Whether a trusted proxy's `X-Forwarded-Proto` list says HTTPS: its rightmost entry, the one the
@@ -156,17 +182,6 @@ pub fn forwarded_proto_is_https(headers: &HeaderMap) -> bool {
         .map(str::trim)
         .find(|e| !e.is_empty())
         .is_some_and(|p| p.eq_ignore_ascii_case("https"))
-}
-
-/// Whether the request arrived over HTTPS: the listener's own TLS, or `X-Forwarded-Proto: https`
-/// from a trusted proxy.
-pub fn is_https(
-    state: &AppState,
-    secure_listener: bool,
-    peer: Option<SocketAddr>,
-    headers: &HeaderMap,
-) -> bool {
-    secure_listener || (peer_is_trusted(state, peer) && forwarded_proto_is_https(headers))
 }
 
 #[cfg(test)]

@@ -132,12 +132,8 @@ pub async fn api_test(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, GatewayError> {
     let limits = &state.cfg.body_limits;
-    let codings = crate::body::encodings(req.headers())?;
     let limit = limits.for_route("/api/test");
-    let mut body = crate::body::read(payload, limits, limit).await?;
-    if !codings.is_empty() {
-        body = crate::body::decode(body, &codings, limit)?;
-    }
+    let (body, _) = crate::body::read_decoded(payload, req.headers(), limits, limit).await?;
     let value = parse_json(&body)?;
     check_body("/api/test", "/api/test", &value)?;
     let iterations = value

@@ -17,7 +17,6 @@
 //! `traceparent`), and the guard its `authenticate` and `rate_limit` children; see
 //! [`crate::telemetry`]. With traces off those spans are disabled and nothing is computed for them.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,7 +32,6 @@ use infergate_telemetry::{continue_remote_trace, method_label, traceparent_trace
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
-use crate::client_ip::{client_ip, is_https};
 use crate::error::{GatewayError, rate_limit_headers, render, render_status};
 use crate::state::AppState;
 use crate::telemetry::SPAN_TARGET;
@@ -42,16 +40,45 @@ use crate::telemetry::SPAN_TARGET;
 #[derive(Clone, Debug)]
 pub struct RequestCtx {
     pub request_id: Arc<str>,
-    pub client_ip: IpAddr,
     /// Index into the route table, when the path matched a route (with any method).
     pub route: Option<usize>,
     pub method_allowed: bool,
     /// The path decoded once ([`crate::path`]), when decoding changed it; routing and
     /// authorisation use [`RequestCtx::path`].
     pub decoded_path: Option<Arc<str>>,
+    /// Peer, trusted chain and scheme, as judged once ([`crate::client_ip::Origin`]).
+    pub origin: crate::client_ip::Origin,
+}
+
+/// The headers every response gets, whoever answers it (the edge, or the `Expect` hook before a
+/// body): the request id, the gateway's time, and the security headers.
+pub fn stamp(
+    state: &AppState,
+    headers: &mut header::HeaderMap,
+    request_id: &str,
+    template: &str,
+    elapsed: std::time::Duration,
+) {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(header::HeaderName::from_static("x-request-id"), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("{:.6}", elapsed.as_secs_f64())) {
+        headers.insert(header::HeaderName::from_static("x-process-time"), v);
+    }
+    if let Some(sec) = &state.security_headers {
+        sec.apply(headers, template.starts_with("/docs"));
+    }
 }
 
 impl RequestCtx {
+    /// The matched route's template, or the one label of everything unmatched.
+    pub fn template(&self, state: &AppState) -> Arc<str> {
+        self.route.map_or_else(
+            || state.unmatched_route.clone(),
+            |i| state.routes.routes()[i].template.clone(),
+        )
+    }
+
     /// The decoded request path (the raw one when nothing in it was encoded).
     pub fn path<'a>(&'a self, raw: &'a str) -> &'a str {
         self.decoded_path.as_deref().unwrap_or(raw)
@@ -133,11 +160,6 @@ pub fn pre_checks(
     path: Result<(), crate::path::PathError>,
 ) -> Result<(), GatewayError> {
     if let Some(over) = req.over {
-        state
-            .metrics
-            .auth_failures
-            .with_label_values(&["too_many_connections"])
-            .inc();
         return Err(GatewayError::TooManyConnections {
             per_ip: over == crate::connections::Over::PerIp,
         });
@@ -164,7 +186,7 @@ pub fn pre_checks(
     if !state.hosts.allows(host) {
         return Err(GatewayError::UntrustedHost);
     }
-    if state.cfg.https_only && !is_https(state, req.secure, req.peer, req.headers) {
+    if state.cfg.https_only && !ctx.origin.https {
         let location = state.cfg.https_redirect.then(|| {
             let pq = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
             format!("https://{host}{pq}")
@@ -181,10 +203,7 @@ pub fn pre_checks(
             .route
             .map_or("", |i| &*state.routes.routes()[i].template);
         // An upload path's own limit (the OpenAI SDK sends uploads with a Content-Length).
-        let limits = &state.cfg.body_limits;
-        let limit = limits
-            .upload(ctx.path(req.path()))
-            .unwrap_or_else(|| limits.for_route(template));
+        let limit = state.cfg.body_limits.limit(template, ctx.path(req.path()));
         if len > limit as u64 {
             return Err(GatewayError::PayloadTooLarge { limit });
         }
@@ -252,9 +271,10 @@ pub fn request_ctx(
     let method_allowed = method_allowed
         && infergate_policy::v1_methods(lookup_path)
             .is_none_or(|ms| ms.contains(&req.method.as_str()));
+    let origin = crate::client_ip::Origin::of(state, req.secure, req.peer, req.headers);
     let ctx = RequestCtx {
         request_id,
-        client_ip: client_ip(state, req.peer, req.headers),
+        origin,
         route,
         method_allowed,
         decoded_path,
@@ -277,12 +297,9 @@ pub async fn edge(
     };
     let request_id = ctx.request_id.clone();
     let route = ctx.route;
-    let template: Arc<str> = route.map_or_else(
-        || state.unmatched_route.clone(),
-        |i| state.routes.routes()[i].template.clone(),
-    );
+    let template = ctx.template(&state);
     let method = req.method().clone();
-    let client = ctx.client_ip;
+    let client = ctx.origin.client;
     state.metrics.in_flight.inc();
 
     // Disabled (and free) unless traces are exported; only then are its name and parent worked out.
@@ -362,16 +379,7 @@ pub async fn edge(
     }
 
     let elapsed = start.elapsed();
-    let headers = res.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        headers.insert(header::HeaderName::from_static("x-request-id"), v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&format!("{:.6}", elapsed.as_secs_f64())) {
-        headers.insert(header::HeaderName::from_static("x-process-time"), v);
-    }
-    if let Some(sec) = &state.security_headers {
-        sec.apply(headers, template.starts_with("/docs"));
-    }
+    stamp(&state, res.headers_mut(), &request_id, &template, elapsed);
 
     state
         .metrics
@@ -466,7 +474,7 @@ fn log_rate_limited(state: &AppState, ctx: &RequestCtx, bucket: &BucketKey, stat
     if let Some(suppressed) = state.rate_limit_log.admit(state.clock.now_millis()) {
         tracing::warn!(
             request_id = %ctx.request_id,
-            client_ip = %ctx.client_ip,
+            client_ip = %ctx.origin.client,
             bucket = %bucket,
             limit = status.limit,
             window_seconds = status.window.as_secs(),
@@ -587,7 +595,10 @@ async fn refuse(
     Span::current().record("infergate.auth.outcome", reason);
     let mut rate = None;
     if state.cfg.rate_limit.enabled {
-        let check = LimitCheck::new(BucketKey::ip(ctx.client_ip), state.cfg.rate_limit.default);
+        let check = LimitCheck::new(
+            BucketKey::ip(ctx.origin.client),
+            state.cfg.rate_limit.default,
+        );
         match limit(state, ctx, std::slice::from_ref(&check)).await {
             Ok(status) => rate = status,
             Err(e) => return e.into(),
@@ -648,7 +659,7 @@ async fn authenticate(
     ctx: &RequestCtx,
 ) -> Result<(AuthInfo, bool), Rejected> {
     let rl = state.cfg.rate_limit.enabled;
-    let ip = ctx.client_ip;
+    let ip = ctx.origin.client;
     let ip_check = || LimitCheck::new(BucketKey::ip(ip), state.cfg.rate_limit.default);
     let headers = req.headers;
     let presented = extract_credential(
@@ -785,7 +796,7 @@ pub async fn decide(
     ctx: &RequestCtx,
 ) -> Result<Outcome, Rejected> {
     let rl = state.cfg.rate_limit.enabled;
-    let ip = ctx.client_ip;
+    let ip = ctx.origin.client;
     let ip_check = || LimitCheck::new(BucketKey::ip(ip), state.cfg.rate_limit.default);
 
     let route = match ctx.route {

@@ -95,31 +95,26 @@ fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
 /// of a batch). A body naming no model is refused too: the upstream's default model may not be
 /// one the key may use.
 fn check_models(json: &serde_json::Value, allowed: &[String]) -> Result<(), GatewayError> {
-    // `model_name` is the FastAPI seed's name for it (`POST /models/load`); the body validation
-    // allows one of the two, never both.
-    let model_of = |v: &'_ serde_json::Value| -> serde_json::Value {
-        v.get("model")
-            .or_else(|| v.get("model_name"))
-            .cloned()
-            .unwrap_or(serde_json::Value::Null)
-    };
-    let mut named: Vec<serde_json::Value> = Vec::new();
     match json.get("requests").and_then(|r| r.as_array()) {
-        Some(items) => named.extend(items.iter().map(model_of)),
-        None => named.push(model_of(json)),
+        Some(items) => items.iter().try_for_each(|i| check_model(i, allowed)),
+        None => check_model(json, allowed),
     }
-    for m in &named {
-        match m.as_str() {
-            Some(model) if allowed.iter().any(|a| a == model) => {}
-            other => {
-                return Err(GatewayError::ModelNotAllowed {
-                    model: other.map(str::to_string),
-                    allowed: allowed.join(", "),
-                });
-            }
-        }
+}
+
+/// One body's (or batch item's) `model`: `model_name` is the FastAPI seed's name for it
+/// (`POST /models/load`; the body validation allows one of the two, never both).
+fn check_model(v: &serde_json::Value, allowed: &[String]) -> Result<(), GatewayError> {
+    let named = v
+        .get("model")
+        .or_else(|| v.get("model_name"))
+        .and_then(|m| m.as_str());
+    match named {
+        Some(model) if allowed.iter().any(|a| a == model) => Ok(()),
+        other => Err(GatewayError::ModelNotAllowed {
+            model: other.map(str::to_string),
+            allowed: allowed.join(", "),
+        }),
     }
-    Ok(())
 }
 
 /// What goes to the upstream as the request body.
@@ -181,10 +176,9 @@ pub async fn forward(
 
     let path = ctx.path(req.path());
     let limits = &state.cfg.body_limits;
-    let allowed_models = req
-        .extensions()
-        .get::<AuthInfo>()
-        .and_then(|a| a.record.models.clone());
+    // The key record (an `Arc`), not a copy of its allowlist.
+    let record = req.extensions().get::<AuthInfo>().map(|a| a.record.clone());
+    let allowed_models = record.as_deref().and_then(|r| r.models.as_deref());
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -209,38 +203,35 @@ pub async fn forward(
                 }
                 let rule = match allowed_models {
                     Some(allowed) if carries_model(path) => Some(crate::body::ModelRule {
+                        allowed: allowed.to_vec(),
                         boundary: crate::body::multipart_boundary(content_type).ok_or(
                             GatewayError::UnsupportedMediaType {
                                 accepted: "multipart/form-data naming an allowed model, or JSON",
                             },
                         )?,
-                        allowed,
                     }),
                     _ => None,
                 };
                 Outgoing::Stream(Box::pin(crate::body::stream_upload(
                     payload,
-                    limits.clone(),
+                    crate::body::Pace::of(limits),
                     limit,
                     rule,
                     verdict.clone(),
                 )))
             }
-            upload => {
-                let limit = upload.unwrap_or_else(|| limits.for_route(&route.template));
-                let codings = crate::body::encodings(req.headers())?;
-                let mut body = crate::body::read(payload, limits, limit).await?;
-                if !codings.is_empty() {
-                    body = crate::body::decode(body, &codings, limit)?;
-                    decoded = true;
-                }
+            _ => {
+                let limit = limits.limit(&route.template, path);
+                let (body, was_encoded) =
+                    crate::body::read_decoded(payload, req.headers(), limits, limit).await?;
+                decoded = was_encoded;
                 // A DELETE may come without a body; every other body on a proxied route is JSON,
                 // and an empty one is malformed (it would skip validation and the allowlist).
                 let skip = *req.method() == actix_web::http::Method::DELETE && body.is_empty();
                 if !skip {
                     let json = parse_json(&body)?;
                     check_body(&route.template, path, &json)?;
-                    if let Some(allowed) = &allowed_models {
+                    if let Some(allowed) = allowed_models {
                         check_models(&json, allowed)?;
                     }
                 }
@@ -264,7 +255,7 @@ pub async fn forward(
 
     let mut up = client.request(req.method().clone(), url);
     let listed = connection_tokens(req.headers());
-    let from_trusted_proxy = crate::client_ip::peer_is_trusted(&state, req.peer_addr());
+    let from_trusted_proxy = ctx.origin.peer_trusted;
     for (name, value) in req.headers() {
         if is_hop_by_hop(name, &listed)
             || name == header::HOST
@@ -279,17 +270,12 @@ pub async fn forward(
         }
         up = up.append_header((name.clone(), value.clone()));
     }
-    let xff = crate::client_ip::forwarded_for_upstream(&state, req.peer_addr(), req.headers());
+    let xff = ctx.origin.forwarded_for();
     up = up.insert_header(("x-forwarded-for", xff));
     // The gateway states what it judged, never what an untrusted client claimed.
-    let https = crate::client_ip::is_https(
-        &state,
-        req.app_config().secure(),
-        req.peer_addr(),
-        req.headers(),
-    );
-    up = up.insert_header(("x-forwarded-proto", if https { "https" } else { "http" }));
-    up = up.insert_header(("x-real-ip", ctx.client_ip.to_string()));
+    let proto = if ctx.origin.https { "https" } else { "http" };
+    up = up.insert_header(("x-forwarded-proto", proto));
+    up = up.insert_header(("x-real-ip", ctx.origin.client.to_string()));
     up = up.insert_header(("x-request-id", &*ctx.request_id));
     let span = tracing::info_span!(
         target: SPAN_TARGET,

@@ -90,19 +90,11 @@ fn refusal(
         HeaderValue::from_static("application/json"),
     );
     headers.remove(header::CONTENT_LENGTH);
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        headers.insert(header::HeaderName::from_static("x-request-id"), v);
-    }
     if let Some(status) = rate {
         rate_limit_headers(headers, &status, state.clock.now_millis());
     }
-    let template = ctx.route.map_or_else(
-        || state.unmatched_route.clone(),
-        |i| state.routes.routes()[i].template.clone(),
-    );
-    if let Some(sec) = &state.security_headers {
-        sec.apply(headers, template.starts_with("/docs"));
-    }
+    let template = ctx.template(state);
+    crate::middleware::stamp(state, headers, &ctx.request_id, &template, start.elapsed());
     let method = &req.head().method;
     state
         .metrics
@@ -120,7 +112,7 @@ fn refusal(
         route = %template,
         status = status.as_u16(),
         duration_ms = start.elapsed().as_secs_f64() * 1000.0,
-        client_ip = %ctx.client_ip,
+        client_ip = %ctx.origin.client,
         key_id = "-",
         expect = "100-continue",
         "request"
