@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make k8s-validate`: render deploy/k8s's overlays and validate them offline (deploy/k8s/tools/validate.py).
 # Installs what it needs on first use into a virtualenv under target/ (kubernetes-validate from
-# PyPI, which bundles the Kubernetes JSON schemas, and PyYAML); kubectl is used when present.
+# PyPI, which bundles the Kubernetes JSON schemas, and PyYAML). Rendering is `kubectl kustomize`
+# (.ci/run installs kubectl when it is missing). Then the failing fixtures prove every policy
+# check can fail (validate.py --self-test, deploy/k8s/tools/failing-fixtures.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,4 +16,6 @@ if ! "$VENV/bin/python" -c 'import kubernetes_validate, yaml' >/dev/null 2>&1; t
   python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$PKG"
 fi
-PYTHONDONTWRITEBYTECODE=1 exec "$VENV/bin/python" deploy/k8s/tools/validate.py "$@"
+export PYTHONDONTWRITEBYTECODE=1
+"$VENV/bin/python" deploy/k8s/tools/validate.py "$@"
+"$VENV/bin/python" deploy/k8s/tools/validate.py --self-test

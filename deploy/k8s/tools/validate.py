@@ -5,16 +5,19 @@ JSON schemas, and assert the deployment's security and availability settings.
 Run through `make k8s-validate` (scripts/k8s-validate.sh), which provides a virtualenv with
 kubernetes-validate (the PyPI package that bundles the schemas) and PyYAML.
 
-1. Rendering: `kubectl kustomize` when kubectl is installed, else `kustomize build`, else
-   tools/kustomize_lite.py (the subset of kustomize these manifests use). Whenever kubectl or
-   kustomize is there, kustomize_lite's output must equal it object for object, so the fallback
-   stays faithful.
+1. Rendering: `kubectl kustomize` (kustomize v4 or later), else `kustomize build`. Without either
+   the run fails: a manifest nobody rendered with the real tool is not validated.
 2. Schemas: every rendered object, and secret.example.yaml, validates in strict mode (unknown
    fields are errors) against the oldest Kubernetes version supported here (1.30: the preStop
    `sleep` action) and the newest the package bundles.
 3. Assertions on every workload and on the whole (see the checks below).
 
 Prints one line per failure, a summary per overlay and ends with `k8s-validate: N passed, N failed`.
+
+`--self-test` proves the policy checks can fail: it applies each mutation in
+tools/failing-fixtures.yaml to the rendered prod overlay, expects the named check to fail, and
+fails itself if any policy check (a `report.check` call in `check_workload` or `check_overlay`)
+is made to fail by no fixture.
 """
 
 from __future__ import annotations
@@ -33,8 +36,6 @@ import yaml
 HERE = Path(__file__).resolve().parent
 K8S = HERE.parent
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-sys.path.insert(0, str(HERE))
-import kustomize_lite  # noqa: E402
 
 OVERLAYS = ["dev", "prod"]
 MIN_VERSION = "1.30.0"
@@ -46,10 +47,13 @@ UPSTREAM = {"app.kubernetes.io/component": "upstream"}
 
 
 class Report:
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool = False) -> None:
         self.passed = 0
         self.failed = 0
         self.failures: list[str] = []
+        self.quiet = quiet
+        # (function, line) of every check that failed: the self-test's coverage of the checks.
+        self.failed_at: set[tuple[str, int]] = set()
 
     def check(self, cond: bool, what: str) -> bool:
         if cond:
@@ -57,7 +61,10 @@ class Report:
         else:
             self.failed += 1
             self.failures.append(what)
-            print(f"FAIL {what}", flush=True)
+            caller = sys._getframe(1)
+            self.failed_at.add((caller.f_code.co_name, caller.f_lineno))
+            if not self.quiet:
+                print(f"FAIL {what}", flush=True)
         return bool(cond)
 
 
@@ -82,28 +89,16 @@ def external_renderer() -> tuple[str, list[str]] | None:
     return None
 
 
-def canonical(objects: list[dict]) -> dict:
-    return {
-        "/".join(kustomize_lite.obj_id(o)): json.loads(json.dumps(o, sort_keys=True, default=str))
-        for o in objects
-    }
-
-
-def render(overlay: Path, renderer, report: Report) -> tuple[list[dict], str]:
-    lite = kustomize_lite.render(overlay)
-    if renderer is None:
-        return lite, "kustomize_lite (no kubectl or kustomize installed)"
+def render(overlay: Path, renderer) -> list[dict]:
     name, cmd = renderer
     r = subprocess.run(cmd + [str(overlay)], capture_output=True, text=True)
-    if not report.check(r.returncode == 0, f"{overlay.name}: {name} renders ({r.stderr.strip()[:500]})"):
-        return lite, "kustomize_lite (the external renderer failed)"
-    real = [d for d in yaml.safe_load_all(r.stdout) if d is not None]
-    a, b = canonical(real), canonical(lite)
-    report.check(set(a) == set(b), f"{overlay.name}: kustomize_lite renders the same objects as {name} "
-                 f"(only {name}: {sorted(set(a) - set(b))}; only lite: {sorted(set(b) - set(a))})")
-    for k in sorted(set(a) & set(b)):
-        report.check(a[k] == b[k], f"{overlay.name}: kustomize_lite renders {k} as {name} does")
-    return real, name
+    if r.returncode != 0:
+        raise RenderError(f"{name} failed: {r.stderr.strip()[:500]}")
+    return [d for d in yaml.safe_load_all(r.stdout) if d is not None]
+
+
+class RenderError(Exception):
+    pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,8 +397,8 @@ def check_overlay(name: str, objects: list[dict], report: Report) -> None:
                              f"{label}: {c['name']} image is pinned ({c['image']})")
 
 
-def check_secret_template(report: Report) -> None:
-    docs = kustomize_lite.load_docs(K8S / "secret.example.yaml")
+def check_secret_template(rendered: dict[str, list[dict]], report: Report) -> None:
+    docs = [d for d in yaml.safe_load_all((K8S / "secret.example.yaml").read_text()) if d is not None]
     report.check(len(docs) == 1 and docs[0].get("kind") == "Secret", "secret.example.yaml holds one Secret")
     s = docs[0]
     validate_schema(docs, "secret.example.yaml", report)
@@ -427,8 +422,8 @@ def check_secret_template(report: Report) -> None:
                          and "BEGIN PUBLIC KEY" in got.get("jwt-public-key.pem", ""),
                          "scripts/k8s-secrets.sh: a 16+ character admin key and a PEM key pair")
     # Every secret key the workloads mount exists in the template.
-    for name in OVERLAYS:
-        for o in kustomize_lite.render(K8S / "overlays" / name):
+    for name, objects in rendered.items():
+        for o in objects:
             if o.get("kind") not in WORKLOAD_KINDS:
                 continue
             for v in pod_spec(o).get("volumes") or []:
@@ -438,26 +433,140 @@ def check_secret_template(report: Report) -> None:
                         report.check(item["key"] in data, f"{name}: mounted secret key {item['key']} is in the template")
 
 
+# ---------------------------------------------------------------------------------------------
+# self-test: every policy check can fail
+
+POLICY_FUNCTIONS = ("check_workload", "check_overlay")
+
+
+def policy_check_sites() -> set[tuple[str, int]]:
+    """Every `report.check(...)` call in the policy functions, as (function, line)."""
+    import ast
+
+    tree = ast.parse(Path(__file__).read_text())
+    sites = set()
+    for fn in tree.body:
+        if isinstance(fn, ast.FunctionDef) and fn.name in POLICY_FUNCTIONS:
+            for node in ast.walk(fn):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and node.func.attr == "check"):
+                    sites.add((fn.name, node.lineno))
+    return sites
+
+
+def parse_path(path) -> list:
+    """`a.b[0].c` (or a YAML list of keys, for keys holding dots) into keys and indexes;
+    `[name=x]` selects the list item whose `name` is x."""
+    if isinstance(path, list):
+        return path
+    out: list = []
+    for part in path.split("."):
+        for m in re.finditer(r"([^\[\]]+)|\[([^\]]+)\]", part):
+            key, idx = m.groups()
+            if key is not None:
+                out.append(key)
+            elif "=" in idx:
+                out.append(tuple(idx.split("=", 1)))
+            else:
+                out.append(int(idx))
+    return out
+
+
+def step(node, key):
+    if isinstance(key, tuple):
+        field, value = key
+        return next(i for i, item in enumerate(node) if str(item.get(field)) == value)
+    return key
+
+
+def apply_mutation(objects: list[dict], m: dict) -> list[dict]:
+    if "add" in m:
+        return objects + [m["add"]]
+    kind, name = m["object"].split("/", 1)
+    target = find(objects, kind, name)
+    if target is None:
+        raise KeyError(f"fixture names a missing object {m['object']}")
+    if m.get("drop"):
+        return [o for o in objects if o is not target]
+    keys = parse_path(m["path"])
+    node = target
+    for key in keys[:-1]:
+        k = step(node, key)
+        if isinstance(node, dict) and k not in node:
+            node[k] = {}
+        node = node[k]
+    last = step(node, keys[-1])
+    if "value" in m:
+        node[last] = m["value"]
+    else:
+        del node[last]
+    return objects
+
+
+def self_test() -> int:
+    import copy
+
+    renderer = external_renderer()
+    if renderer is None:
+        print("k8s-validate --self-test: kubectl kustomize is not installed", file=sys.stderr)
+        return 1
+    base = render(K8S / "overlays" / "prod", renderer)
+    clean = Report(quiet=True)
+    check_overlay("prod", copy.deepcopy(base), clean)
+    problems = [f"the unmutated prod overlay fails: {clean.failures}"] if clean.failed else []
+    fixtures = yaml.safe_load((HERE / "failing-fixtures.yaml").read_text())
+    covered: set[tuple[str, int]] = set()
+    for fx in fixtures:
+        objects = copy.deepcopy(base)
+        try:
+            for m in fx["mutate"]:
+                objects = apply_mutation(objects, m)
+        except (KeyError, IndexError, StopIteration, TypeError) as e:
+            problems.append(f"fixture {fx['fails']!r}: cannot apply ({e!r})")
+            continue
+        report = Report(quiet=True)
+        check_overlay("prod", objects, report)
+        covered |= report.failed_at
+        if not any(fx["fails"] in f for f in report.failures):
+            problems.append(f"fixture {fx['fails']!r}: that check did not fail (failures: {report.failures})")
+    for fn, line in sorted(policy_check_sites() - covered):
+        problems.append(f"no fixture makes the check at validate.py:{line} ({fn}) fail")
+    for p in problems:
+        print(f"FAIL {p}", flush=True)
+    print(f"k8s-validate --self-test: {len(fixtures)} failing fixtures, "
+          f"{len(covered & policy_check_sites())} of {len(policy_check_sites())} policy checks shown to fail; "
+          f"{len(problems)} problems", flush=True)
+    return 1 if problems else 0
+
+
 def main() -> int:
+    if "--self-test" in sys.argv[1:]:
+        return self_test()
     report = Report()
     renderer = external_renderer()
+    if renderer is None:
+        print("k8s-validate: neither `kubectl kustomize` (kustomize v4+) nor `kustomize` is installed; "
+              ".ci/run installs kubectl", file=sys.stderr)
+        return 1
+    rendered: dict[str, list[dict]] = {}
     for name in OVERLAYS:
         overlay = K8S / "overlays" / name
         before = report.failed
         try:
-            objects, how = render(overlay, renderer, report)
-        except kustomize_lite.RenderError as e:
-            report.check(False, f"{name}: kustomize_lite renders ({e})")
+            objects = render(overlay, renderer)
+        except RenderError as e:
+            report.check(False, f"{name}: renders ({e})")
             continue
+        rendered[name] = objects
         validate_schema(objects, name, report)
         check_overlay(name, objects, report)
         kinds = {}
         for o in objects:
             kinds[o["kind"]] = kinds.get(o["kind"], 0) + 1
-        print(f"overlay {name}: {len(objects)} objects rendered by {how} "
+        print(f"overlay {name}: {len(objects)} objects rendered by {renderer[0]} "
               f"({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}); "
               f"{'ok' if report.failed == before else f'{report.failed - before} failed'}", flush=True)
-    check_secret_template(report)
+    check_secret_template(rendered, report)
     print(f"schemas: Kubernetes {', '.join(schema_versions())} (kubernetes-validate, strict)", flush=True)
     print(f"k8s-validate: {report.passed} passed, {report.failed} failed", flush=True)
     return 1 if report.failed else 0
