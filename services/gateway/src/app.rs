@@ -1,9 +1,9 @@
 //! Building and running the gateway: [`Application::build`] binds the listener (port 0 works, for
-//! tests) and returns a handle exposing the bound port; [`Application::run_until_stopped`] serves
-//! until SIGTERM/SIGINT (or a [`ServerHandle`] stop), draining in-flight requests within the
-//! configured bound.
+//! tests) and returns a handle exposing the bound port; [`Application::run_until`] serves until
+//! the shutdown future resolves (or a [`ServerHandle`] stop), draining in-flight requests within
+//! the configured bound ([`infergate_service::run`]).
 
-use std::net::TcpListener;
+use std::future::Future;
 use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
@@ -12,23 +12,23 @@ use actix_web::{App, HttpServer, web};
 use infergate_config::{ConfigError, GatewayConfig};
 use infergate_ratelimit::SweeperGuard;
 
+use crate::error::GatewayError;
 use crate::handlers;
 use crate::keys;
-use crate::middleware::{edge, guard};
+use crate::middleware::guard;
 use crate::proxy;
 use crate::state::{AppState, Overrides};
 use crate::tls;
+use infergate_service::docs;
+use infergate_service::edge::edge;
+use infergate_service::run::{BindError, bind, workers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
 }
 
 pub struct Application {
@@ -52,11 +52,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/test", web::post().to(handlers::api_test))
         .route("/api/status", web::get().to(handlers::api_status))
         .route("/metrics", web::get().to(handlers::metrics))
-        .route("/openapi.json", web::get().to(handlers::openapi))
-        .route("/docs", web::get().to(handlers::docs))
-        .route("/docs", web::head().to(handlers::docs))
-        .route("/docs/{asset}", web::get().to(handlers::docs_asset))
-        .route("/docs/{asset}", web::head().to(handlers::docs_asset))
+        .route("/openapi.json", web::get().to(docs::openapi))
+        .route("/docs", web::get().to(docs::page))
+        .route("/docs", web::head().to(docs::page))
+        .route("/docs/{asset}", web::get().to(docs::asset::<GatewayError>))
+        .route("/docs/{asset}", web::head().to(docs::asset::<GatewayError>))
         .route("/models", web::get().to(proxy::forward))
         .route("/models/load", web::post().to(proxy::forward))
         .route("/inference", web::post().to(proxy::forward))
@@ -103,22 +103,13 @@ impl Application {
         let sweeper = state
             .memory_limiter
             .spawn_sweeper(state.cfg.rate_limit.sweep_interval)
-            .map_err(|e| StartupError::Bind {
+            .map_err(|source| BindError {
                 addr: "rate-limit sweeper thread".into(),
-                source: e,
-            })?;
-        let listener =
-            TcpListener::bind(state.cfg.listen).map_err(|source| StartupError::Bind {
-                addr: state.cfg.listen.to_string(),
                 source,
             })?;
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let (listener, port) = bind(state.cfg.listen)?;
         let cfg = &state.cfg;
-        let workers = if cfg.workers == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            cfg.workers
-        };
+        let workers = workers(cfg.workers);
         let app_state = state.clone();
         let default_limit = cfg.body_limits.default_bytes;
         // actix pauses accepting past this many per worker; the tracker refuses (with an answer)
@@ -138,12 +129,13 @@ impl Application {
             App::new()
                 .app_data(st)
                 .app_data(client)
+                .app_data(handlers::DOCS)
                 .app_data(web::PayloadConfig::new(default_limit))
                 .configure(configure)
-                .default_service(web::to(handlers::not_found))
+                .default_service(web::to(docs::not_found::<GatewayError>))
                 .wrap(from_fn(guard))
                 .wrap(actix_web::middleware::Condition::new(cors_enabled, cors))
-                .wrap(from_fn(edge))
+                .wrap(from_fn(edge::<AppState>))
         };
         let server = crate::serve::server(
             state.clone(),
@@ -156,17 +148,13 @@ impl Application {
             },
             app,
         )
-        .map_err(|source| StartupError::Bind {
+        .map_err(|source| BindError {
             addr: cfg.listen.to_string(),
             source,
         })?;
         let metrics = match state.cfg.metrics_listen {
             Some(addr) => {
-                let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind {
-                    addr: addr.to_string(),
-                    source,
-                })?;
-                let mport = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+                let (listener, mport) = bind(addr)?;
                 let st = state.clone();
                 let server = HttpServer::new(move || {
                     App::new()
@@ -177,7 +165,7 @@ impl Application {
                 .disable_signals()
                 .shutdown_timeout(1)
                 .listen(listener)
-                .map_err(|source| StartupError::Bind {
+                .map_err(|source| BindError {
                     addr: addr.to_string(),
                     source,
                 })?
@@ -208,19 +196,21 @@ impl Application {
         self.state.clone().into_inner()
     }
 
-    /// Serves until stopped (by a [`ServerHandle`], e.g. from [`install_signal_handlers`]).
     /// The internal `/metrics` port, when `metrics.listen` is set.
     pub fn metrics_port(&self) -> Option<u16> {
         self.metrics.as_ref().map(|(p, _)| *p)
     }
 
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+    /// Serves until `shutdown` resolves (main passes [`infergate_service::run::shutdown_signal`]),
+    /// then drains: readiness answers 503 and in-flight requests finish within the bound.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let metrics = self.metrics.map(|(_, server)| {
             let handle = server.handle();
             actix_web::rt::spawn(server);
             handle
         });
-        let result = self.server.await;
+        let result =
+            infergate_service::run::run_until(self.server, shutdown, &self.state.drain).await;
         if let Some(h) = metrics {
             h.stop(true).await;
         }
@@ -264,25 +254,4 @@ async fn open_redis_limiter(
         ))
     })?;
     Ok(Arc::new(limiter))
-}
-
-/// SIGTERM and SIGINT both start a graceful drain (actix's own handling treats SIGINT as a hard
-/// stop, which loses in-flight requests). The handlers are registered before this returns, so a
-/// signal sent as soon as the server reports ready is never missed.
-pub fn install_signal_handlers(handle: ServerHandle, state: Arc<AppState>) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    actix_web::rt::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
-        }
-        tracing::info!("shutdown signal received; draining in-flight requests");
-        state
-            .draining
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        handle.stop(true).await;
-    });
-    Ok(())
 }

@@ -11,107 +11,105 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use infergate_ratelimit::{Dimension, LimitStatus};
+use infergate_service::error::{Realm, ServiceError, render, response};
+use infergate_service::{ApiError, Code};
 use serde_json::{Map, Value, json};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum GatewayError {
-    #[error("Invalid host header")]
     UntrustedHost,
-    #[error("HTTPS required")]
-    HttpsRequired { location: Option<String> },
-    #[error("Suspicious input")]
+    HttpsRequired {
+        location: Option<String>,
+    },
     SuspiciousInput {
         location: &'static str,
         category: &'static str,
     },
-    #[error("Request body too large")]
-    PayloadTooLarge { limit: usize },
-    #[error("Malformed JSON")]
+    PayloadTooLarge {
+        limit: usize,
+    },
     MalformedJson(String),
-    #[error("Validation failed")]
-    Validation { field: String, detail: String },
-    #[error("Duplicate key")]
-    DuplicateKey { path: String },
-    #[error("Invalid content encoding")]
+    Validation {
+        field: String,
+        detail: String,
+    },
+    DuplicateKey {
+        path: String,
+    },
     InvalidEncoding {
         encoding: &'static str,
         detail: String,
     },
-    #[error("Unsupported content encoding")]
-    UnsupportedEncoding { encoding: String },
-    #[error("Unsupported media type")]
-    UnsupportedMediaType { accepted: &'static str },
-    #[error("Request timeout")]
+    UnsupportedEncoding {
+        encoding: String,
+    },
+    UnsupportedMediaType {
+        accepted: &'static str,
+    },
     BodyTimeout,
-    #[error("Too many connections")]
-    TooManyConnections { per_ip: bool },
-    #[error("Upgrade not allowed")]
+    TooManyConnections {
+        per_ip: bool,
+    },
     UpgradeNotAllowed,
-    #[error("Authentication required")]
     MissingCredential,
-    #[error("Invalid API key")]
-    InvalidCredential { reason: &'static str },
-    #[error("Forbidden")]
-    Forbidden { role: &'static str },
-    #[error("Model not allowed")]
+    InvalidCredential {
+        reason: &'static str,
+    },
+    Forbidden {
+        role: &'static str,
+    },
     ModelNotAllowed {
         model: Option<String>,
         allowed: String,
     },
-    #[error("Rate limit exceeded")]
     RateLimited {
         status: LimitStatus,
         now_millis: u64,
     },
-    #[error("Not found")]
     NotFound,
-    #[error("Method not allowed")]
-    MethodNotAllowed { allow: String },
-    #[error("Upstream unavailable")]
+    MethodNotAllowed {
+        allow: String,
+    },
     UpstreamUnavailable(String),
-    #[error("Upstream timeout")]
     UpstreamTimeout,
-    #[error("Service unavailable")]
     Unavailable(String),
-    #[error("Internal error")]
     Internal(String),
 }
 
-impl GatewayError {
-    /// Stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+impl ApiError for GatewayError {
+    fn code(&self) -> Code {
         match self {
-            GatewayError::UntrustedHost => "invalid_host",
-            GatewayError::HttpsRequired { .. } => "https_required",
-            GatewayError::SuspiciousInput { .. } => "suspicious_input",
-            GatewayError::PayloadTooLarge { .. } => "payload_too_large",
-            GatewayError::MalformedJson(_) => "malformed_json",
-            GatewayError::Validation { .. } => "validation_error",
-            GatewayError::DuplicateKey { .. } => "duplicate_key",
-            GatewayError::InvalidEncoding { .. } => "invalid_content_encoding",
-            GatewayError::UnsupportedEncoding { .. } => "unsupported_content_encoding",
-            GatewayError::UnsupportedMediaType { .. } => "unsupported_media_type",
-            GatewayError::BodyTimeout => "request_timeout",
-            GatewayError::TooManyConnections { .. } => "too_many_connections",
-            GatewayError::UpgradeNotAllowed => "upgrade_not_allowed",
-            GatewayError::MissingCredential => "missing_credentials",
-            GatewayError::InvalidCredential { reason: "expired" } => "expired_credentials",
-            GatewayError::InvalidCredential { .. } => "invalid_credentials",
-            GatewayError::Forbidden { .. } => "forbidden",
-            GatewayError::ModelNotAllowed { .. } => "model_not_allowed",
-            GatewayError::RateLimited { .. } => "rate_limited",
-            GatewayError::NotFound => "not_found",
-            GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
-            GatewayError::UpstreamUnavailable(_) => "upstream_unavailable",
-            GatewayError::UpstreamTimeout => "upstream_timeout",
-            GatewayError::Unavailable(_) => "unavailable",
-            GatewayError::Internal(_) => "internal_error",
+            GatewayError::UntrustedHost => Code::InvalidHost,
+            GatewayError::HttpsRequired { location: Some(_) } => Code::HttpsRedirect,
+            GatewayError::HttpsRequired { location: None } => Code::HttpsRequired,
+            GatewayError::SuspiciousInput { .. } => Code::SuspiciousInput,
+            GatewayError::PayloadTooLarge { .. } => Code::PayloadTooLarge,
+            GatewayError::MalformedJson(_) => Code::MalformedJson,
+            GatewayError::Validation { .. } => Code::ValidationError,
+            GatewayError::DuplicateKey { .. } => Code::DuplicateKey,
+            GatewayError::InvalidEncoding { .. } => Code::InvalidContentEncoding,
+            GatewayError::UnsupportedEncoding { .. } => Code::UnsupportedContentEncoding,
+            GatewayError::UnsupportedMediaType { .. } => Code::UnsupportedMediaType,
+            GatewayError::BodyTimeout => Code::RequestTimeout,
+            GatewayError::TooManyConnections { per_ip: true } => Code::TooManyConnectionsFromIp,
+            GatewayError::TooManyConnections { per_ip: false } => Code::TooManyConnections,
+            GatewayError::UpgradeNotAllowed => Code::UpgradeNotAllowed,
+            GatewayError::MissingCredential => Code::MissingCredentials,
+            GatewayError::InvalidCredential { reason: "expired" } => Code::ExpiredCredentials,
+            GatewayError::InvalidCredential { .. } => Code::InvalidCredentials,
+            GatewayError::Forbidden { .. } => Code::Forbidden,
+            GatewayError::ModelNotAllowed { .. } => Code::ModelNotAllowed,
+            GatewayError::RateLimited { .. } => Code::RateLimited,
+            GatewayError::NotFound => Code::NotFound,
+            GatewayError::MethodNotAllowed { .. } => Code::MethodNotAllowed,
+            GatewayError::UpstreamUnavailable(_) => Code::UpstreamUnavailable,
+            GatewayError::UpstreamTimeout => Code::UpstreamTimeout,
+            GatewayError::Unavailable(_) => Code::Unavailable,
+            GatewayError::Internal(_) => Code::Internal,
         }
     }
 
-    /// What a client can act on. Never contains a credential; 5xx details stay generic (the full
-    /// chain goes to the log).
-    pub fn detail(&self) -> String {
+    fn detail(&self) -> String {
         match self {
             GatewayError::UntrustedHost => "The Host header is not one of the trusted hosts".into(),
             GatewayError::HttpsRequired { .. } => "This gateway only accepts HTTPS requests".into(),
@@ -220,37 +218,21 @@ pub fn retry_after_secs(d: Duration) -> u64 {
     d.as_millis().div_ceil(1000).max(1) as u64
 }
 
-pub use infergate_headers::error_body as body;
-
-/// The body of a [`GatewayError`] with the request id filled in.
-pub fn render(err: &GatewayError, request_id: Option<&str>) -> Vec<u8> {
-    let mut m = body(err.code(), &err.to_string(), &err.detail(), request_id);
-    err.extra(&mut m);
-    serde_json::to_vec(&Value::Object(m)).unwrap_or_default()
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code().title())
+    }
 }
 
-/// The body for an error actix produced itself (payload errors, etc.), keyed by status.
-pub fn render_status(status: StatusCode, detail: &str, request_id: Option<&str>) -> Vec<u8> {
-    let code = match status.as_u16() {
-        400 => "bad_request",
-        404 => "not_found",
-        405 => "method_not_allowed",
-        408 => "request_timeout",
-        413 => "payload_too_large",
-        415 => "unsupported_media_type",
-        422 => "validation_error",
-        429 => "rate_limited",
-        s if s >= 500 => "internal_error",
-        _ => "error",
-    };
-    let title = status.canonical_reason().unwrap_or("Error");
-    // Server-side failures keep their details in the log, not in the response.
-    let detail = if status.is_server_error() {
-        "An internal error occurred"
-    } else {
-        detail
-    };
-    serde_json::to_vec(&Value::Object(body(code, title, detail, request_id))).unwrap_or_default()
+impl std::error::Error for GatewayError {}
+
+impl ServiceError for GatewayError {
+    fn not_found() -> Self {
+        GatewayError::NotFound
+    }
+    fn untrusted_host() -> Self {
+        GatewayError::UntrustedHost
+    }
 }
 
 /// Adds the rate-limit headers for `status` (the tightest limit) to a response.
@@ -291,50 +273,13 @@ fn dimension_name(d: Dimension) -> &'static str {
 
 impl ResponseError for GatewayError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            GatewayError::UntrustedHost => StatusCode::BAD_REQUEST,
-            GatewayError::HttpsRequired { location: Some(_) } => StatusCode::PERMANENT_REDIRECT,
-            GatewayError::HttpsRequired { location: None } => StatusCode::FORBIDDEN,
-            GatewayError::SuspiciousInput { .. } => StatusCode::BAD_REQUEST,
-            GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::MalformedJson(_) => StatusCode::BAD_REQUEST,
-            GatewayError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            GatewayError::DuplicateKey { .. } | GatewayError::InvalidEncoding { .. } => {
-                StatusCode::BAD_REQUEST
-            }
-            GatewayError::UnsupportedEncoding { .. }
-            | GatewayError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            GatewayError::TooManyConnections { per_ip: true } => StatusCode::TOO_MANY_REQUESTS,
-            GatewayError::TooManyConnections { per_ip: false } => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::UpgradeNotAllowed => StatusCode::BAD_REQUEST,
-            GatewayError::MissingCredential | GatewayError::InvalidCredential { .. } => {
-                StatusCode::UNAUTHORIZED
-            }
-            GatewayError::Forbidden { .. } | GatewayError::ModelNotAllowed { .. } => {
-                StatusCode::FORBIDDEN
-            }
-            GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            GatewayError::NotFound => StatusCode::NOT_FOUND,
-            GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            GatewayError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
-            GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.code().status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut res = HttpResponse::build(self.status_code());
-        res.content_type("application/json");
+        let mut res = response(self);
+        Realm::GATEWAY.challenge(&mut res, self.code());
         match self {
-            GatewayError::MissingCredential | GatewayError::InvalidCredential { .. } => {
-                let v = match self {
-                    GatewayError::MissingCredential => "Bearer realm=\"infergate\"",
-                    _ => "Bearer realm=\"infergate\", error=\"invalid_token\"",
-                };
-                res.insert_header((header::WWW_AUTHENTICATE, v));
-            }
             GatewayError::MethodNotAllowed { allow } => {
                 res.insert_header((header::ALLOW, allow.as_str()));
             }

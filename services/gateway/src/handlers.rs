@@ -12,10 +12,11 @@ use crate::state::AppState;
 use crate::validate::{check_body, parse_json};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-const OPENAPI: &str = include_str!("../static/openapi.json");
-const DOCS_HTML: &str = include_str!("../static/docs.html");
-use infergate_headers::DOCS_CSS;
-use infergate_headers::DOCS_JS;
+/// This service's description, served by the shared docs handlers ([`infergate_service::docs`]).
+pub const DOCS: infergate_service::docs::ApiDocs = infergate_service::docs::ApiDocs {
+    openapi: include_str!("../static/openapi.json"),
+    page: include_str!("../static/docs.html"),
+};
 
 fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -64,7 +65,7 @@ pub async fn health_detailed(
 /// Readiness: 503 while draining (so load balancers stop routing here before the process exits);
 /// 200 otherwise, reporting `degraded` while rate limits are decided by the fallback.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+    if state.drain.is_draining() {
         return HttpResponse::ServiceUnavailable()
             .json(json!({"status": "draining", "timestamp": now()}));
     }
@@ -201,34 +202,6 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         state.metrics.sync_limiter(r);
     }
     HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .content_type(infergate_service::metrics::CONTENT_TYPE)
         .body(state.metrics.render())
-}
-
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(OPENAPI)
-}
-
-pub async fn docs() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(DOCS_HTML)
-}
-
-pub async fn docs_asset(path: web::Path<String>) -> Result<HttpResponse, GatewayError> {
-    match path.as_str() {
-        "docs.js" => Ok(HttpResponse::Ok()
-            .content_type("text/javascript; charset=utf-8")
-            .body(DOCS_JS)),
-        "docs.css" => Ok(HttpResponse::Ok()
-            .content_type("text/css; charset=utf-8")
-            .body(DOCS_CSS)),
-        _ => Err(GatewayError::NotFound),
-    }
-}
-
-pub async fn not_found() -> Result<HttpResponse, GatewayError> {
-    Err(GatewayError::NotFound)
 }

@@ -127,13 +127,16 @@ fn main() -> ExitCode {
                         return ExitCode::from(1);
                     }
                 };
-                if let Err(e) = infergate_gateway::app::install_signal_handlers(app.handle(), app.state()) {
-                    eprintln!("infergate-gateway: cannot install signal handlers: {e}");
-                    return ExitCode::from(1);
-                }
+                let shutdown = match infergate_service::run::shutdown_signal() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("infergate-gateway: cannot install signal handlers: {e}");
+                        return ExitCode::from(1);
+                    }
+                };
                 let scheme = if tls { "https" } else { "http" };
                 tracing::info!(listen = %format!("{scheme}://{}:{}", listen.ip(), app.port()), upstream = %upstream, "infergate gateway listening");
-                match app.run_until_stopped().await {
+                match app.run_until(shutdown).await {
                     Ok(()) => {
                         tracing::info!("stopped");
                         ExitCode::SUCCESS

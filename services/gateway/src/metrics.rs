@@ -5,16 +5,8 @@
 use std::time::Duration;
 
 use actix_web::HttpMessage;
-use actix_web::http::Method;
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
-};
-
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    60.0,
-];
+use infergate_service::metrics::{HttpMetrics, LATENCY_BUCKETS, must};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts};
 
 /// What the gateway itself adds is usually well under a millisecond; a first-time argon2
 /// verification or a slow limiter backend moves it into the tens of milliseconds.
@@ -34,23 +26,6 @@ const AUTH_REASONS: &[&str] = &[
 const DIMENSIONS: &[&str] = &["ip", "key", "role", "endpoint"];
 const UPSTREAM_ERROR_KINDS: &[&str] = &["connect", "timeout", "protocol", "body", "idle_timeout"];
 
-/// The method label: the standard methods by name, anything else (clients may send any token) as
-/// `OTHER`, so the label stays bounded.
-pub fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::OPTIONS => "OPTIONS",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "OTHER",
-    }
-}
-
 /// Time spent waiting for the upstream's response headers, left in the request's extensions by
 /// the proxy so the edge can tell the gateway's own share of the latency.
 #[derive(Clone, Copy, Debug)]
@@ -58,16 +33,14 @@ pub struct UpstreamTime(pub Duration);
 
 #[derive(Clone)]
 pub struct Metrics {
-    registry: Registry,
-    pub requests: IntCounterVec,
-    pub latency: HistogramVec,
+    /// Requests, latency, in flight and build info, shared with every service.
+    pub http: HttpMetrics,
     pub auth_failures: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub upstream_latency: HistogramVec,
     pub gateway_added: HistogramVec,
     pub rate_decisions: IntCounterVec,
     pub upstream_errors: IntCounterVec,
-    pub in_flight: IntGauge,
     pub key_cache: IntCounterVec,
     pub argon2: IntCounter,
     pub verify_busy: IntCounter,
@@ -83,29 +56,9 @@ impl Default for Metrics {
     }
 }
 
-fn must<T>(r: prometheus::Result<T>) -> T {
-    // Metric definitions are constants; failing here is a programming error caught by every test.
-    r.unwrap_or_else(|e| panic!("metric definition: {e}"))
-}
-
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new_custom(Some("infergate".into()), None).unwrap_or_default();
-        let requests = must(IntCounterVec::new(
-            Opts::new(
-                "http_requests_total",
-                "Requests by route template, method and status",
-            ),
-            &["route", "method", "status"],
-        ));
-        let latency = must(HistogramVec::new(
-            HistogramOpts::new(
-                "http_request_duration_seconds",
-                "Time until response headers, by route template",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route"],
-        ));
+        let http = HttpMetrics::new("infergate", env!("CARGO_PKG_VERSION"));
         let auth_failures = must(IntCounterVec::new(
             Opts::new("auth_failures_total", "Refused credentials by reason"),
             &["reason"],
@@ -145,10 +98,6 @@ impl Metrics {
         let upstream_errors = must(IntCounterVec::new(
             Opts::new("upstream_errors_total", "Upstream failures by kind"),
             &["kind"],
-        ));
-        let in_flight = must(IntGauge::new(
-            "http_requests_in_flight",
-            "Requests being served",
         ));
         let key_cache = must(IntCounterVec::new(
             Opts::new(
@@ -205,23 +154,13 @@ impl Metrics {
         for kind in ["error", "timeout"] {
             limiter_backend_errors.with_label_values(&[kind]);
         }
-        let build_info = must(IntGaugeVec::new(
-            Opts::new("build_info", "Build information"),
-            &["version"],
-        ));
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(latency.clone()),
-            Box::new(auth_failures.clone()),
+            Box::new(auth_failures.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rate_limited.clone()),
             Box::new(upstream_latency.clone()),
             Box::new(gateway_added.clone()),
             Box::new(rate_decisions.clone()),
             Box::new(upstream_errors.clone()),
-            Box::new(in_flight.clone()),
             Box::new(key_cache.clone()),
             Box::new(argon2.clone()),
             Box::new(verify_busy.clone()),
@@ -229,21 +168,17 @@ impl Metrics {
             Box::new(limiter_fallback.clone()),
             Box::new(limiter_breaker.clone()),
             Box::new(limiter_breaker_opened.clone()),
-            Box::new(build_info),
         ] {
-            must(registry.register(c));
+            must(http.registry().register(c));
         }
         Self {
-            registry,
-            requests,
-            latency,
+            http,
             auth_failures,
             rate_limited,
             upstream_latency,
             gateway_added,
             rate_decisions,
             upstream_errors,
-            in_flight,
             key_cache,
             argon2,
             verify_busy,
@@ -341,10 +276,6 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(8 * 1024);
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
-            tracing::error!(error = %e, "encoding metrics");
-        }
-        buf
+        self.http.render()
     }
 }

@@ -4,11 +4,12 @@
 //! edge ─▶ CORS ─▶ guard ─▶ handler (local route or proxy)
 //! ```
 //!
-//! - [`edge`] (outermost) runs the checks that need no identity — request id, trusted host,
-//!   client IP, HTTPS-only, body size by `Content-Length`, attack signatures — and on the way out
-//!   renders every error as JSON with the request id, adds `X-Request-ID`, `X-Process-Time` and the
-//!   security headers (so they are on *every* response, CORS preflights and proxied ones included),
-//!   records metrics and writes the access-log line.
+//! - the edge (outermost) is the shared one ([`infergate_service::edge`]); the gateway's
+//!   [`EdgeService`] impl gives it the checks that need no identity ([`pre_checks`]: trusted
+//!   host, HTTPS-only, body size by `Content-Length`, path, attack signatures) and the request
+//!   context. On the way out it renders every error as JSON with the request id, adds
+//!   `X-Request-ID`, `X-Process-Time` and the security headers (so they are on *every* response,
+//!   CORS preflights and proxied ones included), records metrics and writes the access-log line.
 //! - CORS answers preflights before any credential is asked for.
 //! - [`guard`] authenticates, authorizes and rate-limits, in that order, and adds the rate-limit
 //!   headers to the response.
@@ -18,21 +19,22 @@
 //! [`crate::telemetry`]. With traces off those spans are disabled and nothing is computed for them.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header;
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage, web};
+use actix_web::{Error, HttpMessage, HttpRequest, web};
+use infergate_headers::SecurityHeaders;
 use infergate_keystore::{KeyRecord, Verification};
 use infergate_policy::{CredentialSource, RouteMatch, extract_credential, mask_secret};
 use infergate_ratelimit::{BucketKey, Guarded, LimitCheck, LimitStatus, Subject};
-use infergate_telemetry::{continue_remote_trace, method_label, traceparent_trace_id};
+use infergate_service::edge::{Admission, EdgeService};
+use infergate_service::metrics::HttpMetrics;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
-use crate::error::{GatewayError, rate_limit_headers, render, render_status};
+use crate::error::{GatewayError, rate_limit_headers};
 use crate::state::AppState;
 use crate::telemetry::SPAN_TARGET;
 
@@ -48,26 +50,6 @@ pub struct RequestCtx {
     pub decoded_path: Option<Arc<str>>,
     /// Peer, trusted chain and scheme, as judged once ([`crate::client_ip::Origin`]).
     pub origin: crate::client_ip::Origin,
-}
-
-/// The headers every response gets, whoever answers it (the edge, or the `Expect` hook before a
-/// body): the request id, the gateway's time, and the security headers.
-pub fn stamp(
-    state: &AppState,
-    headers: &mut header::HeaderMap,
-    request_id: &str,
-    template: &str,
-    elapsed: std::time::Duration,
-) {
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        headers.insert(header::HeaderName::from_static("x-request-id"), v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&format!("{:.6}", elapsed.as_secs_f64())) {
-        headers.insert(header::HeaderName::from_static("x-process-time"), v);
-    }
-    if let Some(sec) = &state.security_headers {
-        sec.apply(headers, template.starts_with("/docs"));
-    }
 }
 
 impl RequestCtx {
@@ -95,15 +77,6 @@ pub struct ForwardedTraceId(pub String);
 pub struct AuthInfo {
     pub record: Arc<KeyRecord>,
     pub source: CredentialSource,
-}
-
-fn valid_request_id(v: &HeaderValue) -> Option<&str> {
-    let s = v.to_str().ok()?;
-    (!s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')))
-    .then_some(s)
 }
 
 /// What the pipeline reads of a request before its body. The same checks run from the service
@@ -245,10 +218,7 @@ pub fn request_ctx(
     state: &AppState,
     req: &Head<'_>,
 ) -> (RequestCtx, Result<(), crate::path::PathError>) {
-    let request_id: Arc<str> = match req.headers.get("x-request-id").and_then(valid_request_id) {
-        Some(id) => Arc::from(id),
-        None => Arc::from(uuid::Uuid::new_v4().to_string()),
-    };
+    let request_id = infergate_service::edge::request_id(req.headers);
     let raw_path = req.path();
     let (path_checked, decoded_path) = match crate::path::decode_path(raw_path) {
         Ok(std::borrow::Cow::Borrowed(_)) => (Ok(()), None),
@@ -282,163 +252,71 @@ pub fn request_ctx(
     (ctx, path_checked)
 }
 
-pub async fn edge(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
-    let state = state_of(&req)?;
-    let start = Instant::now();
-    // A request that announced `Expect: 100-continue` was screened and decided by the hook
-    // already ([`crate::serve`]): its context and decision travel with it.
-    let early = req.extensions().get::<RequestCtx>().cloned();
-    let (ctx, path_checked) = match early {
-        Some(ctx) => (ctx, Ok(())),
-        None => request_ctx(&state, &Head::of(&req)),
-    };
-    let request_id = ctx.request_id.clone();
-    let route = ctx.route;
-    let template = ctx.template(&state);
-    let method = req.method().clone();
-    let client = ctx.origin.client;
-    state.metrics.in_flight.inc();
+/// The gateway's side of the shared edge ([`infergate_service::edge`]): the request context
+/// (route from the route table, client through trusted proxies), the screening of
+/// [`pre_checks`], the caller's key id and the proxy's trace id for the access log.
+impl EdgeService for AppState {
+    type Error = GatewayError;
+    /// The context, and the path check's verdict (refused by [`pre_checks`]); `None` when the
+    /// `Expect: 100-continue` hook screened and decided the request already ([`crate::serve`]).
+    type Ctx = (RequestCtx, Option<Result<(), crate::path::PathError>>);
 
-    // Disabled (and free) unless traces are exported; only then are its name and parent worked out.
-    let span = tracing::info_span!(
-        target: SPAN_TARGET,
-        "request",
-        otel.name = Empty,
-        otel.kind = "server",
-        otel.status_code = Empty,
-        http.request.method = method_label(&method),
-        http.route = Empty,
-        http.response.status_code = Empty,
-        client.address = %client,
-        infergate.request_id = %request_id,
-        infergate.key_id = Empty,
-    );
-    if !span.is_disabled() {
-        let method = method_label(&method);
-        if route.is_some() {
-            span.record("otel.name", format!("HTTP {method} {template}"));
-            span.record("http.route", &*template);
-        } else {
-            span.record("otel.name", format!("HTTP {method}"));
-        }
-        continue_remote_trace(&span, req.headers());
+    fn http_metrics(&self) -> &HttpMetrics {
+        &self.metrics.http
     }
 
-    let checked = if req.extensions().contains::<PreDecided>() {
-        Ok(())
-    } else {
-        span.in_scope(|| pre_checks(&state, &Head::of(&req), &ctx, path_checked))
-    };
-    req.extensions_mut().insert(ctx);
-    // Inner layers turn failures into error *responses* (handlers, CORS and the guard all do), so
-    // an `Err` here is an actix-internal failure; it keeps actix's own rendering.
-    let res = match checked {
-        Err(e) => Ok(req.error_response(e)),
-        Ok(()) => next
-            .call(req)
-            .instrument(span.clone())
-            .await
-            .map(ServiceResponse::map_into_boxed_body),
-    };
-    state.metrics.in_flight.dec();
-    let mut res = match res {
-        Ok(res) => res,
-        Err(e) => {
-            tracing::error!(request_id = %request_id, error = %e, "request failed inside the pipeline");
-            return Err(e);
-        }
-    };
+    fn security_headers(&self) -> Option<&SecurityHeaders> {
+        self.security_headers.as_ref()
+    }
 
-    let status = res.status();
-    if let Some(err) = res.response().error() {
-        let body = match err.as_error::<GatewayError>() {
-            Some(g) => {
-                if status.is_server_error() {
-                    tracing::error!(request_id = %request_id, error = ?g, "request failed");
-                }
-                render(g, Some(&request_id))
-            }
+    fn admit(&self, req: &ServiceRequest) -> Admission<Self::Ctx> {
+        // A request that announced `Expect: 100-continue` was screened and decided by the hook
+        // already: its context and decision travel with it.
+        let early = req.extensions().get::<RequestCtx>().cloned();
+        let (ctx, path_checked) = match early {
+            Some(ctx) if req.extensions().contains::<PreDecided>() => (ctx, None),
+            Some(ctx) => (ctx, Some(Ok(()))),
             None => {
-                if status.is_server_error() {
-                    tracing::error!(request_id = %request_id, error = %err, "request failed");
-                }
-                render_status(status, &err.to_string(), Some(&request_id))
+                let (ctx, checked) = request_ctx(self, &Head::of(req));
+                (ctx, Some(checked))
             }
         };
-        res = res.map_body(|head, _| {
-            head.headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            head.headers.remove(header::CONTENT_LENGTH);
-            BoxBody::new(body)
-        });
+        Admission {
+            request_id: ctx.request_id.clone(),
+            template: ctx.route.map(|i| self.routes.routes()[i].template.clone()),
+            client: ctx.origin.client,
+            ctx: (ctx, path_checked),
+        }
     }
 
-    let elapsed = start.elapsed();
-    stamp(&state, res.headers_mut(), &request_id, &template, elapsed);
+    fn screen(
+        &self,
+        req: &ServiceRequest,
+        (ctx, path_checked): Self::Ctx,
+    ) -> Result<(), GatewayError> {
+        let checked = match path_checked {
+            Some(path) => pre_checks(self, &Head::of(req), &ctx, path),
+            None => Ok(()),
+        };
+        req.extensions_mut().insert(ctx);
+        checked
+    }
 
-    state
-        .metrics
-        .requests
-        .with_label_values(&[
-            &*template,
-            crate::metrics::method_label(&method),
-            status.as_str(),
-        ])
-        .inc();
-    state
-        .metrics
-        .latency
-        .with_label_values(&[&*template])
-        .observe(elapsed.as_secs_f64());
-    state
-        .metrics
-        .observe_added(&template, elapsed, res.request());
-    let key_id = res
-        .request()
-        .extensions()
-        .get::<AuthInfo>()
-        .map(|a| a.record.id.clone());
-    let trace_id = if span.is_disabled() {
-        // The id the upstream was sent, else the client's own.
-        let req = res.request();
-        let forwarded = req
-            .extensions()
+    fn key_id(req: &HttpRequest) -> Option<Arc<str>> {
+        req.extensions()
+            .get::<AuthInfo>()
+            .map(|a| a.record.id.clone())
+    }
+
+    fn forwarded_trace_id(req: &HttpRequest) -> Option<String> {
+        req.extensions()
             .get::<ForwardedTraceId>()
-            .map(|t| t.0.clone());
-        forwarded.or_else(|| {
-            req.headers()
-                .get("traceparent")
-                .and_then(|v| v.to_str().ok())
-                .and_then(traceparent_trace_id)
-                .map(str::to_string)
-        })
-    } else {
-        span.record("http.response.status_code", i64::from(status.as_u16()));
-        if let Some(id) = &key_id {
-            span.record("infergate.key_id", &**id);
-        }
-        if status.is_server_error() {
-            span.record("otel.status_code", "error");
-        }
-        infergate_telemetry::trace_id(&span)
-    };
-    tracing::info!(
-        request_id = %request_id,
-        trace_id = trace_id.as_deref().unwrap_or("-"),
-        method = %method,
-        route = %template,
-        status = status.as_u16(),
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        client_ip = %client,
-        key_id = key_id.as_deref().unwrap_or("-"),
-        "request"
-    );
-    Ok(res)
+            .map(|t| t.0.clone())
+    }
+
+    fn observe(&self, template: &str, elapsed: std::time::Duration, req: &HttpRequest) {
+        self.metrics.observe_added(template, elapsed, req);
+    }
 }
 
 /// What the guard decided for a request that may proceed.

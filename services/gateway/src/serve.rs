@@ -21,9 +21,10 @@ use actix_web::dev::{AppConfig, Server};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{ResponseError, web};
 
-use crate::error::{GatewayError, rate_limit_headers, render};
+use crate::error::{GatewayError, rate_limit_headers};
 use crate::middleware::{Head, Rejected, decide, pre_checks, request_ctx};
 use crate::state::AppState;
+use infergate_service::error::render;
 
 /// The server's knobs, as `HttpServer` would have been given them.
 pub struct ServeConfig {
@@ -94,24 +95,26 @@ fn refusal(
         rate_limit_headers(headers, &status, state.clock.now_millis());
     }
     let template = ctx.template(state);
-    crate::middleware::stamp(state, headers, &ctx.request_id, &template, start.elapsed());
+    let elapsed = start.elapsed();
+    infergate_service::edge::stamp(
+        state.security_headers.as_ref(),
+        headers,
+        &ctx.request_id,
+        &template,
+        elapsed,
+    );
     let method = &req.head().method;
     state
         .metrics
-        .requests
-        .with_label_values(&[
-            &*template,
-            crate::metrics::method_label(method),
-            status.as_str(),
-        ])
-        .inc();
+        .http
+        .observe(&template, method, status, elapsed);
     tracing::info!(
         request_id = %ctx.request_id,
         trace_id = "-",
         method = %method,
         route = %template,
         status = status.as_u16(),
-        duration_ms = start.elapsed().as_secs_f64() * 1000.0,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
         client_ip = %ctx.origin.client,
         key_id = "-",
         expect = "100-continue",

@@ -47,7 +47,7 @@ pub struct AppState {
     /// Present with a shared backend: its breaker state and fallback counters.
     pub resilient: Option<Arc<ResilientLimiter>>,
     /// Set when SIGTERM/SIGINT arrives: readiness fails so load balancers stop routing here.
-    pub draining: std::sync::atomic::AtomicBool,
+    pub drain: infergate_service::run::Drain,
     pub clock: Arc<dyn Clock>,
     /// Route template → its endpoint limit (looked up by template, built once).
     pub endpoint_limits: HashMap<Arc<str>, RateSpec>,
@@ -294,7 +294,7 @@ impl AppState {
             limiter,
             memory_limiter,
             resilient,
-            draining: std::sync::atomic::AtomicBool::new(false),
+            drain: Default::default(),
             clock,
             endpoint_limits,
             exempt_from_default,

@@ -449,7 +449,7 @@ async fn revocation_reaches_every_replica_within_a_second() {
         .await
         .unwrap();
     let admin_url = format!("http://127.0.0.1:{}", admin.port());
-    actix_web::rt::spawn(admin.run_until_stopped(false));
+    actix_web::rt::spawn(admin.run_until(std::future::pending()));
 
     let client = awc::Client::default();
     let mut res = client

@@ -1,9 +1,10 @@
 //! Building and running the service: [`Application::build`] opens the key store, settles the
 //! admin credential ([`crate::bootstrap`]), binds the listener (port 0 works, for tests) and
-//! returns a handle exposing the bound port; [`Application::run_until_stopped`] serves until
-//! SIGTERM/SIGINT (or a [`ServerHandle`] stop), draining in-flight requests within the bound.
+//! returns a handle exposing the bound port; [`Application::run_until`] serves until the shutdown
+//! future resolves (or a [`ServerHandle`] stop), draining in-flight requests within the bound
+//! ([`infergate_service::run`]).
 
-use std::net::TcpListener;
+use std::future::Future;
 use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
@@ -14,9 +15,11 @@ use infergate_keystore::{GeneratedKey, KeyStore, WatchGuard};
 
 use crate::bootstrap::{self, BootstrapError};
 use crate::error::AdminError;
-use crate::middleware::edge;
 use crate::state::AppState;
 use crate::{handlers, keys, store, tokens};
+use infergate_service::docs;
+use infergate_service::edge::edge;
+use infergate_service::run::{BindError, bind, workers};
 
 /// Largest request body accepted (metadata is capped at 16 KiB; the rest is small).
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -46,12 +49,8 @@ pub enum StartupError {
     Store(String),
     #[error("{0}")]
     Bootstrap(String),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
 }
 
 impl From<BootstrapError> for StartupError {
@@ -114,19 +113,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource("/openapi.json")
-            .route(web::get().to(handlers::openapi))
+            .route(web::get().to(docs::openapi))
             .default_service(method_not_allowed(allow("/openapi.json"))),
     )
     .service(
         web::resource("/docs")
-            .route(web::get().to(handlers::docs))
-            .route(web::head().to(handlers::docs))
+            .route(web::get().to(docs::page))
+            .route(web::head().to(docs::page))
             .default_service(method_not_allowed(allow("/docs"))),
     )
     .service(
         web::resource("/docs/{asset}")
-            .route(web::get().to(handlers::docs_asset))
-            .route(web::head().to(handlers::docs_asset))
+            .route(web::get().to(docs::asset::<AdminError>))
+            .route(web::head().to(docs::asset::<AdminError>))
             .default_service(method_not_allowed(allow("/docs/{asset}"))),
     )
     .service(
@@ -185,32 +184,23 @@ impl Application {
         let bootstrap_key = bootstrap::run(&state).await?;
         let invalidator = state.verifier.spawn_invalidator();
 
-        let listener =
-            TcpListener::bind(state.cfg.listen).map_err(|source| StartupError::Bind {
-                addr: state.cfg.listen.to_string(),
-                source,
-            })?;
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let (listener, port) = bind(state.cfg.listen)?;
         let cfg = &state.cfg;
-        let workers = if cfg.workers == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            cfg.workers
-        };
         let app_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                .app_data(handlers::DOCS)
                 .app_data(web::PayloadConfig::new(BODY_LIMIT))
                 .configure(configure)
-                .default_service(web::to(handlers::not_found))
-                .wrap(from_fn(edge))
+                .default_service(web::to(docs::not_found::<AdminError>))
+                .wrap(from_fn(edge::<AppState>))
         })
-        .workers(workers)
+        .workers(workers(cfg.workers))
         .shutdown_timeout(cfg.shutdown_timeout.as_secs())
         .disable_signals()
         .listen(listener)
-        .map_err(|source| StartupError::Bind {
+        .map_err(|source| BindError {
             addr: cfg.listen.to_string(),
             source,
         })?
@@ -242,69 +232,15 @@ impl Application {
         self.bootstrap_key.take()
     }
 
-    /// Starts a graceful drain on SIGTERM or SIGINT. The handlers are registered before this
-    /// returns, so a signal sent after the "listening" line (which callers log after this) is
-    /// never lost to the default action.
-    pub fn stop_on_signals(&self) {
-        let handle = self.server.handle();
-        let signals = Signals::register();
-        actix_web::rt::spawn(async move {
-            signals.wait().await;
-            tracing::info!("shutdown signal received; draining in-flight requests");
-            handle.stop(true).await;
-        });
-    }
-
-    /// Serves until stopped. With `signals`, SIGTERM and SIGINT both start a graceful drain
-    /// (see [`Application::stop_on_signals`]).
-    pub async fn run_until_stopped(self, signals: bool) -> std::io::Result<()> {
-        if signals {
-            self.stop_on_signals();
-        }
-        let result = self.server.await;
+    /// Serves until `shutdown` resolves (main passes [`infergate_service::run::shutdown_signal`]),
+    /// then drains: readiness answers 503 and in-flight requests finish within the bound.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let result =
+            infergate_service::run::run_until(self.server, shutdown, &self.state.drain).await;
         if let Some(t) = self._invalidator {
             t.abort();
         }
         drop(self._watch);
         result
-    }
-}
-
-/// SIGTERM and SIGINT streams, registered at once.
-struct Signals {
-    #[cfg(unix)]
-    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
-}
-
-impl Signals {
-    fn register() -> Self {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let streams = match (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) {
-                (Ok(term), Ok(int)) => Some((term, int)),
-                _ => None,
-            };
-            Signals { streams }
-        }
-        #[cfg(not(unix))]
-        {
-            Signals {}
-        }
-    }
-
-    async fn wait(self) {
-        #[cfg(unix)]
-        if let Some((mut term, mut int)) = self.streams {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = int.recv() => {},
-            }
-            return;
-        }
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

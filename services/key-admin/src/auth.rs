@@ -14,6 +14,7 @@
 //! A refused call to an audited route (create, update, revoke, delete, rotate, token) is itself
 //! audited with outcome `failure` — actor `anonymous` unless a valid key was merely not allowed.
 
+use infergate_service::ApiError as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -199,7 +200,7 @@ async fn refused(state: &AppState, req: &HttpRequest, r: Refusal) -> AdminError 
         "credential refused"
     );
     if let Some(action) = action_for(req.method(), req.match_pattern().as_deref()) {
-        let mut detail = json!({"error": r.err.code(), "reason": reason});
+        let mut detail = json!({"error": r.err.code().name(), "reason": reason});
         if let Some(id) = &r.claimed_id {
             detail["claimed_key_id"] = json!(id);
         }
@@ -242,7 +243,7 @@ async fn authenticate(req: HttpRequest, admin_only: bool) -> Result<Caller, Admi
                 span.record("infergate.key_id", caller.actor());
             }
             Err(e) => {
-                span.record("infergate.auth.outcome", e.code());
+                span.record("infergate.auth.outcome", e.code().name());
             }
         }
     }

@@ -12,6 +12,7 @@ use chrono::Utc;
 use infergate_config::ConfigError;
 use infergate_keystore::{GeneratedKey, KeyRecord, KeyState, ListQuery, StoredKey, format, hash};
 use infergate_policy::Role;
+use infergate_service::ApiError as _;
 use serde_json::json;
 
 use crate::error::AdminError;

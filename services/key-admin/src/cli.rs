@@ -5,6 +5,7 @@
 //! goes to stderr, so `infergate-admin keys generate … > keys.txt` captures only keys. Only
 //! argon2id hashes are ever written to a store.
 
+use infergate_service::ApiError as _;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -334,7 +335,7 @@ async fn revoke(state: &AppState, id: &str) -> Result<(), CliError> {
     let result = revoke_key(state, id).await;
     let (success, detail) = match &result {
         Ok((_, already)) => (true, json!({"already_revoked": already})),
-        Err(e) => (false, json!({"error": e.code()})),
+        Err(e) => (false, json!({"error": e.code().name()})),
     };
     state
         .audit(
@@ -372,7 +373,7 @@ async fn rotate(state: &AppState, id: &str, grace: i64) -> Result<(), CliError> 
     let result = rotate_key(state, CLI_ACTOR, id, grace).await;
     let (success, detail) = match &result {
         Ok((key, _, _)) => (true, json!({"grace_seconds": grace, "new_key_id": key.id})),
-        Err(e) => (false, json!({"error": e.code()})),
+        Err(e) => (false, json!({"error": e.code().name()})),
     };
     state
         .audit(

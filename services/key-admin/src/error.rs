@@ -1,49 +1,43 @@
-//! Every way an admin request can fail, and the one place that turns a failure into JSON.
-//!
-//! The body is the shape every infergate service answers with (`infergate_headers::error_body`):
-//! `{"code", "error", "detail", "request_id", "timestamp"}`, plus `field` on 422. Handlers return
-//! [`AdminError`]; the edge middleware re-renders the body with the request id ([`render`]), and
-//! errors actix produced itself get the same shape there too ([`render_status`]).
+//! Every way an admin request can fail, mapped into the shared error-code table
+//! ([`infergate_service::Code`]), which renders it (`{"code", "error", "detail", "request_id",
+//! "timestamp"}`, plus `field` on 422). Handlers return [`AdminError`]; the edge re-renders the
+//! body with the request id.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpResponse, ResponseError};
 use infergate_keystore::KeyStoreError;
+use infergate_service::error::{Realm, ServiceError, render, response};
+use infergate_service::{ApiError, Code};
 use serde_json::{Map, Value, json};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum AdminError {
-    #[error("Invalid host header")]
     UntrustedHost,
-    #[error("Malformed JSON")]
     MalformedJson(String),
-    #[error("Request body too large")]
-    PayloadTooLarge { limit: usize },
-    #[error("Validation failed")]
-    Validation { field: String, detail: String },
-    #[error("Authentication required")]
+    PayloadTooLarge {
+        limit: usize,
+    },
+    Validation {
+        field: String,
+        detail: String,
+    },
     MissingCredential,
     /// `reason`: `malformed`, `unknown`, `expired` or `revoked`.
-    #[error("Invalid API key")]
-    InvalidCredential { reason: &'static str },
-    #[error("Forbidden")]
+    InvalidCredential {
+        reason: &'static str,
+    },
     Forbidden(String),
-    #[error("Not found")]
     NotFound,
-    #[error("Key not found")]
     KeyNotFound(String),
-    #[error("JWT issuing disabled")]
     JwtDisabled,
-    #[error("Method not allowed")]
-    MethodNotAllowed { allow: String },
-    #[error("Conflict")]
+    MethodNotAllowed {
+        allow: String,
+    },
     Conflict(String),
-    #[error("Service unavailable")]
     Unavailable(String),
     /// The audit entry of an action could not be written: the request fails rather than lose it.
-    #[error("Audit log unavailable")]
     AuditUnavailable(String),
-    #[error("Internal error")]
     Internal(String),
 }
 
@@ -55,31 +49,38 @@ impl AdminError {
         }
     }
 
-    /// Stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+    /// The field a validation error is about.
+    pub fn field(&self) -> Option<&str> {
         match self {
-            AdminError::UntrustedHost => "invalid_host",
-            AdminError::MalformedJson(_) => "malformed_json",
-            AdminError::PayloadTooLarge { .. } => "payload_too_large",
-            AdminError::Validation { .. } => "validation_error",
-            AdminError::MissingCredential => "missing_credentials",
-            AdminError::InvalidCredential { reason: "expired" } => "expired_credentials",
-            AdminError::InvalidCredential { .. } => "invalid_credentials",
-            AdminError::Forbidden(_) => "forbidden",
-            AdminError::NotFound => "not_found",
-            AdminError::KeyNotFound(_) => "key_not_found",
-            AdminError::JwtDisabled => "jwt_disabled",
-            AdminError::MethodNotAllowed { .. } => "method_not_allowed",
-            AdminError::Conflict(_) => "conflict",
-            AdminError::Unavailable(_) => "unavailable",
-            AdminError::AuditUnavailable(_) => "audit_unavailable",
-            AdminError::Internal(_) => "internal_error",
+            AdminError::Validation { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+impl ApiError for AdminError {
+    fn code(&self) -> Code {
+        match self {
+            AdminError::UntrustedHost => Code::InvalidHost,
+            AdminError::MalformedJson(_) => Code::MalformedJson,
+            AdminError::PayloadTooLarge { .. } => Code::PayloadTooLarge,
+            AdminError::Validation { .. } => Code::ValidationError,
+            AdminError::MissingCredential => Code::MissingCredentials,
+            AdminError::InvalidCredential { reason: "expired" } => Code::ExpiredCredentials,
+            AdminError::InvalidCredential { .. } => Code::InvalidCredentials,
+            AdminError::Forbidden(_) => Code::Forbidden,
+            AdminError::NotFound => Code::NotFound,
+            AdminError::KeyNotFound(_) => Code::KeyNotFound,
+            AdminError::JwtDisabled => Code::JwtDisabled,
+            AdminError::MethodNotAllowed { .. } => Code::MethodNotAllowed,
+            AdminError::Conflict(_) => Code::Conflict,
+            AdminError::Unavailable(_) => Code::Unavailable,
+            AdminError::AuditUnavailable(_) => Code::AuditUnavailable,
+            AdminError::Internal(_) => Code::Internal,
         }
     }
 
-    /// What a client can act on. Never contains a credential; 5xx details stay generic (the full
-    /// chain goes to the log).
-    pub fn detail(&self) -> String {
+    fn detail(&self) -> String {
         match self {
             AdminError::UntrustedHost => "The Host header is not one of the trusted hosts".into(),
             AdminError::MalformedJson(d) => format!("The request body is not valid JSON: {d}"),
@@ -114,14 +115,6 @@ impl AdminError {
         }
     }
 
-    /// The field a validation error is about.
-    pub fn field(&self) -> Option<&str> {
-        match self {
-            AdminError::Validation { field, .. } => Some(field),
-            _ => None,
-        }
-    }
-
     fn extra(&self, body: &mut Map<String, Value>) {
         match self {
             AdminError::Validation { field, .. } => {
@@ -151,76 +144,33 @@ impl From<KeyStoreError> for AdminError {
     }
 }
 
-pub use infergate_headers::error_body as body;
-
-/// The body of an [`AdminError`] with the request id filled in.
-pub fn render(err: &AdminError, request_id: Option<&str>) -> Vec<u8> {
-    let mut m = body(err.code(), &err.to_string(), &err.detail(), request_id);
-    err.extra(&mut m);
-    serde_json::to_vec(&Value::Object(m)).unwrap_or_default()
+impl std::fmt::Display for AdminError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code().title())
+    }
 }
 
-/// The body for an error actix produced itself (payload errors, etc.), keyed by status.
-pub fn render_status(status: StatusCode, detail: &str, request_id: Option<&str>) -> Vec<u8> {
-    let code = match status.as_u16() {
-        400 => "bad_request",
-        404 => "not_found",
-        405 => "method_not_allowed",
-        408 => "request_timeout",
-        413 => "payload_too_large",
-        415 => "unsupported_media_type",
-        422 => "validation_error",
-        s if s >= 500 => "internal_error",
-        _ => "error",
-    };
-    let title = status.canonical_reason().unwrap_or("Error");
-    let detail = if status.is_server_error() {
-        "An internal error occurred"
-    } else {
-        detail
-    };
-    serde_json::to_vec(&Value::Object(body(code, title, detail, request_id))).unwrap_or_default()
+impl std::error::Error for AdminError {}
+
+impl ServiceError for AdminError {
+    fn not_found() -> Self {
+        AdminError::NotFound
+    }
+    fn untrusted_host() -> Self {
+        AdminError::UntrustedHost
+    }
 }
 
 impl ResponseError for AdminError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            AdminError::UntrustedHost | AdminError::MalformedJson(_) => StatusCode::BAD_REQUEST,
-            AdminError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            AdminError::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            AdminError::MissingCredential | AdminError::InvalidCredential { .. } => {
-                StatusCode::UNAUTHORIZED
-            }
-            AdminError::Forbidden(_) => StatusCode::FORBIDDEN,
-            AdminError::NotFound | AdminError::KeyNotFound(_) | AdminError::JwtDisabled => {
-                StatusCode::NOT_FOUND
-            }
-            AdminError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            AdminError::Conflict(_) => StatusCode::CONFLICT,
-            AdminError::Unavailable(_) | AdminError::AuditUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.code().status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut res = HttpResponse::build(self.status_code());
-        res.content_type("application/json");
-        match self {
-            AdminError::MissingCredential => {
-                res.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"infergate-admin\""));
-            }
-            AdminError::InvalidCredential { .. } => {
-                res.insert_header((
-                    header::WWW_AUTHENTICATE,
-                    "Bearer realm=\"infergate-admin\", error=\"invalid_token\"",
-                ));
-            }
-            AdminError::MethodNotAllowed { allow } => {
-                res.insert_header((header::ALLOW, allow.as_str()));
-            }
-            _ => {}
+        let mut res = response(self);
+        Realm::ADMIN.challenge(&mut res, self.code());
+        if let AdminError::MethodNotAllowed { allow } = self {
+            res.insert_header((header::ALLOW, allow.as_str()));
         }
         res.body(render(self, None))
     }

@@ -1,5 +1,5 @@
-//! The routes that are not about one key: health, the audit log, metrics, the API description
-//! and its docs page, and the JSON answers for unknown paths and methods.
+//! The routes that are not about one key: health, the audit log and metrics. The API description
+//! and its docs page, and the JSON 404, are the shared ones ([`infergate_service::docs`]).
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{SecondsFormat, Utc};
@@ -12,10 +12,11 @@ use crate::state::AppState;
 use crate::validate;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
-const OPENAPI: &str = include_str!("../static/openapi.json");
-const DOCS_HTML: &str = include_str!("../static/docs.html");
-use infergate_headers::DOCS_CSS;
-use infergate_headers::DOCS_JS;
+/// This service's description, served by the shared docs handlers ([`infergate_service::docs`]).
+pub const DOCS: infergate_service::docs::ApiDocs = infergate_service::docs::ApiDocs {
+    openapi: include_str!("../static/openapi.json"),
+    page: include_str!("../static/docs.html"),
+};
 
 fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -39,9 +40,14 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
-/// `GET /health/ready`: 503 while the last audit append failed (every mutation would fail), so a
-/// load balancer stops sending admin traffic here. The reason names the operation and file.
+/// `GET /health/ready`: 503 while draining (as the gateway does) and while the last audit append
+/// failed (every mutation would fail), so a load balancer stops sending admin traffic here. The
+/// reason names the operation and file.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    if state.drain.is_draining() {
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "draining", "timestamp": now()}));
+    }
     match state.audit_failure() {
         None => HttpResponse::Ok().json(json!({"status": "ready", "timestamp": now()})),
         Some(reason) => HttpResponse::ServiceUnavailable()
@@ -119,34 +125,6 @@ pub async fn metrics(
             .set(i64::try_from(page.total).unwrap_or(i64::MAX));
     }
     Ok(HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .content_type(infergate_service::metrics::CONTENT_TYPE)
         .body(state.metrics.render()))
-}
-
-pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(OPENAPI)
-}
-
-pub async fn docs() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(DOCS_HTML)
-}
-
-pub async fn docs_asset(path: web::Path<String>) -> Result<HttpResponse, AdminError> {
-    match path.as_str() {
-        "docs.js" => Ok(HttpResponse::Ok()
-            .content_type("text/javascript; charset=utf-8")
-            .body(DOCS_JS)),
-        "docs.css" => Ok(HttpResponse::Ok()
-            .content_type("text/css; charset=utf-8")
-            .body(DOCS_CSS)),
-        _ => Err(AdminError::NotFound),
-    }
-}
-
-pub async fn not_found() -> Result<HttpResponse, AdminError> {
-    Err(AdminError::NotFound)
 }

@@ -78,10 +78,13 @@ fn main() -> ExitCode {
                     let _ = out.write_all(bootstrap::banner(&key).as_bytes());
                     let _ = out.flush();
                 }
-                app.stop_on_signals();
+                let shutdown = match infergate_service::run::shutdown_signal() {
+                    Ok(s) => s,
+                    Err(e) => return fail(1, format!("cannot install signal handlers: {e}")),
+                };
                 let backend = app.state().store.backend();
                 tracing::info!(listen = %format!("http://{}:{}", listen.ip(), app.port()), key_store = backend, "infergate key-admin listening");
-                match app.run_until_stopped(false).await {
+                match app.run_until(shutdown).await {
                     Ok(()) => {
                         tracing::info!("stopped");
                         ExitCode::SUCCESS

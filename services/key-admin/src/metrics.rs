@@ -1,23 +1,16 @@
-//! Prometheus metrics, one registry per application instance (several apps in one test process
-//! do not share counters). Labels are bounded: route templates, methods, status codes, action
-//! names and outcomes — never a key, a key id or an address.
+//! Prometheus metrics: the shared HTTP metrics ([`HttpMetrics`], under `infergate_admin_`) and
+//! key-admin's own — audited actions and refused credentials. Labels are bounded: action names,
+//! outcomes and reasons — never a key, a key id or an address.
 //!
 //! Key counts by state are not kept here: they are read from the store at scrape time
 //! ([`crate::handlers::metrics`]), so they are right even when another process changed the store.
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-};
-
-const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+use infergate_service::metrics::{HttpMetrics, must, register};
+use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 
 #[derive(Clone)]
 pub struct Metrics {
-    registry: Registry,
-    pub requests: IntCounterVec,
-    pub latency: HistogramVec,
+    pub http: HttpMetrics,
     pub actions: IntCounterVec,
     pub auth_failures: IntCounterVec,
     pub keys: IntGaugeVec,
@@ -29,30 +22,9 @@ impl Default for Metrics {
     }
 }
 
-fn must<T>(r: prometheus::Result<T>) -> T {
-    // Metric definitions are constants; failing here is a programming error caught by every test.
-    r.unwrap_or_else(|e| panic!("metric definition: {e}"))
-}
-
 impl Metrics {
     pub fn new() -> Self {
-        let registry =
-            Registry::new_custom(Some("infergate_admin".into()), None).unwrap_or_default();
-        let requests = must(IntCounterVec::new(
-            Opts::new(
-                "http_requests_total",
-                "Requests by route template, method and status",
-            ),
-            &["route", "method", "status"],
-        ));
-        let latency = must(HistogramVec::new(
-            HistogramOpts::new(
-                "http_request_duration_seconds",
-                "Time until response headers, by route template",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route"],
-        ));
+        let http = HttpMetrics::new("infergate_admin", env!("CARGO_PKG_VERSION"));
         let actions = must(IntCounterVec::new(
             Opts::new(
                 "actions_total",
@@ -68,27 +40,11 @@ impl Metrics {
             Opts::new("keys", "Keys in the store by state (computed at scrape)"),
             &["state"],
         ));
-        let build_info = must(IntGaugeVec::new(
-            Opts::new("build_info", "Build information"),
-            &["version"],
-        ));
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(latency.clone()),
-            Box::new(actions.clone()),
-            Box::new(auth_failures.clone()),
-            Box::new(keys.clone()),
-            Box::new(build_info),
-        ] {
-            must(registry.register(c));
-        }
+        register(http.registry(), actions.clone());
+        register(http.registry(), auth_failures.clone());
+        register(http.registry(), keys.clone());
         Self {
-            registry,
-            requests,
-            latency,
+            http,
             actions,
             auth_failures,
             keys,
@@ -97,10 +53,6 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(8 * 1024);
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
-            tracing::error!(error = %e, "encoding metrics");
-        }
-        buf
+        self.http.render()
     }
 }

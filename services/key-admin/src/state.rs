@@ -2,6 +2,7 @@
 //! verifier, the token issuer, precomputed header values, metrics — and the audit helper every
 //! admin action goes through.
 
+use infergate_service::ApiError as _;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -42,6 +43,8 @@ pub struct AppState {
     /// Whether a plaintext `ADMIN_API_KEY` is accepted.
     pub legacy_admin: bool,
     pub started: Instant,
+    /// Set once shutdown starts; readiness answers 503 from then on.
+    pub drain: infergate_service::run::Drain,
     /// Why the last audit append failed, until one succeeds (readiness fails meanwhile).
     audit_failure: std::sync::Mutex<Option<String>>,
 }
@@ -139,6 +142,7 @@ impl AppState {
             hash_params,
             legacy_admin,
             started: Instant::now(),
+            drain: Default::default(),
             audit_failure: std::sync::Mutex::new(None),
             cfg,
         })
@@ -271,7 +275,7 @@ impl<'a> Action<'a> {
                 Ok(done.value)
             }
             Err(e) => {
-                let mut detail = json!({"error": e.code()});
+                let mut detail = json!({"error": e.code().name()});
                 if let Some(f) = e.field() {
                     detail["field"] = json!(f);
                 }
@@ -280,7 +284,7 @@ impl<'a> Action<'a> {
                     actor = %self.actor,
                     action = self.action,
                     key_id = self.target.as_deref().unwrap_or("-"),
-                    error = e.code(),
+                    error = e.code().name(),
                     "admin action failed"
                 );
                 self.state

@@ -152,7 +152,7 @@ pub async fn spawn_app_with(env: &[(&str, &str)], opts: Opts) -> TestApp {
     let metrics_port = app.metrics_port();
     let handle = app.handle();
     let state = app.state();
-    actix_web::rt::spawn(app.run_until_stopped());
+    actix_web::rt::spawn(app.run_until(std::future::pending()));
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))
         .disable_redirects()

@@ -123,7 +123,7 @@ pub async fn spawn_app_with(env: &[(&str, &str)], opts: Opts) -> TestApp {
     let port = app.port();
     let handle = app.handle();
     let state = app.state();
-    actix_web::rt::spawn(app.run_until_stopped(false));
+    actix_web::rt::spawn(app.run_until(std::future::pending()));
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))
         .disable_redirects()
