@@ -571,14 +571,7 @@ fn validate(
         )
     })?;
     let table = RouteTable::gateway();
-    let known_routes = || {
-        table
-            .routes()
-            .iter()
-            .map(|r| r.template.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let known_routes = || table.templates().join(", ");
     for r in &raw.auth.public_routes {
         if table.find_template(r).is_none() {
             return Err(ConfigError::invalid(

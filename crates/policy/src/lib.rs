@@ -21,4 +21,4 @@ pub use credential::{
 };
 pub use permissions::{PermissionError, Permissions, Rule};
 pub use role::{Role, UnknownRole};
-pub use routes::{PathPattern, Route, RouteKind, RouteMatch, RouteTable, v1_methods};
+pub use routes::{PathPattern, Route, RouteMatch, RouteTable, Schema, Serve};

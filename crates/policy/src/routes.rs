@@ -30,38 +30,73 @@ impl PathPattern {
     }
 }
 
-/// Whether the gateway answers a route itself or forwards it.
+/// What answers a route: one of the gateway's own handlers, or the upstream. The gateway
+/// dispatches on this (one `match`, no second router), so a route exists exactly when it is in
+/// the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteKind {
-    Local,
-    Proxied,
+pub enum Serve {
+    Health,
+    HealthDetailed,
+    Ready,
+    Protected,
+    ApiTest,
+    ApiStatus,
+    Metrics,
+    OpenApi,
+    Docs,
+    DocsAsset,
+    Upstream,
+}
+
+/// The schema a route's JSON body is checked against before it is served or forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// Any well-formed JSON (the other `/v1/*` paths, whose bodies the upstream defines).
+    Any,
+    Inference,
+    InferenceBatch,
+    ModelsLoad,
+    ApiTest,
+    ChatCompletions,
+    Completions,
+    Embeddings,
 }
 
 #[derive(Debug, Clone)]
 pub struct Route {
-    /// The bounded name used in metrics, logs and rate-limit scopes (`/v1/*` for every `/v1/...` path).
+    /// The bounded name used in metrics, logs, body limits and rate-limit scopes (`/v1/*` for
+    /// every `/v1/...` path, the documented OpenAI paths included).
     pub template: Arc<str>,
     pub pattern: PathPattern,
-    /// Upper-case methods; empty means any method.
-    pub methods: Vec<&'static str>,
+    /// Upper-case methods; also the `Allow` header of a 405.
+    pub methods: &'static [&'static str],
     /// Public routes need no credential.
     pub public: bool,
-    pub kind: RouteKind,
+    pub serve: Serve,
+    pub schema: Schema,
 }
 
 impl Route {
-    fn new(template: &str, methods: &[&'static str], public: bool, kind: RouteKind) -> Self {
+    fn new(
+        template: &'static str,
+        path: &'static str,
+        methods: &'static [&'static str],
+        public: bool,
+        serve: Serve,
+        schema: Schema,
+    ) -> Self {
         Self {
             template: Arc::from(template),
-            pattern: PathPattern::parse(template),
-            methods: methods.to_vec(),
+            pattern: PathPattern::parse(path),
+            methods,
             public,
-            kind,
+            serve,
+            schema,
         }
     }
 
     pub fn allows_method(&self, method: &str) -> bool {
-        self.methods.is_empty() || self.methods.contains(&method)
+        self.methods.contains(&method)
     }
 }
 
@@ -78,26 +113,54 @@ pub struct RouteTable {
     routes: Vec<Route>,
 }
 
+const READ: &[&str] = &["GET", "HEAD"];
+const GET: &[&str] = &["GET"];
+const POST: &[&str] = &["POST"];
+
 impl RouteTable {
-    /// The gateway's routes.
+    /// The gateway's routes: the one list dispatch, public access, body schemas, body limits,
+    /// metric labels and endpoint limits are read from. The first route whose path matches
+    /// decides (exact paths come before the prefixes they fall under), so a documented OpenAI
+    /// path called with another method is a `405`, not proxied as the rest of `/v1/*` would be.
     pub fn gateway() -> Self {
-        use RouteKind::{Local, Proxied};
+        use Schema::{Any, Inference, InferenceBatch, ModelsLoad};
+        use Serve::*;
+        let own = |path: &'static str, methods, public, serve| {
+            Route::new(path, path, methods, public, serve, Any)
+        };
+        let up = |path: &'static str, methods, schema| {
+            Route::new(path, path, methods, false, Upstream, schema)
+        };
+        let v1 = |path: &'static str, methods, schema| {
+            Route::new("/v1/*", path, methods, false, Upstream, schema)
+        };
         let routes = vec![
-            Route::new("/health", &["GET", "HEAD"], true, Local),
-            Route::new("/health/detailed", &["GET"], false, Local),
-            Route::new("/health/ready", &["GET", "HEAD"], true, Local),
-            Route::new("/protected", &["GET"], false, Local),
-            Route::new("/api/test", &["POST"], false, Local),
-            Route::new("/api/status", &["GET"], false, Local),
-            Route::new("/metrics", &["GET"], false, Local),
-            Route::new("/openapi.json", &["GET"], true, Local),
-            Route::new("/docs", &["GET", "HEAD"], true, Local),
-            Route::new("/docs/*", &["GET", "HEAD"], true, Local),
-            Route::new("/models", &["GET"], false, Proxied),
-            Route::new("/models/load", &["POST"], false, Proxied),
-            Route::new("/inference", &["POST"], false, Proxied),
-            Route::new("/inference/batch", &["POST"], false, Proxied),
-            Route::new("/v1/*", &["GET", "POST", "DELETE"], false, Proxied),
+            own("/health", READ, true, Health),
+            own("/health/detailed", GET, false, HealthDetailed),
+            own("/health/ready", READ, true, Ready),
+            own("/protected", GET, false, Protected),
+            Route::new(
+                "/api/test",
+                "/api/test",
+                POST,
+                false,
+                ApiTest,
+                Schema::ApiTest,
+            ),
+            own("/api/status", GET, false, ApiStatus),
+            own("/metrics", GET, false, Metrics),
+            own("/openapi.json", GET, true, OpenApi),
+            own("/docs", READ, true, Docs),
+            own("/docs/*", READ, true, DocsAsset),
+            up("/models", GET, Any),
+            up("/models/load", POST, ModelsLoad),
+            up("/inference", POST, Inference),
+            up("/inference/batch", POST, InferenceBatch),
+            v1("/v1/chat/completions", POST, Schema::ChatCompletions),
+            v1("/v1/completions", POST, Schema::Completions),
+            v1("/v1/embeddings", POST, Schema::Embeddings),
+            v1("/v1/models", GET, Any),
+            v1("/v1/*", &["GET", "POST", "DELETE"], Any),
         ];
         Self { routes }
     }
@@ -106,9 +169,17 @@ impl RouteTable {
     pub fn set_public(&mut self, templates: &[String]) -> Vec<String> {
         let mut unknown = Vec::new();
         for t in templates {
-            match self.routes.iter_mut().find(|r| &*r.template == t.as_str()) {
-                Some(r) => r.public = true,
-                None => unknown.push(t.clone()),
+            let mut found = false;
+            for r in self
+                .routes
+                .iter_mut()
+                .filter(|r| &*r.template == t.as_str())
+            {
+                r.public = true;
+                found = true;
+            }
+            if !found {
+                unknown.push(t.clone());
             }
         }
         unknown
@@ -118,36 +189,29 @@ impl RouteTable {
         &self.routes
     }
 
+    /// The distinct templates, in table order (for messages listing what is accepted).
+    pub fn templates(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for r in &self.routes {
+            if !out.contains(&&*r.template) {
+                out.push(&r.template);
+            }
+        }
+        out
+    }
+
+    /// A route of this template (the shared `Arc` label every route of it carries).
     pub fn find_template(&self, template: &str) -> Option<&Route> {
         self.routes.iter().find(|r| &*r.template == template)
     }
 
-    /// Finds the route for `method` and `path`. Exact routes win over prefix routes.
+    /// Finds the route for `method` and `path`: the first route whose path matches decides.
     pub fn lookup(&self, method: &str, path: &str) -> RouteMatch<'_> {
-        let mut candidate: Option<&Route> = None;
-        for route in &self.routes {
-            if !route.pattern.matches(path) {
-                continue;
-            }
-            if route.allows_method(method) {
-                return RouteMatch::Found(route);
-            }
-            candidate.get_or_insert(route);
-        }
-        match candidate {
+        match self.routes.iter().find(|r| r.pattern.matches(path)) {
+            Some(route) if route.allows_method(method) => RouteMatch::Found(route),
             Some(route) => RouteMatch::MethodNotAllowed(route),
             None => RouteMatch::NotFound,
         }
-    }
-}
-
-/// The methods of the OpenAI-compatible paths the gateway documents: another method on one of
-/// them is `405` with this `Allow`, as for the gateway's own routes, instead of being proxied.
-pub fn v1_methods(path: &str) -> Option<&'static [&'static str]> {
-    match path {
-        "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" => Some(&["POST"]),
-        "/v1/models" => Some(&["GET"]),
-        _ => None,
     }
 }
 
@@ -172,5 +236,33 @@ mod tests {
         assert!(matches!(t.lookup("GET", "/v1"), RouteMatch::NotFound));
         assert!(matches!(t.lookup("GET", "/nope"), RouteMatch::NotFound));
         assert!(matches!(t.lookup("GET", "/health"), RouteMatch::Found(r) if r.public));
+        assert!(matches!(
+            t.lookup("GET", "/v1/chat/completions"),
+            RouteMatch::MethodNotAllowed(r) if r.methods == ["POST"] && &*r.template == "/v1/*"
+        ));
+        assert!(matches!(
+            t.lookup("DELETE", "/v1/models/m"),
+            RouteMatch::Found(r) if r.serve == Serve::Upstream && r.schema == Schema::Any
+        ));
+        assert!(matches!(
+            t.lookup("PUT", "/v1/files"),
+            RouteMatch::MethodNotAllowed(_)
+        ));
+    }
+
+    #[test]
+    fn every_route_of_a_template_turns_public_together() {
+        let mut t = RouteTable::gateway();
+        assert_eq!(
+            t.set_public(&["/v1/*".into(), "/nope".into()]),
+            vec!["/nope"]
+        );
+        assert!(
+            t.routes()
+                .iter()
+                .filter(|r| &*r.template == "/v1/*")
+                .all(|r| r.public)
+        );
+        assert_eq!(t.templates().iter().filter(|t| **t == "/v1/*").count(), 1);
     }
 }

@@ -2,7 +2,7 @@
 //! assets (the script and stylesheet are shared, [`infergate_headers::DOCS_JS`]). The page works
 //! offline under [`infergate_headers::CSP_DOCS`], which the edge applies to `/docs*`.
 
-use actix_web::{HttpResponse, web};
+use actix_web::HttpResponse;
 use infergate_headers::{DOCS_CSS, DOCS_JS};
 
 use crate::error::ServiceError;
@@ -12,6 +12,12 @@ use crate::error::ServiceError;
 pub struct ApiDocs {
     pub openapi: &'static str,
     pub page: &'static str,
+}
+
+impl ApiDocs {
+    pub const fn new(openapi: &'static str, page: &'static str) -> Self {
+        Self { openapi, page }
+    }
 }
 
 fn docs(req: &actix_web::HttpRequest) -> ApiDocs {
@@ -36,8 +42,8 @@ pub async fn page(req: actix_web::HttpRequest) -> HttpResponse {
 }
 
 /// `GET /docs/{asset}`: the script or the stylesheet; any other name is the service's 404.
-pub async fn asset<E: ServiceError>(name: web::Path<String>) -> Result<HttpResponse, E> {
-    match name.as_str() {
+pub async fn asset<E: ServiceError>(req: actix_web::HttpRequest) -> Result<HttpResponse, E> {
+    match req.path().strip_prefix("/docs/").unwrap_or_default() {
         "docs.js" => Ok(HttpResponse::Ok()
             .content_type("text/javascript; charset=utf-8")
             .body(DOCS_JS)),

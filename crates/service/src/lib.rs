@@ -24,3 +24,8 @@ pub mod run;
 
 pub use error::{ApiError, Code};
 pub use infergate_telemetry::method_label;
+
+/// Now, as the `timestamp` of the services' JSON bodies: RFC 3339 UTC with milliseconds.
+pub fn timestamp() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

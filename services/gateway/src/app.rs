@@ -12,14 +12,12 @@ use actix_web::{App, HttpServer, web};
 use infergate_config::{ConfigError, GatewayConfig};
 use infergate_ratelimit::SweeperGuard;
 
-use crate::error::GatewayError;
 use crate::handlers;
 use crate::keys;
 use crate::middleware::guard;
 use crate::proxy;
 use crate::state::{AppState, Overrides};
 use crate::tls;
-use infergate_service::docs;
 use infergate_service::edge::edge;
 use infergate_service::run::{BindError, bind, workers};
 
@@ -39,29 +37,6 @@ pub struct Application {
     _keys: keys::KeyBackend,
     /// The internal, unauthenticated `/metrics` listener, when configured.
     metrics: Option<(u16, Server)>,
-}
-
-/// Registers the routes. Kept apart from the server so tests and benchmarks see the same app.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(handlers::health))
-        .route("/health", web::head().to(handlers::health))
-        .route("/health/detailed", web::get().to(handlers::health_detailed))
-        .route("/health/ready", web::get().to(handlers::ready))
-        .route("/health/ready", web::head().to(handlers::ready))
-        .route("/protected", web::get().to(handlers::protected))
-        .route("/api/test", web::post().to(handlers::api_test))
-        .route("/api/status", web::get().to(handlers::api_status))
-        .route("/metrics", web::get().to(handlers::metrics))
-        .route("/openapi.json", web::get().to(docs::openapi))
-        .route("/docs", web::get().to(docs::page))
-        .route("/docs", web::head().to(docs::page))
-        .route("/docs/{asset}", web::get().to(docs::asset::<GatewayError>))
-        .route("/docs/{asset}", web::head().to(docs::asset::<GatewayError>))
-        .route("/models", web::get().to(proxy::forward))
-        .route("/models/load", web::post().to(proxy::forward))
-        .route("/inference", web::post().to(proxy::forward))
-        .route("/inference/batch", web::post().to(proxy::forward))
-        .route("/v1/{tail:.*}", web::to(proxy::forward));
 }
 
 impl Application {
@@ -131,8 +106,8 @@ impl Application {
                 .app_data(client)
                 .app_data(handlers::DOCS)
                 .app_data(web::PayloadConfig::new(default_limit))
-                .configure(configure)
-                .default_service(web::to(docs::not_found::<GatewayError>))
+                // No actix routes: the route table is the only list ([`crate::dispatch`]).
+                .default_service(web::to(crate::dispatch::dispatch))
                 .wrap(from_fn(guard))
                 .wrap(actix_web::middleware::Condition::new(cors_enabled, cors))
                 .wrap(from_fn(edge::<AppState>))

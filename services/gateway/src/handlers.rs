@@ -2,7 +2,6 @@
 
 use actix_web::http::header;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
-use chrono::{SecondsFormat, Utc};
 use infergate_policy::{extract_credential, mask_secret};
 use serde_json::json;
 
@@ -11,16 +10,15 @@ use crate::middleware::AuthInfo;
 use crate::state::AppState;
 use crate::validate::{check_body, parse_json};
 
+use infergate_service::docs::ApiDocs;
+use infergate_service::timestamp as now;
+
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// This service's description, served by the shared docs handlers ([`infergate_service::docs`]).
-pub const DOCS: infergate_service::docs::ApiDocs = infergate_service::docs::ApiDocs {
-    openapi: include_str!("../static/openapi.json"),
-    page: include_str!("../static/docs.html"),
-};
-
-fn now() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
-}
+pub const DOCS: ApiDocs = ApiDocs::new(
+    include_str!("../static/openapi.json"),
+    include_str!("../static/docs.html"),
+);
 
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "healthy", "timestamp": now(), "version": VERSION}))
@@ -136,7 +134,7 @@ pub async fn api_test(
     let limit = limits.for_route("/api/test");
     let (body, _) = crate::body::read_decoded(payload, req.headers(), limits, limit).await?;
     let value = parse_json(&body)?;
-    check_body("/api/test", "/api/test", &value)?;
+    check_body(infergate_policy::Schema::ApiTest, &value)?;
     let iterations = value
         .get("iterations")
         .and_then(crate::validate::whole_number)

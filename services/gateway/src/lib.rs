@@ -21,6 +21,7 @@ pub mod app;
 pub mod body;
 pub mod client_ip;
 pub mod connections;
+pub mod dispatch;
 pub mod error;
 pub mod handlers;
 pub mod json;

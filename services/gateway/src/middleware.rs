@@ -238,9 +238,6 @@ pub fn request_ctx(
         RouteMatch::MethodNotAllowed(r) => (position(r), false),
         RouteMatch::NotFound => (None, false),
     };
-    let method_allowed = method_allowed
-        && infergate_policy::v1_methods(lookup_path)
-            .is_none_or(|ms| ms.contains(&req.method.as_str()));
     let origin = crate::client_ip::Origin::of(state, req.secure, req.peer, req.headers);
     let ctx = RequestCtx {
         request_id,
@@ -688,9 +685,7 @@ pub async fn decide(
             };
             let err = match other {
                 Some(i) => GatewayError::MethodNotAllowed {
-                    allow: infergate_policy::v1_methods(ctx.path(req.path()))
-                        .unwrap_or(&state.routes.routes()[i].methods)
-                        .join(", "),
+                    allow: state.routes.routes()[i].methods.join(", "),
                 },
                 None => GatewayError::NotFound,
             };

@@ -230,7 +230,7 @@ pub async fn forward(
                 let skip = *req.method() == actix_web::http::Method::DELETE && body.is_empty();
                 if !skip {
                     let json = parse_json(&body)?;
-                    check_body(&route.template, path, &json)?;
+                    check_body(route.schema, &json)?;
                     if let Some(allowed) = allowed_models {
                         check_models(&json, allowed)?;
                     }

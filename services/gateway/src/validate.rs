@@ -16,6 +16,8 @@ use percent_encoding::percent_decode_str;
 use regex::RegexSet;
 use serde_json::Value;
 
+use infergate_policy::Schema;
+
 use crate::error::GatewayError;
 
 const SQLI: &[&str] = &[
@@ -355,11 +357,13 @@ const CHAT_ROLES: &[&str] = &[
     "function",
 ];
 
-/// Checks a parsed body against the schema of the route it was sent to.
-pub fn check_body(template: &str, path: &str, body: &Value) -> Result<(), GatewayError> {
-    match template {
-        "/inference" => inference(body, ""),
-        "/inference/batch" => {
+/// Checks a parsed body against the schema of the route it was sent to (the route table names
+/// it: [`infergate_policy::Route::schema`]).
+pub fn check_body(schema: Schema, body: &Value) -> Result<(), GatewayError> {
+    match schema {
+        Schema::Any => Ok(()),
+        Schema::Inference => inference(body, ""),
+        Schema::InferenceBatch => {
             let obj = object(body, "")?;
             match obj.get("requests") {
                 Some(Value::Array(items)) if items.is_empty() => {
@@ -382,7 +386,7 @@ pub fn check_body(template: &str, path: &str, body: &Value) -> Result<(), Gatewa
                 )),
             }
         }
-        "/models/load" => {
+        Schema::ModelsLoad => {
             // The FastAPI seed names the field `model_name`; `model` is the OpenAI-style name.
             let obj = object(body, "")?;
             match (obj.get("model"), obj.get("model_name")) {
@@ -394,7 +398,7 @@ pub fn check_body(template: &str, path: &str, body: &Value) -> Result<(), Gatewa
                 _ => req_string(obj, "", "model").map(|_| ()),
             }
         }
-        "/api/test" => {
+        Schema::ApiTest => {
             let obj = object(body, "")?;
             let name = req_string(obj, "", "test_name")?;
             if name.chars().count() > 100 {
@@ -403,65 +407,58 @@ pub fn check_body(template: &str, path: &str, body: &Value) -> Result<(), Gatewa
             opt_int(obj, "", "iterations", 1, 1000)?;
             opt_num(obj, "", "timeout", 0.001, 300.0)
         }
-        "/v1/*" => match path {
-            "/v1/chat/completions" => {
-                let obj = object(body, "")?;
-                req_string(obj, "", "model")?;
-                opt_int(obj, "", "n", 1, 16)?;
-                sampling(obj, "")?;
-                match obj.get("messages") {
-                    Some(Value::Array(msgs)) if !msgs.is_empty() => {
-                        for (i, m) in msgs.iter().enumerate() {
-                            let prefix = format!("messages[{i}]");
-                            let mo = object(m, &prefix)?;
-                            let role = req_string(mo, &prefix, "role")?;
-                            if !CHAT_ROLES.contains(&role) {
+        Schema::ChatCompletions => {
+            let obj = object(body, "")?;
+            req_string(obj, "", "model")?;
+            opt_int(obj, "", "n", 1, 16)?;
+            sampling(obj, "")?;
+            match obj.get("messages") {
+                Some(Value::Array(msgs)) if !msgs.is_empty() => {
+                    for (i, m) in msgs.iter().enumerate() {
+                        let prefix = format!("messages[{i}]");
+                        let mo = object(m, &prefix)?;
+                        let role = req_string(mo, &prefix, "role")?;
+                        if !CHAT_ROLES.contains(&role) {
+                            return Err(field_err(
+                                format!("{prefix}.role"),
+                                format!("must be one of {}", CHAT_ROLES.join(", ")),
+                            ));
+                        }
+                        match mo.get("content") {
+                            Some(Value::Array(parts)) => content_parts(parts, &prefix)?,
+                            Some(Value::String(_)) | Some(Value::Null) => {}
+                            None if role == "assistant" => {}
+                            None => {
+                                return Err(field_err(format!("{prefix}.content"), "is required"));
+                            }
+                            Some(_) => {
                                 return Err(field_err(
-                                    format!("{prefix}.role"),
-                                    format!("must be one of {}", CHAT_ROLES.join(", ")),
+                                    format!("{prefix}.content"),
+                                    "must be a string or an array of content parts",
                                 ));
                             }
-                            match mo.get("content") {
-                                Some(Value::Array(parts)) => content_parts(parts, &prefix)?,
-                                Some(Value::String(_)) | Some(Value::Null) => {}
-                                None if role == "assistant" => {}
-                                None => {
-                                    return Err(field_err(
-                                        format!("{prefix}.content"),
-                                        "is required",
-                                    ));
-                                }
-                                Some(_) => {
-                                    return Err(field_err(
-                                        format!("{prefix}.content"),
-                                        "must be a string or an array of content parts",
-                                    ));
-                                }
-                            }
                         }
-                        Ok(())
                     }
-                    Some(Value::Array(_)) => Err(field_err("messages", "must not be empty")),
-                    None | Some(Value::Null) => {
-                        Err(field_err("messages", "is required (an array of messages)"))
-                    }
-                    Some(_) => Err(field_err("messages", "must be an array of messages")),
+                    Ok(())
                 }
+                Some(Value::Array(_)) => Err(field_err("messages", "must not be empty")),
+                None | Some(Value::Null) => {
+                    Err(field_err("messages", "is required (an array of messages)"))
+                }
+                Some(_) => Err(field_err("messages", "must be an array of messages")),
             }
-            "/v1/completions" => {
-                let obj = object(body, "")?;
-                req_string(obj, "", "model")?;
-                sampling(obj, "")?;
-                string_or_strings(obj, "prompt")
-            }
-            "/v1/embeddings" => {
-                let obj = object(body, "")?;
-                req_string(obj, "", "model")?;
-                string_or_strings(obj, "input")
-            }
-            _ => Ok(()),
-        },
-        _ => Ok(()),
+        }
+        Schema::Completions => {
+            let obj = object(body, "")?;
+            req_string(obj, "", "model")?;
+            sampling(obj, "")?;
+            string_or_strings(obj, "prompt")
+        }
+        Schema::Embeddings => {
+            let obj = object(body, "")?;
+            req_string(obj, "", "model")?;
+            string_or_strings(obj, "input")
+        }
     }
 }
 
@@ -522,11 +519,10 @@ mod tests {
 
     #[test]
     fn schemas_name_the_field() {
-        let e = check_body("/inference", "/inference", &json!({"model": "m"})).unwrap_err();
+        let e = check_body(Schema::Inference, &json!({"model": "m"})).unwrap_err();
         assert!(matches!(e, GatewayError::Validation { ref field, .. } if field == "prompt"));
         let e = check_body(
-            "/inference/batch",
-            "/inference/batch",
+            Schema::InferenceBatch,
             &json!({"requests": [{"prompt": "a"}, {"prompt": 5}]}),
         )
         .unwrap_err();
@@ -534,8 +530,7 @@ mod tests {
             matches!(e, GatewayError::Validation { ref field, .. } if field == "requests[1].prompt")
         );
         let e = check_body(
-            "/v1/*",
-            "/v1/chat/completions",
+            Schema::ChatCompletions,
             &json!({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}),
         )
         .unwrap_err();
@@ -544,18 +539,13 @@ mod tests {
         );
         assert!(
             check_body(
-                "/inference",
-                "/inference",
+                Schema::Inference,
                 &json!({"prompt": "DROP TABLE users; <script>"})
             )
             .is_ok()
         );
-        let e = check_body(
-            "/api/test",
-            "/api/test",
-            &json!({"test_name": "t", "iterations": 0}),
-        )
-        .unwrap_err();
+        let e =
+            check_body(Schema::ApiTest, &json!({"test_name": "t", "iterations": 0})).unwrap_err();
         assert!(matches!(e, GatewayError::Validation { ref field, .. } if field == "iterations"));
     }
 }

@@ -2,7 +2,7 @@
 //! and its docs page, and the JSON 404, are the shared ones ([`infergate_service::docs`]).
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use infergate_keystore::{AuditQuery, KeyState, ListQuery};
 use serde_json::json;
 
@@ -11,16 +11,15 @@ use crate::error::AdminError;
 use crate::state::AppState;
 use crate::validate;
 
+use infergate_service::docs::ApiDocs;
+use infergate_service::timestamp as now;
+
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// This service's description, served by the shared docs handlers ([`infergate_service::docs`]).
-pub const DOCS: infergate_service::docs::ApiDocs = infergate_service::docs::ApiDocs {
-    openapi: include_str!("../static/openapi.json"),
-    page: include_str!("../static/docs.html"),
-};
-
-fn now() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
-}
+pub const DOCS: ApiDocs = ApiDocs::new(
+    include_str!("../static/openapi.json"),
+    include_str!("../static/docs.html"),
+);
 
 /// Public liveness: answers without touching the key store.
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {

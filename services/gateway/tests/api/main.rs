@@ -11,4 +11,5 @@ mod keys;
 mod proxy;
 mod rate_limit;
 mod robustness;
+mod routes;
 mod validation;
