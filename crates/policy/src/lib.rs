@@ -7,10 +7,13 @@
 //! - [`credential`]: where a credential may be read from (`X-API-Key`, `Authorization: Bearer`, `?api_key=`),
 //!   how it is masked for logs, and how it is stripped from a query string before anything goes upstream.
 //! - [`routes`]: the gateway's route table (which paths exist, which methods they take, which are public).
+//! - [`routes`] also says what serves each route and which schema its body is checked against.
 //! - [`permissions`]: the role → allowed `METHOD /path` rules and the authorization decision.
+//! - [`models`]: a key's model allowlist, applied to the models a request body names.
 #![forbid(unsafe_code)]
 
 pub mod credential;
+pub mod models;
 pub mod permissions;
 pub mod role;
 pub mod routes;
@@ -19,6 +22,7 @@ pub use credential::{
     Credential, CredentialError, CredentialRules, CredentialSource, extract_credential,
     mask_secret, strip_query_param,
 };
+pub use models::{ModelRefused, check_models, model_allowed};
 pub use permissions::{PermissionError, Permissions, Rule};
 pub use role::{Role, UnknownRole};
 pub use routes::{PathPattern, Route, RouteMatch, RouteTable, Schema, Serve};

@@ -13,9 +13,10 @@
 //!   it, which refuses `alg: none` and HS/RS key confusion.
 //! - `keys`: PEM and JWKS loading, checked at startup; [`generate_ed25519_pem`].
 //! - [`TokenError`]: one error type with a stable [`TokenError::reason`] for metrics.
-//!
-//! Whether the key behind an own token has since been revoked is the gateway's check, not this
-//! crate's: a token proves who it was issued to, not that the key is still live.
+//! - `identity`: [`identify`] — from a verified token to the key record it stands for. A token
+//!   proves who it was issued to, not that the key is still live: an own token's key is looked
+//!   up (a revoked key's tokens die with it), and its model list is cut to what the key still
+//!   allows; an external issuer's token gets a record of its own.
 //!
 //! Cryptography is jsonwebtoken's `rust_crypto` backend. The workspace must enable exactly one
 //! backend; with none or both, jsonwebtoken compiles but panics at the first signature.
@@ -23,6 +24,7 @@
 
 mod claims;
 mod error;
+mod identity;
 mod issuer;
 mod keys;
 mod settings;
@@ -30,6 +32,7 @@ mod verifier;
 
 pub use claims::TokenClaims;
 pub use error::TokenError;
+pub use identity::identify;
 pub use issuer::TokenIssuer;
 pub use verifier::{MAX_TOKEN_LEN, TokenVerifier, VerifiedToken};
 

@@ -329,7 +329,7 @@ impl FormCheck {
             allowed: self.allowed.join(", "),
         };
         if let Some(m) = &form.model
-            && !self.allowed.iter().any(|a| a == m)
+            && !infergate_policy::model_allowed(&self.allowed, m)
         {
             return Err(refused(Some(m.clone())));
         }

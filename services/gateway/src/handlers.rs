@@ -158,7 +158,7 @@ pub async fn api_test(
 pub async fn api_status(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let cfg = &state.cfg;
     let caller = req.extensions().get::<AuthInfo>().map(|a| {
-        json!({"key_id": a.record.id, "role": a.record.role, "rate_limit": a.record.rate_limit.unwrap_or_else(|| state.role_limit(a.record.role))})
+        json!({"key_id": a.record.id, "role": a.record.role, "rate_limit": state.limits.key_limit(&a.record)})
     });
     let mut methods = vec!["header", "bearer"];
     if cfg.auth.query_param_enabled {

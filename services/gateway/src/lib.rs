@@ -29,6 +29,7 @@ pub mod keys;
 pub mod metrics;
 pub mod middleware;
 pub mod path;
+pub mod plan;
 pub mod proxy;
 pub mod serve;
 pub mod state;

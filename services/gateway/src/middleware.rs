@@ -28,13 +28,14 @@ use actix_web::{Error, HttpMessage, HttpRequest, web};
 use infergate_headers::SecurityHeaders;
 use infergate_keystore::{KeyRecord, Verification};
 use infergate_policy::{CredentialSource, RouteMatch, extract_credential, mask_secret};
-use infergate_ratelimit::{BucketKey, Guarded, LimitCheck, LimitStatus, Subject};
+use infergate_ratelimit::{BucketKey, Guarded, LimitCheck, LimitStatus};
 use infergate_service::edge::{Admission, EdgeService};
 use infergate_service::metrics::HttpMetrics;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
 use crate::error::{GatewayError, rate_limit_headers};
+use crate::plan::{Caller, Plan, plan};
 use crate::state::AppState;
 use crate::telemetry::SPAN_TARGET;
 
@@ -359,13 +360,20 @@ fn log_rate_limited(state: &AppState, ctx: &RequestCtx, bucket: &BucketKey, stat
     }
 }
 
-/// Runs `checks`; a denial becomes a 429 error. Returns the tightest status for the headers.
-async fn limit(
+/// Counts the request as `planned`; a denial becomes a 429 error. Returns the tightest status
+/// for the headers.
+async fn enforce(
     state: &AppState,
     ctx: &RequestCtx,
-    checks: &[LimitCheck],
+    planned: &Plan,
 ) -> Result<Option<LimitStatus>, GatewayError> {
-    limit_guarded(state, ctx, None, checks).await
+    if planned.is_empty() {
+        return Ok(None);
+    }
+    match limit_guarded(state, ctx, planned.guard.as_ref(), &planned.checks).await {
+        Err(GatewayError::Unavailable(_)) if planned.tolerate_unavailable => Ok(None),
+        other => other,
+    }
 }
 
 /// [`limit`], refused first when `guard` (the client IP's failed-auth budget, for a key already
@@ -468,60 +476,11 @@ async fn refuse(
         .inc();
     // Lands on the `authenticate` span when traces are on (a no-op otherwise).
     Span::current().record("infergate.auth.outcome", reason);
-    let mut rate = None;
-    if state.cfg.rate_limit.enabled {
-        let check = LimitCheck::new(
-            BucketKey::ip(ctx.origin.client),
-            state.cfg.rate_limit.default,
-        );
-        match limit(state, ctx, std::slice::from_ref(&check)).await {
-            Ok(status) => rate = status,
-            Err(e) => return e.into(),
-        }
+    let planned = plan(Caller::Refused, ctx.origin.client, &state.limits);
+    match enforce(state, ctx, &planned).await {
+        Ok(rate) => Rejected { err, rate },
+        Err(e) => e.into(),
     }
-    Rejected { err, rate }
-}
-
-/// Verifies a JWT and maps it to a key record: our own tokens must name a key that is still
-/// active (a revoked key's tokens die with it); an external issuer's tokens get a record of their
-/// own. Errors are stable reasons for metrics and logs.
-async fn verify_jwt(
-    state: &AppState,
-    tokens: &infergate_tokens::TokenVerifier,
-    token: &str,
-) -> Result<Verification, &'static str> {
-    let verified = tokens.verify(token).map_err(|e| e.reason())?;
-    let claims = verified.claims;
-    if verified.external {
-        let mut record = KeyRecord::new(
-            format!("jwt:{}:{}", claims.iss, claims.sub),
-            claims.iss.clone(),
-            claims.role,
-            claims.iss,
-        );
-        record.models = claims.models;
-        return Ok(Verification::Valid(Arc::new(record)));
-    }
-    let record = state
-        .verifier
-        .record(&claims.sub)
-        .await
-        .map_err(|_| "store_unavailable")?
-        .ok_or("unknown_subject")?;
-    Ok(match record.state(chrono::Utc::now()) {
-        infergate_keystore::KeyState::Active => {
-            // The token may narrow what the key can do, never widen it.
-            if claims.models.is_some() && claims.models != record.models {
-                let mut narrowed = (*record).clone();
-                narrowed.models = claims.models;
-                Verification::Valid(Arc::new(narrowed))
-            } else {
-                Verification::Valid(record)
-            }
-        }
-        infergate_keystore::KeyState::Expired => Verification::Expired(record),
-        infergate_keystore::KeyState::Revoked => Verification::Revoked(record),
-    })
 }
 
 /// Finds and verifies the request's credential (API key or JWT). Refusals are counted, logged at
@@ -604,7 +563,11 @@ async fn authenticate(
     }
     let verification = match (&state.tokens, cached) {
         (Some(tokens), _) if infergate_tokens::looks_like_jwt(&credential.value) => {
-            match verify_jwt(state, tokens, &credential.value).await {
+            let identity = match tokens.verify(&credential.value) {
+                Ok(token) => infergate_tokens::identify(token, &state.verifier, now).await,
+                Err(e) => Err(e.reason()),
+            };
+            match identity {
                 Ok(v) => v,
                 Err(reason) => {
                     tracing::warn!(request_id = %ctx.request_id, client_ip = %ip, reason, "JWT refused");
@@ -665,24 +628,20 @@ async fn authenticate(
     ))
 }
 
+/// Everything decided before a request is served, top to bottom: route → credential →
+/// permission → limits. The edge has accepted and screened it already; the route's server
+/// ([`crate::dispatch`]) and the edge's decoration come after.
 pub async fn decide(
     state: &AppState,
     req: &Head<'_>,
     ctx: &RequestCtx,
 ) -> Result<Outcome, Rejected> {
-    let rl = state.cfg.rate_limit.enabled;
     let ip = ctx.origin.client;
-    let ip_check = || LimitCheck::new(BucketKey::ip(ip), state.cfg.rate_limit.default);
-
     let route = match ctx.route {
         Some(i) if ctx.method_allowed => &state.routes.routes()[i],
         other => {
             // Unknown paths and methods still cost the caller, so scanning is rate limited.
-            let rate = if rl {
-                limit(state, ctx, &[ip_check()]).await?
-            } else {
-                None
-            };
+            let rate = enforce(state, ctx, &plan(Caller::Refused, ip, &state.limits)).await?;
             let err = match other {
                 Some(i) => GatewayError::MethodNotAllowed {
                     allow: state.routes.routes()[i].methods.join(", "),
@@ -692,30 +651,14 @@ pub async fn decide(
             return Err(Rejected { err, rate });
         }
     };
-    let endpoint = state.endpoint_limits.get(&route.template).copied();
 
     if !state.cfg.auth.enabled || route.public {
-        if !rl {
-            return Ok(Outcome::default());
-        }
-        let exempt = state.exempt_from_default.contains(&route.template);
-        let ep = endpoint.map(|spec| {
-            LimitCheck::new(
-                BucketKey::endpoint(route.template.clone(), Subject::Ip(ip)),
-                spec,
-            )
-        });
-        let rate = match (exempt, ep) {
-            (true, None) => None,
-            // Health checks must not fail because the limiter's backend does (a liveness probe
-            // failing on a Redis outage would restart every replica at once).
-            (true, Some(ep)) => match limit(state, ctx, &[ep]).await {
-                Err(GatewayError::Unavailable(_)) => None,
-                other => other?,
-            },
-            (false, None) => limit(state, ctx, &[ip_check()]).await?,
-            (false, Some(ep)) => limit(state, ctx, &[ip_check(), ep]).await?,
-        };
+        let rate = enforce(
+            state,
+            ctx,
+            &plan(Caller::Anonymous { route }, ip, &state.limits),
+        )
+        .await?;
         return Ok(Outcome { auth: None, rate });
     }
 
@@ -735,56 +678,35 @@ pub async fn decide(
         span.record("infergate.key_id", &*auth.record.id);
     }
     drop(span);
-    let (AuthInfo { record, source }, guard_ip) = auth?;
-    // The failed-auth budget of the client IP, still to be checked for a key the cache knew.
-    let ip_guard = (rl && guard_ip).then(ip_check);
-    if !state
-        .cfg
-        .auth
-        .permissions
-        .allows(record.role, req.method.as_str(), ctx.path(req.path()))
-    {
+    let (AuthInfo { record, source }, ip_guard) = auth?;
+
+    let authorised =
+        state
+            .cfg
+            .auth
+            .permissions
+            .allows(record.role, req.method.as_str(), ctx.path(req.path()));
+    if !authorised {
         state
             .metrics
             .auth_failures
             .with_label_values(&["forbidden"])
             .inc();
-        // A refused call still costs the key, so probing forbidden routes is rate limited too.
-        if rl {
-            let spec = record
-                .rate_limit
-                .unwrap_or_else(|| state.role_limit(record.role));
-            limit_guarded(
-                state,
-                ctx,
-                ip_guard.as_ref(),
-                &[LimitCheck::new(BucketKey::key(record.id.clone()), spec)],
-            )
-            .await?;
-        }
+    }
+    // A refused call still costs the key, so probing forbidden routes is rate limited too.
+    let caller = Caller::Key {
+        route,
+        record: &record,
+        ip_guard,
+        authorised,
+    };
+    let rate = enforce(state, ctx, &plan(caller, ip, &state.limits)).await?;
+    if !authorised {
         tracing::warn!(request_id = %ctx.request_id, key_id = %record.id, role = %record.role, route = %route.template, "forbidden");
         return Err(Rejected::from(GatewayError::Forbidden {
             role: record.role.as_str(),
         }));
     }
-    let rate = if rl {
-        let spec = record
-            .rate_limit
-            .unwrap_or_else(|| state.role_limit(record.role));
-        let key_check = LimitCheck::new(BucketKey::key(record.id.clone()), spec);
-        match endpoint {
-            Some(ep) => {
-                let ep = LimitCheck::new(
-                    BucketKey::endpoint(route.template.clone(), Subject::Key(record.id.clone())),
-                    ep,
-                );
-                limit_guarded(state, ctx, ip_guard.as_ref(), &[key_check, ep]).await?
-            }
-            None => limit_guarded(state, ctx, ip_guard.as_ref(), &[key_check]).await?,
-        }
-    } else {
-        None
-    };
     Ok(Outcome {
         auth: Some(AuthInfo { record, source }),
         rate,

@@ -91,32 +91,6 @@ fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-/// Enforces a key's model allowlist on every `model` a body names (the top level, and each item
-/// of a batch). A body naming no model is refused too: the upstream's default model may not be
-/// one the key may use.
-fn check_models(json: &serde_json::Value, allowed: &[String]) -> Result<(), GatewayError> {
-    match json.get("requests").and_then(|r| r.as_array()) {
-        Some(items) => items.iter().try_for_each(|i| check_model(i, allowed)),
-        None => check_model(json, allowed),
-    }
-}
-
-/// One body's (or batch item's) `model`: `model_name` is the FastAPI seed's name for it
-/// (`POST /models/load`; the body validation allows one of the two, never both).
-fn check_model(v: &serde_json::Value, allowed: &[String]) -> Result<(), GatewayError> {
-    let named = v
-        .get("model")
-        .or_else(|| v.get("model_name"))
-        .and_then(|m| m.as_str());
-    match named {
-        Some(model) if allowed.iter().any(|a| a == model) => Ok(()),
-        other => Err(GatewayError::ModelNotAllowed {
-            model: other.map(str::to_string),
-            allowed: allowed.join(", "),
-        }),
-    }
-}
-
 /// What goes to the upstream as the request body.
 enum Outgoing {
     Empty,
@@ -232,7 +206,12 @@ pub async fn forward(
                     let json = parse_json(&body)?;
                     check_body(route.schema, &json)?;
                     if let Some(allowed) = allowed_models {
-                        check_models(&json, allowed)?;
+                        infergate_policy::check_models(&json, allowed).map_err(|refused| {
+                            GatewayError::ModelNotAllowed {
+                                model: refused.model,
+                                allowed: allowed.join(", "),
+                            }
+                        })?;
                     }
                 }
                 Outgoing::Full(body)

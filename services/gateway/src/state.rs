@@ -14,7 +14,7 @@ use infergate_keystore::{
 };
 use infergate_policy::{CredentialRules, Role, RouteTable};
 use infergate_ratelimit::resilient::{FailureMode, ResilienceConfig, ResilientLimiter};
-use infergate_ratelimit::{Clock, MemoryLimiter, RateLimiter, RateSpec, SystemClock};
+use infergate_ratelimit::{Clock, MemoryLimiter, RateLimiter, SystemClock};
 use ipnet::IpNet;
 
 use crate::metrics::Metrics;
@@ -49,9 +49,8 @@ pub struct AppState {
     /// Set when SIGTERM/SIGINT arrives: readiness fails so load balancers stop routing here.
     pub drain: infergate_service::run::Drain,
     pub clock: Arc<dyn Clock>,
-    /// Route template → its endpoint limit (looked up by template, built once).
-    pub endpoint_limits: HashMap<Arc<str>, RateSpec>,
-    pub exempt_from_default: Vec<Arc<str>>,
+    /// The configured limits, templates resolved against the route table ([`crate::plan`]).
+    pub limits: crate::plan::LimitRules,
     pub security_headers: Option<SecurityHeaders>,
     pub scanner: Scanner,
     pub metrics: Metrics,
@@ -251,6 +250,15 @@ impl AppState {
             .iter()
             .filter_map(|t| routes.find_template(t).map(|r| r.template.clone()))
             .collect();
+        let rl = &cfg.rate_limit;
+        let limits = crate::plan::LimitRules {
+            enabled: rl.enabled,
+            default: rl.default,
+            admin: rl.admin,
+            authenticated: rl.authenticated,
+            endpoints: endpoint_limits,
+            exempt_from_default,
+        };
 
         let upstream_credential = match &cfg.upstream.api_key {
             None => None,
@@ -296,8 +304,7 @@ impl AppState {
             resilient,
             drain: Default::default(),
             clock,
-            endpoint_limits,
-            exempt_from_default,
+            limits,
             scanner: Scanner::new(),
             metrics: Metrics::new(),
             upstream_credential,
@@ -311,14 +318,6 @@ impl AppState {
             ),
             cfg,
         })
-    }
-
-    /// The per-key limit for a role.
-    pub fn role_limit(&self, role: Role) -> RateSpec {
-        match role {
-            Role::Admin => self.cfg.rate_limit.admin,
-            Role::User | Role::Readonly => self.cfg.rate_limit.authenticated,
-        }
     }
 
     pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
