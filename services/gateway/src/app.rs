@@ -14,7 +14,7 @@ use infergate_ratelimit::SweeperGuard;
 
 use crate::handlers;
 use crate::keys;
-use crate::middleware::guard;
+use crate::pipeline::guard;
 use crate::proxy;
 use crate::state::{AppState, Overrides};
 use crate::tls;
@@ -106,8 +106,8 @@ impl Application {
                 .app_data(client)
                 .app_data(handlers::DOCS)
                 .app_data(web::PayloadConfig::new(default_limit))
-                // No actix routes: the route table is the only list ([`crate::dispatch`]).
-                .default_service(web::to(crate::dispatch::dispatch))
+                // No actix routes: the route table is the only list ([`crate::pipeline::dispatch`]).
+                .default_service(web::to(crate::pipeline::dispatch::dispatch))
                 .wrap(from_fn(guard))
                 .wrap(actix_web::middleware::Condition::new(cors_enabled, cors))
                 .wrap(from_fn(edge::<AppState>))

@@ -6,7 +6,7 @@ use infergate_policy::{extract_credential, mask_secret};
 use serde_json::json;
 
 use crate::error::GatewayError;
-use crate::middleware::AuthInfo;
+use crate::pipeline::AuthInfo;
 use crate::state::AppState;
 use crate::validate::{check_body, parse_json};
 

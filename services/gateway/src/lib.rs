@@ -4,7 +4,8 @@
 //! - [`app`]: build the server from a [`infergate_config::GatewayConfig`], run it, stop it.
 //! - [`serve`]: the HTTP server itself, deciding `Expect: 100-continue` before any body.
 //! - [`state`]: everything built once at startup (key store, limiter, header values, metrics).
-//! - [`middleware`]: the request pipeline (edge checks → CORS → auth, authz, rate limits).
+//! - [`pipeline`]: the request pipeline, one stage per file (accept → screen → authenticate →
+//!   authorise → plan limits → limit → dispatch), `decide` reading it top to bottom.
 //! - [`proxy`]: the streaming reverse proxy to the upstream.
 //! - [`handlers`]: routes the gateway answers itself (health, status, metrics, docs).
 //! - [`validate`]: attack signatures in paths/queries/headers, and JSON body schemas.
@@ -21,15 +22,13 @@ pub mod app;
 pub mod body;
 pub mod client_ip;
 pub mod connections;
-pub mod dispatch;
 pub mod error;
 pub mod handlers;
 pub mod json;
 pub mod keys;
 pub mod metrics;
-pub mod middleware;
 pub mod path;
-pub mod plan;
+pub mod pipeline;
 pub mod proxy;
 pub mod serve;
 pub mod state;

@@ -23,7 +23,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::error::GatewayError;
-use crate::middleware::{AuthInfo, ForwardedTraceId, RequestCtx};
+use crate::pipeline::{AuthInfo, ForwardedTraceId, RequestCtx};
 use crate::state::AppState;
 use crate::telemetry::SPAN_TARGET;
 use crate::validate::{check_body, parse_json};

@@ -22,7 +22,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{ResponseError, web};
 
 use crate::error::{GatewayError, rate_limit_headers};
-use crate::middleware::{Head, Rejected, decide, pre_checks, request_ctx};
+use crate::pipeline::{Head, Rejected, decide, pre_checks, request_ctx};
 use crate::state::AppState;
 use infergate_service::error::render;
 
@@ -77,7 +77,7 @@ async fn expect(
 fn refusal(
     state: &AppState,
     req: &Request,
-    ctx: &crate::middleware::RequestCtx,
+    ctx: &crate::pipeline::RequestCtx,
     err: &GatewayError,
     rate: Option<infergate_ratelimit::LimitStatus>,
     start: Instant,

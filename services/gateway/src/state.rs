@@ -49,8 +49,8 @@ pub struct AppState {
     /// Set when SIGTERM/SIGINT arrives: readiness fails so load balancers stop routing here.
     pub drain: infergate_service::run::Drain,
     pub clock: Arc<dyn Clock>,
-    /// The configured limits, templates resolved against the route table ([`crate::plan`]).
-    pub limits: crate::plan::LimitRules,
+    /// The configured limits, templates resolved against the route table ([`crate::pipeline::plan`]).
+    pub limits: crate::pipeline::plan::LimitRules,
     pub security_headers: Option<SecurityHeaders>,
     pub scanner: Scanner,
     pub metrics: Metrics,
@@ -251,7 +251,7 @@ impl AppState {
             .filter_map(|t| routes.find_template(t).map(|r| r.template.clone()))
             .collect();
         let rl = &cfg.rate_limit;
-        let limits = crate::plan::LimitRules {
+        let limits = crate::pipeline::plan::LimitRules {
             enabled: rl.enabled,
             default: rl.default,
             admin: rl.admin,

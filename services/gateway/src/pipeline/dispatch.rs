@@ -9,7 +9,7 @@ use infergate_service::docs;
 
 use crate::error::GatewayError;
 use crate::handlers;
-use crate::middleware::RequestCtx;
+use crate::pipeline::RequestCtx;
 use crate::proxy;
 use crate::state::AppState;
 

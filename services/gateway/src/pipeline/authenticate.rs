@@ -1,0 +1,181 @@
+//! Authenticate: the request's credential (API key or JWT) to a key record. Refusals are
+//! counted, logged and charged to the client IP's failed-auth budget.
+
+use actix_web::http::header;
+use infergate_keystore::Verification;
+use infergate_policy::{extract_credential, mask_secret};
+use infergate_ratelimit::{BucketKey, LimitCheck};
+use tracing::{Instrument, Span};
+
+use super::plan::{Caller, plan};
+use super::{AuthInfo, Head, Rejected, RequestCtx};
+use super::{limit::enforce, limit::log_rate_limited, limit::rate_limit_span};
+use crate::error::GatewayError;
+use crate::state::AppState;
+
+/// A failed authentication: counted by reason, and charged to the client IP's anonymous budget so
+/// guessing keys is rate limited too. Returns the error to send (429 once the budget is gone).
+pub(crate) async fn refuse(
+    state: &AppState,
+    ctx: &RequestCtx,
+    reason: &'static str,
+    err: GatewayError,
+) -> Rejected {
+    state
+        .metrics
+        .auth_failures
+        .with_label_values(&[reason])
+        .inc();
+    // Lands on the `authenticate` span when traces are on (a no-op otherwise).
+    Span::current().record("infergate.auth.outcome", reason);
+    let planned = plan(Caller::Refused, ctx.origin.client, &state.limits);
+    match enforce(state, ctx, &planned).await {
+        Ok(rate) => Rejected { err, rate },
+        Err(e) => e.into(),
+    }
+}
+
+/// Finds and verifies the request's credential (API key or JWT). Refusals are counted, logged at
+/// WARN (with the key's prefix at most) and charged to the client IP's budget.
+/// Returns the identity, and whether the IP's failed-auth budget is still to be checked (a key
+/// the cache knew skipped that peek: the limit step folds it into its own call).
+pub(crate) async fn authenticate(
+    state: &AppState,
+    req: &Head<'_>,
+    ctx: &RequestCtx,
+) -> Result<(AuthInfo, bool), Rejected> {
+    let rl = state.cfg.rate_limit.enabled;
+    let ip = ctx.origin.client;
+    let ip_check = || LimitCheck::new(BucketKey::ip(ip), state.cfg.rate_limit.default);
+    let headers = req.headers;
+    let presented = extract_credential(
+        &state.credential_rules,
+        headers
+            .get(&state.api_key_header)
+            .and_then(|v| v.to_str().ok()),
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        req.uri.query(),
+    );
+    let credential = match presented {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return Err(refuse(state, ctx, "missing", GatewayError::MissingCredential).await);
+        }
+        Err(e) => {
+            tracing::warn!(request_id = %ctx.request_id, client_ip = %ip, reason = %e, "malformed credential");
+            return Err(refuse(
+                state,
+                ctx,
+                "malformed",
+                GatewayError::InvalidCredential {
+                    reason: "malformed",
+                },
+            )
+            .await);
+        }
+    };
+    // Once the IP's failed-auth budget is spent, every credentialed request from it gets the same
+    // 429 before any lookup, cached or not: otherwise a guess that hits a key someone else had
+    // just used (so it is cached) would answer 200 among the 429s, an oracle for guessing. For a
+    // key the cache already knows, the budget is checked with the key's own limits instead, in
+    // the same limiter call ([`limit_guarded`]): the same 429, one round trip.
+    let now = chrono::Utc::now();
+    let cached = state.verifier.verify_cached(&credential.value, now);
+    let known_good = matches!(cached, Some(Verification::Valid(_)));
+    if rl && !known_good {
+        let span = rate_limit_span(state);
+        let status = state
+            .limiter
+            .peek(&ip_check())
+            .instrument(span.clone())
+            .await
+            .map_err(|e| {
+                span.record("infergate.ratelimit.outcome", "error");
+                GatewayError::Unavailable(e.to_string())
+            })?;
+        span.record(
+            "infergate.ratelimit.outcome",
+            if status.is_exceeded() {
+                "limited"
+            } else {
+                "allowed"
+            },
+        );
+        if status.is_exceeded() {
+            state.metrics.rate_limited.with_label_values(&["ip"]).inc();
+            state.metrics.rate_decision(Some(&status), false);
+            log_rate_limited(state, ctx, &ip_check().key, &status);
+            return Err(Rejected::from(GatewayError::RateLimited {
+                status,
+                now_millis: state.clock.now_millis(),
+            }));
+        }
+    }
+    let verification = match (&state.tokens, cached) {
+        (Some(tokens), _) if infergate_tokens::looks_like_jwt(&credential.value) => {
+            let identity = match tokens.verify(&credential.value) {
+                Ok(token) => infergate_tokens::identify(token, &state.verifier, now).await,
+                Err(e) => Err(e.reason()),
+            };
+            match identity {
+                Ok(v) => v,
+                Err(reason) => {
+                    tracing::warn!(request_id = %ctx.request_id, client_ip = %ip, reason, "JWT refused");
+                    return Err(refuse(state, ctx, reason, GatewayError::InvalidCredential { reason: "token" }).await);
+                }
+            }
+        }
+        (_, Some(v)) => v,
+        (_, None) => state
+            .verifier
+            .verify(&credential.value, now)
+            .await
+            .map_err(|e| {
+                tracing::error!(request_id = %ctx.request_id, error = %e, "key verification unavailable");
+                GatewayError::Unavailable(e.to_string())
+            })?,
+    };
+    let record = match verification {
+        Verification::Valid(r) => r,
+        ref v @ (Verification::Expired(ref r) | Verification::Revoked(ref r)) => {
+            let reason = if matches!(v, Verification::Expired(_)) {
+                "expired"
+            } else {
+                "revoked"
+            };
+            tracing::warn!(request_id = %ctx.request_id, client_ip = %ip, key_id = %r.id, reason, "refused key used");
+            return Err(refuse(
+                state,
+                ctx,
+                reason,
+                GatewayError::InvalidCredential { reason },
+            )
+            .await);
+        }
+        Verification::Unknown => {
+            tracing::warn!(
+                request_id = %ctx.request_id,
+                client_ip = %ip,
+                key_prefix = %mask_secret(&credential.value),
+                source = credential.source.as_str(),
+                "unknown API key"
+            );
+            return Err(refuse(
+                state,
+                ctx,
+                "unknown",
+                GatewayError::InvalidCredential { reason: "unknown" },
+            )
+            .await);
+        }
+    };
+    Ok((
+        AuthInfo {
+            record,
+            source: credential.source,
+        },
+        known_good,
+    ))
+}

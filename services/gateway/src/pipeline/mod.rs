@@ -1,0 +1,291 @@
+//! The gateway's request pipeline, one stage per file, in the order a request meets them:
+//!
+//! ```text
+//! accept ─▶ screen ─▶ (CORS) ─▶ authenticate ─▶ authorise ─▶ plan ─▶ limit ─▶ dispatch ─▶ decorate
+//! ```
+//!
+//! - [`accept`] and [`screen`] run in the shared edge ([`edge`], [`infergate_service::edge`]),
+//!   which also decorates every response on the way out (JSON errors, request id, security
+//!   headers, metrics, access log).
+//! - CORS (actix-cors) answers preflights before any credential is asked for.
+//! - [`decide`], below, is the rest read top to bottom: the route, [`authenticate`], the role's
+//!   permission (authorise), [`plan`] (a pure function) and [`limit`]. [`guard`] runs it as
+//!   middleware; the `Expect: 100-continue` hook ([`crate::serve`]) runs the same stages before
+//!   the body is sent.
+//! - [`dispatch`] hands the request to what serves its route: a local handler or the proxy.
+//!
+//! What a stage establishes travels in [`RequestCtx`]. With traces on, the edge opens the
+//! request's server span and the stages their `authenticate` and `rate_limit` children; see
+//! [`crate::telemetry`].
+
+pub mod accept;
+pub mod authenticate;
+pub mod dispatch;
+pub mod edge;
+pub mod limit;
+pub mod plan;
+pub mod screen;
+
+pub use accept::request_ctx;
+pub use screen::pre_checks;
+
+use std::sync::Arc;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage, web};
+use infergate_keystore::KeyRecord;
+use infergate_policy::CredentialSource;
+use infergate_ratelimit::LimitStatus;
+use tracing::Instrument;
+use tracing::field::Empty;
+
+use self::plan::{Caller, plan};
+use self::{authenticate::authenticate, limit::enforce};
+use crate::error::{GatewayError, rate_limit_headers};
+use crate::state::AppState;
+use crate::telemetry::SPAN_TARGET;
+
+/// Per-request facts the edge establishes for everything after it.
+#[derive(Clone, Debug)]
+pub struct RequestCtx {
+    pub request_id: Arc<str>,
+    /// Index into the route table, when the path matched a route (with any method).
+    pub route: Option<usize>,
+    pub method_allowed: bool,
+    /// The path decoded once ([`crate::path`]), when decoding changed it; routing and
+    /// authorisation use [`RequestCtx::path`].
+    pub decoded_path: Option<Arc<str>>,
+    /// Peer, trusted chain and scheme, as judged once ([`crate::client_ip::Origin`]).
+    pub origin: crate::client_ip::Origin,
+}
+
+impl RequestCtx {
+    /// The matched route's template, or the one label of everything unmatched.
+    pub fn template(&self, state: &AppState) -> Arc<str> {
+        self.route.map_or_else(
+            || state.unmatched_route.clone(),
+            |i| state.routes.routes()[i].template.clone(),
+        )
+    }
+
+    /// The decoded request path (the raw one when nothing in it was encoded).
+    pub fn path<'a>(&'a self, raw: &'a str) -> &'a str {
+        self.decoded_path.as_deref().unwrap_or(raw)
+    }
+}
+
+/// The trace id the proxy sent upstream in the `traceparent` it made or passed on, when traces
+/// are off: the access log names it so gateway and upstream logs can be joined.
+#[derive(Clone, Debug)]
+pub struct ForwardedTraceId(pub String);
+
+/// The verified identity of a request, for handlers and the access log.
+#[derive(Clone, Debug)]
+pub struct AuthInfo {
+    pub record: Arc<KeyRecord>,
+    pub source: CredentialSource,
+}
+
+/// What the pipeline reads of a request before its body. The same checks run from the service
+/// (a `ServiceRequest`) and from the `Expect: 100-continue` hook ([`crate::serve`]), which sees
+/// only an `actix_http::Request`.
+pub struct Head<'a> {
+    pub method: &'a actix_web::http::Method,
+    pub uri: &'a actix_web::http::Uri,
+    pub headers: &'a header::HeaderMap,
+    pub peer: Option<std::net::SocketAddr>,
+    pub secure: bool,
+    /// The connection cap this request's connection is over, if any.
+    pub over: Option<crate::connections::Over>,
+}
+
+impl<'a> Head<'a> {
+    fn of(req: &'a ServiceRequest) -> Self {
+        Head {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            peer: req.peer_addr(),
+            secure: req.app_config().secure(),
+            over: req
+                .conn_data::<crate::connections::ConnectionGuard>()
+                .and_then(|g| g.over),
+        }
+    }
+
+    fn path(&self) -> &'a str {
+        self.uri.path()
+    }
+}
+
+/// The pipeline's decision, made early by the `Expect: 100-continue` hook: the service then
+/// proceeds with it instead of deciding again (which would charge the limits twice).
+#[derive(Clone)]
+pub struct PreDecided {
+    auth: Option<AuthInfo>,
+    rate: Option<LimitStatus>,
+}
+
+fn state_of(req: &ServiceRequest) -> Result<web::Data<AppState>, Error> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| actix_web::error::ErrorInternalServerError("application state missing"))
+}
+
+/// What the guard decided for a request that may proceed.
+#[derive(Default)]
+pub struct Outcome {
+    auth: Option<AuthInfo>,
+    rate: Option<LimitStatus>,
+}
+
+impl Outcome {
+    /// Kept for the service to proceed with (see [`PreDecided`]).
+    pub fn into_pre_decided(self) -> PreDecided {
+        PreDecided {
+            auth: self.auth,
+            rate: self.rate,
+        }
+    }
+}
+
+/// A refusal, with the limit the request was counted against, so refused requests that were
+/// charged (401s against the IP budget, 404s) carry the rate-limit headers too.
+pub struct Rejected {
+    pub err: GatewayError,
+    pub rate: Option<LimitStatus>,
+}
+
+impl From<GatewayError> for Rejected {
+    fn from(err: GatewayError) -> Self {
+        Rejected { err, rate: None }
+    }
+}
+
+/// Everything decided before a request is served, top to bottom: route → credential →
+/// permission → limits. The edge has accepted and screened it already; the route's server
+/// ([`dispatch`]) and the edge's decoration come after.
+pub async fn decide(
+    state: &AppState,
+    req: &Head<'_>,
+    ctx: &RequestCtx,
+) -> Result<Outcome, Rejected> {
+    let ip = ctx.origin.client;
+    let route = match ctx.route {
+        Some(i) if ctx.method_allowed => &state.routes.routes()[i],
+        other => {
+            // Unknown paths and methods still cost the caller, so scanning is rate limited.
+            let rate = enforce(state, ctx, &plan(Caller::Refused, ip, &state.limits)).await?;
+            let err = match other {
+                Some(i) => GatewayError::MethodNotAllowed {
+                    allow: state.routes.routes()[i].methods.join(", "),
+                },
+                None => GatewayError::NotFound,
+            };
+            return Err(Rejected { err, rate });
+        }
+    };
+
+    if !state.cfg.auth.enabled || route.public {
+        let rate = enforce(
+            state,
+            ctx,
+            &plan(Caller::Anonymous { route }, ip, &state.limits),
+        )
+        .await?;
+        return Ok(Outcome { auth: None, rate });
+    }
+
+    let span = tracing::info_span!(
+        target: SPAN_TARGET,
+        "authenticate",
+        infergate.auth.outcome = Empty,
+        infergate.auth.source = Empty,
+        infergate.key_id = Empty,
+    );
+    let auth = authenticate(state, req, ctx).instrument(span.clone()).await;
+    if !span.is_disabled()
+        && let Ok((auth, _)) = &auth
+    {
+        span.record("infergate.auth.outcome", "success");
+        span.record("infergate.auth.source", auth.source.as_str());
+        span.record("infergate.key_id", &*auth.record.id);
+    }
+    drop(span);
+    let (AuthInfo { record, source }, ip_guard) = auth?;
+
+    let authorised =
+        state
+            .cfg
+            .auth
+            .permissions
+            .allows(record.role, req.method.as_str(), ctx.path(req.path()));
+    if !authorised {
+        state
+            .metrics
+            .auth_failures
+            .with_label_values(&["forbidden"])
+            .inc();
+    }
+    // A refused call still costs the key, so probing forbidden routes is rate limited too.
+    let caller = Caller::Key {
+        route,
+        record: &record,
+        ip_guard,
+        authorised,
+    };
+    let rate = enforce(state, ctx, &plan(caller, ip, &state.limits)).await?;
+    if !authorised {
+        tracing::warn!(request_id = %ctx.request_id, key_id = %record.id, role = %record.role, route = %route.template, "forbidden");
+        return Err(Rejected::from(GatewayError::Forbidden {
+            role: record.role.as_str(),
+        }));
+    }
+    Ok(Outcome {
+        auth: Some(AuthInfo { record, source }),
+        rate,
+    })
+}
+
+pub async fn guard(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let state = state_of(&req)?;
+    let Some(ctx) = req.extensions().get::<RequestCtx>().cloned() else {
+        return Ok(req.error_response(GatewayError::Internal("request context missing".into())));
+    };
+    let early = req
+        .extensions_mut()
+        .remove::<PreDecided>()
+        .map(|p| Outcome {
+            auth: p.auth,
+            rate: p.rate,
+        });
+    let decided = match early {
+        Some(outcome) => Ok(outcome),
+        None => decide(&state, &Head::of(&req), &ctx).await,
+    };
+    match decided {
+        Err(Rejected { err, rate }) => {
+            let mut res = req.error_response(err);
+            if let Some(status) = rate {
+                rate_limit_headers(res.headers_mut(), &status, state.clock.now_millis());
+            }
+            Ok(res)
+        }
+        Ok(outcome) => {
+            if let Some(auth) = outcome.auth {
+                req.extensions_mut().insert(auth);
+            }
+            let mut res = next.call(req).await?.map_into_boxed_body();
+            if let Some(status) = outcome.rate {
+                rate_limit_headers(res.headers_mut(), &status, state.clock.now_millis());
+            }
+            Ok(res)
+        }
+    }
+}
