@@ -6,7 +6,7 @@ use infergate_policy::{extract_credential, mask_secret};
 use serde_json::json;
 
 use crate::error::GatewayError;
-use crate::pipeline::AuthInfo;
+use crate::pipeline::RequestCtx;
 use crate::state::AppState;
 use crate::validate::{check_body, parse_json};
 
@@ -96,7 +96,10 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn protected(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let auth = req.extensions().get::<AuthInfo>().cloned();
+    let auth = req
+        .extensions()
+        .get::<RequestCtx>()
+        .and_then(|c| c.auth.clone());
     let Some(auth) = auth else {
         return HttpResponse::Ok().json(json!({
             "message": "Authentication is disabled on this gateway",
@@ -157,7 +160,7 @@ pub async fn api_test(
 
 pub async fn api_status(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let cfg = &state.cfg;
-    let caller = req.extensions().get::<AuthInfo>().map(|a| {
+    let caller = req.extensions().get::<RequestCtx>().and_then(|c| c.auth.as_ref()).map(|a| {
         json!({"key_id": a.record.id, "role": a.record.role, "rate_limit": state.limits.key_limit(&a.record)})
     });
     let mut methods = vec!["header", "bearer"];

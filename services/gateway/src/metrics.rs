@@ -26,11 +26,6 @@ const AUTH_REASONS: &[&str] = &[
 const DIMENSIONS: &[&str] = &["ip", "key", "role", "endpoint"];
 const UPSTREAM_ERROR_KINDS: &[&str] = &["connect", "timeout", "protocol", "body", "idle_timeout"];
 
-/// Time spent waiting for the upstream's response headers, left in the request's extensions by
-/// the proxy so the edge can tell the gateway's own share of the latency.
-#[derive(Clone, Copy, Debug)]
-pub struct UpstreamTime(pub Duration);
-
 #[derive(Clone)]
 pub struct Metrics {
     /// Requests, latency, in flight and build info, shared with every service.
@@ -208,7 +203,11 @@ impl Metrics {
     /// headers) minus the upstream time the proxy left in the request. Local routes and requests
     /// refused before the proxy have no upstream time and are not recorded.
     pub fn observe_added(&self, route: &str, total: Duration, req: &actix_web::HttpRequest) {
-        if let Some(UpstreamTime(upstream)) = req.extensions().get::<UpstreamTime>().copied() {
+        let upstream = req
+            .extensions()
+            .get::<crate::pipeline::RequestCtx>()
+            .and_then(|c| c.upstream_time);
+        if let Some(upstream) = upstream {
             self.gateway_added
                 .with_label_values(&[route])
                 .observe(total.saturating_sub(upstream).as_secs_f64());

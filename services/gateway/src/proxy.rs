@@ -23,7 +23,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::error::GatewayError;
-use crate::pipeline::{AuthInfo, ForwardedTraceId, RequestCtx};
+use crate::pipeline::RequestCtx;
 use crate::state::AppState;
 use crate::telemetry::SPAN_TARGET;
 use crate::validate::{check_body, parse_json};
@@ -134,15 +134,29 @@ fn traceparent(incoming: Option<&HeaderValue>) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// Forwards the request upstream. The request context is taken for the call (not cloned) and
+/// put back whatever the outcome: the edge's access log and metrics read it.
 pub async fn forward(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
     client: web::Data<awc::Client>,
 ) -> Result<HttpResponse, GatewayError> {
-    let Some(ctx) = req.extensions().get::<RequestCtx>().cloned() else {
+    let Some(mut ctx) = req.extensions_mut().remove::<RequestCtx>() else {
         return Err(GatewayError::Internal("request context missing".into()));
     };
+    let result = forward_with(&req, &mut ctx, payload, &state, &client).await;
+    req.extensions_mut().insert(ctx);
+    result
+}
+
+async fn forward_with(
+    req: &HttpRequest,
+    ctx: &mut RequestCtx,
+    payload: web::Payload,
+    state: &AppState,
+    client: &awc::Client,
+) -> Result<HttpResponse, GatewayError> {
     let route = ctx
         .route
         .map(|i| &state.routes.routes()[i])
@@ -151,7 +165,7 @@ pub async fn forward(
     let path = ctx.path(req.path());
     let limits = &state.cfg.body_limits;
     // The key record (an `Arc`), not a copy of its allowlist.
-    let record = req.extensions().get::<AuthInfo>().map(|a| a.record.clone());
+    let record = ctx.auth.as_ref().map(|a| a.record.clone());
     let allowed_models = record.as_deref().and_then(|r| r.models.as_deref());
     let content_type = req
         .headers()
@@ -285,8 +299,7 @@ pub async fn forward(
         None => {
             let parent = traceparent(req.headers().get("traceparent"));
             if let Some(id) = parent.to_str().ok().and_then(traceparent_trace_id) {
-                req.extensions_mut()
-                    .insert(ForwardedTraceId(id.to_string()));
+                ctx.forwarded_trace_id = Some(id.to_string());
             }
             up = up.insert_header(("traceparent", parent));
         }
@@ -337,8 +350,7 @@ pub async fn forward(
         .upstream_latency
         .with_label_values(&[&*route.template])
         .observe(started.elapsed().as_secs_f64());
-    req.extensions_mut()
-        .insert(crate::metrics::UpstreamTime(started.elapsed()));
+    ctx.upstream_time = Some(started.elapsed());
     // A streamed upload the gateway cut off (deadline, limit, a refused model) is answered for
     // what it was, not as an upstream failure.
     if let Some(e) = verdict.borrow_mut().take() {

@@ -44,7 +44,7 @@ async fn expect(
     let over = req
         .conn_data::<crate::connections::ConnectionGuard>()
         .and_then(|g| g.over);
-    let (ctx, verdict) = {
+    let (mut ctx, verdict) = {
         let head = req.head();
         let view = Head {
             method: &head.method,
@@ -63,8 +63,8 @@ async fn expect(
     };
     match verdict {
         Ok(outcome) => {
+            ctx.early = Some(outcome.into_pre_decided());
             req.extensions_mut().insert(ctx);
-            req.extensions_mut().insert(outcome.into_pre_decided());
             Ok(req)
         }
         Err(Rejected { err, rate }) => Err(refusal(&state, &req, &ctx, &err, rate, start)),

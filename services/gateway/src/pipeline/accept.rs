@@ -41,6 +41,10 @@ pub fn request_ctx(
         route,
         method_allowed,
         decoded_path,
+        auth: None,
+        early: None,
+        forwarded_trace_id: None,
+        upstream_time: None,
     };
     (ctx, path_checked)
 }

@@ -9,7 +9,7 @@ use infergate_headers::SecurityHeaders;
 use infergate_service::edge::{Admission, EdgeService};
 use infergate_service::metrics::HttpMetrics;
 
-use super::{AuthInfo, ForwardedTraceId, Head, PreDecided, RequestCtx};
+use super::{Head, RequestCtx};
 use super::{accept::request_ctx, screen::pre_checks};
 use crate::error::GatewayError;
 use crate::state::AppState;
@@ -34,9 +34,9 @@ impl EdgeService for AppState {
     fn admit(&self, req: &ServiceRequest) -> Admission<Self::Ctx> {
         // A request that announced `Expect: 100-continue` was screened and decided by the hook
         // already: its context and decision travel with it.
-        let early = req.extensions().get::<RequestCtx>().cloned();
+        let early = req.extensions_mut().remove::<RequestCtx>();
         let (ctx, path_checked) = match early {
-            Some(ctx) if req.extensions().contains::<PreDecided>() => (ctx, None),
+            Some(ctx) if ctx.early.is_some() => (ctx, None),
             Some(ctx) => (ctx, Some(Ok(()))),
             None => {
                 let (ctx, checked) = request_ctx(self, &Head::of(req));
@@ -66,14 +66,14 @@ impl EdgeService for AppState {
 
     fn key_id(req: &HttpRequest) -> Option<Arc<str>> {
         req.extensions()
-            .get::<AuthInfo>()
-            .map(|a| a.record.id.clone())
+            .get::<RequestCtx>()
+            .and_then(|c| c.auth.as_ref().map(|a| a.record.id.clone()))
     }
 
     fn forwarded_trace_id(req: &HttpRequest) -> Option<String> {
         req.extensions()
-            .get::<ForwardedTraceId>()
-            .map(|t| t.0.clone())
+            .get::<RequestCtx>()
+            .and_then(|c| c.forwarded_trace_id.clone())
     }
 
     fn observe(&self, template: &str, elapsed: std::time::Duration, req: &HttpRequest) {

@@ -60,6 +60,15 @@ pub struct RequestCtx {
     pub decoded_path: Option<Arc<str>>,
     /// Peer, trusted chain and scheme, as judged once ([`crate::client_ip::Origin`]).
     pub origin: crate::client_ip::Origin,
+    /// The verified identity, once [`decide`] has authenticated the request.
+    pub auth: Option<AuthInfo>,
+    /// The `Expect: 100-continue` hook's decision, for the service to proceed with.
+    pub early: Option<PreDecided>,
+    /// The trace id the proxy sent upstream in the `traceparent` it made or passed on, when
+    /// traces are off: the access log names it so gateway and upstream logs can be joined.
+    pub forwarded_trace_id: Option<String>,
+    /// Time to the upstream's response headers, for the gateway-added latency metric.
+    pub upstream_time: Option<std::time::Duration>,
 }
 
 impl RequestCtx {
@@ -76,11 +85,6 @@ impl RequestCtx {
         self.decoded_path.as_deref().unwrap_or(raw)
     }
 }
-
-/// The trace id the proxy sent upstream in the `traceparent` it made or passed on, when traces
-/// are off: the access log names it so gateway and upstream logs can be joined.
-#[derive(Clone, Debug)]
-pub struct ForwardedTraceId(pub String);
 
 /// The verified identity of a request, for handlers and the access log.
 #[derive(Clone, Debug)]
@@ -123,7 +127,7 @@ impl<'a> Head<'a> {
 
 /// The pipeline's decision, made early by the `Expect: 100-continue` hook: the service then
 /// proceeds with it instead of deciding again (which would charge the limits twice).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PreDecided {
     auth: Option<AuthInfo>,
     rate: Option<LimitStatus>,
@@ -255,22 +259,20 @@ pub async fn guard(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let state = state_of(&req)?;
-    let Some(ctx) = req.extensions().get::<RequestCtx>().cloned() else {
+    // Taken, not cloned, and put back before anything answers: the edge reads it on the way out.
+    let Some(mut ctx) = req.extensions_mut().remove::<RequestCtx>() else {
         return Ok(req.error_response(GatewayError::Internal("request context missing".into())));
     };
-    let early = req
-        .extensions_mut()
-        .remove::<PreDecided>()
-        .map(|p| Outcome {
+    let decided = match ctx.early.take() {
+        Some(p) => Ok(Outcome {
             auth: p.auth,
             rate: p.rate,
-        });
-    let decided = match early {
-        Some(outcome) => Ok(outcome),
+        }),
         None => decide(&state, &Head::of(&req), &ctx).await,
     };
     match decided {
         Err(Rejected { err, rate }) => {
+            req.extensions_mut().insert(ctx);
             let mut res = req.error_response(err);
             if let Some(status) = rate {
                 rate_limit_headers(res.headers_mut(), &status, state.clock.now_millis());
@@ -278,9 +280,8 @@ pub async fn guard(
             Ok(res)
         }
         Ok(outcome) => {
-            if let Some(auth) = outcome.auth {
-                req.extensions_mut().insert(auth);
-            }
+            ctx.auth = outcome.auth;
+            req.extensions_mut().insert(ctx);
             let mut res = next.call(req).await?.map_into_boxed_body();
             if let Some(status) = outcome.rate {
                 rate_limit_headers(res.headers_mut(), &status, state.clock.now_millis());
