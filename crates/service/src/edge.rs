@@ -28,6 +28,7 @@ use tracing::field::Empty;
 
 use crate::error::{ServiceError, render, render_status};
 use crate::metrics::HttpMetrics;
+use prometheus::IntGauge;
 
 /// The metric and log label of a request no route matched.
 pub const UNMATCHED: &str = "unmatched";
@@ -110,6 +111,24 @@ pub fn stamp(
     }
 }
 
+/// Counts a request in flight for as long as it lives. A guard, not `inc`/`dec`: a future that is
+/// dropped mid-await (a shutdown past its grace period, a dispatcher torn down) runs only `Drop`.
+/// (actix does not cancel a handler when its client hangs up; that is the handler's job.)
+struct InFlight<'a>(&'a IntGauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 fn state_of<S: EdgeService>(req: &ServiceRequest) -> Result<web::Data<S>, Error> {
     req.app_data::<web::Data<S>>()
         .cloned()
@@ -132,7 +151,7 @@ pub async fn edge<S: EdgeService>(
     let label: &str = template.as_deref().unwrap_or(UNMATCHED);
     let method = req.method().clone();
     let metrics = state.http_metrics();
-    metrics.in_flight.inc();
+    let in_flight = InFlight::enter(&metrics.in_flight);
 
     // Disabled (and free) unless traces are exported; only then are its name and parent worked out.
     let span = tracing::info_span!(
@@ -173,7 +192,7 @@ pub async fn edge<S: EdgeService>(
             .await
             .map(ServiceResponse::map_into_boxed_body),
     };
-    metrics.in_flight.dec();
+    drop(in_flight);
     let mut res = match res {
         Ok(res) => res,
         Err(e) => {

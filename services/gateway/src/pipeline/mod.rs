@@ -48,8 +48,9 @@ use crate::error::{GatewayError, rate_limit_headers};
 use crate::state::AppState;
 use crate::telemetry::SPAN_TARGET;
 
-/// Per-request facts the edge establishes for everything after it.
-#[derive(Clone, Debug)]
+/// Per-request facts the stages establish, for everything after them. Not `Clone`: it is taken
+/// and put back, never copied.
+#[derive(Debug)]
 pub struct RequestCtx {
     pub request_id: Arc<str>,
     /// Index into the route table, when the path matched a route (with any method).
@@ -127,7 +128,7 @@ impl<'a> Head<'a> {
 
 /// The pipeline's decision, made early by the `Expect: 100-continue` hook: the service then
 /// proceeds with it instead of deciding again (which would charge the limits twice).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct PreDecided {
     auth: Option<AuthInfo>,
     rate: Option<LimitStatus>,
