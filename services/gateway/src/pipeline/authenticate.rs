@@ -5,6 +5,7 @@ use actix_web::http::header;
 use infergate_keystore::Verification;
 use infergate_policy::{extract_credential, mask_secret};
 use infergate_ratelimit::{BucketKey, LimitCheck};
+use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
 use super::plan::{Caller, plan};
@@ -12,6 +13,7 @@ use super::{AuthInfo, Head, Rejected, RequestCtx};
 use super::{limit::enforce, limit::log_rate_limited, limit::rate_limit_span};
 use crate::error::GatewayError;
 use crate::state::AppState;
+use crate::telemetry::SPAN_TARGET;
 
 /// A failed authentication: counted by reason, and charged to the client IP's anonymous budget so
 /// guessing keys is rate limited too. Returns the error to send (429 once the budget is gone).
@@ -40,6 +42,30 @@ pub(crate) async fn refuse(
 /// Returns the identity, and whether the IP's failed-auth budget is still to be checked (a key
 /// the cache knew skipped that peek: the limit step folds it into its own call).
 pub(crate) async fn authenticate(
+    state: &AppState,
+    req: &Head<'_>,
+    ctx: &RequestCtx,
+) -> Result<(AuthInfo, bool), Rejected> {
+    // Disabled (and free) unless traces are exported.
+    let span = tracing::info_span!(
+        target: SPAN_TARGET,
+        "authenticate",
+        infergate.auth.outcome = Empty,
+        infergate.auth.source = Empty,
+        infergate.key_id = Empty,
+    );
+    let auth = verify(state, req, ctx).instrument(span.clone()).await;
+    if !span.is_disabled()
+        && let Ok((auth, _)) = &auth
+    {
+        span.record("infergate.auth.outcome", "success");
+        span.record("infergate.auth.source", auth.source.as_str());
+        span.record("infergate.key_id", &*auth.record.id);
+    }
+    auth
+}
+
+async fn verify(
     state: &AppState,
     req: &Head<'_>,
     ctx: &RequestCtx,

@@ -9,7 +9,7 @@
 //!   headers, metrics, access log).
 //! - CORS (actix-cors) answers preflights before any credential is asked for.
 //! - [`decide`], below, is the rest read top to bottom: the route, [`authenticate`], the role's
-//!   permission (authorise), [`plan`] (a pure function) and [`limit`]. [`guard`] runs it as
+//!   permission ([`authorise`]), [`plan`] (a pure function) and [`limit`]. [`guard`] runs it as
 //!   middleware; the `Expect: 100-continue` hook ([`crate::serve`]) runs the same stages before
 //!   the body is sent.
 //! - [`dispatch`] hands the request to what serves its route: a local handler or the proxy.
@@ -20,6 +20,7 @@
 
 pub mod accept;
 pub mod authenticate;
+pub mod authorise;
 pub mod dispatch;
 pub mod edge;
 pub mod limit;
@@ -39,14 +40,13 @@ use actix_web::{Error, HttpMessage, web};
 use infergate_keystore::KeyRecord;
 use infergate_policy::CredentialSource;
 use infergate_ratelimit::LimitStatus;
-use tracing::Instrument;
-use tracing::field::Empty;
 
+use self::authenticate::authenticate;
+use self::authorise::{authorise, forbidden};
+use self::limit::enforce;
 use self::plan::{Caller, plan};
-use self::{authenticate::authenticate, limit::enforce};
 use crate::error::{GatewayError, rate_limit_headers};
 use crate::state::AppState;
-use crate::telemetry::SPAN_TARGET;
 
 /// Per-request facts the stages establish, for everything after them. Not `Clone`: it is taken
 /// and put back, never copied.
@@ -204,37 +204,8 @@ pub async fn decide(
         return Ok(Outcome { auth: None, rate });
     }
 
-    let span = tracing::info_span!(
-        target: SPAN_TARGET,
-        "authenticate",
-        infergate.auth.outcome = Empty,
-        infergate.auth.source = Empty,
-        infergate.key_id = Empty,
-    );
-    let auth = authenticate(state, req, ctx).instrument(span.clone()).await;
-    if !span.is_disabled()
-        && let Ok((auth, _)) = &auth
-    {
-        span.record("infergate.auth.outcome", "success");
-        span.record("infergate.auth.source", auth.source.as_str());
-        span.record("infergate.key_id", &*auth.record.id);
-    }
-    drop(span);
-    let (AuthInfo { record, source }, ip_guard) = auth?;
-
-    let authorised =
-        state
-            .cfg
-            .auth
-            .permissions
-            .allows(record.role, req.method.as_str(), ctx.path(req.path()));
-    if !authorised {
-        state
-            .metrics
-            .auth_failures
-            .with_label_values(&["forbidden"])
-            .inc();
-    }
+    let (AuthInfo { record, source }, ip_guard) = authenticate(state, req, ctx).await?;
+    let authorised = authorise(state, &record, req.method.as_str(), ctx.path(req.path()));
     // A refused call still costs the key, so probing forbidden routes is rate limited too.
     let caller = Caller::Key {
         route,
@@ -244,10 +215,7 @@ pub async fn decide(
     };
     let rate = enforce(state, ctx, &plan(caller, ip, &state.limits)).await?;
     if !authorised {
-        tracing::warn!(request_id = %ctx.request_id, key_id = %record.id, role = %record.role, route = %route.template, "forbidden");
-        return Err(Rejected::from(GatewayError::Forbidden {
-            role: record.role.as_str(),
-        }));
+        return Err(Rejected::from(forbidden(ctx, &record, route)));
     }
     Ok(Outcome {
         auth: Some(AuthInfo { record, source }),
