@@ -13,18 +13,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use infergate_types::key_shape::looks_like_key;
+use infergate_types::{HashParams, HashParamsRefused, OWASP_MIN};
+
 use crate::keys::{RawJwt, RawKeyStore};
 use crate::raw::{RawLogging, RawSecurityHeaders};
 use crate::{
     ConfigError, JwtSettings, KeyStoreSettings, LogFormat, LogSettings, Secret, Source, parse,
 };
-
-/// OWASP's minimum argon2id cost (19 MiB, 2 iterations, 1 lane). The config crate does not
-/// depend on the key store, so the numbers are repeated here; the key store refuses weaker ones
-/// too.
-pub const ARGON2_MIN_MEMORY_KIB: u32 = 19_456;
-pub const ARGON2_MIN_ITERATIONS: u32 = 2;
-pub const ARGON2_MIN_PARALLELISM: u32 = 1;
 
 /// Shortest plaintext (non-`igk`) `ADMIN_API_KEY` accepted.
 pub const LEGACY_ADMIN_KEY_MIN_LEN: usize = 16;
@@ -37,6 +33,10 @@ pub struct RawAdminConfig {
     /// 0 means one worker per CPU.
     pub workers: usize,
     pub shutdown_timeout_seconds: u64,
+    /// Written once the listeners are bound: a JSON object of the bound addresses (`listen`, and
+    /// `metrics_listen` when separate), renamed into place so no reader sees half of it; removed
+    /// on a clean exit. For supervisors and tests that started the service on port 0.
+    pub ready_file: Option<String>,
     /// The file store's path. Relative paths are resolved against the configuration file's
     /// directory (or the working directory when there is no file, or when the environment set it).
     pub keys_file: String,
@@ -57,6 +57,7 @@ impl Default for RawAdminConfig {
             listen: "127.0.0.1:8001".into(),
             workers: 0,
             shutdown_timeout_seconds: 30,
+            ready_file: None,
             keys_file: "config/api_keys.yaml".into(),
             trusted_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             security_headers: RawSecurityHeaders::default(),
@@ -81,19 +82,11 @@ pub struct RawHashing {
 impl Default for RawHashing {
     fn default() -> Self {
         Self {
-            memory_kib: ARGON2_MIN_MEMORY_KIB,
-            iterations: ARGON2_MIN_ITERATIONS,
-            parallelism: ARGON2_MIN_PARALLELISM,
+            memory_kib: OWASP_MIN.memory_kib,
+            iterations: OWASP_MIN.iterations,
+            parallelism: OWASP_MIN.parallelism,
         }
     }
-}
-
-/// Validated argon2id parameters (never below OWASP's minimum).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct HashingSettings {
-    pub memory_kib: u32,
-    pub iterations: u32,
-    pub parallelism: u32,
 }
 
 /// The key-admin service's effective configuration. `Serialize` prints it with secrets masked.
@@ -107,6 +100,10 @@ pub struct AdminConfig {
         rename = "shutdown_timeout_seconds"
     )]
     pub shutdown_timeout: Duration,
+    /// Written once the listeners are bound: a JSON object of the bound addresses (`listen`, and
+    /// `metrics_listen` when separate), renamed into place so no reader sees half of it; removed
+    /// on a clean exit. For supervisors and tests that started the service on port 0.
+    pub ready_file: Option<PathBuf>,
     /// The file store's path (also in `key_store.file`).
     pub keys_file: PathBuf,
     pub key_store: KeyStoreSettings,
@@ -117,7 +114,8 @@ pub struct AdminConfig {
     pub trusted_hosts: Vec<String>,
     pub security_headers: bool,
     pub logging: LogSettings,
-    pub hashing: HashingSettings,
+    /// Never below OWASP's argon2id minimum ([`HashParams::check`]).
+    pub hashing: HashParams,
     #[serde(
         serialize_with = "crate::parse::secs",
         rename = "auth_cache_ttl_seconds"
@@ -223,8 +221,7 @@ fn admin_api_key(env: &dyn Source) -> Result<Option<Secret>, ConfigError> {
     }
     // Our own format is checked (checksum and all) when the service starts; anything else is a
     // plaintext credential and must not be guessable.
-    // (The same test as `infergate_keystore::format::looks_like_key`.)
-    let ours = v.split('_').count() == 4 && v.len() > 12 + 43 + 6;
+    let ours = looks_like_key(v);
     if !ours && v.len() < LEGACY_ADMIN_KEY_MIN_LEN {
         return Err(ConfigError::invalid(
             "ADMIN_API_KEY",
@@ -249,6 +246,9 @@ fn apply_env(
     };
     if let Some(v) = get("INFERGATE_ADMIN_LISTEN", "listen") {
         raw.listen = v;
+    }
+    if let Some(v) = get("INFERGATE_ADMIN_READY_FILE", "ready_file") {
+        raw.ready_file = Some(v).filter(|s| !s.is_empty());
     }
     if let Some(v) = get("INFERGATE_ADMIN_WORKERS", "workers") {
         raw.workers = v.trim().parse().map_err(|_| {
@@ -331,26 +331,21 @@ fn validate(
         }
     };
     let h = raw.hashing;
-    for (path, v, min) in [
-        ("hashing.memory_kib", h.memory_kib, ARGON2_MIN_MEMORY_KIB),
-        ("hashing.iterations", h.iterations, ARGON2_MIN_ITERATIONS),
-        ("hashing.parallelism", h.parallelism, ARGON2_MIN_PARALLELISM),
-    ] {
-        if v < min {
-            return Err(ConfigError::invalid(
-                path,
-                v.to_string(),
-                format!(
-                    "at least {min} (OWASP's argon2id minimum is m={ARGON2_MIN_MEMORY_KIB} KiB, t={ARGON2_MIN_ITERATIONS}, p={ARGON2_MIN_PARALLELISM})"
-                ),
-            ));
-        }
-    }
-    if h.parallelism > 255 || h.memory_kib < 8 * h.parallelism {
+    let hashing = HashParams {
+        memory_kib: h.memory_kib,
+        iterations: h.iterations,
+        parallelism: h.parallelism,
+    };
+    if let Err(refused) = hashing.check() {
+        let (path, v) = match refused {
+            HashParamsRefused::Memory(v) => ("hashing.memory_kib", v),
+            HashParamsRefused::Iterations(v) => ("hashing.iterations", v),
+            HashParamsRefused::Lanes(v) => ("hashing.parallelism", v),
+        };
         return Err(ConfigError::invalid(
-            "hashing.parallelism",
-            h.parallelism.to_string(),
-            "1-255 lanes, with at least 8 KiB of memory per lane",
+            path,
+            v.to_string(),
+            refused.to_string(),
         ));
     }
     let format = match raw.logging.format.trim().to_ascii_lowercase().as_str() {
@@ -371,6 +366,7 @@ fn validate(
         listen,
         workers: raw.workers,
         shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_seconds),
+        ready_file: raw.ready_file.as_ref().map(PathBuf::from),
         keys_file,
         key_store,
         jwt,
@@ -381,11 +377,7 @@ fn validate(
             format,
             level: raw.logging.level,
         },
-        hashing: HashingSettings {
-            memory_kib: h.memory_kib,
-            iterations: h.iterations,
-            parallelism: h.parallelism,
-        },
+        hashing,
         auth_cache_ttl: Duration::from_secs(raw.auth_cache_ttl_seconds),
         set_by_env,
     })

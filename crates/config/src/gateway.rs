@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use infergate_policy::{Permissions, RouteTable};
-use infergate_ratelimit::RateSpec;
+use infergate_types::{FailureMode, RateSpec};
 use ipnet::IpNet;
 use serde::Serialize;
 
@@ -80,7 +80,7 @@ pub struct RateLimitSettings {
     pub redis_timeout: Duration,
     pub redis_pool_size: usize,
     /// `local`, `open` or `closed`.
-    pub failure_mode: String,
+    pub failure_mode: FailureMode,
     pub expected_replicas: u64,
     pub breaker_failure_threshold: u32,
     #[serde(
@@ -179,6 +179,10 @@ pub struct GatewayConfig {
         rename = "shutdown_timeout_seconds"
     )]
     pub shutdown_timeout: Duration,
+    /// Written once the listeners are bound: a JSON object of the bound addresses (`listen`, and
+    /// `metrics_listen` when separate), renamed into place so no reader sees half of it; removed
+    /// on a clean exit. For supervisors and tests that started the service on port 0.
+    pub ready_file: Option<PathBuf>,
     pub debug: bool,
     pub upstream: UpstreamSettings,
     pub tls: Option<TlsSettings>,
@@ -283,6 +287,9 @@ fn apply_env(
     ) {
         raw.shutdown_timeout_seconds =
             parse::positive_u64("INFERGATE_SHUTDOWN_TIMEOUT_SECONDS", &v)?;
+    }
+    if let Some(v) = get("INFERGATE_READY_FILE", "ready_file") {
+        raw.ready_file = Some(v).filter(|s| !s.is_empty());
     }
     if let Some(v) = get("DEBUG", "debug") {
         raw.debug = parse::boolean("DEBUG", &v)?;
@@ -621,14 +628,13 @@ fn validate(
             detail: "the redis limiter needs RATE_LIMIT_REDIS_URL".into(),
         });
     }
-    let failure_mode = raw.rate_limit.failure_mode.trim().to_ascii_lowercase();
-    if !matches!(failure_mode.as_str(), "local" | "open" | "closed") {
-        return Err(ConfigError::invalid(
+    let failure_mode: FailureMode = raw.rate_limit.failure_mode.parse().map_err(|_| {
+        ConfigError::invalid(
             name("rate_limit.failure_mode"),
             &raw.rate_limit.failure_mode,
-            "local, open or closed",
-        ));
-    }
+            FailureMode::ACCEPTED,
+        )
+    })?;
     for (path, v) in [
         (
             "rate_limit.redis_timeout_ms",
@@ -851,6 +857,7 @@ fn validate(
             max_total: raw.connections.max_total,
         },
         logging: LogSettings { format, level },
+        ready_file: raw.ready_file.as_ref().map(PathBuf::from),
         metrics_listen,
         set_by_env,
     })

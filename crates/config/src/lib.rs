@@ -23,7 +23,7 @@ pub mod raw;
 pub mod secret;
 pub mod source;
 
-pub use admin::{AdminConfig, HashingSettings, load_admin};
+pub use admin::{AdminConfig, load_admin};
 pub use gateway::{
     AuthSettings, BodyLimits, ConnectionLimits, CorsSettings, GatewayConfig, LogFormat,
     LogSettings, RateLimitSettings, Storage, TlsSettings, UpstreamSettings, load_gateway,

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use infergate_ratelimit::{RATE_SPEC_ACCEPTED, RateSpec};
+use infergate_types::{RATE_SPEC_ACCEPTED, RateSpec};
 use ipnet::IpNet;
 
 use crate::ConfigError;

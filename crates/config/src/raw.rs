@@ -15,6 +15,10 @@ pub struct RawConfig {
     /// 0 means one worker per CPU.
     pub workers: usize,
     pub shutdown_timeout_seconds: u64,
+    /// Written once the listeners are bound: a JSON object of the bound addresses (`listen`, and
+    /// `metrics_listen` when separate), renamed into place so no reader sees half of it; removed
+    /// on a clean exit. For supervisors and tests that started the service on port 0.
+    pub ready_file: Option<String>,
     pub debug: bool,
     pub upstream: RawUpstream,
     pub tls: RawTls,
@@ -40,6 +44,7 @@ impl Default for RawConfig {
             listen: "127.0.0.1:8000".into(),
             workers: 0,
             shutdown_timeout_seconds: 30,
+            ready_file: None,
             debug: false,
             upstream: RawUpstream::default(),
             tls: RawTls::default(),

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use infergate_policy::Role;
-use infergate_ratelimit::RateSpec;
+use infergate_types::RateSpec;
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::task::JoinSet;

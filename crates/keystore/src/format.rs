@@ -18,12 +18,10 @@
 
 use std::fmt;
 
-/// Matches a key anywhere in text.
-pub const KEY_REGEX: &str = r"\b[a-z][a-z0-9]{1,15}_[a-z0-9]{12}_[A-Za-z0-9]{43}_[A-Za-z0-9]{6}\b";
-pub const DEFAULT_PREFIX: &str = "igk";
-pub const ID_LEN: usize = 12;
-pub const SECRET_LEN: usize = 43;
-pub const CHECKSUM_LEN: usize = 6;
+// The lengths are shared vocabulary: configuration tells our keys from plaintext ones by them.
+pub use infergate_types::key_shape::{
+    CHECKSUM_LEN, DEFAULT_PREFIX, ID_LEN, KEY_REGEX, SECRET_LEN, looks_like_key,
+};
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const BASE36: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
@@ -181,12 +179,6 @@ pub fn parse(token: &str) -> Result<ParsedKey<'_>, KeyFormatError> {
         return Err(KeyFormatError::Checksum);
     }
     Ok(ParsedKey { prefix, id, secret })
-}
-
-/// Does this string look like a key of this format (so it should never be treated as a legacy
-/// plaintext key)?
-pub fn looks_like_key(token: &str) -> bool {
-    token.split('_').count() == 4 && token.len() > ID_LEN + SECRET_LEN + CHECKSUM_LEN
 }
 
 #[cfg(test)]

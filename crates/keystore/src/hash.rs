@@ -8,26 +8,7 @@
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
 
-/// argon2id cost parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct HashParams {
-    pub memory_kib: u32,
-    pub iterations: u32,
-    pub parallelism: u32,
-}
-
-/// OWASP's minimum for argon2id.
-pub const OWASP_MIN: HashParams = HashParams {
-    memory_kib: 19_456,
-    iterations: 2,
-    parallelism: 1,
-};
-
-impl Default for HashParams {
-    fn default() -> Self {
-        OWASP_MIN
-    }
-}
+pub use infergate_types::hashing::{HashParams, OWASP_MIN};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum HashError {
@@ -37,34 +18,23 @@ pub enum HashError {
     Hash(String),
 }
 
-impl HashParams {
-    /// Refuses parameters weaker than OWASP's minimum (equivalent trade-offs with more iterations
-    /// and less memory are not accepted: keep it simple and strong).
-    pub fn validate(&self) -> Result<(), HashError> {
-        if self.memory_kib < OWASP_MIN.memory_kib
-            || self.iterations < OWASP_MIN.iterations
-            || self.parallelism == 0
-        {
-            return Err(HashError::Params(format!(
-                "m={} t={} p={}",
-                self.memory_kib, self.iterations, self.parallelism
-            )));
-        }
-        Ok(())
-    }
-
-    fn argon2(&self) -> Result<Argon2<'static>, HashError> {
-        let params = Params::new(self.memory_kib, self.iterations, self.parallelism, None)
-            .map_err(|e| HashError::Params(e.to_string()))?;
-        Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
-    }
+fn argon2(params: HashParams) -> Result<Argon2<'static>, HashError> {
+    params
+        .check()
+        .map_err(|e| HashError::Params(e.to_string()))?;
+    let params = Params::new(
+        params.memory_kib,
+        params.iterations,
+        params.parallelism,
+        None,
+    )
+    .map_err(|e| HashError::Params(e.to_string()))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
 /// Hashes a secret into a PHC string with a fresh random salt.
 pub fn hash_secret(secret: &str, params: HashParams) -> Result<String, HashError> {
-    params.validate()?;
-    params
-        .argon2()?
+    argon2(params)?
         .hash_password(secret.as_bytes())
         .map(|h| h.to_string())
         .map_err(|e| HashError::Hash(e.to_string()))

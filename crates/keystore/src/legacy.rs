@@ -9,7 +9,7 @@ use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use infergate_policy::Role;
-use infergate_ratelimit::RateSpec;
+use infergate_types::RateSpec;
 use serde::Deserialize;
 
 use crate::KeyStoreError;
@@ -172,7 +172,7 @@ pub fn parse_keys_document(text: &str, origin: &str) -> Result<Vec<StaticKey>, K
             Some(s) => Some(s.parse::<RateSpec>().map_err(|e| {
                 invalid(format!(
                     "rate_limit {s:?}: {e} (accepted: {})",
-                    infergate_ratelimit::RATE_SPEC_ACCEPTED
+                    infergate_types::RATE_SPEC_ACCEPTED
                 ))
             })?),
         };

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use infergate_policy::Role;
-use infergate_ratelimit::RateSpec;
+use infergate_types::RateSpec;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 

@@ -6,6 +6,7 @@
 //!    the cache never holds anything that could be replayed elsewhere or reversed.
 //! 2. A hit in the verified cache (bounded, TTL) answers at once; the record's expiry and
 //!    revocation are still judged against `now`, so an expired key stops working on time.
+//!    Cache ages are read from an injected [`Clock`] (`with_clock`), so tests move time.
 //! 3. A hit in the failure cache (short TTL) answers "unknown" at once.
 //! 4. Otherwise: the key format is checked offline (a mistyped key costs nothing), the record is
 //!    fetched by id (an unknown id costs one store read, no hashing), and only then does argon2
@@ -21,9 +22,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use infergate_types::{Clock, SystemClock};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
@@ -69,7 +71,8 @@ pub struct VerifierStats {
 #[derive(Debug, Clone)]
 struct Cached {
     record: Arc<KeyRecord>,
-    at: Instant,
+    /// When it was cached, by the verifier's clock (milliseconds).
+    at: u64,
     /// The stored hash this presented key was verified against: when the entry goes stale and the
     /// store still holds the same hash, it is refreshed without running argon2 again.
     hash: Option<Arc<str>>,
@@ -81,12 +84,21 @@ pub struct KeyVerifier {
     legacy: RwLock<Arc<StaticKeyStore>>,
     cache_key: [u8; 32],
     verified: Mutex<HashMap<CacheKey, Cached>>,
-    failed: Mutex<HashMap<CacheKey, Instant>>,
+    failed: Mutex<HashMap<CacheKey, u64>>,
     by_id: Mutex<HashMap<Arc<str>, Cached>>,
     slots: Semaphore,
     waiting: AtomicUsize,
     cfg: VerifierConfig,
+    /// Cache ages only; a key's expiry is judged against the `now` each call is given.
+    clock: Arc<dyn Clock>,
     pub stats: VerifierStats,
+}
+
+/// Was something stored `at` still younger than `ttl` at `now`? A clock that went backwards
+/// makes the entry stale, never immortal.
+fn fresh(now: u64, at: u64, ttl: Duration) -> bool {
+    now.checked_sub(at)
+        .is_some_and(|age| u128::from(age) < ttl.as_millis())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -122,8 +134,15 @@ impl KeyVerifier {
             slots: Semaphore::new(cfg.max_concurrent.max(1)),
             waiting: AtomicUsize::new(0),
             cfg,
+            clock: Arc::new(SystemClock),
             stats: VerifierStats::default(),
         })
+    }
+
+    /// Ages the caches by `clock` instead of the system's (tests move a `ManualClock`).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn store(&self) -> Option<&Arc<dyn KeyStore>> {
@@ -188,9 +207,9 @@ impl KeyVerifier {
         let mut cache = lock(&self.verified);
         if cache.len() >= self.cfg.cache_size {
             // Evict the stale first; if none, any one (bounded size matters more than recency).
-            let now = Instant::now();
+            let now = self.clock.now_millis();
             let ttl = self.cfg.cache_ttl;
-            cache.retain(|_, c| now.duration_since(c.at) < ttl);
+            cache.retain(|_, c| fresh(now, c.at, ttl));
             if cache.len() >= self.cfg.cache_size
                 && let Some(k) = cache.keys().next().copied()
             {
@@ -201,7 +220,7 @@ impl KeyVerifier {
             key,
             Cached {
                 record,
-                at: Instant::now(),
+                at: self.clock.now_millis(),
                 hash,
             },
         );
@@ -210,14 +229,14 @@ impl KeyVerifier {
     fn remember_failure(&self, key: CacheKey) {
         let mut failed = lock(&self.failed);
         if failed.len() >= self.cfg.cache_size {
-            let now = Instant::now();
+            let now = self.clock.now_millis();
             let ttl = self.cfg.negative_ttl;
-            failed.retain(|_, at| now.duration_since(*at) < ttl);
+            failed.retain(|_, at| fresh(now, *at, ttl));
             if failed.len() >= self.cfg.cache_size {
                 failed.clear();
             }
         }
-        failed.insert(key, Instant::now());
+        failed.insert(key, self.clock.now_millis());
     }
 
     /// The cached path alone (for benchmarks and the fast path): `None` on a miss.
@@ -227,14 +246,15 @@ impl KeyVerifier {
     }
 
     fn cached(&self, key: &CacheKey, now: DateTime<Utc>) -> Option<Verification> {
+        let age_now = self.clock.now_millis();
         if let Some(c) = lock(&self.verified).get(key)
-            && c.at.elapsed() < self.cfg.cache_ttl
+            && fresh(age_now, c.at, self.cfg.cache_ttl)
         {
             self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
             return Some(judge(c.record.clone(), now));
         }
         if let Some(at) = lock(&self.failed).get(key)
-            && at.elapsed() < self.cfg.negative_ttl
+            && fresh(age_now, *at, self.cfg.negative_ttl)
         {
             self.stats.negative_hits.fetch_add(1, Ordering::Relaxed);
             return Some(Verification::Unknown);
@@ -308,7 +328,7 @@ impl KeyVerifier {
     /// Cached like verified keys and dropped by the same change feed.
     pub async fn record(&self, id: &str) -> Result<Option<Arc<KeyRecord>>, KeyStoreError> {
         if let Some(c) = lock(&self.by_id).get(id)
-            && c.at.elapsed() < self.cfg.cache_ttl
+            && fresh(self.clock.now_millis(), c.at, self.cfg.cache_ttl)
         {
             return Ok(Some(c.record.clone()));
         }
@@ -327,7 +347,7 @@ impl KeyVerifier {
             record.id.clone(),
             Cached {
                 record: record.clone(),
-                at: Instant::now(),
+                at: self.clock.now_millis(),
                 hash: None,
             },
         );

@@ -14,8 +14,16 @@ use infergate_keystore::{
     Verification, VerifierConfig, format, hash, parse_api_keys,
 };
 use infergate_policy::Role;
+use infergate_types::ManualClock;
 
 async fn setup(cfg: VerifierConfig) -> (Arc<dyn KeyStore>, KeyVerifier, String, String) {
+    setup_with_clock(cfg, ManualClock::new(1_000_000)).await
+}
+
+async fn setup_with_clock(
+    cfg: VerifierConfig,
+    clock: ManualClock,
+) -> (Arc<dyn KeyStore>, KeyVerifier, String, String) {
     let store: Arc<dyn KeyStore> = Arc::new(MemoryKeyStore::new());
     let key = format::generate("igk").unwrap();
     let secret_hash = hash::hash_secret(key.secret(), HashParams::default()).unwrap();
@@ -30,22 +38,27 @@ async fn setup(cfg: VerifierConfig) -> (Arc<dyn KeyStore>, KeyVerifier, String, 
     let legacy =
         StaticKeyStore::new(parse_api_keys("legacy-key-0123456789:admin", "API_KEYS").unwrap())
             .unwrap();
-    let v = KeyVerifier::new(Some(store.clone()), legacy, cfg).unwrap();
+    let v = KeyVerifier::new(Some(store.clone()), legacy, cfg)
+        .unwrap()
+        .with_clock(Arc::new(clock));
     (store, v, key.expose().to_string(), key.id.clone())
 }
 
 #[tokio::test]
 async fn a_stale_entry_is_refreshed_without_argon2_while_the_hash_is_unchanged() {
     let cfg = VerifierConfig {
-        cache_ttl: Duration::from_millis(30),
+        cache_ttl: Duration::from_secs(60),
         ..Default::default()
     };
-    let (_store, v, key, _) = setup(cfg).await;
+    let clock = ManualClock::new(1_000_000);
+    let (_store, v, key, _) = setup_with_clock(cfg, clock.clone()).await;
     assert!(matches!(
         v.verify(&key, Utc::now()).await.unwrap(),
         Verification::Valid(_)
     ));
-    tokio::time::sleep(Duration::from_millis(40)).await;
+    clock.advance(Duration::from_millis(59_999));
+    assert!(v.verify_cached(&key, Utc::now()).is_some(), "still fresh");
+    clock.advance(Duration::from_millis(1));
     assert!(
         v.verify_cached(&key, Utc::now()).is_none(),
         "the entry went stale"
@@ -136,4 +149,37 @@ async fn the_argon2_queue_is_bounded() {
         "some verifications must be refused rather than queued without bound"
     );
     assert_eq!(v.stats.rejected_busy.load(Ordering::Relaxed), busy);
+}
+
+#[tokio::test]
+async fn failures_are_remembered_for_the_negative_ttl_only() {
+    let cfg = VerifierConfig {
+        negative_ttl: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let clock = ManualClock::new(1_000_000);
+    let (_store, v, _, _) = setup_with_clock(cfg, clock.clone()).await;
+    let stranger = format::generate("igk").unwrap();
+    assert_eq!(
+        v.verify(stranger.expose(), Utc::now()).await.unwrap(),
+        Verification::Unknown
+    );
+    assert_eq!(
+        v.verify_cached(stranger.expose(), Utc::now()),
+        Some(Verification::Unknown)
+    );
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(v.verify_cached(stranger.expose(), Utc::now()), None);
+}
+
+#[tokio::test]
+async fn a_clock_that_goes_backwards_makes_entries_stale_not_immortal() {
+    let clock = ManualClock::new(1_000_000);
+    let (_store, v, key, _) = setup_with_clock(VerifierConfig::default(), clock.clone()).await;
+    assert!(matches!(
+        v.verify(&key, Utc::now()).await.unwrap(),
+        Verification::Valid(_)
+    ));
+    clock.set(999_999);
+    assert!(v.verify_cached(&key, Utc::now()).is_none());
 }

@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::spec::RateSpec;
+use crate::RateSpec;
 
 /// What a limit is counted against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

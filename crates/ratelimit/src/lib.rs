@@ -7,12 +7,12 @@
 //! `Arc<dyn RateLimiter>`, the in-process backend and the Redis one.
 //!
 //! Layout:
-//! - [`spec`]: [`RateSpec`] (`100/minute`), its parser, `Display` and serde form.
+//! - [`RateSpec`] (`100/minute`) and [`Clock`] come from `infergate-types` (re-exported here),
+//!   so configuration can parse rates without depending on this crate and Redis.
 //! - [`key`]: [`Dimension`], [`Subject`], [`BucketKey`] and [`LimitCheck`],
 //!   built per request without heap allocation.
 //! - [`decision`]: [`Decision`] and [`LimitStatus`], shaped for
 //!   `X-RateLimit-*` and `Retry-After` headers.
-//! - [`clock`]: injected time ([`SystemClock`], [`ManualClock`] for tests).
 //! - [`memory`]: [`MemoryLimiter`], the sliding-window counter backend; its
 //!   module doc describes the algorithm and its accuracy.
 //! - [`redis`]: [`redis::RedisLimiter`], the same algorithm in Redis (one Lua
@@ -24,23 +24,22 @@
 
 #![forbid(unsafe_code)]
 
-pub mod clock;
 pub mod decision;
 pub mod key;
 pub mod memory;
 pub mod redis;
 pub mod resilient;
-pub mod spec;
 mod window;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+// How a rate is written and injected time are the shared vocabulary of `infergate-types`.
 pub use decision::{Decision, LimitStatus};
+pub use infergate_types::{Clock, FailureMode, ManualClock, SystemClock, clock, rate as spec};
+pub use infergate_types::{RATE_SPEC_ACCEPTED, RateSpec, RateSpecError};
 pub use key::{BucketKey, Dimension, LimitCheck, Subject};
 pub use memory::{MemoryLimiter, SweeperGuard};
-pub use spec::{RATE_SPEC_ACCEPTED, RateSpec, RateSpecError};
 
 /// A rate-limit backend.
 ///

@@ -62,10 +62,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::clock::{Clock, SystemClock};
 use crate::decision::{Decision, LimitStatus};
 use crate::key::{BucketKey, LimitCheck};
 use crate::window::{View, Window};
+use crate::{Clock, SystemClock};
 use crate::{RateLimitError, RateLimiter};
 
 /// Number of shards. 64 keeps contention low on any realistic core count and

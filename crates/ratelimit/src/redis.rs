@@ -96,7 +96,7 @@ use deadpool::Runtime;
 use deadpool::managed::{self, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult};
 use tokio::time::{Instant, timeout_at};
 
-use crate::clock::Clock;
+use crate::Clock;
 use crate::decision::{Decision, LimitStatus};
 use crate::key::{BucketKey, LimitCheck};
 use crate::window::{View, Window};
@@ -854,8 +854,8 @@ impl LocalCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::RateSpec;
     use crate::key::Dimension;
-    use crate::spec::RateSpec;
     use crate::{ManualClock, MemoryLimiter};
     use std::net::{IpAddr, Ipv4Addr};
 

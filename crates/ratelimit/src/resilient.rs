@@ -22,35 +22,7 @@ use crate::{
     RateSpec,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureMode {
-    Local,
-    Open,
-    Closed,
-}
-
-impl FailureMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureMode::Local => "local",
-            FailureMode::Open => "open",
-            FailureMode::Closed => "closed",
-        }
-    }
-}
-
-impl std::str::FromStr for FailureMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "local" => Ok(FailureMode::Local),
-            "open" => Ok(FailureMode::Open),
-            "closed" => Ok(FailureMode::Closed),
-            _ => Err("local, open or closed".into()),
-        }
-    }
-}
+pub use infergate_types::FailureMode;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ResilienceConfig {

@@ -10,9 +10,9 @@
 
 use std::time::Duration;
 
+use crate::RateSpec;
 use crate::decision::LimitStatus;
 use crate::key::Dimension;
-use crate::spec::RateSpec;
 
 /// What a bucket stores: counts of the epoch-aligned window starting at
 /// `start_ms` and of the window just before it.

@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix_web::dev::Server;
@@ -55,6 +56,36 @@ pub fn bind(addr: SocketAddr) -> Result<(TcpListener, u16), BindError> {
     Ok((listener, port))
 }
 
+/// The ready file (`ready_file` in either service's configuration): the bound addresses as one
+/// JSON object, `{"listen":"127.0.0.1:41234"}`, for supervisors and tests that start a service
+/// on port 0 — machine-readable, where the log line is for people. Removed when dropped, so a
+/// stale file never names a port nobody listens on.
+#[derive(Debug)]
+pub struct ReadyFile(PathBuf);
+
+impl ReadyFile {
+    /// Writes `addrs` to a temporary file beside `path` and renames it into place, so a reader
+    /// sees nothing or all of it.
+    pub fn write(path: &Path, addrs: &[(&str, SocketAddr)]) -> std::io::Result<ReadyFile> {
+        let body: serde_json::Map<String, serde_json::Value> = addrs
+            .iter()
+            .map(|(name, addr)| (name.to_string(), addr.to_string().into()))
+            .collect();
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        std::fs::write(&tmp, serde_json::Value::Object(body).to_string())?;
+        std::fs::rename(&tmp, path)?;
+        Ok(ReadyFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for ReadyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// The worker count: the configured one, or one per available core when it is 0.
 pub fn workers(configured: usize) -> usize {
     if configured == 0 {
@@ -96,4 +127,26 @@ pub async fn run_until(
     drain.start();
     let (result, ()) = tokio::join!(server, handle.stop(true));
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ready_file_names_the_addresses_and_goes_with_its_guard() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ready.json");
+        let addr: SocketAddr = "127.0.0.1:41234".parse().unwrap();
+        let guard = ReadyFile::write(&path, &[("listen", addr)]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, r#"{"listen":"127.0.0.1:41234"}"#);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+        drop(guard);
+        assert!(!path.exists());
+    }
 }

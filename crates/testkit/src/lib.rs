@@ -7,6 +7,10 @@
 //!   persistence, killed when dropped. It can be stopped, restarted on the same port and paused,
 //!   for fault tests.
 //! - [`free_port`]: a TCP port nothing listens on right now.
+//! - [`process::Service`]: a service binary started as an operator starts it, ready when it has
+//!   written its ready file (never by parsing its log), with its stdout and stderr captured.
+//! - [`eventually`]: polls a condition with a deadline that fails the test, naming it.
+//! - [`prometheus::Scrape`]: the Prometheus text format parsed for assertions.
 //! - `otlp::OtlpReceiver` (feature `otlp`): an OTLP/HTTP trace receiver that decodes the spans
 //!   a service exports, for end-to-end trace tests.
 //!
@@ -15,8 +19,13 @@
 // Test support only: a panic here is a failed test, which is what an unexpected state should be.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod eventually;
 #[cfg(feature = "otlp")]
 pub mod otlp;
+pub mod process;
+pub mod prometheus;
+
+pub use eventually::eventually;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

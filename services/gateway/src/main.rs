@@ -1,11 +1,13 @@
 //! `infergate-gateway`: read configuration, build the app, serve until SIGTERM/SIGINT, drain, exit.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use infergate_config::{EXIT_CONFIG, ProcessEnv, load_gateway};
+use infergate_config::{ConfigError, EXIT_CONFIG, ProcessEnv, load_gateway};
 use infergate_gateway::{Application, StartupError, state::env_keys};
+use infergate_service::run::ReadyFile;
 
 #[derive(Parser)]
 #[command(
@@ -117,8 +119,13 @@ fn main() -> ExitCode {
             let system = actix_web::rt::System::new();
             let code = system.block_on(async move {
                 let listen = cfg.listen;
+                let metrics_listen = cfg.metrics_listen;
                 let tls = cfg.tls.is_some();
                 let upstream = cfg.upstream.url.clone();
+                let ready_file = cfg
+                    .ready_file
+                    .clone()
+                    .map(|path| (path, cfg.setting_name("ready_file")));
                 let app = match Application::build(cfg).await {
                     Ok(app) => app,
                     Err(StartupError::Config(e)) => return fail(e),
@@ -136,6 +143,26 @@ fn main() -> ExitCode {
                 };
                 let scheme = if tls { "https" } else { "http" };
                 tracing::info!(listen = %format!("{scheme}://{}:{}", listen.ip(), app.port()), upstream = %upstream, "infergate gateway listening");
+                // Held until the server stops: dropping it removes the file.
+                let _ready = match &ready_file {
+                    None => None,
+                    Some((path, setting)) => {
+                        let mut addrs = vec![("listen", SocketAddr::new(listen.ip(), app.port()))];
+                        if let (Some(m), Some(port)) = (metrics_listen, app.metrics_port()) {
+                            addrs.push(("metrics_listen", SocketAddr::new(m.ip(), port)));
+                        }
+                        match ReadyFile::write(path, &addrs) {
+                            Ok(f) => Some(f),
+                            Err(e) => {
+                                return fail(ConfigError::invalid(
+                                    *setting,
+                                    path.display().to_string(),
+                                    format!("a path the gateway can write ({e})"),
+                                ));
+                            }
+                        }
+                    }
+                };
                 match app.run_until(shutdown).await {
                     Ok(()) => {
                         tracing::info!("stopped");

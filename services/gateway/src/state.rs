@@ -13,7 +13,7 @@ use infergate_keystore::{
     KeyStore, KeyVerifier, StaticKey, StaticKeyStore, VerifierConfig, parse_api_keys,
 };
 use infergate_policy::{CredentialRules, Role, RouteTable};
-use infergate_ratelimit::resilient::{FailureMode, ResilienceConfig, ResilientLimiter};
+use infergate_ratelimit::resilient::{ResilienceConfig, ResilientLimiter};
 use infergate_ratelimit::{Clock, MemoryLimiter, RateLimiter, SystemClock};
 use ipnet::IpNet;
 
@@ -197,6 +197,7 @@ impl AppState {
         } else {
             None
         };
+        let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let ks = &cfg.key_store;
         let verifier = Arc::new(
             KeyVerifier::new(
@@ -210,10 +211,10 @@ impl AppState {
                     max_waiting: 256,
                 },
             )
-            .map_err(|e| invalid("key_store", "-", e.to_string()))?,
+            .map_err(|e| invalid("key_store", "-", e.to_string()))?
+            .with_clock(clock.clone()),
         );
 
-        let clock: Arc<dyn Clock> = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let memory_limiter = Arc::new(MemoryLimiter::new(clock.clone()));
         let resilient = overrides.shared_limiter.clone().map(|shared| {
             let rl = &cfg.rate_limit;
@@ -221,7 +222,7 @@ impl AppState {
                 shared,
                 memory_limiter.clone(),
                 ResilienceConfig {
-                    mode: rl.failure_mode.parse().unwrap_or(FailureMode::Local),
+                    mode: rl.failure_mode,
                     expected_replicas: rl.expected_replicas,
                     failure_threshold: rl.breaker_failure_threshold,
                     cooldown: rl.breaker_cooldown,

@@ -6,13 +6,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use infergate_dev_upstream::{DevUpstream, UpstreamConfig};
 use infergate_testkit::otlp::{OtlpReceiver, ReceivedSpan};
+use infergate_testkit::process::Service;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_infergate-gateway");
@@ -20,14 +19,11 @@ const USER_KEY: &str = "otel-user-key-5d1c7a9e3b6f2048";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
-struct Gateway {
-    child: Child,
-    port: u16,
-    log: Arc<Mutex<String>>,
-}
+/// The real binary under testkit's harness, plus the log reading these tests share.
+struct Gateway(Service);
 
 impl Gateway {
-    /// Starts the binary with exactly `env` (plus PATH) and waits for its "listening" line.
+    /// Starts the binary with exactly `env` (plus PATH), ready once it wrote its ready file.
     fn start(env: &[(&str, &str)], dir: &std::path::Path) -> Gateway {
         let mut cmd = Command::new(BIN);
         cmd.env_clear()
@@ -38,65 +34,20 @@ impl Gateway {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                {
-                    let mut l = sink.lock().unwrap();
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-                if let Some(i) = line.find("://127.0.0.1:") {
-                    let port: String = line[i + 13..]
-                        .chars()
-                        .take_while(char::is_ascii_digit)
-                        .collect();
-                    let _ = tx.send(port.parse::<u16>().unwrap_or(0));
-                }
-            }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("gateway did not start: {}", log.lock().unwrap()));
-        Gateway { child, port, log }
+        Gateway(Service::start(cmd, "INFERGATE_READY_FILE"))
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        self.0.url(path)
     }
 
     /// SIGTERM, then waits for a clean exit (which flushes the queued spans).
     fn stop(&mut self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit {status}: {}", self.logs());
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "gateway did not exit: {}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.0.terminate();
     }
 
     fn logs(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.0.stderr()
     }
 
     /// The JSON log lines.
@@ -105,13 +56,6 @@ impl Gateway {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -4,12 +4,11 @@
 // covers the helpers around them.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use infergate_dev_upstream::{DevUpstream, UpstreamConfig};
+use infergate_testkit::process::Service as Gateway;
 
 const BIN: &str = env!("CARGO_BIN_EXE_infergate-gateway");
 const USER_KEY: &str = "proc-user-key-7f3a9c1e5b2d4f60";
@@ -26,82 +25,9 @@ fn command(env: &[(&str, &str)], dir: &std::path::Path) -> Command {
     c
 }
 
-struct Gateway {
-    child: Child,
-    port: u16,
-    log: Arc<Mutex<String>>,
-}
-
-impl Gateway {
-    /// Starts the binary and waits for its "listening" log line (its readiness signal).
-    fn start(env: &[(&str, &str)], dir: &std::path::Path) -> Gateway {
-        let mut child = command(env, dir)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                {
-                    let mut l = sink.lock().unwrap();
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-                if let Some(i) = line.find("://127.0.0.1:") {
-                    let port: String = line[i + 13..]
-                        .chars()
-                        .take_while(char::is_ascii_digit)
-                        .collect();
-                    let _ = tx.send(port.parse::<u16>().unwrap_or(0));
-                }
-            }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("gateway did not start: {}", log.lock().unwrap()));
-        Gateway { child, port, log }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "gateway did not exit within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn logs(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts the binary and waits until it has written its ready file (testkit's harness).
+fn start_gateway(env: &[(&str, &str)], dir: &std::path::Path) -> Gateway {
+    Gateway::start(command(env, dir), "INFERGATE_READY_FILE")
 }
 
 #[test]
@@ -241,7 +167,7 @@ async fn logs_never_contain_a_full_key() {
     let up = upstream.base_url();
     let keys = format!("{USER_KEY}:user");
     for format in ["text", "json"] {
-        let gw = Gateway::start(
+        let gw = start_gateway(
             &[
                 ("INFERGATE_LISTEN", "127.0.0.1:0"),
                 ("INFERGATE_UPSTREAM", &up),
@@ -292,7 +218,7 @@ async fn logs_never_contain_a_full_key() {
         gw.signal("-TERM");
         let mut gw = gw;
         assert!(gw.wait(Duration::from_secs(10)).success());
-        let logs = gw.logs();
+        let logs = gw.stderr();
         assert!(logs.contains("unknown API key"), "{logs}");
         assert!(
             logs.contains("wrong-ke..."),
@@ -327,7 +253,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let upstream = DevUpstream::start("127.0.0.1:0", UpstreamConfig::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let up = upstream.base_url();
-    let mut gw = Gateway::start(
+    let mut gw = start_gateway(
         &[
             ("INFERGATE_LISTEN", "127.0.0.1:0"),
             ("INFERGATE_UPSTREAM", &up),
@@ -371,8 +297,8 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     assert_eq!(status, 200, "in-flight request must complete: {body}");
     assert!(body.contains("echo: drain me"), "{body}");
     let exit = gw.wait(Duration::from_secs(10));
-    assert_eq!(exit.code(), Some(0), "{}", gw.logs());
-    assert!(gw.logs().contains("draining"), "{}", gw.logs());
+    assert_eq!(exit.code(), Some(0), "{}", gw.stderr());
+    assert!(gw.stderr().contains("draining"), "{}", gw.stderr());
 }
 
 #[actix_web::test]
@@ -386,7 +312,7 @@ async fn serves_tls_with_rustls() {
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
     let up = upstream.base_url();
-    let gw = Gateway::start(
+    let gw = start_gateway(
         &[
             ("INFERGATE_LISTEN", "127.0.0.1:0"),
             ("INFERGATE_UPSTREAM", &up),
@@ -396,12 +322,16 @@ async fn serves_tls_with_rustls() {
         ],
         dir.path(),
     );
-    assert!(gw.logs().contains("https://127.0.0.1:"), "{}", gw.logs());
+    assert!(
+        gw.stderr().contains("https://127.0.0.1:"),
+        "{}",
+        gw.stderr()
+    );
     let out = Command::new("curl")
         .args([
             "-sk",
             "-i",
-            &format!("https://127.0.0.1:{}/health", gw.port),
+            &format!("https://127.0.0.1:{}/health", gw.port()),
         ])
         .output()
         .expect("curl is installed by .ci/run");
@@ -433,8 +363,8 @@ async fn revocation_reaches_every_replica_within_a_second() {
         ("KEY_STORE", "redis"),
         ("KEY_STORE_REDIS_URL", url.as_str()),
     ];
-    let a = Gateway::start(&env, dir.path());
-    let b = Gateway::start(&env, dir.path());
+    let a = start_gateway(&env, dir.path());
+    let b = start_gateway(&env, dir.path());
 
     // key-admin, in process, on the same Redis store.
     let admin_env = infergate_config::MapSource::new([
@@ -488,7 +418,7 @@ async fn revocation_reaches_every_replica_within_a_second() {
     }
     eprintln!("revocation refused by both replicas after {refused:?}");
     for gw in [&a, &b] {
-        assert!(!gw.logs().contains(&key), "a replica logged the key");
+        assert!(!gw.stderr().contains(&key), "a replica logged the key");
     }
 }
 
@@ -552,7 +482,7 @@ async fn limits_hold_across_three_replicas() {
             ("RATE_LIMIT_FAILURE_MODE", "closed"),
         ],
     );
-    let replicas: Vec<Gateway> = (0..3).map(|_| Gateway::start(&env, dir.path())).collect();
+    let replicas: Vec<Gateway> = (0..3).map(|_| start_gateway(&env, dir.path())).collect();
     let urls: Vec<String> = replicas.iter().map(|g| g.url("/protected")).collect();
     let tasks: Vec<_> = (0..3 * N)
         .map(|i| {
@@ -598,7 +528,7 @@ async fn redis_outage_falls_back_locally_and_recovers() {
             ("RATE_LIMIT_EXPECTED_REPLICAS", "2"),
         ],
     );
-    let gw = Gateway::start(&env, dir.path());
+    let gw = start_gateway(&env, dir.path());
     let protected = gw.url("/protected");
     assert_eq!(status_of(&protected, USER_KEY).await.0, 200);
 
@@ -691,8 +621,8 @@ async fn failure_modes_open_and_closed() {
             ("RATE_LIMIT_FAILURE_MODE", "closed"),
         ],
     );
-    let open = Gateway::start(&open_env, dir.path());
-    let closed = Gateway::start(&closed_env, dir.path());
+    let open = start_gateway(&open_env, dir.path());
+    let closed = start_gateway(&closed_env, dir.path());
     redis.stop();
     for _ in 0..6 {
         assert_eq!(
@@ -730,7 +660,7 @@ async fn stalled_redis_times_out_and_requests_keep_flowing() {
     let (up, url) = (upstream.base_url(), redis.url());
     let keys = format!("{USER_KEY}:user");
     let env = redis_env(&up, &url, &keys, &[("RATE_LIMIT_REDIS_TIMEOUT_MS", "50")]);
-    let gw = Gateway::start(&env, dir.path());
+    let gw = start_gateway(&env, dir.path());
     assert_eq!(status_of(&gw.url("/protected"), USER_KEY).await.0, 200);
     redis.pause(Duration::from_secs(3));
     let mut worst = Duration::ZERO;

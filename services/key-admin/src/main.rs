@@ -2,12 +2,14 @@
 //! command. Configuration errors exit 64, other failures 1, each with a one-line message.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use infergate_config::{EXIT_CONFIG, LogSettings, ProcessEnv, load_admin};
+use infergate_config::{ConfigError, EXIT_CONFIG, LogSettings, ProcessEnv, load_admin};
 use infergate_key_admin::cli::{Cli, Command, run_keys};
 use infergate_key_admin::{Application, StartupError, bootstrap, telemetry};
+use infergate_service::run::ReadyFile;
 
 fn fail(code: u8, e: impl std::fmt::Display) -> ExitCode {
     eprintln!("infergate-admin: {e}");
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
             let system = actix_web::rt::System::new();
             let code = system.block_on(async move {
                 let listen = cfg.listen;
+                let ready_file = cfg.ready_file.clone();
                 let mut app = match Application::build(cfg).await {
                     Ok(app) => app,
                     Err(StartupError::Config(e)) => return fail(EXIT_CONFIG as u8, e),
@@ -84,6 +87,26 @@ fn main() -> ExitCode {
                 };
                 let backend = app.state().store.backend();
                 tracing::info!(listen = %format!("http://{}:{}", listen.ip(), app.port()), key_store = backend, "infergate key-admin listening");
+                // Held until the server stops: dropping it removes the file.
+                let _ready = match &ready_file {
+                    None => None,
+                    Some(path) => {
+                        let addr = SocketAddr::new(listen.ip(), app.port());
+                        match ReadyFile::write(path, &[("listen", addr)]) {
+                            Ok(f) => Some(f),
+                            Err(e) => {
+                                return fail(
+                                    EXIT_CONFIG as u8,
+                                    ConfigError::invalid(
+                                        "ready_file (INFERGATE_ADMIN_READY_FILE)",
+                                        path.display().to_string(),
+                                        format!("a path key-admin can write ({e})"),
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                };
                 match app.run_until(shutdown).await {
                     Ok(()) => {
                         tracing::info!("stopped");

@@ -116,21 +116,8 @@ impl AppState {
                 e.to_string(),
             )
         })?;
-        let hash_params = HashParams {
-            memory_kib: cfg.hashing.memory_kib,
-            iterations: cfg.hashing.iterations,
-            parallelism: cfg.hashing.parallelism,
-        };
-        hash_params.validate().map_err(|e| {
-            ConfigError::invalid(
-                "hashing",
-                format!(
-                    "m={} t={} p={}",
-                    hash_params.memory_kib, hash_params.iterations, hash_params.parallelism
-                ),
-                e.to_string(),
-            )
-        })?;
+        // Checked against the argon2id floor by configuration already.
+        let hash_params = cfg.hashing;
         Ok(Self {
             security_headers: cfg.security_headers.then(SecurityHeaders::new),
             issuer: issuer(&cfg.jwt),

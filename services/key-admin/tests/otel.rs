@@ -4,12 +4,11 @@
 // covers the helpers around them.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use infergate_testkit::otlp::OtlpReceiver;
+use infergate_testkit::process::Service;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_infergate-admin");
@@ -17,11 +16,8 @@ const LEGACY_ADMIN: &str = "legacy-admin-key-for-otel-tests-0042";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
-struct Server {
-    child: Child,
-    port: u16,
-    stderr: Arc<Mutex<String>>,
-}
+/// `infergate-admin serve` under testkit's harness.
+struct Server(Service);
 
 impl Server {
     fn start(env: &[(&str, &str)], dir: &std::path::Path) -> Server {
@@ -34,72 +30,21 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pipe = child.stderr.take().unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                {
-                    let mut l = sink.lock().unwrap();
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-                if let Some(i) = line.find("://127.0.0.1:") {
-                    let port: String = line[i + 13..]
-                        .chars()
-                        .take_while(char::is_ascii_digit)
-                        .collect();
-                    let _ = tx.send(port.parse::<u16>().unwrap_or(0));
-                }
-            }
-        });
-        let port = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("key-admin did not start: {}", stderr.lock().unwrap()));
-        Server {
-            child,
-            port,
-            stderr,
-        }
+        cmd.arg("serve");
+        Server(Service::start(cmd, "INFERGATE_ADMIN_READY_FILE"))
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        self.0.url(path)
     }
 
+    /// SIGTERM, then waits for a clean exit (which flushes the queued spans).
     fn stop(&mut self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit {status}: {}", self.logs());
-                return;
-            }
-            assert!(start.elapsed() < Duration::from_secs(20), "no exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.0.terminate();
     }
 
     fn logs(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.stderr()
     }
 }
 

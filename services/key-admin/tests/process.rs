@@ -4,14 +4,13 @@
 // covers the helpers around them.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use infergate_keystore::{FileKeyStore, KeyRecord, KeyStore, StoredKey, format, hash};
 use infergate_policy::Role;
+use infergate_testkit::process::Service;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_infergate-admin");
@@ -36,70 +35,22 @@ fn keys_in(text: &str) -> Vec<String> {
         .collect()
 }
 
-struct Server {
-    child: Child,
-    port: u16,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-    readers: Vec<std::thread::JoinHandle<()>>,
-}
-
-fn collect(
-    pipe: impl Read + Send + 'static,
-    sink: Arc<Mutex<String>>,
-    port_tx: Option<std::sync::mpsc::Sender<u16>>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-            if let (Some(tx), Some(i)) = (&port_tx, line.find("://127.0.0.1:")) {
-                let port: String = line[i + 13..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                let _ = tx.send(port.parse::<u16>().unwrap_or(0));
-            }
-        }
-    })
-}
+/// `infergate-admin serve` under testkit's harness.
+struct Server(Service);
 
 impl Server {
-    /// Starts `serve` and waits for its "listening" log line.
+    /// Starts `serve`, ready once it wrote its ready file.
     fn start(env: &[(&str, &str)], dir: &Path) -> Server {
         let mut env = env.to_vec();
         env.push(("INFERGATE_ADMIN_LISTEN", "127.0.0.1:0"));
         env.push(("INFERGATE_ADMIN_WORKERS", "1"));
-        let mut child = command(&env, dir)
-            .arg("serve")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = Arc::new(Mutex::new(String::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let readers = vec![
-            collect(child.stdout.take().unwrap(), stdout.clone(), None),
-            collect(child.stderr.take().unwrap(), stderr.clone(), Some(tx)),
-        ];
-        let port = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("key-admin did not start: {}", stderr.lock().unwrap()));
-        Server {
-            child,
-            port,
-            stdout,
-            stderr,
-            readers,
-        }
+        let mut cmd = command(&env, dir);
+        cmd.arg("serve");
+        Server(Service::start(cmd, "INFERGATE_ADMIN_READY_FILE"))
     }
 
     /// The key in the bootstrap banner (stdout is read by its own thread, so it may trail the
-    /// "listening" line on stderr by a moment).
+    /// ready file by a moment).
     fn banner_key(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -114,44 +65,20 @@ impl Server {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        self.0.url(path)
     }
 
     fn stdout(&self) -> String {
-        self.stdout.lock().unwrap().clone()
+        self.0.stdout()
     }
 
     fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.0.stderr()
     }
 
-    /// SIGTERM, then wait (bounded) for a clean exit.
+    /// SIGTERM, then wait (bounded) for a clean exit; the output is complete afterwards.
     fn terminate(&mut self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit {status}: {}", self.stderr());
-                break;
-            }
-            assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // The reader threads end at EOF, once the process is gone: then the output is complete.
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.terminate();
     }
 }
 

@@ -8,25 +8,9 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use infergate_keystore::{KeyPatch, KeyStore, format};
 use infergate_policy::Role;
+use infergate_testkit::eventually;
 
 use crate::helpers::*;
-
-/// Polls until `check` holds, up to `limit` (a readiness loop, not a sleep).
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < limit,
-            "condition not met within {limit:?}"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
-    }
-    start.elapsed()
-}
 
 #[actix_web::test]
 async fn hashed_keys_verify_once_then_come_from_the_cache() {
@@ -107,9 +91,11 @@ async fn revocation_is_seen_through_the_change_feed() {
         )
         .await
         .unwrap();
-    let took = eventually(Duration::from_secs(1), || async {
-        app.get("/protected", Some(&key)).await.status == 401
-    })
+    let took = eventually(
+        Duration::from_secs(10),
+        "the revocation is seen",
+        || async { app.get("/protected", Some(&key)).await.status == 401 },
+    )
     .await;
     let r = app.get("/protected", Some(&key)).await;
     assert_error_shape(&r, 401, "invalid_credentials");
@@ -134,9 +120,11 @@ async fn expired_keys_are_refused_on_time() {
     })
     .await;
     assert_eq!(app.get("/protected", Some(&soon)).await.status, 200);
-    eventually(Duration::from_secs(3), || async {
-        app.get("/protected", Some(&soon)).await.status == 401
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the expired key is refused",
+        || async { app.get("/protected", Some(&soon)).await.status == 401 },
+    )
     .await;
 }
 
@@ -256,14 +244,18 @@ async fn a_flood_of_wrong_keys_does_not_stall_other_traffic() {
         })
         .collect();
     // Wait until the flood is actually being verified.
-    eventually(Duration::from_secs(10), || async {
-        app.state
-            .verifier
-            .stats
-            .argon2_verifications
-            .load(Ordering::Relaxed)
-            >= 3
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the flood is being verified",
+        || async {
+            app.state
+                .verifier
+                .stats
+                .argon2_verifications
+                .load(Ordering::Relaxed)
+                >= 3
+        },
+    )
     .await;
     let mut last_ok = Instant::now();
     for _ in 0..20 {
@@ -351,9 +343,11 @@ async fn jwts_are_a_second_credential() {
         )
         .await
         .unwrap();
-    eventually(Duration::from_secs(1), || async {
-        app.send(bearer(&token), None).await.status == 401
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the revoked key's token is refused",
+        || async { app.send(bearer(&token), None).await.status == 401 },
+    )
     .await;
     let metrics = app.get("/metrics", Some(ADMIN_KEY)).await.text();
     assert!(
@@ -385,9 +379,11 @@ async fn the_file_store_is_reloaded_without_a_restart() {
     // Another writer mints a hashed key into the same file.
     let writer: Arc<dyn KeyStore> = Arc::new(FileKeyStore::open(&path).unwrap());
     let (key, id) = mint(&writer, Role::User, |_| {}).await;
-    let took = eventually(Duration::from_secs(1), || async {
-        app.get("/protected", Some(&key)).await.status == 200
-    })
+    let took = eventually(
+        Duration::from_secs(10),
+        "the other writer's key is accepted",
+        || async { app.get("/protected", Some(&key)).await.status == 200 },
+    )
     .await;
     eprintln!("new key accepted after {took:?}");
     // The legacy section survived the write, and revocation by the other writer propagates.
@@ -407,8 +403,10 @@ async fn the_file_store_is_reloaded_without_a_restart() {
         )
         .await
         .unwrap();
-    eventually(Duration::from_secs(1), || async {
-        app.get("/protected", Some(&key)).await.status == 401
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the other writer's revocation is seen",
+        || async { app.get("/protected", Some(&key)).await.status == 401 },
+    )
     .await;
 }

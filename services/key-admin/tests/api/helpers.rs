@@ -291,24 +291,7 @@ pub fn assert_security_headers(r: &Resp) {
     assert!(r.header("x-request-id").is_some(), "x-request-id");
 }
 
-/// Polls `check` every 20 ms until it returns true, failing after `limit`.
-pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: not within {limit:?}"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use infergate_testkit::eventually;
 
 /// Writes a fresh Ed25519 key pair into `dir` and returns the environment that enables JWTs
 /// with it.

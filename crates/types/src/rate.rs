@@ -74,7 +74,7 @@ impl RateSpec {
     /// Period in milliseconds, clamped to `1..=MAX_PERIOD` so that a spec
     /// built with a struct literal (bypassing [`RateSpec::new`]) can neither
     /// divide by zero nor overflow window arithmetic.
-    pub(crate) fn period_ms(&self) -> u64 {
+    pub fn period_ms(&self) -> u64 {
         let max = MAX_PERIOD.as_millis();
         let ms = self.period.as_millis().clamp(1, max);
         u64::try_from(ms).unwrap_or(u64::MAX)
