@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use infergate_types::key_shape::looks_like_key;
 use infergate_types::{HashParams, HashParamsRefused, OWASP_MIN};
 
+use crate::env::{self, EnvVar, var};
 use crate::keys::{RawJwt, RawKeyStore};
 use crate::raw::{RawLogging, RawSecurityHeaders};
 use crate::{
@@ -161,8 +162,8 @@ pub fn load_admin(
     };
     let (mut raw, base_dir): (RawAdminConfig, PathBuf) = crate::parse::yaml_file(path.as_deref())?;
     let mut set_by_env = BTreeMap::new();
-    apply_env(&mut raw, env, &mut set_by_env)?;
-    crate::keys::apply_env(&mut raw.key_store, &mut raw.jwt, env)?;
+    crate::env::apply(&mut raw, env, ENV, &mut set_by_env)?;
+    crate::keys::apply_env(&mut raw.key_store, &mut raw.jwt, env, &mut set_by_env)?;
     // A keys file named by the environment is relative to the working directory; one named in the
     // YAML is relative to the YAML file.
     let keys_base = if set_by_env.contains_key("keys_file") {
@@ -234,55 +235,30 @@ fn admin_api_key(env: &dyn Source) -> Result<Option<Secret>, ConfigError> {
     Ok(Some(secret))
 }
 
-fn apply_env(
-    raw: &mut RawAdminConfig,
-    env: &dyn Source,
-    set_by_env: &mut BTreeMap<&'static str, &'static str>,
-) -> Result<(), ConfigError> {
-    let mut get = |name: &'static str, path: &'static str| -> Option<String> {
-        let v = env.get(name)?;
-        set_by_env.insert(path, name);
-        Some(v)
-    };
-    if let Some(v) = get("INFERGATE_ADMIN_LISTEN", "listen") {
-        raw.listen = v;
-    }
-    if let Some(v) = get("INFERGATE_ADMIN_READY_FILE", "ready_file") {
-        raw.ready_file = Some(v).filter(|s| !s.is_empty());
-    }
-    if let Some(v) = get("INFERGATE_ADMIN_WORKERS", "workers") {
-        raw.workers = v.trim().parse().map_err(|_| {
-            ConfigError::invalid(
-                "INFERGATE_ADMIN_WORKERS",
-                &v,
-                "a whole number (0 = one per CPU)",
-            )
-        })?;
-    }
-    if let Some(v) = get(
+/// key-admin's environment variables (see docs/configuration.md).
+pub const ENV: &[EnvVar<RawAdminConfig>] = &[
+    var!("INFERGATE_ADMIN_LISTEN", "listen", listen = env::text),
+    var!(
+        "INFERGATE_ADMIN_READY_FILE",
+        "ready_file",
+        ready_file = env::optional
+    ),
+    var!("INFERGATE_ADMIN_WORKERS", "workers", workers = env::whole),
+    var!(
         "INFERGATE_ADMIN_SHUTDOWN_TIMEOUT_SECONDS",
         "shutdown_timeout_seconds",
-    ) {
-        raw.shutdown_timeout_seconds =
-            parse::positive_u64("INFERGATE_ADMIN_SHUTDOWN_TIMEOUT_SECONDS", &v)?;
-    }
-    if let Some(v) = get("INFERGATE_KEYS_FILE", "keys_file") {
-        raw.keys_file = v;
-    }
-    if let Some(v) = get("TRUSTED_HOSTS", "trusted_hosts") {
-        raw.trusted_hosts = parse::list("TRUSTED_HOSTS", &v)?;
-    }
-    if let Some(v) = get("SECURITY_HEADERS_ENABLED", "security_headers.enabled") {
-        raw.security_headers.enabled = parse::boolean("SECURITY_HEADERS_ENABLED", &v)?;
-    }
-    if let Some(v) = get("LOG_FORMAT", "logging.format") {
-        raw.logging.format = v;
-    }
-    if let Some(v) = get("LOG_LEVEL", "logging.level") {
-        raw.logging.level = v;
-    }
-    Ok(())
-}
+        shutdown_timeout_seconds = env::positive
+    ),
+    var!("INFERGATE_KEYS_FILE", "keys_file", keys_file = env::text),
+    var!("TRUSTED_HOSTS", "trusted_hosts", trusted_hosts = env::list),
+    var!(
+        "SECURITY_HEADERS_ENABLED",
+        "security_headers.enabled",
+        security_headers.enabled = env::boolean
+    ),
+    var!("LOG_FORMAT", "logging.format", logging.format = env::text),
+    var!("LOG_LEVEL", "logging.level", logging.level = env::text),
+];
 
 fn validate(
     raw: RawAdminConfig,

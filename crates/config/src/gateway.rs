@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use infergate_policy::{Permissions, RouteTable};
 use infergate_types::{FailureMode, RateSpec};
+
+use crate::env::{self, EnvVar, var};
 use ipnet::IpNet;
 use serde::Serialize;
 
@@ -243,7 +245,7 @@ pub fn load_gateway(
     let (mut raw, base_dir): (RawConfig, PathBuf) = parse::yaml_file(path.as_deref())?;
     let mut set_by_env = BTreeMap::new();
     apply_env(&mut raw, env, &mut set_by_env)?;
-    crate::keys::apply_env(&mut raw.key_store, &mut raw.jwt, env)?;
+    crate::keys::apply_env(&mut raw.key_store, &mut raw.jwt, env, &mut set_by_env)?;
     // A keys file named by the environment is relative to the working directory, like any path
     // typed on a command line; one named in the YAML is relative to the YAML file.
     let keys_base = if set_by_env.contains_key("auth.keys_file") {
@@ -263,102 +265,196 @@ pub fn load_gateway(
     Ok(cfg)
 }
 
-fn apply_env(
-    raw: &mut RawConfig,
-    env: &dyn Source,
-    set_by_env: &mut BTreeMap<&'static str, &'static str>,
-) -> Result<(), ConfigError> {
-    let mut get = |name: &'static str, path: &'static str| -> Option<String> {
-        let v = env.get(name)?;
-        set_by_env.insert(path, name);
-        Some(v)
-    };
-    if let Some(v) = get("INFERGATE_LISTEN", "listen") {
-        raw.listen = v;
-    }
-    if let Some(v) = get("INFERGATE_WORKERS", "workers") {
-        raw.workers = v.trim().parse().map_err(|_| {
-            ConfigError::invalid("INFERGATE_WORKERS", &v, "a whole number (0 = one per CPU)")
-        })?;
-    }
-    if let Some(v) = get(
+/// The gateway's environment variables (the FastAPI-era names are kept, see
+/// docs/configuration.md). `RATE_LIMIT_REQUESTS`/`RATE_LIMIT_PERIOD_SECONDS`/
+/// `RATE_LIMIT_DEFAULT` combine, so [`apply_env`] handles them after this table.
+pub const ENV: &[EnvVar<RawConfig>] = &[
+    var!("INFERGATE_LISTEN", "listen", listen = env::text),
+    var!("INFERGATE_WORKERS", "workers", workers = env::whole),
+    var!(
         "INFERGATE_SHUTDOWN_TIMEOUT_SECONDS",
         "shutdown_timeout_seconds",
-    ) {
-        raw.shutdown_timeout_seconds =
-            parse::positive_u64("INFERGATE_SHUTDOWN_TIMEOUT_SECONDS", &v)?;
-    }
-    if let Some(v) = get("INFERGATE_READY_FILE", "ready_file") {
-        raw.ready_file = Some(v).filter(|s| !s.is_empty());
-    }
-    if let Some(v) = get("DEBUG", "debug") {
-        raw.debug = parse::boolean("DEBUG", &v)?;
-    }
-    if let Some(v) = get("INFERGATE_UPSTREAM", "upstream.url") {
-        raw.upstream.url = v;
-    }
-    if let Some(v) = get(
+        shutdown_timeout_seconds = env::positive
+    ),
+    var!(
+        "INFERGATE_READY_FILE",
+        "ready_file",
+        ready_file = env::optional
+    ),
+    var!("DEBUG", "debug", debug = env::boolean),
+    var!(
+        "INFERGATE_UPSTREAM",
+        "upstream.url",
+        upstream.url = env::text
+    ),
+    var!(
         "INFERGATE_UPSTREAM_TIMEOUT_SECONDS",
         "upstream.timeout_seconds",
-    ) {
-        raw.upstream.timeout_seconds =
-            parse::positive_u64("INFERGATE_UPSTREAM_TIMEOUT_SECONDS", &v)?;
-    }
-    if let Some(v) = get(
+        upstream.timeout_seconds = env::positive
+    ),
+    var!(
         "INFERGATE_UPSTREAM_CONNECT_TIMEOUT_SECONDS",
         "upstream.connect_timeout_seconds",
-    ) {
-        raw.upstream.connect_timeout_seconds =
-            parse::positive_u64("INFERGATE_UPSTREAM_CONNECT_TIMEOUT_SECONDS", &v)?;
-    }
-    if let Some(v) = get("INFERGATE_UPSTREAM_API_KEY", "upstream.api_key") {
-        raw.upstream.api_key = Some(v).filter(|s| !s.is_empty());
-    }
-    if let Some(v) = get("INFERGATE_TLS_CERT", "tls.cert") {
-        raw.tls.cert = Some(v).filter(|s| !s.is_empty());
-    }
-    if let Some(v) = get("INFERGATE_TLS_KEY", "tls.key") {
-        raw.tls.key = Some(v).filter(|s| !s.is_empty());
-    }
-    if let Some(v) = get("HTTPS_ONLY", "https_only") {
-        raw.https_only = parse::boolean("HTTPS_ONLY", &v)?;
-    }
-    if let Some(v) = get("INFERGATE_HTTPS_REDIRECT", "https_redirect") {
-        raw.https_redirect = parse::boolean("INFERGATE_HTTPS_REDIRECT", &v)?;
-    }
-    if let Some(v) = get("TRUSTED_HOSTS", "trusted_hosts") {
-        raw.trusted_hosts = parse::list("TRUSTED_HOSTS", &v)?;
-    }
-    if let Some(v) = get("INFERGATE_TRUSTED_PROXIES", "trusted_proxies") {
-        raw.trusted_proxies = parse::list("INFERGATE_TRUSTED_PROXIES", &v)?;
-    }
-    if let Some(v) = get("API_KEY_AUTH_ENABLED", "auth.enabled") {
-        raw.auth.enabled = parse::boolean("API_KEY_AUTH_ENABLED", &v)?;
-    }
-    if let Some(v) = get("INFERGATE_API_KEY_HEADER", "auth.header_name") {
-        raw.auth.header_name = v;
-    }
-    if let Some(v) = get(
+        upstream.connect_timeout_seconds = env::positive
+    ),
+    var!(
+        "INFERGATE_UPSTREAM_API_KEY",
+        "upstream.api_key",
+        upstream.api_key = env::optional
+    ),
+    var!("INFERGATE_TLS_CERT", "tls.cert", tls.cert = env::optional),
+    var!("INFERGATE_TLS_KEY", "tls.key", tls.key = env::optional),
+    var!("HTTPS_ONLY", "https_only", https_only = env::boolean),
+    var!(
+        "INFERGATE_HTTPS_REDIRECT",
+        "https_redirect",
+        https_redirect = env::boolean
+    ),
+    var!("TRUSTED_HOSTS", "trusted_hosts", trusted_hosts = env::list),
+    var!(
+        "INFERGATE_TRUSTED_PROXIES",
+        "trusted_proxies",
+        trusted_proxies = env::list
+    ),
+    var!(
+        "API_KEY_AUTH_ENABLED",
+        "auth.enabled",
+        auth.enabled = env::boolean
+    ),
+    var!(
+        "INFERGATE_API_KEY_HEADER",
+        "auth.header_name",
+        auth.header_name = env::text
+    ),
+    var!(
         "INFERGATE_API_KEY_QUERY_ENABLED",
         "auth.query_param_enabled",
-    ) {
-        raw.auth.query_param_enabled = parse::boolean("INFERGATE_API_KEY_QUERY_ENABLED", &v)?;
-    }
-    if let Some(v) = get("INFERGATE_KEYS_FILE", "auth.keys_file") {
-        raw.auth.keys_file = v;
-    }
-    if let Some(v) = get("RATE_LIMIT_ENABLED", "rate_limit.enabled") {
-        raw.rate_limit.enabled = parse::boolean("RATE_LIMIT_ENABLED", &v)?;
-    }
-    if let Some(v) = get("RATE_LIMIT_STORAGE", "rate_limit.storage") {
-        raw.rate_limit.storage = v;
-    }
-    if let Some(v) = get("RATE_LIMIT_REDIS_URL", "rate_limit.redis_url") {
-        raw.rate_limit.redis_url = Some(v).filter(|s| !s.is_empty());
-    }
-    let requests = get("RATE_LIMIT_REQUESTS", "rate_limit.default");
-    let period = get("RATE_LIMIT_PERIOD_SECONDS", "rate_limit.default");
-    let default = get("RATE_LIMIT_DEFAULT", "rate_limit.default");
+        auth.query_param_enabled = env::boolean
+    ),
+    var!(
+        "INFERGATE_KEYS_FILE",
+        "auth.keys_file",
+        auth.keys_file = env::text
+    ),
+    var!(
+        "INFERGATE_ALLOW_WEAK_KEYS",
+        "auth.allow_weak_keys",
+        auth.allow_weak_keys = env::boolean
+    ),
+    var!(
+        "RATE_LIMIT_ENABLED",
+        "rate_limit.enabled",
+        rate_limit.enabled = env::boolean
+    ),
+    var!(
+        "RATE_LIMIT_STORAGE",
+        "rate_limit.storage",
+        rate_limit.storage = env::text
+    ),
+    var!(
+        "RATE_LIMIT_REDIS_URL",
+        "rate_limit.redis_url",
+        rate_limit.redis_url = env::optional
+    ),
+    var!(
+        "RATE_LIMIT_FAILURE_MODE",
+        "rate_limit.failure_mode",
+        rate_limit.failure_mode = env::text
+    ),
+    var!(
+        "RATE_LIMIT_REDIS_TIMEOUT_MS",
+        "rate_limit.redis_timeout_ms",
+        rate_limit.redis_timeout_ms = env::positive
+    ),
+    var!(
+        "RATE_LIMIT_EXPECTED_REPLICAS",
+        "rate_limit.expected_replicas",
+        rate_limit.expected_replicas = env::positive
+    ),
+    var!(
+        "RATE_LIMIT_REDIS_PREFIX",
+        "rate_limit.redis_prefix",
+        rate_limit.redis_prefix = env::text
+    ),
+    var!(
+        "RATE_LIMIT_AUTHENTICATED",
+        "rate_limit.authenticated",
+        rate_limit.authenticated = env::text
+    ),
+    var!(
+        "RATE_LIMIT_ADMIN",
+        "rate_limit.admin",
+        rate_limit.admin = env::text
+    ),
+    var!("CORS_ORIGINS", "cors.origins", cors.origins = env::list),
+    var!(
+        "CORS_ALLOW_CREDENTIALS",
+        "cors.allow_credentials",
+        cors.allow_credentials = env::boolean
+    ),
+    var!(
+        "SECURITY_HEADERS_ENABLED",
+        "security_headers.enabled",
+        security_headers.enabled = env::boolean
+    ),
+    var!(
+        "INFERGATE_MAX_BODY_BYTES",
+        "body_limits.default_bytes",
+        body_limits.default_bytes = env::count
+    ),
+    EnvVar {
+        name: "INFERGATE_MAX_BATCH_BODY_BYTES",
+        path: "body_limits.routes",
+        apply: |raw, name, v| {
+            let n = env::count(name, v)?;
+            raw.body_limits.routes.insert("/inference/batch".into(), n);
+            Ok(())
+        },
+    },
+    var!(
+        "INFERGATE_BODY_TIMEOUT_SECONDS",
+        "body_limits.timeout_seconds",
+        body_limits.timeout_seconds = env::positive
+    ),
+    var!(
+        "INFERGATE_BODY_MIN_BYTES_PER_SECOND",
+        "body_limits.min_bytes_per_second",
+        body_limits.min_bytes_per_second = env::positive
+    ),
+    var!(
+        "INFERGATE_MAX_CONNECTIONS_PER_IP",
+        "connections.max_per_ip",
+        connections.max_per_ip = env::count
+    ),
+    var!(
+        "INFERGATE_MAX_CONNECTIONS",
+        "connections.max_total",
+        connections.max_total = env::count
+    ),
+    var!("LOG_FORMAT", "logging.format", logging.format = env::text),
+    var!("LOG_LEVEL", "logging.level", logging.level = env::text),
+    var!(
+        "INFERGATE_METRICS_LISTEN",
+        "metrics.listen",
+        metrics.listen = env::optional
+    ),
+];
+
+/// The table, then the default rate, which three variables may set together.
+fn apply_env(
+    raw: &mut RawConfig,
+    source: &dyn Source,
+    set_by_env: &mut BTreeMap<&'static str, &'static str>,
+) -> Result<(), ConfigError> {
+    env::apply(raw, source, ENV, set_by_env)?;
+    let mut get = |name: &'static str| -> Option<String> {
+        let v = source.get(name)?;
+        set_by_env.insert("rate_limit.default", name);
+        Some(v)
+    };
+    let requests = get("RATE_LIMIT_REQUESTS");
+    let period = get("RATE_LIMIT_PERIOD_SECONDS");
+    let default = get("RATE_LIMIT_DEFAULT");
     if requests.is_some() || period.is_some() {
         let n = match &requests {
             Some(v) => parse::positive_u64("RATE_LIMIT_REQUESTS", v)?,
@@ -388,77 +484,6 @@ fn apply_env(
         raw.rate_limit.default = pair.to_string();
     } else if let Some(d) = default {
         raw.rate_limit.default = d;
-    }
-    if let Some(v) = get("RATE_LIMIT_FAILURE_MODE", "rate_limit.failure_mode") {
-        raw.rate_limit.failure_mode = v;
-    }
-    if let Some(v) = get("RATE_LIMIT_REDIS_TIMEOUT_MS", "rate_limit.redis_timeout_ms") {
-        raw.rate_limit.redis_timeout_ms = parse::positive_u64("RATE_LIMIT_REDIS_TIMEOUT_MS", &v)?;
-    }
-    if let Some(v) = get(
-        "RATE_LIMIT_EXPECTED_REPLICAS",
-        "rate_limit.expected_replicas",
-    ) {
-        raw.rate_limit.expected_replicas = parse::positive_u64("RATE_LIMIT_EXPECTED_REPLICAS", &v)?;
-    }
-    if let Some(v) = get("RATE_LIMIT_REDIS_PREFIX", "rate_limit.redis_prefix") {
-        raw.rate_limit.redis_prefix = v;
-    }
-    if let Some(v) = get("RATE_LIMIT_AUTHENTICATED", "rate_limit.authenticated") {
-        raw.rate_limit.authenticated = v;
-    }
-    if let Some(v) = get("RATE_LIMIT_ADMIN", "rate_limit.admin") {
-        raw.rate_limit.admin = v;
-    }
-    if let Some(v) = get("CORS_ORIGINS", "cors.origins") {
-        raw.cors.origins = parse::list("CORS_ORIGINS", &v)?;
-    }
-    if let Some(v) = get("CORS_ALLOW_CREDENTIALS", "cors.allow_credentials") {
-        raw.cors.allow_credentials = parse::boolean("CORS_ALLOW_CREDENTIALS", &v)?;
-    }
-    if let Some(v) = get("SECURITY_HEADERS_ENABLED", "security_headers.enabled") {
-        raw.security_headers.enabled = parse::boolean("SECURITY_HEADERS_ENABLED", &v)?;
-    }
-    if let Some(v) = get("INFERGATE_MAX_BODY_BYTES", "body_limits.default_bytes") {
-        raw.body_limits.default_bytes =
-            parse::positive_u64("INFERGATE_MAX_BODY_BYTES", &v)? as usize;
-    }
-    if let Some(v) = get("INFERGATE_MAX_BATCH_BODY_BYTES", "body_limits.routes") {
-        let n = parse::positive_u64("INFERGATE_MAX_BATCH_BODY_BYTES", &v)? as usize;
-        raw.body_limits.routes.insert("/inference/batch".into(), n);
-    }
-    if let Some(v) = get(
-        "INFERGATE_BODY_TIMEOUT_SECONDS",
-        "body_limits.timeout_seconds",
-    ) {
-        raw.body_limits.timeout_seconds =
-            parse::positive_u64("INFERGATE_BODY_TIMEOUT_SECONDS", &v)?;
-    }
-    if let Some(v) = get(
-        "INFERGATE_BODY_MIN_BYTES_PER_SECOND",
-        "body_limits.min_bytes_per_second",
-    ) {
-        raw.body_limits.min_bytes_per_second =
-            parse::positive_u64("INFERGATE_BODY_MIN_BYTES_PER_SECOND", &v)?;
-    }
-    if let Some(v) = get("INFERGATE_MAX_CONNECTIONS_PER_IP", "connections.max_per_ip") {
-        raw.connections.max_per_ip =
-            parse::positive_u64("INFERGATE_MAX_CONNECTIONS_PER_IP", &v)? as usize;
-    }
-    if let Some(v) = get("INFERGATE_MAX_CONNECTIONS", "connections.max_total") {
-        raw.connections.max_total = parse::positive_u64("INFERGATE_MAX_CONNECTIONS", &v)? as usize;
-    }
-    if let Some(v) = get("INFERGATE_ALLOW_WEAK_KEYS", "auth.allow_weak_keys") {
-        raw.auth.allow_weak_keys = parse::boolean("INFERGATE_ALLOW_WEAK_KEYS", &v)?;
-    }
-    if let Some(v) = get("LOG_FORMAT", "logging.format") {
-        raw.logging.format = v;
-    }
-    if let Some(v) = get("INFERGATE_METRICS_LISTEN", "metrics.listen") {
-        raw.metrics.listen = Some(v).filter(|s| !s.trim().is_empty());
-    }
-    if let Some(v) = get("LOG_LEVEL", "logging.level") {
-        raw.logging.level = v;
     }
     Ok(())
 }

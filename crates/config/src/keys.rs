@@ -2,12 +2,14 @@
 //! JWTs. The gateway and key-admin read the same `key_store:` and `jwt:` YAML sections and the
 //! same environment variables, so both always look at the same keys.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ConfigError, Secret, Source, parse};
+use crate::env::{self, EnvVar, var};
+use crate::{ConfigError, Secret, Source};
 
 /// `key_store:` in YAML.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,49 +180,80 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 }
 
 /// Applies the environment to the two sections (names in the field docs above).
+/// The key-store variables both services read.
+pub const KEY_STORE_ENV: &[EnvVar<RawKeyStore>] = &[
+    var!("KEY_STORE", "key_store.backend", backend = env::text),
+    var!(
+        "KEY_STORE_REDIS_URL",
+        "key_store.redis_url",
+        redis_url = env::optional
+    ),
+    var!(
+        "KEY_STORE_REDIS_PREFIX",
+        "key_store.redis_prefix",
+        redis_prefix = env::text
+    ),
+    var!(
+        "INFERGATE_KEY_PREFIX",
+        "key_store.key_prefix",
+        key_prefix = env::text
+    ),
+];
+
+/// The JWT variables both services read.
+pub const JWT_ENV: &[EnvVar<RawJwt>] = &[
+    var!(
+        "INFERGATE_JWT_ENABLED",
+        "jwt.enabled",
+        enabled = env::boolean
+    ),
+    var!(
+        "INFERGATE_JWT_ALGORITHM",
+        "jwt.algorithm",
+        algorithm = env::text
+    ),
+    var!(
+        "INFERGATE_JWT_PRIVATE_KEY_FILE",
+        "jwt.private_key_file",
+        private_key_file = env::optional
+    ),
+    var!(
+        "INFERGATE_JWT_PUBLIC_KEY_FILE",
+        "jwt.public_key_file",
+        public_key_file = env::optional
+    ),
+    var!(
+        "INFERGATE_JWT_SECRET_FILE",
+        "jwt.secret_file",
+        secret_file = env::optional
+    ),
+    var!("INFERGATE_JWT_ISSUER", "jwt.issuer", issuer = env::text),
+    var!(
+        "INFERGATE_JWT_AUDIENCE",
+        "jwt.audience",
+        audience = env::text
+    ),
+    var!(
+        "INFERGATE_JWT_TTL_SECONDS",
+        "jwt.ttl_seconds",
+        ttl_seconds = env::positive
+    ),
+];
+
+/// Both tables; then, when `KEY_STORE_REDIS_URL` is unset, the Redis store shares the limiter's
+/// `RATE_LIMIT_REDIS_URL` (one Redis for everything is the common deployment).
 pub fn apply_env(
     ks: &mut RawKeyStore,
     jwt: &mut RawJwt,
-    env: &dyn Source,
+    source: &dyn Source,
+    set_by_env: &mut BTreeMap<&'static str, &'static str>,
 ) -> Result<(), ConfigError> {
-    if let Some(v) = env.get("KEY_STORE") {
-        ks.backend = v;
-    }
-    if let Some(v) = env
-        .get("KEY_STORE_REDIS_URL")
-        .or_else(|| env.get("RATE_LIMIT_REDIS_URL"))
+    env::apply(ks, source, KEY_STORE_ENV, set_by_env)?;
+    env::apply(jwt, source, JWT_ENV, set_by_env)?;
+    if source.get("KEY_STORE_REDIS_URL").is_none()
+        && let Some(v) = source.get("RATE_LIMIT_REDIS_URL")
     {
-        ks.redis_url = Some(v).filter(|s| !s.is_empty());
-    }
-    if let Some(v) = env.get("KEY_STORE_REDIS_PREFIX") {
-        ks.redis_prefix = v;
-    }
-    if let Some(v) = env.get("INFERGATE_KEY_PREFIX") {
-        ks.key_prefix = v;
-    }
-    if let Some(v) = env.get("INFERGATE_JWT_ENABLED") {
-        jwt.enabled = parse::boolean("INFERGATE_JWT_ENABLED", &v)?;
-    }
-    if let Some(v) = env.get("INFERGATE_JWT_ALGORITHM") {
-        jwt.algorithm = v;
-    }
-    if let Some(v) = env.get("INFERGATE_JWT_PRIVATE_KEY_FILE") {
-        jwt.private_key_file = Some(v).filter(|s| !s.is_empty());
-    }
-    if let Some(v) = env.get("INFERGATE_JWT_PUBLIC_KEY_FILE") {
-        jwt.public_key_file = Some(v).filter(|s| !s.is_empty());
-    }
-    if let Some(v) = env.get("INFERGATE_JWT_SECRET_FILE") {
-        jwt.secret_file = Some(v).filter(|s| !s.is_empty());
-    }
-    if let Some(v) = env.get("INFERGATE_JWT_ISSUER") {
-        jwt.issuer = v;
-    }
-    if let Some(v) = env.get("INFERGATE_JWT_AUDIENCE") {
-        jwt.audience = v;
-    }
-    if let Some(v) = env.get("INFERGATE_JWT_TTL_SECONDS") {
-        jwt.ttl_seconds = parse::positive_u64("INFERGATE_JWT_TTL_SECONDS", &v)?;
+        ks.redis_url = env::optional("RATE_LIMIT_REDIS_URL", v)?;
     }
     Ok(())
 }

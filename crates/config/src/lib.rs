@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod env;
 pub mod gateway;
 pub mod keys;
 pub mod parse;

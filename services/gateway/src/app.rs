@@ -39,7 +39,34 @@ pub struct Application {
     metrics: Option<(u16, Server)>,
 }
 
+/// What `check-config` found, once every check passed.
+#[derive(Debug)]
+pub struct Checked {
+    pub static_keys: usize,
+    /// Hashed keys in the file store, when that is the backend.
+    pub hashed_keys: Option<usize>,
+    pub warnings: Vec<String>,
+}
+
 impl Application {
+    /// `check-config`: the checks [`Application::build_with`] makes, by the same functions (TLS
+    /// material, the static keys, [`AppState::build`]), short of connecting to Redis, spawning
+    /// or binding. Runs outside any runtime.
+    pub fn check(cfg: &GatewayConfig) -> Result<Checked, StartupError> {
+        if let Some(t) = &cfg.tls {
+            tls::server_config(t)?;
+        }
+        let file = keys::open_file(cfg)?;
+        let (legacy, warnings) = keys::legacy_keys(cfg, file.as_ref())?;
+        let static_keys = legacy.len();
+        AppState::build(cfg.clone(), Overrides::default(), legacy)?;
+        Ok(Checked {
+            static_keys,
+            hashed_keys: file.map(|f| f.hashed_count()),
+            warnings,
+        })
+    }
+
     pub async fn build(cfg: GatewayConfig) -> Result<Self, StartupError> {
         Self::build_with(cfg, Overrides::default()).await
     }
@@ -61,7 +88,10 @@ impl Application {
             },
             None => keys::open(&cfg).await?,
         };
-        let legacy = keys::legacy_keys(&cfg, &backend)?;
+        let (legacy, warnings) = keys::legacy_keys(&cfg, backend.file.as_deref())?;
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
         if overrides.shared_limiter.is_none()
             && cfg.rate_limit.storage == infergate_config::Storage::Redis
         {

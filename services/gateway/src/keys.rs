@@ -79,19 +79,34 @@ pub async fn open(cfg: &GatewayConfig) -> Result<KeyBackend, ConfigError> {
     }
 }
 
-/// Plaintext keys: the environment's, plus the keys file's legacy section.
+/// Opens the file store without watching it: what `check-config` reads (no other backend is
+/// contacted by a check).
+pub fn open_file(cfg: &GatewayConfig) -> Result<Option<FileKeyStore>, ConfigError> {
+    let ks = &cfg.key_store;
+    if ks.backend != KeyStoreBackend::File {
+        return Ok(None);
+    }
+    FileKeyStore::open(ks.file.clone()).map(Some).map_err(|e| {
+        store_error(
+            cfg.setting_name("auth.keys_file"),
+            ks.file.display().to_string(),
+            e,
+        )
+    })
+}
+
+/// Plaintext keys: the environment's, plus the keys file's legacy section, and a warning for each
+/// weak one (an error for one too short to accept).
 pub fn legacy_keys(
     cfg: &GatewayConfig,
-    backend: &KeyBackend,
-) -> Result<Vec<StaticKey>, ConfigError> {
+    file: Option<&FileKeyStore>,
+) -> Result<(Vec<StaticKey>, Vec<String>), ConfigError> {
     let mut keys = env_keys(cfg)?;
-    if let Some(file) = &backend.file {
+    if let Some(file) = file {
         keys.extend(file.legacy_keys());
     }
-    for w in crate::state::check_static_keys(cfg, &keys)? {
-        tracing::warn!("{w}");
-    }
-    Ok(keys)
+    let warnings = crate::state::check_static_keys(cfg, &keys)?;
+    Ok((keys, warnings))
 }
 
 /// Rebuilds the plaintext keys whenever the keys file changes as a whole.

@@ -36,5 +36,5 @@ pub mod telemetry;
 pub mod tls;
 pub mod validate;
 
-pub use app::{Application, StartupError};
+pub use app::{Application, Checked, StartupError};
 pub use state::{AppState, Overrides};

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use infergate_config::{ConfigError, EXIT_CONFIG, ProcessEnv, load_gateway};
-use infergate_gateway::{Application, StartupError, state::env_keys};
+use infergate_gateway::{Application, StartupError};
 use infergate_service::run::ReadyFile;
 
 #[derive(Parser)]
@@ -49,49 +49,12 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => {
-            let mut keys = match env_keys(&cfg) {
-                Ok(k) => k,
+            // The same checks startup makes (`Application::check`), then the effective
+            // configuration as JSON on stdout.
+            let checked = match Application::check(&cfg) {
+                Ok(c) => c,
                 Err(e) => return fail(e),
             };
-            let mut hashed = None;
-            if cfg.key_store.backend == infergate_config::KeyStoreBackend::File {
-                match infergate_keystore::FileKeyStore::open(cfg.key_store.file.clone()) {
-                    Ok(file) => {
-                        keys.extend(file.legacy_keys());
-                        hashed = Some(file.hashed_count());
-                    }
-                    Err(e) => {
-                        return fail(format!(
-                            "invalid {}={}: {e}",
-                            cfg.setting_name("auth.keys_file"),
-                            cfg.key_store.file.display()
-                        ));
-                    }
-                }
-            }
-            if let Err(e) = infergate_keystore::StaticKeyStore::new(keys.clone()) {
-                return fail(format!("invalid API_KEY/API_KEYS/keys file: {e}"));
-            }
-            let weak = match infergate_gateway::state::check_static_keys(&cfg, &keys) {
-                Ok(w) => w,
-                Err(e) => return fail(e),
-            };
-            if cfg.jwt.enabled
-                && let Err(e) = infergate_tokens::TokenVerifier::from_settings(&cfg.jwt)
-            {
-                return fail(format!("invalid jwt settings (INFERGATE_JWT_*): {e}"));
-            }
-            if let Some(t) = &cfg.tls
-                && let Err(e) = infergate_gateway::tls::server_config(t)
-            {
-                return fail(e);
-            }
-            if let Err(e) = infergate_headers::HostMatcher::new(&cfg.trusted_hosts) {
-                return fail(format!(
-                    "invalid {}: {e}",
-                    cfg.setting_name("trusted_hosts")
-                ));
-            }
             match serde_json::to_string_pretty(&cfg) {
                 Ok(s) => println!("{s}"),
                 Err(e) => return fail(e),
@@ -102,13 +65,16 @@ fn main() -> ExitCode {
                     cfg.auth.keys_file.display()
                 );
             }
-            if let Some(n) = hashed {
+            if let Some(n) = checked.hashed_keys {
                 println!("# {n} hashed key(s) in the file store");
             }
-            for w in &weak {
+            for w in &checked.warnings {
                 println!("# warning: {w}");
             }
-            println!("# configuration OK; {} static key(s) loaded", keys.len());
+            println!(
+                "# configuration OK; {} static key(s) loaded",
+                checked.static_keys
+            );
             ExitCode::SUCCESS
         }
         Command::Run => {

@@ -54,6 +54,8 @@ fn each_bad_setting_exits_64_naming_it() {
         ("TRUSTED_HOSTS", "bad host"),
         ("INFERGATE_LISTEN", "nowhere"),
         ("INFERGATE_TLS_CERT", "/nonexistent/cert.pem"),
+        // Found while building the app state: check-config runs the same code, so it fails too.
+        ("INFERGATE_UPSTREAM_API_KEY", "bad\u{7f}key"),
     ];
     for (name, value) in cases {
         let mut env = vec![(name, value)];
