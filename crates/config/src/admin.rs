@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use infergate_policy::HostMatcher;
 use infergate_types::key_shape::looks_like_key;
 use infergate_types::{HashParams, HashParamsRefused, OWASP_MIN};
 
@@ -112,7 +113,7 @@ pub struct AdminConfig {
     /// `ADMIN_API_KEY` (or the contents of `ADMIN_API_KEY_FILE`): an `igk` key ensured in the
     /// store at startup, or a plaintext legacy admin credential.
     pub admin_api_key: Option<Secret>,
-    pub trusted_hosts: Vec<String>,
+    pub trusted_hosts: HostMatcher,
     pub security_headers: bool,
     pub logging: LogSettings,
     /// Never below OWASP's argon2id minimum ([`HashParams::check`]).
@@ -291,6 +292,13 @@ fn validate(
             "host names, *.domain wildcards, or * for any host",
         ));
     }
+    let trusted_hosts = HostMatcher::new(&raw.trusted_hosts).map_err(|e| {
+        ConfigError::invalid(
+            name("trusted_hosts"),
+            raw.trusted_hosts.join(","),
+            format!("{e}: host names, *.domain wildcards, or * for any host"),
+        )
+    })?;
     if raw.keys_file.trim().is_empty() {
         return Err(ConfigError::invalid(
             name("keys_file"),
@@ -347,7 +355,7 @@ fn validate(
         key_store,
         jwt,
         admin_api_key: None,
-        trusted_hosts: raw.trusted_hosts,
+        trusted_hosts,
         security_headers: raw.security_headers.enabled,
         logging: LogSettings {
             format,

@@ -3,12 +3,14 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use infergate_policy::{Permissions, RouteTable};
+use infergate_policy::{HostMatcher, Permissions, RouteTable};
 use infergate_types::{FailureMode, RateSpec};
 
 use crate::env::{self, EnvVar, var};
+use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 use serde::Serialize;
 
@@ -29,6 +31,9 @@ pub struct UpstreamSettings {
     pub idle_timeout: Duration,
     pub api_key: Option<Secret>,
     pub api_key_header: String,
+    /// `api_key` as the header sent upstream (`Bearer …` for `Authorization`), marked sensitive.
+    #[serde(skip)]
+    pub credential: Option<(HeaderName, HeaderValue)>,
     pub max_connections: usize,
 }
 
@@ -41,7 +46,11 @@ pub struct TlsSettings {
 #[derive(Debug, Clone, Serialize)]
 pub struct AuthSettings {
     pub enabled: bool,
+    /// As written, for display.
     pub header_name: String,
+    /// `header_name` parsed (lowercase), what requests are read by.
+    #[serde(skip)]
+    pub header: HeaderName,
     pub query_param_enabled: bool,
     pub keys_file: PathBuf,
     /// `API_KEY`: one key with the admin role.
@@ -49,6 +58,9 @@ pub struct AuthSettings {
     /// `API_KEYS`: `key:role,key:role`.
     pub api_keys: Option<Secret>,
     pub public_routes: Vec<String>,
+    /// The gateway's route table with `public_routes` applied (each checked against it).
+    #[serde(skip)]
+    pub routes: RouteTable,
     pub permission_overrides: BTreeMap<String, Vec<String>>,
     #[serde(skip)]
     pub permissions: Permissions,
@@ -70,8 +82,10 @@ pub struct RateLimitSettings {
     pub default: RateSpec,
     pub authenticated: RateSpec,
     pub admin: RateSpec,
-    pub endpoints: BTreeMap<String, RateSpec>,
-    pub exempt_from_default: Vec<String>,
+    /// Keyed by the route table's own template label.
+    pub endpoints: BTreeMap<Arc<str>, RateSpec>,
+    /// Route templates, each one of the table's.
+    pub exempt_from_default: Vec<Arc<str>>,
     #[serde(
         serialize_with = "crate::parse::secs",
         rename = "sweep_interval_seconds"
@@ -190,7 +204,7 @@ pub struct GatewayConfig {
     pub tls: Option<TlsSettings>,
     pub https_only: bool,
     pub https_redirect: bool,
-    pub trusted_hosts: Vec<String>,
+    pub trusted_hosts: HostMatcher,
     pub trusted_proxies: Vec<IpNet>,
     pub auth: AuthSettings,
     pub key_store: crate::KeyStoreSettings,
@@ -488,6 +502,14 @@ fn apply_env(
     Ok(())
 }
 
+/// A header name as written (an RFC 9110 token), parsed into the lowercase form requests carry.
+fn header_name(s: &str) -> Option<HeaderName> {
+    if !is_header_token(s) {
+        return None;
+    }
+    HeaderName::from_bytes(s.to_ascii_lowercase().as_bytes()).ok()
+}
+
 fn is_header_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
@@ -553,13 +575,32 @@ fn validate(
             "a positive whole number",
         ));
     }
-    if !is_header_token(&raw.upstream.api_key_header) {
-        return Err(ConfigError::invalid(
+    let upstream_header = header_name(&raw.upstream.api_key_header).ok_or_else(|| {
+        ConfigError::invalid(
             "upstream.api_key_header",
             &raw.upstream.api_key_header,
             "an HTTP header name",
-        ));
-    }
+        )
+    })?;
+    let upstream_credential = match &raw.upstream.api_key {
+        None => None,
+        Some(key) => {
+            let value = if upstream_header == http::header::AUTHORIZATION {
+                format!("Bearer {key}")
+            } else {
+                key.clone()
+            };
+            let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                ConfigError::invalid(
+                    name("upstream.api_key"),
+                    Secret::new(key.clone()).masked(),
+                    "printable ASCII",
+                )
+            })?;
+            value.set_sensitive(true);
+            Some((upstream_header, value))
+        }
+    };
     let tls = match (raw.tls.cert, raw.tls.key) {
         (Some(cert), Some(key)) => Some(TlsSettings {
             cert: PathBuf::from(cert),
@@ -581,14 +622,21 @@ fn validate(
             "host names, *.domain wildcards, or * for any host",
         ));
     }
+    let trusted_hosts = HostMatcher::new(&raw.trusted_hosts).map_err(|e| {
+        ConfigError::invalid(
+            name("trusted_hosts"),
+            raw.trusted_hosts.join(","),
+            format!("{e}: host names, *.domain wildcards, or * for any host"),
+        )
+    })?;
 
-    if !is_header_token(&raw.auth.header_name) {
-        return Err(ConfigError::invalid(
+    let auth_header = header_name(&raw.auth.header_name).ok_or_else(|| {
+        ConfigError::invalid(
             name("auth.header_name"),
             &raw.auth.header_name,
             "an HTTP header name such as X-API-Key",
-        ));
-    }
+        )
+    })?;
     let overrides: std::collections::HashMap<String, Vec<String>> = raw
         .auth
         .permissions
@@ -602,17 +650,22 @@ fn validate(
             e.to_string(),
         )
     })?;
-    let table = RouteTable::gateway();
-    let known_routes = || table.templates().join(", ");
-    for r in &raw.auth.public_routes {
-        if table.find_template(r).is_none() {
-            return Err(ConfigError::invalid(
-                "auth.public_routes",
-                r,
-                known_routes(),
-            ));
-        }
+    let mut table = RouteTable::gateway();
+    let known_routes = || RouteTable::gateway().templates().join(", ");
+    if let Some(unknown) = table.set_public(&raw.auth.public_routes).first() {
+        return Err(ConfigError::invalid(
+            "auth.public_routes",
+            unknown,
+            known_routes(),
+        ));
     }
+    // A route reference: the table's own label for `template`, or an error naming `setting`.
+    let template = |setting: &str, template: &str| -> Result<Arc<str>, ConfigError> {
+        table
+            .find_template(template)
+            .map(|r| r.template.clone())
+            .ok_or_else(|| ConfigError::invalid(setting, template, known_routes()))
+    };
     let keys_file = {
         let p = PathBuf::from(&raw.auth.keys_file);
         if p.is_absolute() || keys_base.as_os_str().is_empty() {
@@ -703,24 +756,17 @@ fn validate(
     let admin = parse::rate(name("rate_limit.admin"), &raw.rate_limit.admin)?;
     let mut endpoints = BTreeMap::new();
     for (route, spec) in &raw.rate_limit.endpoints {
-        if table.find_template(route).is_none() {
-            return Err(ConfigError::invalid(
-                "rate_limit.endpoints",
-                route,
-                known_routes(),
-            ));
-        }
-        endpoints.insert(route.clone(), parse::rate("rate_limit.endpoints", spec)?);
+        endpoints.insert(
+            template("rate_limit.endpoints", route)?,
+            parse::rate("rate_limit.endpoints", spec)?,
+        );
     }
-    for route in &raw.rate_limit.exempt_from_default {
-        if table.find_template(route).is_none() {
-            return Err(ConfigError::invalid(
-                "rate_limit.exempt_from_default",
-                route,
-                known_routes(),
-            ));
-        }
-    }
+    let exempt_from_default = raw
+        .rate_limit
+        .exempt_from_default
+        .iter()
+        .map(|route| template("rate_limit.exempt_from_default", route))
+        .collect::<Result<Vec<_>, _>>()?;
 
     for origin in &raw.cors.origins {
         validate_origin(name("cors.origins"), origin)?;
@@ -740,13 +786,7 @@ fn validate(
         ));
     }
     for (route, n) in &raw.body_limits.routes {
-        if table.find_template(route).is_none() {
-            return Err(ConfigError::invalid(
-                "body_limits.routes",
-                route,
-                known_routes(),
-            ));
-        }
+        template("body_limits.routes", route)?;
         if *n == 0 {
             return Err(ConfigError::invalid(
                 name("body_limits.routes"),
@@ -827,21 +867,24 @@ fn validate(
             idle_timeout: Duration::from_secs(raw.upstream.idle_timeout_seconds),
             api_key: raw.upstream.api_key.map(Secret::new),
             api_key_header: raw.upstream.api_key_header,
+            credential: upstream_credential,
             max_connections: raw.upstream.max_connections,
         },
         tls,
         https_only: raw.https_only,
         https_redirect: raw.https_redirect,
-        trusted_hosts: raw.trusted_hosts,
+        trusted_hosts,
         trusted_proxies,
         auth: AuthSettings {
             enabled: raw.auth.enabled,
             header_name: raw.auth.header_name,
+            header: auth_header,
             query_param_enabled: raw.auth.query_param_enabled,
             keys_file,
             api_key: None,
             api_keys: None,
             public_routes: raw.auth.public_routes,
+            routes: table,
             permission_overrides: raw.auth.permissions,
             permissions,
             allow_weak_keys: raw.auth.allow_weak_keys,
@@ -854,7 +897,7 @@ fn validate(
             authenticated,
             admin,
             endpoints,
-            exempt_from_default: raw.rate_limit.exempt_from_default,
+            exempt_from_default,
             sweep_interval: Duration::from_secs(raw.rate_limit.sweep_interval_seconds),
             redis_prefix: raw.rate_limit.redis_prefix.clone(),
             redis_timeout: Duration::from_millis(raw.rate_limit.redis_timeout_ms),

@@ -76,7 +76,10 @@ fn environment_overrides_the_file() {
     );
     assert_eq!(cfg.rate_limit.default.to_string(), "7/minute");
     assert_eq!(cfg.cors.origins, ["https://b.example", "https://c.example"]);
-    assert_eq!(cfg.trusted_hosts, ["api.example.com", "*.example.org"]);
+    assert_eq!(
+        cfg.trusted_hosts.patterns(),
+        ["api.example.com", "*.example.org"]
+    );
     assert_eq!(cfg.auth.api_key.as_ref().unwrap().expose(), "sk-single");
     assert_eq!(
         cfg.auth.api_keys.as_ref().unwrap().expose(),

@@ -1,19 +1,15 @@
-//! Response hardening shared by every HTTP service: security headers, CORS and trusted hosts.
+//! Response hardening shared by every HTTP service: security headers and CORS (the trusted-host
+//! list is policy: `infergate_policy::HostMatcher`).
 //!
 //! - [`SecurityHeaders`]: the header set added to every response, built once at startup so the hot
 //!   path only clones pre-validated `HeaderValue`s (a reference-count bump each, no parsing).
 //! - [`cors`]: an `actix-cors` policy from configured origins.
-//! - [`HostMatcher`]: the trusted-host check (exact names and `*.example.com` wildcards, port ignored).
 //!
 //! This is the only library crate that knows actix-web: the header types are its.
 #![forbid(unsafe_code)]
 
-mod hosts;
-
 use actix_cors::Cors;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-
-pub use hosts::{HostMatcher, HostPatternError};
 
 /// The script and stylesheet of the self-hosted API docs page, shared by every service (each
 /// serves its own `docs.html` and `/openapi.json`). They work offline under [`CSP_DOCS`].

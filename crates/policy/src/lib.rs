@@ -10,9 +10,11 @@
 //! - [`routes`] also says what serves each route and which schema its body is checked against.
 //! - [`permissions`]: the role → allowed `METHOD /path` rules and the authorization decision.
 //! - [`models`]: a key's model allowlist, applied to the models a request body names.
+//! - [`hosts`]: the trusted-host list (`TRUSTED_HOSTS`) and the `Host` check.
 #![forbid(unsafe_code)]
 
 pub mod credential;
+pub mod hosts;
 pub mod models;
 pub mod permissions;
 pub mod role;
@@ -22,6 +24,7 @@ pub use credential::{
     Credential, CredentialError, CredentialRules, CredentialSource, extract_credential,
     mask_secret, strip_query_param,
 };
+pub use hosts::{HostMatcher, HostPatternError};
 pub use models::{ModelRefused, check_models, model_allowed};
 pub use permissions::{PermissionError, Permissions, Rule};
 pub use role::{Role, UnknownRole};

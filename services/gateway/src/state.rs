@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 use infergate_config::{ConfigError, GatewayConfig};
-use infergate_headers::{HostMatcher, SecurityHeaders};
+use infergate_headers::SecurityHeaders;
 use infergate_keystore::{
     KeyStore, KeyVerifier, StaticKey, StaticKeyStore, VerifierConfig, parse_api_keys,
 };
+use infergate_policy::HostMatcher;
 use infergate_policy::{CredentialRules, Role, RouteTable};
 use infergate_ratelimit::resilient::{ResilienceConfig, ResilientLimiter};
 use infergate_ratelimit::{Clock, MemoryLimiter, RateLimiter, SystemClock};
@@ -155,32 +156,9 @@ impl AppState {
         overrides: Overrides,
         legacy: Vec<StaticKey>,
     ) -> Result<Self, ConfigError> {
-        let hosts = HostMatcher::new(&cfg.trusted_hosts).map_err(|e| {
-            invalid(
-                cfg.setting_name("trusted_hosts"),
-                cfg.trusted_hosts.join(","),
-                e.to_string(),
-            )
-        })?;
-        let mut routes = RouteTable::gateway();
-        let unknown = routes.set_public(&cfg.auth.public_routes);
-        if let Some(u) = unknown.first() {
-            return Err(invalid(
-                "auth.public_routes",
-                u.clone(),
-                "a route template of the gateway",
-            ));
-        }
-        let api_key_header = HeaderName::from_bytes(
-            cfg.auth.header_name.to_ascii_lowercase().as_bytes(),
-        )
-        .map_err(|_| {
-            invalid(
-                cfg.setting_name("auth.header_name"),
-                cfg.auth.header_name.clone(),
-                "an HTTP header name",
-            )
-        })?;
+        let hosts = cfg.trusted_hosts.clone();
+        let routes = cfg.auth.routes.clone();
+        let api_key_header = cfg.auth.header.clone();
         let credential_rules = CredentialRules {
             header_name: cfg.auth.header_name.clone(),
             query_param: cfg.auth.query_param_enabled.then(|| "api_key".to_string()),
@@ -234,23 +212,14 @@ impl AppState {
             None => memory_limiter.clone(),
         };
 
-        let mut endpoint_limits = HashMap::new();
-        for (template, spec) in &cfg.rate_limit.endpoints {
-            let route = routes.find_template(template).ok_or_else(|| {
-                invalid(
-                    "rate_limit.endpoints",
-                    template.clone(),
-                    "a route template of the gateway",
-                )
-            })?;
-            endpoint_limits.insert(route.template.clone(), *spec);
-        }
-        let exempt_from_default = cfg
+        // Route references were resolved against the table by configuration.
+        let endpoint_limits: HashMap<_, _> = cfg
             .rate_limit
-            .exempt_from_default
+            .endpoints
             .iter()
-            .filter_map(|t| routes.find_template(t).map(|r| r.template.clone()))
+            .map(|(t, spec)| (t.clone(), *spec))
             .collect();
+        let exempt_from_default = cfg.rate_limit.exempt_from_default.clone();
         let rl = &cfg.rate_limit;
         let limits = crate::pipeline::plan::LimitRules {
             enabled: rl.enabled,
@@ -261,35 +230,7 @@ impl AppState {
             exempt_from_default,
         };
 
-        let upstream_credential = match &cfg.upstream.api_key {
-            None => None,
-            Some(secret) => {
-                let name = HeaderName::from_bytes(
-                    cfg.upstream.api_key_header.to_ascii_lowercase().as_bytes(),
-                )
-                .map_err(|_| {
-                    invalid(
-                        "upstream.api_key_header",
-                        cfg.upstream.api_key_header.clone(),
-                        "an HTTP header name",
-                    )
-                })?;
-                let raw = if name == actix_web::http::header::AUTHORIZATION {
-                    format!("Bearer {}", secret.expose())
-                } else {
-                    secret.expose().to_string()
-                };
-                let mut value = HeaderValue::from_str(&raw).map_err(|_| {
-                    invalid(
-                        cfg.setting_name("upstream.api_key"),
-                        secret.masked(),
-                        "printable ASCII",
-                    )
-                })?;
-                value.set_sensitive(true);
-                Some((name, value))
-            }
-        };
+        let upstream_credential = cfg.upstream.credential.clone();
 
         Ok(Self {
             security_headers: cfg.security_headers.then(SecurityHeaders::new),

@@ -157,7 +157,7 @@ proptest! {
     #[test]
     fn rate_specs_hosts_keys_and_tokens_never_panic(s in "\\PC{0,64}") {
         let _ = s.parse::<infergate_ratelimit::RateSpec>();
-        if let Ok(m) = infergate_headers::HostMatcher::new(&[s.as_str()]) {
+        if let Ok(m) = infergate_policy::HostMatcher::new(&[s.as_str()]) {
             let _ = m.allows(&s);
         }
         let _ = infergate_keystore::format::parse(&s);

@@ -9,11 +9,12 @@ use std::time::Instant;
 use actix_web::{HttpMessage, HttpRequest};
 use chrono::Utc;
 use infergate_config::{AdminConfig, ConfigError, JwtSettings};
-use infergate_headers::{HostMatcher, SecurityHeaders};
+use infergate_headers::SecurityHeaders;
 use infergate_keystore::{
     AuditEntry, HashParams, KeyChange, KeyStore, KeyVerifier, StaticKey, StaticKeyStore,
     VerifierConfig, format,
 };
+use infergate_policy::HostMatcher;
 use infergate_policy::Role;
 use infergate_tokens::TokenIssuer;
 use serde_json::{Value, json};
@@ -74,13 +75,7 @@ fn issuer(jwt: &JwtSettings) -> Option<TokenIssuer> {
 
 impl AppState {
     pub fn build(cfg: AdminConfig, store: Arc<dyn KeyStore>) -> Result<Self, ConfigError> {
-        let hosts = HostMatcher::new(&cfg.trusted_hosts).map_err(|e| {
-            ConfigError::invalid(
-                cfg.setting_name("trusted_hosts"),
-                cfg.trusted_hosts.join(","),
-                e.to_string(),
-            )
-        })?;
+        let hosts = cfg.trusted_hosts.clone();
         let mut legacy = Vec::new();
         if let Some(k) = &cfg.admin_api_key
             && !format::looks_like_key(k.expose())

@@ -1,8 +1,11 @@
-//! Trusted-host matching.
+//! Trusted-host matching: which `Host` headers a service answers (`TRUSTED_HOSTS`). Pure string
+//! work, so configuration parses the list into a [`HostMatcher`] once and hands it over.
 
 /// A parsed `TRUSTED_HOSTS` list.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostMatcher {
+    /// The patterns as configured (trimmed), for `check-config` and error messages.
+    patterns: Vec<String>,
     any: bool,
     exact: Vec<String>,
     /// Suffixes including the dot: `*.example.com` is stored as `.example.com`.
@@ -24,6 +27,7 @@ impl HostMatcher {
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self, HostPatternError> {
         let mut m = HostMatcher::default();
         for p in patterns {
+            m.patterns.push(p.as_ref().trim().to_string());
             let p = p.as_ref().trim().to_ascii_lowercase();
             let p = p.trim_start_matches('[').trim_end_matches(']').to_string();
             if p == "*" {
@@ -40,6 +44,11 @@ impl HostMatcher {
             }
         }
         Ok(m)
+    }
+
+    /// The patterns as configured.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
     }
 
     pub fn allows_any(&self) -> bool {
@@ -62,6 +71,12 @@ impl HostMatcher {
                         .get(host.len() - suffix.len()..)
                         .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
             })
+    }
+}
+
+impl serde::Serialize for HostMatcher {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.patterns.serialize(s)
     }
 }
 
