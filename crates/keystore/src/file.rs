@@ -48,58 +48,30 @@
 //! `get` and `list` serve an in-memory snapshot, refreshed by this store's own writes and, for
 //! writes by others, by [`FileKeyStore::watch`] (or [`FileKeyStore::reload_if_changed`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::{self, File, OpenOptions};
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
-use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use serde::{Deserialize, Deserializer, Serialize};
 use tokio::sync::broadcast;
 
-use crate::legacy::parse_keys_document;
+mod atomic;
+mod document;
+mod watch;
+
+use self::atomic::{
+    io_error, lock_exclusive, parent_dir, private_options, replace_file, sibling, sync_dir,
+};
+pub use self::document::FORMAT_VERSION;
+use self::document::{Document, read_document};
+pub use self::watch::WatchGuard;
+use self::watch::{Fingerprint, current_fingerprint};
 use crate::memory::{CHANGE_CAPACITY, audit_page_of};
 use crate::{
     AuditEntry, AuditQuery, KeyChange, KeyPatch, KeyRecord, KeyStore, KeyStoreError, ListQuery,
     Page, StaticKey, StoredKey, page_of,
 };
-
-/// The document version this build writes, and the newest it reads.
-pub const FORMAT_VERSION: u32 = 2;
-
-/// Mode of files this store creates: the hashes are not secrets, but nobody else needs them.
-#[cfg(unix)]
-const NEW_FILE_MODE: u32 = 0o600;
-
-/// Distinguishes temporary files of concurrent writes within one process (the pid tells
-/// processes apart).
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// The file as stored. No `Debug`: `keys` holds plaintext legacy keys.
-#[derive(Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Document {
-    #[serde(default)]
-    version: Option<u32>,
-    /// Kept as parsed YAML so a write carries it over without interpreting (or normalizing) it.
-    #[serde(default)]
-    keys: serde_yaml::Value,
-    #[serde(default, deserialize_with = "null_as_default")]
-    hashed_keys: BTreeMap<String, StoredKey>,
-}
-
-/// `hashed_keys:` with nothing after it is YAML null; read it as no keys.
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
 
 /// What the store serves reads from.
 #[derive(Default)]
@@ -107,38 +79,6 @@ struct Snapshot {
     keys: HashMap<String, StoredKey>,
     /// Parsed at load so a bad legacy section fails the load, not a later caller.
     legacy: Vec<StaticKey>,
-}
-
-/// Identifies one version of the file cheaply: a rename gives a new inode, an in-place edit a
-/// new mtime/ctime or length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Fingerprint {
-    modified: Option<SystemTime>,
-    len: u64,
-    #[cfg(unix)]
-    dev: u64,
-    #[cfg(unix)]
-    inode: u64,
-    /// Unlike mtime, no tool can set it back, so `cp -p` over the file is noticed too.
-    #[cfg(unix)]
-    ctime: (i64, i64),
-}
-
-impl Fingerprint {
-    fn of(m: &fs::Metadata) -> Self {
-        #[cfg(unix)]
-        use std::os::unix::fs::MetadataExt;
-        Self {
-            modified: m.modified().ok(),
-            len: m.len(),
-            #[cfg(unix)]
-            dev: m.dev(),
-            #[cfg(unix)]
-            inode: m.ino(),
-            #[cfg(unix)]
-            ctime: (m.ctime(), m.ctime_nsec()),
-        }
-    }
 }
 
 struct Inner {
@@ -167,183 +107,6 @@ pub struct FileKeyStore {
 /// half-updated, so they are still good after a panic elsewhere.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn io_error<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> KeyStoreError + 'a {
-    move |source| KeyStoreError::Io {
-        op,
-        path: path.display().to_string(),
-        source,
-    }
-}
-
-/// Creates the directory of `path` (mode 0700: it holds key hashes and the audit log) when it
-/// does not exist yet, so a first write into a fresh location succeeds.
-fn ensure_parent_dir(path: &Path) -> Result<(), KeyStoreError> {
-    let dir = parent_dir(path);
-    if dir.as_os_str().is_empty() || dir.exists() {
-        return Ok(());
-    }
-    let mut b = fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-    b.create(dir).map_err(io_error("create the directory", dir))
-}
-
-/// `<file><suffix>` next to the file.
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-/// Makes a rename or a file creation in `dir` durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        // Directories cannot be opened for syncing elsewhere; the rename is still atomic.
-        let _ = dir;
-        Ok(())
-    }
-}
-
-/// Options that create files with [`NEW_FILE_MODE`].
-fn private_options() -> OpenOptions {
-    let mut o = OpenOptions::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(NEW_FILE_MODE);
-    }
-    o
-}
-
-/// Holds the exclusive lock on `<file>.lock` until dropped (closing the file releases it).
-fn lock_exclusive(lock_path: &Path) -> Result<File, KeyStoreError> {
-    ensure_parent_dir(lock_path)?;
-    let f = private_options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(lock_path)
-        .map_err(io_error("open the lock file", lock_path))?;
-    f.lock().map_err(io_error("lock", lock_path))?;
-    Ok(f)
-}
-
-fn parse_error(shown: &str, detail: impl std::fmt::Display) -> KeyStoreError {
-    KeyStoreError::Parse {
-        path: shown.to_string(),
-        detail: detail.to_string(),
-    }
-}
-
-/// Parses a document and its legacy section. Empty text is an empty store.
-fn parse_document(text: &str, shown: &str) -> Result<(Document, Vec<StaticKey>), KeyStoreError> {
-    if text.trim().is_empty() {
-        return Ok((Document::default(), Vec::new()));
-    }
-    let doc: Document = serde_yaml::from_str(text).map_err(|e| parse_error(shown, e))?;
-    if let Some(v) = doc.version
-        && v > FORMAT_VERSION
-    {
-        return Err(parse_error(
-            shown,
-            format!(
-                "version {v} was written by a newer infergate (this one reads up to {FORMAT_VERSION})"
-            ),
-        ));
-    }
-    for (id, key) in &doc.hashed_keys {
-        if *key.record.id != **id {
-            return Err(parse_error(
-                shown,
-                format!("hashed_keys.{id}: the entry's id is {:?}", key.record.id),
-            ));
-        }
-    }
-    // The same parser the gateway uses for a plain keys file, so both read it alike.
-    let legacy = parse_keys_document(text, shown)?;
-    Ok((doc, legacy))
-}
-
-/// Reads the file; a missing file is an empty store. Also returns the fingerprint of exactly
-/// the version read (taken from the open handle, so a concurrent rename cannot mix them up).
-fn read_document(
-    path: &Path,
-    shown: &str,
-) -> Result<(Document, Vec<StaticKey>, Option<Fingerprint>), KeyStoreError> {
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok((Document::default(), Vec::new(), None));
-        }
-        Err(e) => return Err(io_error("read keys file", path)(e)),
-    };
-    let fp = Fingerprint::of(&file.metadata().map_err(io_error("read keys file", path))?);
-    let mut text = String::new();
-    file.read_to_string(&mut text)
-        .map_err(io_error("read keys file", path))?;
-    let (doc, legacy) = parse_document(&text, shown)?;
-    Ok((doc, legacy, Some(fp)))
-}
-
-fn current_fingerprint(path: &Path) -> Result<Option<Fingerprint>, KeyStoreError> {
-    match fs::metadata(path) {
-        Ok(m) => Ok(Some(Fingerprint::of(&m))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error("read keys file", path)(e)),
-    }
-}
-
-/// Replaces the file with `text`: temporary sibling, fsync, rename, fsync of the directory. The
-/// temporary file is removed if anything fails.
-fn replace_file(path: &Path, text: &str) -> Result<(), KeyStoreError> {
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = sibling(path, &format!(".tmp.{}.{n}", std::process::id()));
-    let existing = match fs::metadata(path) {
-        Ok(m) => Some(m.permissions()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io_error("write keys file", path)(e)),
-    };
-    let write = || -> Result<(), KeyStoreError> {
-        let mut f = private_options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io_error("write keys file", &tmp))?;
-        // The operator's choice of mode survives rewrites (set explicitly: umask does not apply).
-        if let Some(perms) = existing {
-            f.set_permissions(perms)
-                .map_err(io_error("write keys file", &tmp))?;
-        }
-        f.write_all(text.as_bytes())
-            .map_err(io_error("write keys file", &tmp))?;
-        f.sync_all().map_err(io_error("write keys file", &tmp))?;
-        drop(f);
-        fs::rename(&tmp, path).map_err(io_error("replace keys file", path))?;
-        let dir = parent_dir(path);
-        sync_dir(dir).map_err(io_error("sync the directory", dir))
-    };
-    let result = write();
-    if result.is_err() {
-        // Best effort: it may never have been created, or already be renamed.
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 fn diff(old: &Snapshot, new: &Snapshot) -> Vec<KeyChange> {
@@ -568,52 +331,6 @@ impl FileKeyStore {
         self.inner.reload_if_changed()
     }
 
-    /// Polls the file every `every` (at least 1 ms; the gateway uses 250 ms) on a dedicated OS
-    /// thread, so it works under any async runtime or none, reloading it when it changes.
-    ///
-    /// The thread holds only a `Weak` reference, so it never keeps the store alive, and exits
-    /// when the store is gone. Dropping the guard stops it at once and waits for it. If the OS
-    /// refuses a thread, the guard is inert and [`last_error`](Self::last_error) says so.
-    pub fn watch(self: &Arc<Self>, every: Duration) -> WatchGuard {
-        let store: Weak<Self> = Arc::downgrade(self);
-        let every = every.max(Duration::from_millis(1));
-        let (stop, stopped) = mpsc::channel::<()>();
-        let spawned = std::thread::Builder::new()
-            .name("keystore-file-watch".into())
-            .spawn(move || {
-                // The guard never sends; its sender being dropped is the stop signal, which
-                // also interrupts the wait at once.
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                    let Some(store) = store.upgrade() else {
-                        return;
-                    };
-                    if store.inner.reload_if_changed().is_err() {
-                        // The path only: the error text is kept for `last_error`.
-                        tracing::warn!(
-                            path = %store.inner.shown,
-                            "keys file changed but cannot be loaded; still serving the last good version"
-                        );
-                    }
-                }
-            });
-        match spawned {
-            Ok(handle) => WatchGuard {
-                stop: Some(stop),
-                handle: Some(handle),
-            },
-            Err(e) => {
-                *lock(&self.inner.last_error) = Some(format!(
-                    "cannot start the watcher of {}: {e}",
-                    self.inner.shown
-                ));
-                WatchGuard {
-                    stop: None,
-                    handle: None,
-                }
-            }
-        }
-    }
-
     /// Runs blocking file work off the async workers.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -633,32 +350,6 @@ impl std::fmt::Debug for FileKeyStore {
             .field("path", &self.inner.path)
             .field("keys", &self.inner.snapshot().keys.len())
             .finish()
-    }
-}
-
-/// Stops [`FileKeyStore::watch`]'s thread when dropped.
-#[derive(Debug)]
-pub struct WatchGuard {
-    stop: Option<mpsc::Sender<()>>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl WatchGuard {
-    /// Whether a watcher thread was started (see [`FileKeyStore::watch`]).
-    pub fn is_running(&self) -> bool {
-        self.handle.as_ref().is_some_and(|h| !h.is_finished())
-    }
-}
-
-impl Drop for WatchGuard {
-    fn drop(&mut self) {
-        // Closing the channel wakes the thread out of its wait immediately.
-        drop(self.stop.take());
-        if let Some(handle) = self.handle.take() {
-            // A panic in the watcher has nothing left to clean up; ignoring it keeps a drop
-            // from panicking in turn.
-            let _ = handle.join();
-        }
     }
 }
 

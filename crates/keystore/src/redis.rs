@@ -52,14 +52,20 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, ErrorKind, RedisError, RedisResult, RetryMethod, Script};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
+mod feed;
+mod names;
+mod redaction;
+
+use self::feed::{FEED_BACKOFF_MAX, Feed, subscribe};
+pub use self::names::KeyNames;
+use self::redaction::Redaction;
 use crate::{
     AuditEntry, AuditQuery, KeyChange, KeyPatch, KeyRecord, KeyStore, KeyStoreError, ListQuery,
     Page, StoredKey, page_of,
@@ -80,191 +86,23 @@ const OP_TOKEN_TTL_MS: u64 = 60_000;
 /// Pause before retrying a call whose connection dropped, so the manager can reconnect.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
-/// Backoff between attempts to resubscribe the change feed.
-const FEED_BACKOFF_MIN: Duration = Duration::from_millis(100);
-const FEED_BACKOFF_MAX: Duration = Duration::from_secs(2);
-
-/// How often the feed pings its connection: a connection can die without being closed (a
-/// paused or partitioned server), and only a request notices.
-const FEED_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
-
 /// Changes buffered per receiver; a receiver that falls further behind gets `Lagged` and
 /// should treat it as [`KeyChange::All`].
 const FEED_CAPACITY: usize = 1024;
 
-/// The longest accepted prefix.
-const PREFIX_MAX_LEN: usize = 64;
-
-/// The Redis names of one store (see the [module documentation](self)).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyNames {
-    prefix: String,
-}
-
-impl KeyNames {
-    /// Checks the prefix: 1 to 64 characters, none of them a brace (it would break the hash
-    /// tag), whitespace or a control character.
-    pub fn new(prefix: &str) -> Result<Self, KeyStoreError> {
-        let ok = !prefix.is_empty()
-            && prefix.len() <= PREFIX_MAX_LEN
-            && !prefix
-                .chars()
-                .any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control());
-        if !ok {
-            return Err(KeyStoreError::Invalid {
-                origin: "the redis key store configuration".into(),
-                name: "prefix".into(),
-                detail: format!(
-                    "{prefix:?} must be 1-{PREFIX_MAX_LEN} characters without braces, \
-                     whitespace or control characters"
-                ),
-            });
-        }
-        Ok(Self {
-            prefix: prefix.to_string(),
-        })
-    }
-
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    /// The hash tag every key name starts with: `{P:keys}`.
-    pub fn hash_tag(&self) -> String {
-        format!("{{{}:keys}}", self.prefix)
-    }
-
-    /// `{P:keys}:k:<id>`: one key's JSON record.
-    pub fn record(&self, id: &str) -> String {
-        format!("{}:k:{id}", self.hash_tag())
-    }
-
-    /// `{P:keys}:ids`: the sorted set of ids by creation time.
-    pub fn ids(&self) -> String {
-        format!("{}:ids", self.hash_tag())
-    }
-
-    /// `{P:keys}:audit`: the audit log.
-    pub fn audit(&self) -> String {
-        format!("{}:audit", self.hash_tag())
-    }
-
-    /// `{P:keys}:op:<token>`: a write's idempotency token.
-    pub fn op_token(&self, token: &str) -> String {
-        format!("{}:op:{token}", self.hash_tag())
-    }
-
-    /// `P:keys:changes`: the pub/sub channel. Channels are not keys and need no hash tag.
-    pub fn channel(&self) -> String {
-        format!("{}:keys:changes", self.prefix)
-    }
-}
-
 /// Create if absent. KEYS: record, ids, op token. ARGV: JSON, score, id, channel, token TTL.
 /// Returns 1 when created, 2 when this very call (same token) created it before its reply was
 /// lost, 0 when the id exists.
-static CREATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if redis.call('EXISTS', KEYS[3]) == 1 then return 2 end
-  return 0
-end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-redis.call('SET', KEYS[3], '1', 'PX', ARGV[5])
-redis.call('PUBLISH', ARGV[4], ARGV[3])
-return 1
-",
-    )
-});
+static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis/create.lua")));
 
 /// Compare and set. KEYS: record. ARGV: the JSON read, the new JSON, channel, id.
 /// Returns 1 when written, 0 when the record changed since it was read, -1 when it is gone.
-static UPDATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local current = redis.call('GET', KEYS[1])
-if not current then return -1 end
-if current ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2])
-redis.call('PUBLISH', ARGV[3], ARGV[4])
-return 1
-",
-    )
-});
+static UPDATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis/update.lua")));
 
 /// Append once. KEYS: audit list, op token. ARGV: JSON, token TTL.
 /// Returns 1 when appended, 0 when this call's token shows it was appended already.
-static APPEND_AUDIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
-return 1
-",
-    )
-});
-
-/// What may be shown of the connection string, and what must be scrubbed from messages.
-#[derive(Clone)]
-struct Redaction {
-    masked_url: String,
-    /// The password as written in the URL and as decoded; never empty strings.
-    secrets: Vec<String>,
-}
-
-impl Redaction {
-    fn new(url: &str) -> Self {
-        let mut secrets = Vec::new();
-        let masked_url = match url.split_once("://") {
-            Some((scheme, rest)) => {
-                let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-                let (authority, tail) = rest.split_at(authority_end);
-                // The last '@' ends the userinfo: a password may itself contain '@'.
-                match authority.rsplit_once('@') {
-                    Some((userinfo, host)) => {
-                        let shown_user = match userinfo.split_once(':') {
-                            Some((user, password)) => {
-                                secrets.push(password.to_string());
-                                format!("{user}:***")
-                            }
-                            // A lone userinfo part may be a password (`redis://secret@host`).
-                            None => {
-                                secrets.push(userinfo.to_string());
-                                "***".to_string()
-                            }
-                        };
-                        format!("{scheme}://{shown_user}@{host}{tail}")
-                    }
-                    None => url.to_string(),
-                }
-            }
-            // Not a URL (a bare host or a socket path): it cannot carry credentials.
-            None => url.to_string(),
-        };
-        Self {
-            masked_url,
-            secrets,
-        }
-    }
-
-    fn add_secret(&mut self, secret: Option<&str>) {
-        if let Some(s) = secret {
-            self.secrets.push(s.to_string());
-        }
-    }
-
-    /// Removes every known secret from a message (an error may echo what it was given).
-    fn scrub(&self, message: &str) -> String {
-        let mut out = message.to_string();
-        for s in self.secrets.iter().filter(|s| !s.is_empty()) {
-            out = out.replace(s.as_str(), "***");
-        }
-        out
-    }
-}
+static APPEND_AUDIT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("redis/append_audit.lua")));
 
 /// The API keys, their records and the audit log in Redis. See the [module docs](self).
 pub struct RedisKeyStore {
@@ -282,7 +120,7 @@ impl fmt::Debug for RedisKeyStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisKeyStore")
             .field("url", &self.redaction.masked_url)
-            .field("prefix", &self.names.prefix)
+            .field("prefix", &self.names.prefix())
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -630,138 +468,6 @@ impl KeyStore for RedisKeyStore {
 
     fn backend(&self) -> &'static str {
         "redis"
-    }
-}
-
-/// Opens a dedicated pub/sub connection subscribed to `channel`, within `timeout`.
-async fn subscribe(client: &Client, channel: &str, timeout: Duration) -> Result<PubSub, String> {
-    let attempt = async {
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(channel).await?;
-        Ok::<_, RedisError>(pubsub)
-    };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(pubsub)) => Ok(pubsub),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {timeout:?}")),
-    }
-}
-
-/// The change-feed task's state.
-struct Feed {
-    client: Client,
-    channel: String,
-    tx: broadcast::Sender<KeyChange>,
-    /// The current call timeout; closed when the store is dropped.
-    control: watch::Receiver<Duration>,
-    redaction: Redaction,
-}
-
-/// Why the feed stopped listening on a connection.
-enum Interrupted {
-    /// The store is gone.
-    Stop,
-    /// The connection is gone or unhealthy: resubscribe.
-    Lost(String),
-}
-
-impl Feed {
-    /// Listens until the store is dropped, resubscribing whenever the connection is lost.
-    async fn run(mut self, first: PubSub) {
-        let mut pubsub = first;
-        loop {
-            match self.listen(pubsub).await {
-                Interrupted::Stop => return,
-                Interrupted::Lost(why) => tracing::warn!(
-                    channel = %self.channel,
-                    reason = %self.redaction.scrub(&why),
-                    "key change feed lost its redis subscription; resubscribing"
-                ),
-            }
-            match self.resubscribe().await {
-                Some(p) => pubsub = p,
-                None => return,
-            }
-            tracing::info!(channel = %self.channel, "key change feed resubscribed");
-            // Changes published while unsubscribed are lost: every cache must start afresh.
-            // No receivers is fine: nobody caches anything yet.
-            let _ = self.tx.send(KeyChange::All);
-        }
-    }
-
-    /// Forwards messages until the connection is lost or the store dropped.
-    async fn listen(&mut self, pubsub: PubSub) -> Interrupted {
-        let (mut sink, mut stream) = pubsub.split();
-        let mut health =
-            tokio::time::interval_at(Instant::now() + FEED_HEALTH_INTERVAL, FEED_HEALTH_INTERVAL);
-        loop {
-            tokio::select! {
-                changed = self.control.changed() => {
-                    if changed.is_err() {
-                        return Interrupted::Stop;
-                    }
-                }
-                message = stream.next() => match message {
-                    Some(message) => match message.get_payload::<String>() {
-                        Ok(id) => {
-                            let _ = self.tx.send(KeyChange::Key(id));
-                        }
-                        // Not one of ours (someone else published on the channel): dropping
-                        // everything is the safe reading of a message we cannot parse.
-                        Err(_) => {
-                            let _ = self.tx.send(KeyChange::All);
-                        }
-                    },
-                    None => return Interrupted::Lost("the connection closed".into()),
-                },
-                _ = health.tick() => {
-                    let timeout = *self.control.borrow();
-                    match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return Interrupted::Lost(format!("health ping failed: {e}")),
-                        Err(_) => {
-                            return Interrupted::Lost(format!(
-                                "health ping unanswered after {timeout:?}"
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Retries with backoff until subscribed again (`None` if the store is dropped meanwhile).
-    async fn resubscribe(&mut self) -> Option<PubSub> {
-        let mut backoff = FEED_BACKOFF_MIN;
-        loop {
-            tokio::select! {
-                changed = self.control.changed() => {
-                    if changed.is_err() {
-                        return None;
-                    }
-                    continue;
-                }
-                () = tokio::time::sleep(backoff) => {}
-            }
-            let timeout = *self.control.borrow();
-            tokio::select! {
-                changed = self.control.changed() => {
-                    if changed.is_err() {
-                        return None;
-                    }
-                }
-                result = subscribe(&self.client, &self.channel, timeout) => match result {
-                    Ok(pubsub) => return Some(pubsub),
-                    Err(e) => tracing::debug!(
-                        channel = %self.channel,
-                        reason = %self.redaction.scrub(&e),
-                        retry_in = ?backoff,
-                        "key change feed cannot resubscribe yet"
-                    ),
-                },
-            }
-            backoff = (backoff * 2).min(FEED_BACKOFF_MAX);
-        }
     }
 }
 

@@ -82,25 +82,30 @@
 //! be charged once more. Errors never include the URL (it may carry a
 //! password).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Cmd, ErrorKind, RedisError, ServerErrorKind};
 use async_trait::async_trait;
 use deadpool::Runtime;
-use deadpool::managed::{self, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult};
+use deadpool::managed::Pool;
 use tokio::time::{Instant, timeout_at};
 
 use crate::Clock;
 use crate::decision::{Decision, LimitStatus};
-use crate::key::{BucketKey, LimitCheck};
+use crate::key::LimitCheck;
 use crate::window::{View, Window};
 use crate::{Guarded, RateLimitError, RateLimiter};
+
+mod deny;
+mod pool;
+
+use self::deny::LocalCache;
+use self::pool::Manager;
 
 /// Upper bound of the random extra TTL given to each write.
 pub const TTL_JITTER_MAX_MS: u64 = 1_000;
@@ -345,40 +350,6 @@ impl RedisLimiter {
         self.jitter_seed.hash_one(n) % (TTL_JITTER_MAX_MS + 1)
     }
 
-    /// A pooled connection, within `deadline`.
-    async fn take_connection(&self, deadline: Instant) -> Result<Checkout, RateLimitError> {
-        match timeout_at(deadline, self.pool.get()).await {
-            Ok(Ok(obj)) => Ok(Checkout {
-                obj,
-                healthy: false,
-            }),
-            Ok(Err(PoolError::Backend(e))) => Err(unavailable(describe(&e))),
-            Ok(Err(e)) => Err(unavailable(format!("Redis pool: {e}"))),
-            Err(_) => {
-                self.warm_up();
-                Err(timeout_error())
-            }
-        }
-    }
-
-    /// Finishes making a connection in the background after a call gave up
-    /// waiting for one. Without this, a connection that takes longer than
-    /// one call's budget to establish (a TLS handshake to a distant server)
-    /// would be abandoned by every call and the pool would never recover.
-    fn warm_up(&self) {
-        if self.warming.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let pool = self.pool.clone();
-        let warming = Arc::clone(&self.warming);
-        let limit = self.connect_timeout;
-        tokio::spawn(async move {
-            // Dropping the connection returns it to the pool for the next call.
-            let _ = tokio::time::timeout(limit, pool.get()).await;
-            warming.store(false, Ordering::Release);
-        });
-    }
-
     /// Runs one of our scripts and returns its integer array, within the
     /// per-call deadline; see the module doc for retries.
     async fn run_script(
@@ -453,73 +424,6 @@ impl RedisLimiter {
     /// Redis's clock from the replies it saw.
     fn local_clock(&self) -> Option<&dyn Clock> {
         self.clock.as_deref()
-    }
-}
-
-/// A connection as the pool holds it.
-struct Pooled {
-    conn: MultiplexedConnection,
-    /// Set when a call through it failed or was abandoned; the pool then
-    /// discards it instead of handing it out again.
-    broken: bool,
-}
-
-/// A connection taken from the pool for one call. Unless the call marks it
-/// healthy, it is flagged broken when dropped, which also covers a call
-/// abandoned at its deadline or cancelled by its caller: a connection whose
-/// reply never came may be wedged (a silent network partition), and a
-/// multiplexed connection has no other way of noticing.
-struct Checkout {
-    obj: Object<Manager>,
-    healthy: bool,
-}
-
-impl Checkout {
-    fn conn(&mut self) -> &mut MultiplexedConnection {
-        &mut self.obj.conn
-    }
-
-    /// Whether the connection had served a call before this one.
-    fn reused(&self) -> bool {
-        Object::metrics(&self.obj).recycle_count > 0
-    }
-}
-
-impl Drop for Checkout {
-    fn drop(&mut self) {
-        if !self.healthy {
-            self.obj.broken = true;
-        }
-    }
-}
-
-/// deadpool-redis's manager makes the connections; recycling is ours.
-/// deadpool-redis checks each connection with `UNWATCH` + `PING` whenever it
-/// leaves the pool, a second round trip per rate-limit decision. Here a
-/// connection is trusted until a call through it fails (see [`Checkout`]).
-struct Manager {
-    inner: deadpool_redis::Manager,
-}
-
-impl managed::Manager for Manager {
-    type Type = Pooled;
-    type Error = RedisError;
-
-    async fn create(&self) -> Result<Pooled, RedisError> {
-        let conn = managed::Manager::create(&self.inner).await?;
-        Ok(Pooled {
-            conn,
-            broken: false,
-        })
-    }
-
-    async fn recycle(&self, conn: &mut Pooled, _: &Metrics) -> RecycleResult<RedisError> {
-        if conn.broken {
-            return Err(RecycleError::message(
-                "a call through this connection failed",
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -695,167 +599,11 @@ impl RedisLimiter {
     }
 }
 
-/// The last state seen of one bucket.
-#[derive(Clone, Copy, Debug)]
-struct Snapshot {
-    /// `None`: the bucket did not exist.
-    window: Option<Window>,
-    /// Backend clock reading of the reply.
-    at_ms: u64,
-    /// Local instant just before the call was sent.
-    sent: std::time::Instant,
-}
-
-impl Snapshot {
-    /// Estimated backend time now, without an injected clock.
-    fn backend_now(&self) -> u64 {
-        let elapsed = u64::try_from(self.sent.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.at_ms.saturating_add(elapsed)
-    }
-}
-
-type CacheKey = (BucketKey, u64);
-
-/// The local deny cache; see the module doc. One std mutex: every critical
-/// section is a few hash operations and never spans an `.await`.
-struct LocalCache {
-    capacity: usize,
-    entries: Mutex<HashMap<CacheKey, Snapshot>>,
-}
-
-impl LocalCache {
-    fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<CacheKey, Snapshot>> {
-        // Snapshots are replaced whole, so a panic elsewhere cannot leave one torn.
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn snapshots(&self, checks: &[LimitCheck]) -> Option<Vec<Snapshot>> {
-        if self.capacity == 0 {
-            return None;
-        }
-        let map = self.lock();
-        checks
-            .iter()
-            .map(|c| map.get(&(c.key.clone(), c.spec.period_ms())).copied())
-            .collect()
-    }
-
-    /// The backend time to judge snapshots at.
-    fn now(snapshots: &[Snapshot], clock: Option<&dyn Clock>) -> Option<u64> {
-        match clock {
-            Some(clock) => Some(clock.now_millis()),
-            // The most advanced estimate: the one least likely to refuse.
-            None => snapshots.iter().map(Snapshot::backend_now).max(),
-        }
-    }
-
-    /// A refusal decided from memory, when every bucket of the request was
-    /// seen before and one of them still cannot admit a request.
-    fn refuse(&self, checks: &[LimitCheck], clock: Option<&dyn Clock>) -> Option<Decision> {
-        let snapshots = self.snapshots(checks)?;
-        let now = Self::now(&snapshots, clock)?;
-        let views: Vec<View> = checks
-            .iter()
-            .zip(&snapshots)
-            .map(|(c, s)| view_at(s.window, now, c.spec.period_ms()))
-            .collect();
-        let refused = checks
-            .iter()
-            .zip(&views)
-            .any(|(c, v)| v.remaining(c.spec.limit) == 0);
-        if !refused {
-            return None;
-        }
-        let statuses = checks
-            .iter()
-            .zip(&views)
-            .map(|(c, v)| v.status(c.key.dimension, &c.spec, true))
-            .collect();
-        Some(Decision {
-            allowed: false,
-            statuses,
-        })
-    }
-
-    /// `check`'s status from memory, if it is known to refuse.
-    fn peek(&self, check: &LimitCheck, clock: Option<&dyn Clock>) -> Option<LimitStatus> {
-        let snapshots = self.snapshots(std::slice::from_ref(check))?;
-        let now = Self::now(&snapshots, clock)?;
-        let status = view_at(snapshots[0].window, now, check.spec.period_ms()).status(
-            check.key.dimension,
-            &check.spec,
-            true,
-        );
-        status.is_exceeded().then_some(status)
-    }
-
-    /// Remembers what a reply showed: every bucket of a refused request is
-    /// stored; other replies only refresh buckets already held.
-    fn record(
-        &self,
-        checks: &[LimitCheck],
-        windows: &[Option<Window>],
-        at_ms: u64,
-        sent: std::time::Instant,
-        refused: bool,
-    ) {
-        if self.capacity == 0 {
-            return;
-        }
-        let mut map = self.lock();
-        for (check, &window) in checks.iter().zip(windows) {
-            let key = (check.key.clone(), check.spec.period_ms());
-            let snapshot = Snapshot {
-                window,
-                at_ms,
-                sent,
-            };
-            if let Some(held) = map.get_mut(&key) {
-                *held = snapshot;
-            } else if refused {
-                if map.len() >= self.capacity {
-                    Self::make_room(&mut map, self.capacity);
-                }
-                map.insert(key, snapshot);
-            }
-        }
-    }
-
-    /// Drops snapshots older than two periods (they can no longer refuse
-    /// anything), then arbitrary ones down to 7/8 of the capacity, so a flood
-    /// of refused clients costs amortised O(1) per insertion.
-    fn make_room(map: &mut HashMap<CacheKey, Snapshot>, capacity: usize) {
-        map.retain(|(_, period_ms), s| {
-            s.sent.elapsed() < Duration::from_millis(period_ms.saturating_mul(2))
-        });
-        let target = capacity - capacity / 8 - 1;
-        if map.len() > target {
-            let excess = map.len() - target;
-            let victims: Vec<CacheKey> = map.keys().take(excess).cloned().collect();
-            for key in victims {
-                map.remove(&key);
-            }
-        }
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.lock().len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::RateSpec;
-    use crate::key::Dimension;
+    use crate::key::{BucketKey, Dimension};
     use crate::{ManualClock, MemoryLimiter};
     use std::net::{IpAddr, Ipv4Addr};
 
@@ -939,57 +687,6 @@ mod tests {
             assert!(msg.contains("`tls` feature"), "{msg}");
             assert!(!msg.contains("hunter2"), "{msg}");
         }
-    }
-
-    #[test]
-    fn local_cache_refuses_only_known_buckets_and_stays_bounded() {
-        let cache = LocalCache::new(16);
-        let clock = ManualClock::new(T0);
-        let full = LimitCheck::new(BucketKey::key(Arc::from("k")), spec(2, 60));
-        let other = LimitCheck::new(BucketKey::key(Arc::from("other")), spec(2, 60));
-        let window = Window {
-            start_ms: T0,
-            current: 2,
-            previous: 0,
-        };
-        let sent = std::time::Instant::now();
-        // Seen in an allowed reply: not stored.
-        cache.record(
-            std::slice::from_ref(&full),
-            &[Some(window)],
-            T0,
-            sent,
-            false,
-        );
-        assert_eq!(cache.len(), 0);
-        cache.record(std::slice::from_ref(&full), &[Some(window)], T0, sent, true);
-        let d = cache
-            .refuse(std::slice::from_ref(&full), Some(&clock))
-            .unwrap();
-        assert!(!d.allowed);
-        assert_eq!(d.statuses[0].remaining, 0);
-        // 2 in this window: free at the next one, plus half a period of decay.
-        assert_eq!(d.retry_after(), Duration::from_millis(60_000 + 30_000));
-        // An unknown sibling sends the request to Redis.
-        assert!(cache.refuse(&[full.clone(), other], Some(&clock)).is_none());
-        // Once the wait has passed, the bucket is no longer refused locally.
-        clock.set(T0 + 90_000);
-        assert!(
-            cache
-                .refuse(std::slice::from_ref(&full), Some(&clock))
-                .is_none()
-        );
-
-        for n in 0..100 {
-            let c = LimitCheck::new(BucketKey::key(Arc::from(format!("k{n}"))), spec(1, 60));
-            cache.record(std::slice::from_ref(&c), &[Some(window)], T0, sent, true);
-            assert!(cache.len() <= 16);
-        }
-        assert!(
-            LocalCache::new(0)
-                .snapshots(std::slice::from_ref(&full))
-                .is_none()
-        );
     }
 
     /// The script's yes/no answer on states no ordinary test reaches: counts

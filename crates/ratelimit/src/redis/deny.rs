@@ -1,0 +1,244 @@
+//! The Redis limiter's local deny cache (see the limiter's module doc): the last state seen of
+//! every bucket of a refused request, so a request that would certainly be refused again is
+//! refused here, with no round trip.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use crate::Clock;
+use crate::decision::{Decision, LimitStatus};
+use crate::key::{BucketKey, LimitCheck};
+use crate::window::{View, Window};
+
+use super::view_at;
+
+/// The last state seen of one bucket.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Snapshot {
+    /// `None`: the bucket did not exist.
+    pub(super) window: Option<Window>,
+    /// Backend clock reading of the reply.
+    pub(super) at_ms: u64,
+    /// Local instant just before the call was sent.
+    pub(super) sent: std::time::Instant,
+}
+
+impl Snapshot {
+    /// Estimated backend time now, without an injected clock.
+    fn backend_now(&self) -> u64 {
+        let elapsed = u64::try_from(self.sent.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.at_ms.saturating_add(elapsed)
+    }
+}
+
+pub(super) type CacheKey = (BucketKey, u64);
+
+/// The local deny cache; see the module doc. One std mutex: every critical
+/// section is a few hash operations and never spans an `.await`.
+pub(super) struct LocalCache {
+    capacity: usize,
+    entries: Mutex<HashMap<CacheKey, Snapshot>>,
+}
+
+impl LocalCache {
+    pub(super) fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<CacheKey, Snapshot>> {
+        // Snapshots are replaced whole, so a panic elsewhere cannot leave one torn.
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn snapshots(&self, checks: &[LimitCheck]) -> Option<Vec<Snapshot>> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let map = self.lock();
+        checks
+            .iter()
+            .map(|c| map.get(&(c.key.clone(), c.spec.period_ms())).copied())
+            .collect()
+    }
+
+    /// The backend time to judge snapshots at.
+    fn now(snapshots: &[Snapshot], clock: Option<&dyn Clock>) -> Option<u64> {
+        match clock {
+            Some(clock) => Some(clock.now_millis()),
+            // The most advanced estimate: the one least likely to refuse.
+            None => snapshots.iter().map(Snapshot::backend_now).max(),
+        }
+    }
+
+    /// A refusal decided from memory, when every bucket of the request was
+    /// seen before and one of them still cannot admit a request.
+    pub(super) fn refuse(
+        &self,
+        checks: &[LimitCheck],
+        clock: Option<&dyn Clock>,
+    ) -> Option<Decision> {
+        let snapshots = self.snapshots(checks)?;
+        let now = Self::now(&snapshots, clock)?;
+        let views: Vec<View> = checks
+            .iter()
+            .zip(&snapshots)
+            .map(|(c, s)| view_at(s.window, now, c.spec.period_ms()))
+            .collect();
+        let refused = checks
+            .iter()
+            .zip(&views)
+            .any(|(c, v)| v.remaining(c.spec.limit) == 0);
+        if !refused {
+            return None;
+        }
+        let statuses = checks
+            .iter()
+            .zip(&views)
+            .map(|(c, v)| v.status(c.key.dimension, &c.spec, true))
+            .collect();
+        Some(Decision {
+            allowed: false,
+            statuses,
+        })
+    }
+
+    /// `check`'s status from memory, if it is known to refuse.
+    pub(super) fn peek(
+        &self,
+        check: &LimitCheck,
+        clock: Option<&dyn Clock>,
+    ) -> Option<LimitStatus> {
+        let snapshots = self.snapshots(std::slice::from_ref(check))?;
+        let now = Self::now(&snapshots, clock)?;
+        let status = view_at(snapshots[0].window, now, check.spec.period_ms()).status(
+            check.key.dimension,
+            &check.spec,
+            true,
+        );
+        status.is_exceeded().then_some(status)
+    }
+
+    /// Remembers what a reply showed: every bucket of a refused request is
+    /// stored; other replies only refresh buckets already held.
+    pub(super) fn record(
+        &self,
+        checks: &[LimitCheck],
+        windows: &[Option<Window>],
+        at_ms: u64,
+        sent: std::time::Instant,
+        refused: bool,
+    ) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut map = self.lock();
+        for (check, &window) in checks.iter().zip(windows) {
+            let key = (check.key.clone(), check.spec.period_ms());
+            let snapshot = Snapshot {
+                window,
+                at_ms,
+                sent,
+            };
+            if let Some(held) = map.get_mut(&key) {
+                *held = snapshot;
+            } else if refused {
+                if map.len() >= self.capacity {
+                    Self::make_room(&mut map, self.capacity);
+                }
+                map.insert(key, snapshot);
+            }
+        }
+    }
+
+    /// Drops snapshots older than two periods (they can no longer refuse
+    /// anything), then arbitrary ones down to 7/8 of the capacity, so a flood
+    /// of refused clients costs amortised O(1) per insertion.
+    fn make_room(map: &mut HashMap<CacheKey, Snapshot>, capacity: usize) {
+        map.retain(|(_, period_ms), s| {
+            s.sent.elapsed() < Duration::from_millis(period_ms.saturating_mul(2))
+        });
+        let target = capacity - capacity / 8 - 1;
+        if map.len() > target {
+            let excess = map.len() - target;
+            let victims: Vec<CacheKey> = map.keys().take(excess).cloned().collect();
+            for key in victims {
+                map.remove(&key);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{ManualClock, RateSpec};
+
+    const T0: u64 = 19_675 * 86_400_000;
+
+    fn spec(limit: u64, secs: u64) -> RateSpec {
+        RateSpec::new(limit, Duration::from_secs(secs)).unwrap()
+    }
+
+    #[test]
+    fn local_cache_refuses_only_known_buckets_and_stays_bounded() {
+        let cache = LocalCache::new(16);
+        let clock = ManualClock::new(T0);
+        let full = LimitCheck::new(BucketKey::key(Arc::from("k")), spec(2, 60));
+        let other = LimitCheck::new(BucketKey::key(Arc::from("other")), spec(2, 60));
+        let window = Window {
+            start_ms: T0,
+            current: 2,
+            previous: 0,
+        };
+        let sent = std::time::Instant::now();
+        // Seen in an allowed reply: not stored.
+        cache.record(
+            std::slice::from_ref(&full),
+            &[Some(window)],
+            T0,
+            sent,
+            false,
+        );
+        assert_eq!(cache.len(), 0);
+        cache.record(std::slice::from_ref(&full), &[Some(window)], T0, sent, true);
+        let d = cache
+            .refuse(std::slice::from_ref(&full), Some(&clock))
+            .unwrap();
+        assert!(!d.allowed);
+        assert_eq!(d.statuses[0].remaining, 0);
+        // 2 in this window: free at the next one, plus half a period of decay.
+        assert_eq!(d.retry_after(), Duration::from_millis(60_000 + 30_000));
+        // An unknown sibling sends the request to Redis.
+        assert!(cache.refuse(&[full.clone(), other], Some(&clock)).is_none());
+        // Once the wait has passed, the bucket is no longer refused locally.
+        clock.set(T0 + 90_000);
+        assert!(
+            cache
+                .refuse(std::slice::from_ref(&full), Some(&clock))
+                .is_none()
+        );
+
+        for n in 0..100 {
+            let c = LimitCheck::new(BucketKey::key(Arc::from(format!("k{n}"))), spec(1, 60));
+            cache.record(std::slice::from_ref(&c), &[Some(window)], T0, sent, true);
+            assert!(cache.len() <= 16);
+        }
+        assert!(
+            LocalCache::new(0)
+                .snapshots(std::slice::from_ref(&full))
+                .is_none()
+        );
+    }
+}
