@@ -11,8 +11,16 @@
 //! - [`gateway`]: [`GatewayConfig`], the validated result, and [`load_gateway`].
 //! - [`secret`]: [`Secret`], a string whose `Debug`, `Display` and `Serialize` never show it.
 //!
+//! - [`env`]: the environment variables as tables of (variable, YAML path, parser).
+//! - [`admin`], [`keys`]: key-admin's document, and the `key_store:`/`jwt:` sections both share.
+//!
 //! Every error is a [`ConfigError`] whose one-line message names the setting, the value and what
 //! is accepted; binaries print it and exit with status 64 (`EX_USAGE`).
+//!
+//! A crate of its own because both services and two libraries (`tokens`, `telemetry`) read these
+//! settings, and each should get them parsed once, into finished types, with the same messages.
+//! It depends only on `policy` and `types` (no Redis, no argon2, no web framework), so a
+//! `check-config` or a unit test of a setting builds in seconds.
 #![forbid(unsafe_code)]
 
 pub mod admin;

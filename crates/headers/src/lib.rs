@@ -5,7 +5,9 @@
 //!   path only clones pre-validated `HeaderValue`s (a reference-count bump each, no parsing).
 //! - [`cors`]: an `actix-cors` policy from configured origins.
 //!
-//! This is the only library crate that knows actix-web: the header types are its.
+//! With `infergate-service` (the chassis), the only library crates that know actix-web: the header
+//! types are its. A crate of its own so the header set and CORS policy are one value both
+//! services build once, and the libraries below stay framework-free.
 #![forbid(unsafe_code)]
 
 use actix_cors::Cors;

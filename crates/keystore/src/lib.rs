@@ -11,7 +11,12 @@
 //! - [`legacy`] and [`static_store`]: plaintext keys from `API_KEY`, `API_KEYS` and the FastAPI
 //!   seed's keys file, held in memory only as SHA-256 digests.
 //!
+//! - [`verifier`]: [`KeyVerifier`], the cached hot-path check (argon2 once per key per process).
+//!
 //! The `conformance` feature exposes the test suite every backend must pass.
+//!
+//! A crate of its own because both services hold keys (the gateway verifies them, key-admin
+//! mints and manages them) and neither should know how a backend stores them; it knows no HTTP.
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "conformance")]

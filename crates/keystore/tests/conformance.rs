@@ -494,8 +494,9 @@ async fn two_processes_never_lose_an_update() {
 // -------------------------------------------------------------------------------------------
 // Watching
 
+/// Polled every 50 ms; the deadline only bounds a failure (generous for a loaded machine).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_external_write_is_seen_within_a_second() {
+async fn an_external_write_is_seen_by_the_watcher() {
     let dir = tempfile::tempdir().unwrap();
     let path = keys_path(&dir);
     let key = new_key("watched");
@@ -517,7 +518,12 @@ async fn an_external_write_is_seen_within_a_second() {
     .await
     .unwrap();
 
-    expect_change(&mut rx, &KeyChange::Key(id.clone()), Duration::from_secs(1)).await;
+    expect_change(
+        &mut rx,
+        &KeyChange::Key(id.clone()),
+        Duration::from_secs(10),
+    )
+    .await;
     let seen = a.get(&id).await.unwrap().unwrap();
     assert!(seen.record.revoked_at.is_some());
 
@@ -556,7 +562,7 @@ async fn a_legacy_edit_announces_all_and_a_broken_edit_keeps_the_last_good_versi
 
     // Then breaks it: the store keeps serving the last good version and says why.
     std::fs::write(&path, "keys: [oops\n").unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while a.last_error().is_none() {
         assert!(std::time::Instant::now() < deadline, "no error reported");
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -569,7 +575,7 @@ async fn a_legacy_edit_announces_all_and_a_broken_edit_keeps_the_last_good_versi
 
     // Fixing the file clears the error.
     std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while a.last_error().is_some() {
         assert!(std::time::Instant::now() < deadline, "error not cleared");
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -586,7 +592,8 @@ fn the_watcher_stops_with_its_guard_or_its_store() {
     let started = std::time::Instant::now();
     drop(guard);
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        // The poll interval is an hour.
+        started.elapsed() < Duration::from_secs(30),
         "drop waited for the poll interval"
     );
 
@@ -594,7 +601,7 @@ fn the_watcher_stops_with_its_guard_or_its_store() {
     let guard = store.watch(Duration::from_millis(5));
     let weak = Arc::downgrade(&store);
     drop(store);
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while guard.is_running() {
         assert!(
             std::time::Instant::now() < deadline,

@@ -555,7 +555,7 @@ async fn stopped_server_is_unavailable_within_the_timeout() {
         Err(KeyStoreError::Unavailable(_)) => {}
         other => panic!("expected Unavailable, got {other:?}"),
     }
-    assert!(started.elapsed() < DEFAULT_TIMEOUT + Duration::from_secs(1));
+    assert!(started.elapsed() < DEFAULT_TIMEOUT + Duration::from_secs(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -570,8 +570,9 @@ async fn paused_server_times_out_instead_of_hanging() {
         Err(KeyStoreError::Unavailable(msg)) => assert!(msg.contains("timed out"), "{msg}"),
         other => panic!("expected Unavailable, got {other:?}"),
     }
+    // The 300 ms timeout answered, not the 3 s pause.
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_millis(2_500),
         "took {:?}",
         started.elapsed()
     );
@@ -583,8 +584,9 @@ async fn paused_server_times_out_instead_of_hanging() {
         Err(KeyStoreError::Unavailable(msg)) => assert!(msg.contains("within"), "{msg}"),
         other => panic!("expected Unavailable, got {other:?}"),
     }
+    // The 300 ms timeout answered, not the 3 s pause.
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_millis(2_500),
         "took {:?}",
         started.elapsed()
     );
@@ -692,7 +694,7 @@ async fn feed_task_stops_when_the_store_is_dropped() {
     let b = store(&server).await;
     assert_eq!(subscribers(&mut conn).await, 2);
     drop(a);
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while subscribers(&mut conn).await != 1 {
         assert!(
             Instant::now() < deadline,

@@ -90,7 +90,7 @@ async fn changes_invalidate_and_unknown_ids_cost_no_hashing() {
         )
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !matches!(
         v.verify(&key, Utc::now()).await.unwrap(),
         Verification::Revoked(_)

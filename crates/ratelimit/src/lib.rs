@@ -21,6 +21,9 @@
 //!   that any backend decides exactly as the memory backend does.
 //! - `window` (private): the window arithmetic, kept storage-free so other
 //!   backends can reach identical decisions from the same counts.
+//!
+//! A crate of its own so the limiting algorithm and its backends are tested (and benchmarked)
+//! without HTTP, and so a new backend has one trait and one conformance suite to meet.
 
 #![forbid(unsafe_code)]
 

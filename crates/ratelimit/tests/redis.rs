@@ -32,7 +32,7 @@ fn key_check(id: &str, spec: RateSpec) -> LimitCheck {
 fn patient(prefix: &str, clock: Option<ManualClock>) -> RedisLimiterConfig {
     RedisLimiterConfig {
         prefix: prefix.into(),
-        timeout: Duration::from_secs(5),
+        timeout: Duration::from_secs(30),
         clock: clock.map(|c| Arc::new(c) as Arc<dyn Clock>),
         ..RedisLimiterConfig::default()
     }
@@ -356,13 +356,14 @@ async fn paused_server_times_out_instead_of_hanging() {
         assert_eq!(msg, "timeout", "attempt {attempt}");
         assert!(
             elapsed >= timeout - Duration::from_millis(5)
-                && elapsed < timeout + Duration::from_millis(900),
+                // Bounded by the timeout, not by the 3 s pause.
+                && elapsed < timeout + Duration::from_secs(2),
             "attempt {attempt}: gave up after {elapsed:?}"
         );
     }
     let started = Instant::now();
     assert_unavailable(limiter.peek(&check[0]).await, "peek while paused");
-    assert!(started.elapsed() < timeout + Duration::from_millis(900));
+    assert!(started.elapsed() < timeout + Duration::from_secs(2));
 
     // Once the pause ends, the limiter works again.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -392,7 +393,8 @@ async fn stopped_server_is_unavailable_and_restart_recovers() {
     let started = Instant::now();
     let msg = assert_unavailable(limiter.check(&check).await, "check on a stopped server");
     assert!(msg.starts_with("connection failed"), "{msg}");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // A refused connection fails at once, not at the 30 s timeout.
+    assert!(started.elapsed() < Duration::from_secs(10));
     assert_unavailable(limiter.peek(&check[0]).await, "peek on a stopped server");
     assert_unavailable(
         RedisLimiter::connect(&server.url(), patient("restart", None)).await,

@@ -15,6 +15,10 @@
 //! - [`continue_remote_trace`], [`outgoing_trace_headers`], [`trace_id`]: W3C trace context in,
 //!   out, and into the access log.
 //! - [`LogSampler`]: caps how many lines per second a flood of one event can write.
+//!
+//! A crate of its own because both services log and trace alike (one subscriber setup, one set of
+//! `OTEL_*` variables, one span target), and because the OpenTelemetry dependencies are heavy:
+//! only the binaries and this crate build them.
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;

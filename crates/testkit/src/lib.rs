@@ -1,4 +1,5 @@
-//! Test support shared by every infergate crate's tests.
+//! Test support shared by every infergate crate's tests (a dev-dependency only, so nothing here
+//! reaches a release build).
 //!
 //! Tests run against real processes, never mocks: a mock Redis would agree with whatever the
 //! code under test believes Redis does, which is exactly what a test must not take on trust.

@@ -18,6 +18,9 @@
 //!   up (a revoked key's tokens die with it), and its model list is cut to what the key still
 //!   allows; an external issuer's token gets a record of its own.
 //!
+//! A crate of its own because the issuer (key-admin) and the verifier (gateway) must agree on
+//! claims, algorithms and key handling exactly; one crate holds both sides.
+//!
 //! Cryptography is jsonwebtoken's `rust_crypto` backend. The workspace must enable exactly one
 //! backend; with none or both, jsonwebtoken compiles but panics at the first signature.
 #![forbid(unsafe_code)]

@@ -142,7 +142,8 @@ async fn slow_headers_are_cut_off() {
     // actix's client request timeout (5 s) ends a request whose headers never finish.
     let started = Instant::now();
     let raw = read_all(&mut s).await;
-    assert!(started.elapsed() < Duration::from_secs(9), "held open");
+    // Well past the 5 s timeout, yet far from "held open for ever".
+    assert!(started.elapsed() < Duration::from_secs(30), "held open");
     let st = status(&raw);
     assert!(st == 408 || st == 0, "{raw}");
 }

@@ -204,12 +204,13 @@ async fn slow_upstream_is_504() {
         .client
         .post(app.url("/inference"))
         .insert_header(("X-API-Key", USER_KEY))
-        .insert_header(("X-Dev-Delay-Ms", "3000"));
+        .insert_header(("X-Dev-Delay-Ms", "30000"));
     let started = Instant::now();
     let r = app.send(req, Some(r#"{"prompt":"x"}"#)).await;
     assert_error_shape(&r, 504, "upstream_timeout");
+    // The 1 s timeout answered, not the upstream's 30 s; generous for a loaded machine.
     assert!(
-        started.elapsed() < Duration::from_millis(2900),
+        started.elapsed() < Duration::from_secs(15),
         "{:?}",
         started.elapsed()
     );
