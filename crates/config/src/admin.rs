@@ -285,20 +285,7 @@ fn validate(
             ));
         }
     }
-    if raw.trusted_hosts.is_empty() {
-        return Err(ConfigError::invalid(
-            name("trusted_hosts"),
-            "(empty)",
-            "host names, *.domain wildcards, or * for any host",
-        ));
-    }
-    let trusted_hosts = HostMatcher::new(&raw.trusted_hosts).map_err(|e| {
-        ConfigError::invalid(
-            name("trusted_hosts"),
-            raw.trusted_hosts.join(","),
-            format!("{e}: host names, *.domain wildcards, or * for any host"),
-        )
-    })?;
+    let trusted_hosts = parse::hosts(name("trusted_hosts"), &raw.trusted_hosts)?;
     if raw.keys_file.trim().is_empty() {
         return Err(ConfigError::invalid(
             name("keys_file"),

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use infergate_policy::HostMatcher;
 use infergate_types::{RATE_SPEC_ACCEPTED, RateSpec};
 use ipnet::IpNet;
 
@@ -60,6 +61,17 @@ pub fn list(setting: &str, value: &str) -> Result<Vec<String>, ConfigError> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect())
+}
+
+/// `TRUSTED_HOSTS`: host names, `*.domain` wildcards or `*`; an empty list would refuse every
+/// request, so it is an error too.
+pub fn hosts(setting: &str, values: &[String]) -> Result<HostMatcher, ConfigError> {
+    const ACCEPTED: &str = "host names, *.domain wildcards, or * for any host";
+    if values.is_empty() {
+        return Err(ConfigError::invalid(setting, "(empty)", ACCEPTED));
+    }
+    HostMatcher::new(values)
+        .map_err(|e| ConfigError::invalid(setting, values.join(","), format!("{e}: {ACCEPTED}")))
 }
 
 pub fn cidrs(setting: &str, values: &[String]) -> Result<Vec<IpNet>, ConfigError> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
-use infergate_policy::{HostMatcher, Permissions, RouteTable};
+use infergate_policy::{Permissions, RouteTable};
 use infergate_types::FailureMode;
 
 use super::*;
@@ -128,20 +128,7 @@ pub(super) fn validate(
         }
     };
     let trusted_proxies = parse::cidrs(name("trusted_proxies"), &raw.trusted_proxies)?;
-    if raw.trusted_hosts.is_empty() {
-        return Err(ConfigError::invalid(
-            name("trusted_hosts"),
-            "(empty)",
-            "host names, *.domain wildcards, or * for any host",
-        ));
-    }
-    let trusted_hosts = HostMatcher::new(&raw.trusted_hosts).map_err(|e| {
-        ConfigError::invalid(
-            name("trusted_hosts"),
-            raw.trusted_hosts.join(","),
-            format!("{e}: host names, *.domain wildcards, or * for any host"),
-        )
-    })?;
+    let trusted_hosts = parse::hosts(name("trusted_hosts"), &raw.trusted_hosts)?;
 
     let auth_header = header_name(&raw.auth.header_name).ok_or_else(|| {
         ConfigError::invalid(
