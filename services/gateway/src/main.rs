@@ -1,4 +1,5 @@
 //! `infergate-gateway`: read configuration, build the app, serve until SIGTERM/SIGINT, drain, exit.
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

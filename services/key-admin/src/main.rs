@@ -1,5 +1,6 @@
 //! `infergate-admin`: read configuration, then serve the admin API (the default) or run a `keys`
 //! command. Configuration errors exit 64, other failures 1, each with a one-line message.
+#![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::net::SocketAddr;
