@@ -11,6 +11,7 @@
 //! - [`legacy`] and [`static_store`]: plaintext keys from `API_KEY`, `API_KEYS` and the FastAPI
 //!   seed's keys file, held in memory only as SHA-256 digests.
 //!
+//! - [`open`]: the store a configuration names, opened the same way for both services.
 //! - [`verifier`]: [`KeyVerifier`], the cached hot-path check (argon2 once per key per process).
 //!
 //! The `conformance` feature exposes the test suite every backend must pass.
@@ -26,6 +27,7 @@ pub mod format;
 pub mod hash;
 pub mod legacy;
 pub mod memory;
+pub mod open;
 pub mod record;
 pub mod redis;
 pub mod static_store;
@@ -37,6 +39,7 @@ pub use format::{GeneratedKey, KeyFormatError, ParsedKey};
 pub use hash::{HashError, HashParams};
 pub use legacy::{StaticKey, load_keys_file, parse_api_keys};
 pub use memory::MemoryKeyStore;
+pub use open::OpenedStore;
 pub use record::{AuditEntry, KeyPatch, KeyRecord, KeyState, StoredKey, Verification};
 pub use redis::RedisKeyStore;
 pub use static_store::StaticKeyStore;

@@ -10,6 +10,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use infergate_config::{ConfigError, GatewayConfig};
+use infergate_keystore::OpenedStore;
 use infergate_ratelimit::SweeperGuard;
 
 use crate::handlers;
@@ -34,7 +35,7 @@ pub struct Application {
     server: Server,
     state: web::Data<AppState>,
     _sweeper: Option<SweeperGuard>,
-    _keys: keys::KeyBackend,
+    _keys: OpenedStore,
     /// The internal, unauthenticated `/metrics` listener, when configured.
     metrics: Option<(u16, Server)>,
 }
@@ -82,9 +83,10 @@ impl Application {
             None => None,
         };
         let backend = match overrides.key_store.take() {
-            Some(store) => keys::KeyBackend {
-                store: Some(store),
-                ..Default::default()
+            Some(store) => OpenedStore {
+                store,
+                file: None,
+                watch: None,
             },
             None => keys::open(&cfg).await?,
         };
@@ -98,7 +100,7 @@ impl Application {
             overrides.shared_limiter =
                 Some(open_redis_limiter(&cfg, overrides.clock.clone()).await?);
         }
-        overrides.key_store = backend.store.clone();
+        overrides.key_store = Some(backend.store.clone());
         let reload_cfg = cfg.clone();
         let state = web::Data::new(AppState::build(cfg, overrides, legacy)?);
         state.verifier.spawn_invalidator();

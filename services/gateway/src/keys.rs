@@ -4,79 +4,38 @@
 use std::sync::Arc;
 
 use infergate_config::{ConfigError, GatewayConfig, KeyStoreBackend};
-use infergate_keystore::file::{FileKeyStore, WatchGuard};
-use infergate_keystore::memory::MemoryKeyStore;
-use infergate_keystore::redis::RedisKeyStore;
-use infergate_keystore::{KeyChange, KeyStore, KeyVerifier, StaticKey, StaticKeyStore};
+use infergate_keystore::file::FileKeyStore;
+use infergate_keystore::{
+    KeyChange, KeyStore, KeyVerifier, OpenedStore, StaticKey, StaticKeyStore,
+};
 
 use crate::state::env_keys;
-
-/// The opened store, and what keeps it alive.
-#[derive(Default)]
-pub struct KeyBackend {
-    pub store: Option<Arc<dyn KeyStore>>,
-    pub file: Option<Arc<FileKeyStore>>,
-    pub watch: Option<WatchGuard>,
-}
-
-impl std::fmt::Debug for KeyBackend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyBackend")
-            .field("backend", &self.store.as_ref().map(|s| s.backend()))
-            .finish()
-    }
-}
 
 fn store_error(setting: &str, value: String, e: impl std::fmt::Display) -> ConfigError {
     ConfigError::invalid(setting, value, format!("a usable key store ({e})"))
 }
 
-/// Opens the configured store. A missing keys file is an empty store (created on first write).
-pub async fn open(cfg: &GatewayConfig) -> Result<KeyBackend, ConfigError> {
+/// Opens the configured store (watched, when it is the file store); errors name the setting.
+/// A missing keys file is an empty store (created on first write).
+pub async fn open(cfg: &GatewayConfig) -> Result<OpenedStore, ConfigError> {
     let ks = &cfg.key_store;
-    match ks.backend {
-        KeyStoreBackend::File => {
-            let file = Arc::new(FileKeyStore::open(ks.file.clone()).map_err(|e| {
-                store_error(
-                    cfg.setting_name("auth.keys_file"),
-                    ks.file.display().to_string(),
-                    e,
-                )
-            })?);
-            let watch = file.watch(ks.reload_interval);
-            Ok(KeyBackend {
-                store: Some(file.clone() as Arc<dyn KeyStore>),
-                file: Some(file),
-                watch: Some(watch),
-            })
-        }
-        KeyStoreBackend::Redis => {
-            let url = ks
-                .redis_url
-                .as_ref()
-                .map(|u| u.expose().to_string())
-                .unwrap_or_default();
-            let store = RedisKeyStore::connect(&url, &ks.redis_prefix)
-                .await
-                .map_err(|e| {
-                    store_error(
-                        "KEY_STORE_REDIS_URL",
-                        infergate_config::Secret::new(url.clone()).masked(),
-                        e,
-                    )
-                })?;
-            Ok(KeyBackend {
-                store: Some(Arc::new(store)),
-                file: None,
-                watch: None,
-            })
-        }
-        KeyStoreBackend::Memory => Ok(KeyBackend {
-            store: Some(Arc::new(MemoryKeyStore::new())),
-            file: None,
-            watch: None,
-        }),
-    }
+    infergate_keystore::open::open(ks, true)
+        .await
+        .map_err(|e| match ks.backend {
+            KeyStoreBackend::Redis => store_error(
+                "KEY_STORE_REDIS_URL",
+                ks.redis_url
+                    .as_ref()
+                    .map(|u| u.masked())
+                    .unwrap_or_default(),
+                e,
+            ),
+            _ => store_error(
+                cfg.setting_name("auth.keys_file"),
+                ks.file.display().to_string(),
+                e,
+            ),
+        })
 }
 
 /// Opens the file store without watching it: what `check-config` reads (no other backend is

@@ -16,7 +16,7 @@ use infergate_keystore::{GeneratedKey, KeyStore, WatchGuard};
 use crate::bootstrap::{self, BootstrapError};
 use crate::error::AdminError;
 use crate::state::AppState;
-use crate::{handlers, keys, store, tokens};
+use crate::{handlers, keys, tokens};
 use infergate_service::docs;
 use infergate_service::edge::edge;
 use infergate_service::run::{BindError, bind, workers};
@@ -174,7 +174,7 @@ impl Application {
         let (store, watch) = match overrides.store {
             Some(s) => (s, None),
             None => {
-                let opened = store::open(&cfg.key_store, true)
+                let opened = infergate_keystore::open::open(&cfg.key_store, true)
                     .await
                     .map_err(|e| StartupError::Store(e.to_string()))?;
                 (opened.store, opened.watch)

@@ -20,7 +20,6 @@ use crate::error::AdminError;
 use crate::keys::{revoke_key, rotate_key};
 use crate::mint::{mint, record_json};
 use crate::state::AppState;
-use crate::store;
 
 pub const CLI_ACTOR: &str = "cli";
 
@@ -151,8 +150,8 @@ pub async fn run_keys(cfg: AdminConfig, cmd: KeysCommand) -> Result<(), CliError
         _ => None,
     };
     let opened = match &output {
-        Some(path) => store::open_file(path, None),
-        None => store::open(&cfg.key_store, false).await,
+        Some(path) => infergate_keystore::open::open_file(path, None),
+        None => infergate_keystore::open::open(&cfg.key_store, false).await,
     }
     .map_err(|e| CliError::Failed(format!("cannot open the key store: {e}")))?;
     let state = AppState::build(cfg, opened.store)?;

@@ -5,7 +5,6 @@
 //!   route table.
 //! - [`state`]: everything built once at startup (store, verifier, token issuer, metrics) and the
 //!   audit helper every admin action goes through.
-//! - [`store`]: opening the configured key store (file, redis, memory).
 //! - [`bootstrap`]: the first admin credential (`ADMIN_API_KEY`, or a minted key shown once).
 //! - [`middleware`]: the edge (request id, trusted hosts, JSON errors, security headers, access
 //!   log); [`auth`]: the `Admin` / `AnyKey` extractors.
@@ -29,7 +28,6 @@ pub mod metrics;
 pub mod middleware;
 pub mod mint;
 pub mod state;
-pub mod store;
 pub mod telemetry;
 pub mod tokens;
 pub mod validate;

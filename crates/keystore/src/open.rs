@@ -1,16 +1,24 @@
-//! Opening the configured key store: `file` (the default, watched so edits by the CLI or another
-//! process are seen), `redis` (shared with the gateways) or `memory` (tests; lost on exit).
+//! Opening the key store a configuration names (`key_store:` / `KEY_STORE`), for both services:
+//! `file` (the default, optionally watched so edits by the CLI or another process are seen),
+//! `redis` (shared by every replica) or `memory` (tests; lost on exit). It reads the settings
+//! `infergate-config` parsed, as `infergate-tokens` reads its own.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use infergate_config::{KeyStoreBackend, KeyStoreSettings};
-use infergate_keystore::redis::RedisKeyStore;
-use infergate_keystore::{FileKeyStore, KeyStore, KeyStoreError, MemoryKeyStore, WatchGuard};
 
-/// A store and whatever keeps it fresh (dropping the guard stops the file watcher).
+use crate::file::{FileKeyStore, WatchGuard};
+use crate::memory::MemoryKeyStore;
+use crate::redis::RedisKeyStore;
+use crate::{KeyStore, KeyStoreError};
+
+/// An opened store and whatever keeps it fresh (dropping the guard stops the file watcher).
 pub struct OpenedStore {
     pub store: Arc<dyn KeyStore>,
+    /// The same store, when it is the file store (its legacy section and reloads need it).
+    pub file: Option<Arc<FileKeyStore>>,
     pub watch: Option<WatchGuard>,
 }
 
@@ -22,8 +30,8 @@ impl std::fmt::Debug for OpenedStore {
     }
 }
 
-/// Opens the store `settings` select. `watch` starts the file store's reload watcher (the
-/// long-running service wants it; a one-shot CLI command does not).
+/// Opens the store `settings` select. `watch` starts the file store's reload watcher (a
+/// long-running service wants it; a one-shot command does not).
 pub async fn open(settings: &KeyStoreSettings, watch: bool) -> Result<OpenedStore, KeyStoreError> {
     match settings.backend {
         KeyStoreBackend::File => {
@@ -31,6 +39,7 @@ pub async fn open(settings: &KeyStoreSettings, watch: bool) -> Result<OpenedStor
         }
         KeyStoreBackend::Memory => Ok(OpenedStore {
             store: Arc::new(MemoryKeyStore::new()),
+            file: None,
             watch: None,
         }),
         KeyStoreBackend::Redis => {
@@ -40,6 +49,7 @@ pub async fn open(settings: &KeyStoreSettings, watch: bool) -> Result<OpenedStor
             let store = RedisKeyStore::connect(url.expose(), &settings.redis_prefix).await?;
             Ok(OpenedStore {
                 store: Arc::new(store),
+                file: None,
                 watch: None,
             })
         }
@@ -47,11 +57,12 @@ pub async fn open(settings: &KeyStoreSettings, watch: bool) -> Result<OpenedStor
 }
 
 /// Opens a file store at `path` (created on first write), watched every `reload` when given.
-pub fn open_file(
-    path: &Path,
-    reload: Option<std::time::Duration>,
-) -> Result<OpenedStore, KeyStoreError> {
-    let store = Arc::new(FileKeyStore::open(path)?);
-    let watch = reload.map(|every| store.watch(every));
-    Ok(OpenedStore { store, watch })
+pub fn open_file(path: &Path, reload: Option<Duration>) -> Result<OpenedStore, KeyStoreError> {
+    let file = Arc::new(FileKeyStore::open(path)?);
+    let watch = reload.map(|every| file.watch(every));
+    Ok(OpenedStore {
+        store: file.clone(),
+        file: Some(file),
+        watch,
+    })
 }
