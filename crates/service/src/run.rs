@@ -11,7 +11,10 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use actix_web::dev::Server;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::web;
 
 /// Whether the service is shutting down; readiness handlers read it.
 #[derive(Debug, Default)]
@@ -54,6 +57,46 @@ pub fn bind(addr: SocketAddr) -> Result<(TcpListener, u16), BindError> {
     })?;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     Ok((listener, port))
+}
+
+/// A service state that can be drained (its readiness answers 503 once draining).
+pub trait Drains {
+    fn drain(&self) -> &Drain;
+}
+
+/// The bound main server of a service and its state: what both services' `Application` hold.
+pub struct Served<S: 'static> {
+    port: u16,
+    server: Server,
+    state: web::Data<S>,
+}
+
+impl<S: Drains + 'static> Served<S> {
+    pub fn new(port: u16, server: Server, state: web::Data<S>) -> Self {
+        Self {
+            port,
+            server,
+            state,
+        }
+    }
+
+    /// The bound port (port 0 in the configuration picks a free one).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub fn state(&self) -> Arc<S> {
+        self.state.clone().into_inner()
+    }
+
+    /// [`run_until`] with the state's own drain.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        run_until(self.server, shutdown, self.state.drain()).await
+    }
 }
 
 /// The ready file (`ready_file` in either service's configuration): the bound addresses as one

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use actix_web::dev::{Server, ServerHandle};
+use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use infergate_config::{ConfigError, GatewayConfig};
@@ -20,7 +20,7 @@ use crate::proxy;
 use crate::state::{AppState, Overrides};
 use crate::tls;
 use infergate_service::edge::edge;
-use infergate_service::run::{BindError, bind, workers};
+use infergate_service::run::{BindError, Drains, Served, bind, workers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -31,9 +31,7 @@ pub enum StartupError {
 }
 
 pub struct Application {
-    port: u16,
-    server: Server,
-    state: web::Data<AppState>,
+    served: Served<AppState>,
     _sweeper: Option<SweeperGuard>,
     _keys: OpenedStore,
     /// The internal, unauthenticated `/metrics` listener, when configured.
@@ -182,25 +180,16 @@ impl Application {
             None => None,
         };
         Ok(Self {
-            port,
-            server,
-            state,
+            served: Served::new(port, server, state),
             _sweeper: Some(sweeper),
             _keys: backend,
             metrics,
         })
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
-    }
-
-    pub fn state(&self) -> Arc<AppState> {
-        self.state.clone().into_inner()
+    /// The bound server: its port, a stop handle and the state.
+    pub fn served(&self) -> &Served<AppState> {
+        &self.served
     }
 
     /// The internal `/metrics` port, when `metrics.listen` is set.
@@ -216,8 +205,7 @@ impl Application {
             actix_web::rt::spawn(server);
             handle
         });
-        let result =
-            infergate_service::run::run_until(self.server, shutdown, &self.state.drain).await;
+        let result = self.served.run_until(shutdown).await;
         if let Some(h) = metrics {
             h.stop(true).await;
         }
@@ -261,4 +249,10 @@ async fn open_redis_limiter(
         ))
     })?;
     Ok(Arc::new(limiter))
+}
+
+impl Drains for AppState {
+    fn drain(&self) -> &infergate_service::run::Drain {
+        &self.drain
+    }
 }

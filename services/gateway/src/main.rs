@@ -109,12 +109,12 @@ fn main() -> ExitCode {
                     }
                 };
                 let scheme = if tls { "https" } else { "http" };
-                tracing::info!(listen = %format!("{scheme}://{}:{}", listen.ip(), app.port()), upstream = %upstream, "infergate gateway listening");
+                tracing::info!(listen = %format!("{scheme}://{}:{}", listen.ip(), app.served().port()), upstream = %upstream, "infergate gateway listening");
                 // Held until the server stops: dropping it removes the file.
                 let _ready = match &ready_file {
                     None => None,
                     Some((path, setting)) => {
-                        let mut addrs = vec![("listen", SocketAddr::new(listen.ip(), app.port()))];
+                        let mut addrs = vec![("listen", SocketAddr::new(listen.ip(), app.served().port()))];
                         if let (Some(m), Some(port)) = (metrics_listen, app.metrics_port()) {
                             addrs.push(("metrics_listen", SocketAddr::new(m.ip(), port)));
                         }

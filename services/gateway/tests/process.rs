@@ -380,7 +380,7 @@ async fn revocation_reaches_every_replica_within_a_second() {
     let admin = infergate_key_admin::Application::build(admin_cfg)
         .await
         .unwrap();
-    let admin_url = format!("http://127.0.0.1:{}", admin.port());
+    let admin_url = format!("http://127.0.0.1:{}", admin.served().port());
     actix_web::rt::spawn(admin.run_until(std::future::pending()));
 
     let client = awc::Client::default();

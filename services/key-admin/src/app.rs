@@ -7,7 +7,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use infergate_config::{AdminConfig, ConfigError};
@@ -19,7 +18,7 @@ use crate::state::AppState;
 use crate::{handlers, keys, tokens};
 use infergate_service::docs;
 use infergate_service::edge::edge;
-use infergate_service::run::{BindError, bind, workers};
+use infergate_service::run::{BindError, Drains, Served, bind, workers};
 
 /// Largest request body accepted (metadata is capped at 16 KiB; the rest is small).
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -70,9 +69,7 @@ pub struct Overrides {
 }
 
 pub struct Application {
-    port: u16,
-    server: Server,
-    state: web::Data<AppState>,
+    served: Served<AppState>,
     bootstrap_key: Option<GeneratedKey>,
     _watch: Option<WatchGuard>,
     _invalidator: Option<tokio::task::JoinHandle<()>>,
@@ -206,25 +203,16 @@ impl Application {
         })?
         .run();
         Ok(Self {
-            port,
-            server,
-            state,
+            served: Served::new(port, server, state),
             bootstrap_key,
             _watch: watch,
             _invalidator: invalidator,
         })
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
-    }
-
-    pub fn state(&self) -> Arc<AppState> {
-        self.state.clone().into_inner()
+    /// The bound server: its port, a stop handle and the state.
+    pub fn served(&self) -> &Served<AppState> {
+        &self.served
     }
 
     /// The admin key minted by the bootstrap, if one was (to show once; taken, not copied).
@@ -235,12 +223,17 @@ impl Application {
     /// Serves until `shutdown` resolves (main passes [`infergate_service::run::shutdown_signal`]),
     /// then drains: readiness answers 503 and in-flight requests finish within the bound.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let result =
-            infergate_service::run::run_until(self.server, shutdown, &self.state.drain).await;
+        let result = self.served.run_until(shutdown).await;
         if let Some(t) = self._invalidator {
             t.abort();
         }
         drop(self._watch);
         result
+    }
+}
+
+impl Drains for AppState {
+    fn drain(&self) -> &infergate_service::run::Drain {
+        &self.drain
     }
 }

@@ -80,13 +80,13 @@ fn main() -> ExitCode {
                     Ok(s) => s,
                     Err(e) => return fail(1, format!("cannot install signal handlers: {e}")),
                 };
-                let backend = app.state().store.backend();
-                tracing::info!(listen = %format!("http://{}:{}", listen.ip(), app.port()), key_store = backend, "infergate key-admin listening");
+                let backend = app.served().state().store.backend();
+                tracing::info!(listen = %format!("http://{}:{}", listen.ip(), app.served().port()), key_store = backend, "infergate key-admin listening");
                 // Held until the server stops: dropping it removes the file.
                 let _ready = match &ready_file {
                     None => None,
                     Some(path) => {
-                        let addr = SocketAddr::new(listen.ip(), app.port());
+                        let addr = SocketAddr::new(listen.ip(), app.served().port());
                         match ReadyFile::write(path, &[("listen", addr)]) {
                             Ok(f) => Some(f),
                             Err(e) => {

@@ -148,10 +148,10 @@ pub async fn spawn_app_with(env: &[(&str, &str)], opts: Opts) -> TestApp {
     let app = Application::build_with(cfg, overrides)
         .await
         .expect("gateway builds");
-    let port = app.port();
+    let port = app.served().port();
     let metrics_port = app.metrics_port();
-    let handle = app.handle();
-    let state = app.state();
+    let handle = app.served().handle();
+    let state = app.served().state();
     actix_web::rt::spawn(app.run_until(std::future::pending()));
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))

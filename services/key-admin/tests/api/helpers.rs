@@ -120,9 +120,9 @@ pub async fn spawn_app_with(env: &[(&str, &str)], opts: Opts) -> TestApp {
     let app = Application::build_with(cfg, Overrides { store: opts.store })
         .await
         .unwrap_or_else(|e| panic!("key-admin builds: {e}"));
-    let port = app.port();
-    let handle = app.handle();
-    let state = app.state();
+    let port = app.served().port();
+    let handle = app.served().handle();
+    let state = app.served().state();
     actix_web::rt::spawn(app.run_until(std::future::pending()));
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))
