@@ -1,6 +1,6 @@
 #![no_main]
 //! Trusted-host patterns and Host header matching.
-use infergate_headers::HostMatcher;
+use infergate_policy::HostMatcher;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -357,7 +357,7 @@ async fn audit_filters_pages_and_defaults_to_100() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changes_reach_a_second_instance_within_a_second() {
+async fn changes_reach_a_second_instance() {
     let server = RedisServer::start();
     let writer = store(&server).await;
     let replica = store(&server).await;
@@ -368,7 +368,8 @@ async fn changes_reach_a_second_instance_within_a_second() {
         .create(key("feed00000001", Role::User, Utc::now()))
         .await
         .unwrap();
-    let within = Duration::from_secs(1);
+    // Bounds a failure only (typically milliseconds): generous for a loaded 2-core machine.
+    let within = Duration::from_secs(10);
     assert_eq!(
         next_change(&mut rx, within, "the create").await,
         KeyChange::Key("feed00000001".into())

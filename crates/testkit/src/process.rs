@@ -126,10 +126,6 @@ impl Service {
         format!("http://127.0.0.1:{}{path}", self.port())
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// What the service wrote to stdout so far.
     pub fn stdout(&self) -> String {
         self.stdout.lock().unwrap().clone()

@@ -353,7 +353,7 @@ async fn serves_tls_with_rustls() {
 /// Two gateway processes share one Redis key store with key-admin: a key minted through
 /// key-admin works on both, and revoked through key-admin it is refused by both within a second.
 #[actix_web::test]
-async fn revocation_reaches_every_replica_within_a_second() {
+async fn revocation_reaches_every_replica() {
     let redis = infergate_testkit::RedisServer::start();
     let upstream = DevUpstream::start("127.0.0.1:0", UpstreamConfig::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
