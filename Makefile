@@ -3,7 +3,7 @@
 CARGO ?= cargo
 CONFIG ?= config/gateway.yaml
 
-.PHONY: run test fmt lint check-config bench build clean
+.PHONY: run test fmt lint check-config bench bench-pipeline build clean
 
 ## Build and start the dev upstream and the gateway with the shipped config.
 run:
@@ -31,9 +31,13 @@ build:
 check-config:
 	$(CARGO) run -q -p infergate-gateway -- --config $(CONFIG) check-config
 
-## Load test: the gateway vs the dev upstream directly, same concurrency.
+## Load test: the gateway side by side with nginx doing the same job (docs/performance.md).
 bench:
 	@scripts/bench.sh
+
+## The request pipeline in process, no sockets (criterion): time per request through every stage.
+bench-pipeline:
+	$(CARGO) bench -p infergate-gateway --bench pipeline
 
 clean:
 	$(CARGO) clean

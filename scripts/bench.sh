@@ -1,62 +1,74 @@
 #!/usr/bin/env bash
-# `make bench`: a first load test of the infergate gateway.
+# `make bench`: the infergate gateway side by side with nginx doing the same job, in one run.
 #
-# Measures, with the same wrk settings, three targets in front of one dev upstream (1 worker):
-#   direct     wrk -> dev upstream
-#   infergate  wrk -> infergate-gateway (1 worker, auth + rate limiting + security headers) -> upstream
-#   nginx      wrk -> nginx (1 worker, API-key map, keep-alive proxy, same headers) -> upstream
-# for GET /v1/models (proxied, authenticated, rate-limited) and POST /inference (wrk Lua script).
+# Targets, each in front of the same upstream, measured with the same wrk settings:
+#   direct           wrk -> upstream (what the upstream can do; no proxy)
+#   nginx            wrk -> nginx (scripts/bench/nginx-gateway.conf.template: API keys by `map`
+#                    from X-API-Key and Bearer, limit_req per key and per IP, the security headers,
+#                    CORS for one origin, keep-alive upstream pool, buffered JSON access log)
+#   infergate        wrk -> infergate-gateway, RATE_LIMIT_STORAGE=memory
+#   infergate-redis  the same with RATE_LIMIT_STORAGE=redis (a private redis-server)
+# The gateway runs with every policy on: key auth, per-key and endpoint limits (raised so nothing
+# is refused), security headers, CORS (CORS_ORIGINS, and wrk sends an Origin), signature
+# scanning, JSON body validation, and the access log (LOG_LEVEL=info, LOG_FORMAT=json, to a file).
 #
-# The gateway is measured with both rate-limit backends (issue 4), all other settings identical:
-#   infergate        RATE_LIMIT_STORAGE=memory (the default)
-#   infergate-redis  RATE_LIMIT_STORAGE=redis against a private redis-server on a free loopback port
-#                    (--save "" --appendonly no, temp dir); limits high, so every request is allowed:
-#                    requests/s and p99 side by side with memory, redis/memory (target >= 0.80), and
-#                    Redis round trips per request from INFO commandstats (EVALSHA + EVAL calls during
-#                    the measured run / requests wrk completed; target exactly 1)
-#   infergate-deny   a separate redis-backed instance with RATE_LIMIT_AUTHENTICATED=1/hour: after
-#                    the one allowed request, every request is a 429 from the limiter's local deny
-#                    cache; a short GET /v1/models run reports requests/s and round trips per
-#                    request (target ~0). Its 429s are expected, not counted as failures.
-# Both redis-backed instances run with RATE_LIMIT_FAILURE_MODE=closed (the memory one too, where it
-# has no effect), so a Redis failure shows up as 503s instead of silently falling back to memory.
+# Scenarios (BENCH_SCENARIOS, default "fast slow models"):
+#   fast    POST /v1/chat/completions, small JSON body, 64 connections; the upstream is an nginx
+#           stub answering a fixed completion (scripts/bench/nginx-stub.conf.template)
+#   slow    the same request at 256 connections against the dev upstream with --latency-ms 50
+#   models  GET /v1/models at 32 connections against the dev upstream (the figures earlier
+#           versions of this script printed: gateway vs direct)
 #
-# CPU pinning (2 cores): the proxy under test on core 1; wrk, the upstream and redis-server on core 0.
+# CPU pinning (2 cores): the proxy under test alone on CPU 1; wrk, the upstream and redis-server
+# on CPU 0. Every row reports the proxy's own CPU time per request (utime+stime from
+# /proc/<pid>/stat over the measured run, divided by the requests wrk completed), its RSS, and how
+# busy each core was: a load core near 100 % means the load generator, not the proxy, set the
+# pace of that row.
+#
+# Every scenario runs BENCH_ROUNDS times (default 3), targets interleaved within a round, so the
+# ratios to nginx are taken within one round and the report shows their median and spread.
+#
+# Once, after the rounds (BENCH_EXTRAS=1, the default): the gateway's idle RSS; its peak RSS while
+# 32 clients each stream a 1 MiB response through it; the memory limiter's resident size with one
+# million tracked clients (crates/ratelimit/examples/million_clients.rs); and the Redis limiter's
+# denied path (a spent key, refused from the local deny cache without a round trip).
 #
 # Environment knobs:
 #   BENCH_DURATION     wrk -d per run (default 10s)
-#   BENCH_CONNECTIONS  wrk -c (default 32)
-#   BENCH_THREADS      wrk -t (default 1)
-#   BENCH_WARMUP       warm-up run before each measurement, same settings (default 1s; 0 = none)
-#   BENCH_INFERENCE    1 (default) also measures POST /inference; 0 skips it
-#   BENCH_REDIS        1 (default) also measures the Redis rate-limit backend; 0 skips it
-#   BENCH_DENY_DURATION  wrk -d of the denied-path run (default: BENCH_DURATION, at most 5s)
-#   BENCH_REDIS_TIMEOUT_MS  RATE_LIMIT_REDIS_TIMEOUT_MS for every gateway run (default 50, the
-#                      gateway's own default)
+#   BENCH_WARMUP       warm-up before each measured run, same settings (default 2s; 0 = none)
+#   BENCH_ROUNDS       rounds of every scenario (default 3; 0 = only the once-off figures)
+#   BENCH_SCENARIOS    which scenarios, space separated (default "fast slow models")
+#   BENCH_REDIS        1 (default) also measures the Redis limiter; 0 skips it
+#   BENCH_EXTRAS       1 (default) the memory figures and the denied path; 0 skips them
+#   BENCH_THREADS      wrk -t (default 2: one wrk thread cannot keep 256 connections busy)
+#   BENCH_REDIS_TIMEOUT_MS  RATE_LIMIT_REDIS_TIMEOUT_MS of every gateway (default 50)
 #   BENCH_PORT_BASE    first port to try for the listeners (default: random in 20000-39999)
+#   BENCH_GATEWAY_BIN  the gateway binary to measure (default: the release build made here), e.g. an
+#                      earlier commit's, for before/after figures
 #   BENCH_NO_INSTALL   1 = never call apt-get (fail if wrk/nginx/curl/redis-server are missing)
 #
-# Results: printed, and written to target/bench/results.txt. Exits non-zero if a target could not be
-# started, answered more than 1% non-2xx responses (the denied-path run instead must answer at
-# least 99% non-2xx, all of them rate-limit refusals), or a proxy did not refuse a keyless request
-# or left out a security header, or the Redis backend did not take exactly one round trip per
-# allowed request (plus at most the requests still in flight when wrk stopped), or more than 1% of
-# a denied request's round trips, or fell back / failed during a run. A redis/memory ratio below
-# 0.80 is reported as below target but does not fail the run (the machine is shared and noisy).
+# Results: the table is printed and written to target/bench/results.txt, every measured run to
+# target/bench/runs.tsv. Exits non-zero when a target could not be started, answered more than 1 %
+# non-2xx, did not refuse a keyless request, left out a security header, lost access-log lines,
+# or (Redis) did not take exactly one round trip per allowed request. Missing a performance goal
+# is reported, not a failure: the machine is shared and noisy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 DURATION=${BENCH_DURATION:-10s}
-CONNECTIONS=${BENCH_CONNECTIONS:-32}
-THREADS=${BENCH_THREADS:-1}
-WARMUP=${BENCH_WARMUP:-1s}
-WITH_INFERENCE=${BENCH_INFERENCE:-1}
+WARMUP=${BENCH_WARMUP:-2s}
+ROUNDS=${BENCH_ROUNDS:-3}
+SCENARIOS=${BENCH_SCENARIOS:-fast slow models}
 WITH_REDIS=${BENCH_REDIS:-1}
+WITH_EXTRAS=${BENCH_EXTRAS:-1}
+THREADS=${BENCH_THREADS:-2}
 REDIS_TIMEOUT_MS=${BENCH_REDIS_TIMEOUT_MS:-50}
 READY_DEADLINE_SECS=30
 RESULTS_DIR=$ROOT/target/bench
 RESULTS=$RESULTS_DIR/results.txt
+RUNS=$RESULTS_DIR/runs.tsv
+CORS_ORIGIN=https://app.bench.example
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() {
@@ -64,11 +76,14 @@ die() {
   exit 1
 }
 
-[[ $CONNECTIONS =~ ^[1-9][0-9]*$ ]] || die "BENCH_CONNECTIONS must be a positive integer, got '$CONNECTIONS'"
+[[ $ROUNDS =~ ^[0-9]+$ ]] || die "BENCH_ROUNDS must be a whole number (0: only the memory figures), got '$ROUNDS'"
 [[ $THREADS =~ ^[1-9][0-9]*$ ]] || die "BENCH_THREADS must be a positive integer, got '$THREADS'"
-((THREADS <= CONNECTIONS)) || die "BENCH_THREADS ($THREADS) must not exceed BENCH_CONNECTIONS ($CONNECTIONS)"
 [[ $WITH_REDIS == 0 || $WITH_REDIS == 1 ]] || die "BENCH_REDIS must be 0 or 1, got '$WITH_REDIS'"
+[[ $WITH_EXTRAS == 0 || $WITH_EXTRAS == 1 ]] || die "BENCH_EXTRAS must be 0 or 1, got '$WITH_EXTRAS'"
 [[ $REDIS_TIMEOUT_MS =~ ^[1-9][0-9]*$ ]] || die "BENCH_REDIS_TIMEOUT_MS must be a positive integer, got '$REDIS_TIMEOUT_MS'"
+for s in $SCENARIOS; do
+  [[ $s == fast || $s == slow || $s == models ]] || die "BENCH_SCENARIOS: unknown scenario '$s' (fast, slow, models)"
+done
 
 # wrk duration ("10", "10s", "2m") -> whole seconds, for the outer `timeout` bound.
 duration_secs() {
@@ -84,17 +99,9 @@ duration_secs() {
 DURATION_SECS=$(duration_secs "$DURATION") || die "BENCH_DURATION must look like 10s, 10 or 1m, got '$DURATION'"
 ((DURATION_SECS >= 1)) || die "BENCH_DURATION must be at least 1s"
 if [[ $WARMUP != 0 && $WARMUP != 0s ]]; then
-  WARMUP_SECS=$(duration_secs "$WARMUP") || die "BENCH_WARMUP must look like 1s or 0, got '$WARMUP'"
+  WARMUP_SECS=$(duration_secs "$WARMUP") || die "BENCH_WARMUP must look like 2s or 0, got '$WARMUP'"
 else
   WARMUP_SECS=0
-fi
-# The denied-path run is short: BENCH_DURATION, at most 5 s, unless BENCH_DENY_DURATION says otherwise.
-if [[ -n ${BENCH_DENY_DURATION:-} ]]; then
-  DENY_DURATION_SECS=$(duration_secs "$BENCH_DENY_DURATION") ||
-    die "BENCH_DENY_DURATION must look like 5s, 5 or 1m, got '$BENCH_DENY_DURATION'"
-  ((DENY_DURATION_SECS >= 1)) || die "BENCH_DENY_DURATION must be at least 1s"
-else
-  DENY_DURATION_SECS=$((DURATION_SECS < 5 ? DURATION_SECS : 5))
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -128,6 +135,7 @@ install_tools() {
   command -v wrk >/dev/null 2>&1 || missing+=(wrk)
   find_nginx >/dev/null || missing+=(nginx)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
   if ((WITH_REDIS)); then
     command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
     command -v redis-cli >/dev/null 2>&1 || missing+=(redis-cli)
@@ -204,6 +212,7 @@ install_tools
 trap - EXIT
 command -v wrk >/dev/null 2>&1 || die "wrk is still missing after installation"
 command -v curl >/dev/null 2>&1 || die "curl is still missing after installation"
+command -v python3 >/dev/null 2>&1 || die "python3 is still missing after installation"
 NGINX=$(find_nginx) || die "nginx is still missing after installation"
 if ((WITH_REDIS)); then
   command -v redis-server >/dev/null 2>&1 || die "redis-server is still missing after installation"
@@ -211,13 +220,15 @@ if ((WITH_REDIS)); then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# 2. Build.
+# 2. Build (release, one feature set for every binary).
 
-log "cargo build --release -p infergate-gateway -p infergate-dev-upstream --bins"
+log "cargo build --release (gateway, dev upstream, the limiter's million_clients example)"
 cargo build --release -p infergate-gateway -p infergate-dev-upstream --bins
-GATEWAY_BIN=$ROOT/target/release/infergate-gateway
+cargo build --release -p infergate-ratelimit --example million_clients
+GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$ROOT/target/release/infergate-gateway}
 UPSTREAM_BIN=$ROOT/target/release/infergate-dev-upstream
-[[ -x $GATEWAY_BIN && -x $UPSTREAM_BIN ]] || die "release binaries not found under target/release"
+MILLION_BIN=$ROOT/target/release/examples/million_clients
+[[ -x $GATEWAY_BIN && -x $UPSTREAM_BIN && -x $MILLION_BIN ]] || die "release binaries not found under target/release"
 
 # ---------------------------------------------------------------------------------------------
 # Process management: everything started here is killed on exit, success or failure.
@@ -229,7 +240,7 @@ stop_pid() {
   local pid=$1 i
   kill -0 "$pid" 2>/dev/null || return 0
   kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do # up to 5 s to drain, then SIGKILL
+  for ((i = 0; i < 100; i++)); do # up to 10 s to drain, then SIGKILL
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
@@ -250,11 +261,10 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# CPU pinning: core 1 for the proxy under test, core 0 for wrk and the upstream.
 if taskset -c 0 true 2>/dev/null && taskset -c 1 true 2>/dev/null; then
   PIN_LOAD=(taskset -c 0)
   PIN_PROXY=(taskset -c 1)
-  PINNING="proxy under test on CPU 1; wrk, dev upstream and redis-server on CPU 0"
+  PINNING="proxy under test alone on CPU 1; wrk, the upstream and redis-server on CPU 0"
 else
   PIN_LOAD=()
   PIN_PROXY=()
@@ -294,114 +304,96 @@ wait_ready() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# 3. Targets.
+# /proc readings: CPU time of processes, their resident size, how busy a core was.
 
-rand_hex() { od -An -tx1 -N16 /dev/urandom | tr -d ' \n'; }
-
-pick_port
-UPSTREAM_PORT=$PICKED_PORT
-log "starting dev upstream on 127.0.0.1:$UPSTREAM_PORT (1 worker, ${PIN_LOAD[*]:-unpinned})"
-RUST_LOG=warn "${PIN_LOAD[@]}" "$UPSTREAM_BIN" --listen "127.0.0.1:$UPSTREAM_PORT" --workers 1 \
-  --latency-ms 0 --token-delay-ms 0 >"$TMP/upstream.log" 2>&1 &
-UPSTREAM_PID=$!
-PIDS+=("$UPSTREAM_PID")
-wait_ready "dev upstream" "$UPSTREAM_PID" "http://127.0.0.1:$UPSTREAM_PORT/health" "$TMP/upstream.log"
-
-USER_KEY="igk_bench_user_$(rand_hex)"
-# An admin key for reading /metrics (limiter fallbacks, backend errors, refusals) between runs. Every
-# gateway instance gets it, so the memory and redis runs stay configured identically.
-ADMIN_KEY="igk_bench_admin_$(rand_hex)"
-
-GATEWAY_PID=
-GATEWAY_NAME=
-# start_gateway NAME [VAR=VALUE ...]: one gateway instance with the common settings, plus the given
-# environment (the rate-limit backend, or a tighter limit), which overrides them.
-start_gateway() {
-  local name=$1
+CLK_TCK=$(getconf CLK_TCK)
+# proc_ticks PID...: utime+stime (clock ticks) summed over the processes (all their threads).
+proc_ticks() {
+  local t=0 p v
+  for p in "$@"; do
+    # After "pid (comm) " the fields start at state (3); utime and stime are fields 14 and 15.
+    v=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null) || continue
+    t=$((t + v))
+  done
+  echo "$t"
+}
+# proc_kib FIELD PID...: VmRSS or VmHWM (KiB) summed over the processes.
+proc_kib() {
+  local field=$1 t=0 p v
   shift
-  pick_port
-  GATEWAY_PORT=$PICKED_PORT
-  GATEWAY_NAME=$name
-  mkdir -p "$TMP/gateway-$name"
-  # Endpoint limits are YAML-only; raise /inference's (500/minute by default) so nothing is
-  # refused, keeping the other defaults. Per-key limits are raised through the environment.
-  cat >"$TMP/gateway-$name/gateway.yaml" <<'YAML'
-rate_limit:
-  endpoints:
-    /health: 1000/minute
-    /inference: 1000000000/minute
-    /inference/batch: 100/minute
-    /metrics: 100/minute
-    /models: 200/minute
-    /models/load: 10/minute
-YAML
-  log "starting infergate gateway '$name' on 127.0.0.1:$GATEWAY_PORT (1 worker, ${PIN_PROXY[*]:-unpinned})${*:+: $*}"
-  # A clean environment and a temp working directory: no .env, RUST_LOG or INFERGATE_* leaks in.
-  # RATE_LIMIT_FAILURE_MODE and RATE_LIMIT_REDIS_TIMEOUT_MS only matter with the redis backend;
-  # they are set for every instance so that the backend is the only difference between runs.
-  (
-    cd "$TMP/gateway-$name"
-    exec env -i PATH="$PATH" HOME="${HOME:-/root}" \
-      INFERGATE_LISTEN="127.0.0.1:$GATEWAY_PORT" \
-      INFERGATE_UPSTREAM="http://127.0.0.1:$UPSTREAM_PORT" \
-      INFERGATE_WORKERS=1 \
-      INFERGATE_KEYS_FILE="$TMP/gateway-$name/no-such-keys-file.yaml" \
-      API_KEYS="$USER_KEY:user,$ADMIN_KEY:admin" \
-      RATE_LIMIT_AUTHENTICATED=1000000000/minute \
-      RATE_LIMIT_ADMIN=1000000000/minute \
-      RATE_LIMIT_FAILURE_MODE=closed \
-      RATE_LIMIT_REDIS_TIMEOUT_MS="$REDIS_TIMEOUT_MS" \
-      LOG_LEVEL=warn \
-      "$@" \
-      "${PIN_PROXY[@]}" "$GATEWAY_BIN" --config "$TMP/gateway-$name/gateway.yaml"
-  ) >"$TMP/gateway-$name.log" 2>&1 &
-  GATEWAY_PID=$!
-  PIDS+=("$GATEWAY_PID")
-  wait_ready "infergate gateway '$name'" "$GATEWAY_PID" "http://127.0.0.1:$GATEWAY_PORT/health" "$TMP/gateway-$name.log"
+  for p in "$@"; do
+    v=$(awk -v f="$field:" '$1 == f { print $2 }' "/proc/$p/status" 2>/dev/null) || continue
+    t=$((t + ${v:-0}))
+  done
+  echo "$t"
 }
-
-# stop_gateway: keep what the instance logged (warnings and errors only at LOG_LEVEL=warn), stop it.
-stop_gateway() {
-  local lines
-  lines=$(grep -c . "$TMP/gateway-$GATEWAY_NAME.log" || true)
-  if [[ $lines -gt 0 ]]; then
-    log "gateway '$GATEWAY_NAME' log ($lines lines; last 10):"
-    tail -n 10 "$TMP/gateway-$GATEWAY_NAME.log" | sed 's/^/    /' >&2
-    GATEWAY_LOG_NOTES+=("gateway '$GATEWAY_NAME' logged $lines warning/error line(s); last: $(tail -n 1 "$TMP/gateway-$GATEWAY_NAME.log" | cut -c1-300)")
-  fi
-  stop_pid "$GATEWAY_PID"
-}
-GATEWAY_LOG_NOTES=()
-
-# /health/ready of the running instance: "STATUS BACKEND BREAKER" (e.g. "ready redis closed").
-gateway_ready_state() {
-  local body inner outer st be br
-  body=$(curl -sS --max-time 5 "http://127.0.0.1:$GATEWAY_PORT/health/ready" 2>/dev/null | tr -d '\n\r ' || true)
-  inner=$(grep -o '"rate_limiter":{[^}]*}' <<<"$body" || true)
-  outer=${body/"$inner"/}
-  st=$(grep -o '"status":"[a-z_]*"' <<<"$outer" | head -n 1 | cut -d'"' -f4 || true)
-  be=$(grep -o '"backend":"[a-z_]*"' <<<"$inner" | head -n 1 | cut -d'"' -f4 || true)
-  br=$(grep -o '"breaker":"[a-z_]*"' <<<"$inner" | head -n 1 | cut -d'"' -f4 || true)
-  echo "${st:-?} ${be:-?} ${br:--}"
-}
-
-# Limiter counters from the running instance's /metrics (admin key): "FALLBACKS BACKEND_ERRORS
-# REJECTIONS", or "? ? ?" when /metrics cannot be read.
-limiter_counters() {
-  local body
-  if ! body=$(curl -fsS --max-time 5 -H "X-API-Key: $ADMIN_KEY" "http://127.0.0.1:$GATEWAY_PORT/metrics" 2>/dev/null); then
-    echo "? ? ?"
-    return 0
-  fi
-  awk '
-    $1 ~ /^infergate_ratelimit_fallback_decisions_total/ { f += $2 }
-    $1 ~ /^infergate_ratelimit_backend_errors_total/ { e += $2 }
-    $1 ~ /^infergate_ratelimit_rejections_total/ { r += $2 }
-    END { printf "%d %d %d\n", f, e, r }' <<<"$body"
+# cpu_stat N: "TOTAL IDLE" jiffies of CPU N.
+cpu_stat() { awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $5 + $6 }' /proc/stat; }
+busy_pct() { # "T0 I0" "T1 I1" -> percent busy between the two readings
+  awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); dt = y[1] - x[1]; di = y[2] - x[2];
+    if (dt > 0) printf "%.0f", 100 * (1 - di / dt); else print "?" }'
 }
 
 # ---------------------------------------------------------------------------------------------
-# Redis: a private server for the redis-backed gateway runs (no persistence, temp dir).
+# 3. What runs: upstreams, redis, nginx, gateways.
+
+rand_hex() { od -An -tx1 -N16 /dev/urandom | tr -d ' \n'; }
+USER_KEY="igk_bench_user_$(rand_hex)"
+# An admin key for reading /metrics (limiter fallbacks, backend errors, refusals) between runs and
+# for the streamed download (files are not a user key's routes).
+ADMIN_KEY="igk_bench_admin_$(rand_hex)"
+
+USER_DIRECTIVE="# (not root: nginx runs as the current user)"
+if [[ $(id -u) -eq 0 ]]; then
+  # As root nginx would switch its worker to "nobody", which cannot enter the private temp dir.
+  USER_DIRECTIVE="user $(id -un) $(id -gn);"
+fi
+
+# render_nginx TEMPLATE OUT PORT UPSTREAM_PORT: fills in a template and checks the result.
+render_nginx() {
+  local template=$1 out=$2 port=$3 upstream_port=$4
+  mkdir -p "$TMP/nginx-tmp" "$TMP/stub-tmp"
+  sed -e "s|@TMP@|$TMP|g" -e "s|@PORT@|$port|g" -e "s|@UPSTREAM_PORT@|$upstream_port|g" \
+    -e "s|@API_KEY@|$USER_KEY|g" -e "s|@CORS_ORIGIN@|$CORS_ORIGIN|g" \
+    -e "s|@USER_DIRECTIVE@|$USER_DIRECTIVE|g" "$template" >"$out"
+  "$NGINX" -t -q -p "$TMP" -e "$TMP/nginx-error.log" -c "$out" >"$TMP/nginx-t.log" 2>&1 || {
+    cat "$TMP/nginx-t.log" >&2
+    die "generated nginx config $out is invalid"
+  }
+}
+
+# The upstreams live for the whole run: the stub (fast), the dev upstream with 50 ms (slow) and
+# without latency (models).
+declare -A UPSTREAM_PORT_OF
+start_upstreams() {
+  local s need_stub=0 need_slow=0 need_models=0
+  for s in $SCENARIOS; do
+    case $s in fast) need_stub=1 ;; slow) need_slow=1 ;; models) need_models=1 ;; esac
+  done
+  ((WITH_EXTRAS)) && need_stub=1
+  if ((need_stub)); then
+    pick_port
+    UPSTREAM_PORT_OF[fast]=$PICKED_PORT
+    head -c 1048576 /dev/urandom >"$TMP/1mib.bin"
+    render_nginx "$ROOT/scripts/bench/nginx-stub.conf.template" "$TMP/stub.conf" "$PICKED_PORT" 0
+    log "starting the nginx stub upstream on 127.0.0.1:$PICKED_PORT (${PIN_LOAD[*]:-unpinned})"
+    "${PIN_LOAD[@]}" "$NGINX" -p "$TMP" -e "$TMP/stub-error.log" -c "$TMP/stub.conf" -g 'daemon off;' \
+      >"$TMP/stub.log" 2>&1 &
+    PIDS+=("$!")
+    wait_ready "nginx stub" "$!" "http://127.0.0.1:$PICKED_PORT/health" "$TMP/stub-error.log"
+  fi
+  local name latency
+  for name in slow models; do
+    case $name in slow) ((need_slow)) || continue; latency=50 ;; models) ((need_models)) || continue; latency=0 ;; esac
+    pick_port
+    UPSTREAM_PORT_OF[$name]=$PICKED_PORT
+    log "starting the dev upstream ($name, --latency-ms $latency) on 127.0.0.1:$PICKED_PORT (${PIN_LOAD[*]:-unpinned})"
+    RUST_LOG=warn "${PIN_LOAD[@]}" "$UPSTREAM_BIN" --listen "127.0.0.1:$PICKED_PORT" --workers 1 \
+      --latency-ms "$latency" --token-delay-ms 0 >"$TMP/upstream-$name.log" 2>&1 &
+    PIDS+=("$!")
+    wait_ready "dev upstream ($name)" "$!" "http://127.0.0.1:$PICKED_PORT/health" "$TMP/upstream-$name.log"
+  done
+}
 
 REDIS_PID=
 REDIS_PORT=
@@ -417,16 +409,10 @@ start_redis() {
   PIDS+=("$REDIS_PID")
   local deadline=$((SECONDS + READY_DEADLINE_SECS))
   while ((SECONDS < deadline)); do
-    if ! kill -0 "$REDIS_PID" 2>/dev/null; then
-      tail -n 30 "$TMP/redis.log" >&2 || true
-      die "redis-server exited during startup"
-    fi
-    if [[ $(timeout 2 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; then
-      return 0
-    fi
+    kill -0 "$REDIS_PID" 2>/dev/null || die "redis-server exited during startup: $(tail -n 5 "$TMP/redis.log")"
+    [[ $(timeout 2 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] && return 0
     sleep 0.1
   done
-  tail -n 30 "$TMP/redis.log" >&2 || true
   die "redis-server did not answer PING on 127.0.0.1:$REDIS_PORT within ${READY_DEADLINE_SECS}s"
 }
 
@@ -440,349 +426,365 @@ redis_script_calls() {
     END { printf "%d\n", n }'
 }
 
-# The nginx config is generated and checked before any measurement, so a bad one fails fast.
-write_nginx_conf() {
-  pick_port
-  NGINX_PORT=$PICKED_PORT
-  mkdir -p "$TMP/nginx-tmp"
-  local user_directive="# (not root: nginx runs as the current user)"
-  if [[ $(id -u) -eq 0 ]]; then
-    # As root nginx would switch its worker to "nobody", which cannot enter the private temp dir.
-    user_directive="user $(id -un) $(id -gn);"
-  fi
-  sed -e "s|@TMP@|$TMP|g" -e "s|@PORT@|$NGINX_PORT|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" \
-    -e "s|@API_KEY@|$USER_KEY|g" -e "s|@USER_DIRECTIVE@|$user_directive|g" \
-    "$ROOT/scripts/bench/nginx.conf.template" >"$TMP/nginx.conf"
-  "$NGINX" -t -q -p "$TMP" -e "$TMP/nginx-error.log" -c "$TMP/nginx.conf" >"$TMP/nginx.log" 2>&1 || {
-    cat "$TMP/nginx.log" >&2
-    die "generated nginx config $TMP/nginx.conf is invalid"
-  }
-}
-write_nginx_conf
+# The proxy under test: PROXY_PIDS are the processes whose CPU and memory are measured.
+PROXY_PIDS=()
+PROXY_PORT=
+PROXY_NAME=
+PROXY_LOG=
 
-NGINX_PID=
-start_nginx() {
-  log "starting nginx on 127.0.0.1:$NGINX_PORT (1 worker process, ${PIN_PROXY[*]:-unpinned})"
+start_nginx() { # UPSTREAM_PORT
+  pick_port
+  PROXY_PORT=$PICKED_PORT
+  PROXY_NAME=nginx
+  render_nginx "$ROOT/scripts/bench/nginx-gateway.conf.template" "$TMP/nginx.conf" "$PROXY_PORT" "$1"
+  : >"$TMP/nginx-access.log"
   "${PIN_PROXY[@]}" "$NGINX" -p "$TMP" -e "$TMP/nginx-error.log" -c "$TMP/nginx.conf" \
     -g 'daemon off;' >>"$TMP/nginx.log" 2>&1 &
-  NGINX_PID=$!
-  PIDS+=("$NGINX_PID")
-  wait_ready "nginx" "$NGINX_PID" "http://127.0.0.1:$NGINX_PORT/health" "$TMP/nginx-error.log"
+  local master=$!
+  PIDS+=("$master")
+  wait_ready "nginx" "$master" "http://127.0.0.1:$PROXY_PORT/health" "$TMP/nginx-error.log"
+  PROXY_PIDS=("$master" $(pgrep -P "$master" || true))
+  PROXY_LOG=$TMP/nginx-access.log
+}
+
+# start_gateway NAME UPSTREAM_PORT [VAR=VALUE ...]: one gateway with every policy on, plus the
+# given environment (the limiter backend, a tighter limit), which overrides the common settings.
+start_gateway() {
+  local name=$1 upstream_port=$2
+  shift 2
+  pick_port
+  PROXY_PORT=$PICKED_PORT
+  PROXY_NAME=$name
+  local dir=$TMP/gateway-$name
+  mkdir -p "$dir"
+  # Endpoint limits are YAML-only: every route the bench calls has one (raised so nothing is
+  # refused), so the per-endpoint bucket is counted on every request.
+  cat >"$dir/gateway.yaml" <<'YAML'
+rate_limit:
+  endpoints:
+    /health: 1000/minute
+    /inference: 1000000000/minute
+    /inference/batch: 100/minute
+    /metrics: 100000/minute
+    /models: 200/minute
+    /models/load: 10/minute
+    /v1/*: 1000000000/minute
+YAML
+  PROXY_LOG=$dir/gateway.log
+  # A clean environment and a temp working directory: no .env, RUST_LOG or INFERGATE_* leaks in.
+  (
+    cd "$dir"
+    exec env -i PATH="$PATH" HOME="${HOME:-/root}" \
+      INFERGATE_LISTEN="127.0.0.1:$PROXY_PORT" \
+      INFERGATE_UPSTREAM="http://127.0.0.1:$upstream_port" \
+      INFERGATE_WORKERS=1 \
+      INFERGATE_KEYS_FILE="$dir/no-such-keys-file.yaml" \
+      API_KEYS="$USER_KEY:user,$ADMIN_KEY:admin" \
+      RATE_LIMIT_DEFAULT=1000000000/minute \
+      RATE_LIMIT_AUTHENTICATED=1000000000/minute \
+      RATE_LIMIT_ADMIN=1000000000/minute \
+      RATE_LIMIT_FAILURE_MODE=closed \
+      RATE_LIMIT_REDIS_TIMEOUT_MS="$REDIS_TIMEOUT_MS" \
+      CORS_ORIGINS="$CORS_ORIGIN" \
+      LOG_LEVEL=info \
+      LOG_FORMAT=json \
+      "$@" \
+      "${PIN_PROXY[@]}" "$GATEWAY_BIN" --config "$dir/gateway.yaml"
+  ) >"$PROXY_LOG" 2>&1 &
+  PROXY_PIDS=("$!")
+  PIDS+=("$!")
+  wait_ready "infergate gateway '$name'" "$!" "http://127.0.0.1:$PROXY_PORT/health" "$PROXY_LOG"
+}
+
+# stop_proxy: stops the proxy under test (SIGTERM: a clean shutdown flushes the access log) and
+# sets LOG_LINES to the access-log lines it wrote.
+LOG_LINES=0
+stop_proxy() {
+  stop_pid "${PROXY_PIDS[0]}"
+  if [[ $PROXY_NAME == nginx ]]; then
+    LOG_LINES=$(wc -l <"$PROXY_LOG")
+  else
+    LOG_LINES=$(grep -c '"message":"request"' "$PROXY_LOG" || true)
+    local other first
+    other=$(awk '!/"message":"request"/ && /"level":"(WARN|ERROR)"/ { n++ } END { print n + 0 }' "$PROXY_LOG")
+    if ((other > 0)); then
+      first=$(awk '!/"message":"request"/ && /"level":"(WARN|ERROR)"/ { print substr($0, 1, 300); exit }' "$PROXY_LOG")
+      NOTES+=("gateway '$PROXY_NAME' logged $other warning/error line(s); first: $first")
+    fi
+  fi
+}
+
+# Limiter counters from the running gateway's /metrics (admin key): "FALLBACKS BACKEND_ERRORS
+# REJECTIONS", or "? ? ?" when /metrics cannot be read.
+limiter_counters() {
+  local body
+  body=$(curl -fsS --max-time 5 -H "X-API-Key: $ADMIN_KEY" "http://127.0.0.1:$PROXY_PORT/metrics" 2>/dev/null) || {
+    echo "? ? ?"
+    return 0
+  }
+  awk '
+    $1 ~ /^infergate_ratelimit_fallback_decisions_total/ { f += $2 }
+    $1 ~ /^infergate_ratelimit_backend_errors_total/ { e += $2 }
+    $1 ~ /^infergate_ratelimit_rejections_total/ { r += $2 }
+    END { printf "%d %d %d\n", f, e, r }' <<<"$body"
 }
 
 # ---------------------------------------------------------------------------------------------
-# Measuring.
+# 4. Measuring.
 
-# Latency as wrk prints it (850.00us, 1.23ms, 2.00s, 1.00m) -> milliseconds.
+SECURITY_HEADERS=(x-content-type-options x-frame-options x-xss-protection strict-transport-security
+  referrer-policy permissions-policy content-security-policy)
+FAILURES=()
+NOTES=()
+
+# Per scenario: the request (wrk script or path) and the connections.
+scenario_conns() { case $1 in fast) echo 64 ;; slow) echo 256 ;; models) echo 32 ;; esac }
+scenario_path() { case $1 in fast | slow) echo /v1/chat/completions ;; models) echo /v1/models ;; esac }
+scenario_request() { case $1 in fast | slow) echo "POST /v1/chat/completions" ;; models) echo "GET /v1/models" ;; esac }
+CHAT_BODY='{"model": "dev-model", "messages": [{"role": "user", "content": "hello from wrk, the infergate load test"}], "max_tokens": 16}'
+
+one_request() { # SCENARIO BASE [KEY]: prints the HTTP status (000 when nothing answered)
+  local key=${3:-$USER_KEY}
+  if [[ $(scenario_path "$1") == /v1/chat/completions ]]; then
+    curl -sS -o /dev/null -w '%{http_code}' --max-time 5 -H "X-API-Key: $key" -H "Origin: $CORS_ORIGIN" \
+      -H 'Content-Type: application/json' --data "$CHAT_BODY" "$2/v1/chat/completions" || true
+  else
+    curl -sS -o /dev/null -w '%{http_code}' --max-time 5 -H "X-API-Key: $key" "$2$(scenario_path "$1")" || true
+  fi
+}
+
+# check_proxy NAME BASE: refuses a keyless request, sets every security header and CORS, answers
+# a preflight; once per proxy and round, outside the measured run.
+check_proxy() {
+  local name=$1 base=$2 code headers h missing=()
+  code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 "$base/v1/models" || true)
+  [[ $code == 401 ]] || FAILURES+=("$name: GET /v1/models without a key answered HTTP $code, expected 401")
+  headers=$(curl -sS -D - -o /dev/null --max-time 5 -H "X-API-Key: $USER_KEY" -H "Origin: $CORS_ORIGIN" \
+    "$base/v1/models" | tr -d '\r' || true)
+  for h in "${SECURITY_HEADERS[@]}" access-control-allow-origin; do
+    grep -qi "^$h:" <<<"$headers" || missing+=("$h")
+  done
+  ((${#missing[@]} == 0)) || FAILURES+=("$name: headers missing from GET /v1/models: ${missing[*]}")
+  code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 -X OPTIONS -H "Origin: $CORS_ORIGIN" \
+    -H 'Access-Control-Request-Method: POST' -H 'Access-Control-Request-Headers: content-type, x-api-key' \
+    "$base/v1/chat/completions" || true)
+  [[ $code == 200 || $code == 204 ]] || FAILURES+=("$name: a CORS preflight from the allowed origin answered HTTP $code")
+}
+
+# Latency as wrk prints it (850.00us, 1.23ms, 2.00s) -> milliseconds.
 to_ms() {
   awk -v v="$1" 'BEGIN {
     n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
     if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
-    else if (u == "h") n *= 3600000; else if (u != "ms") { print "?"; exit }
+    else if (u != "ms") { print "?"; exit }
     printf "%.2f", n
   }'
 }
 
-# A sample response, for the report when a target answers non-2xx.
-sample_response() { # NAME REQUEST URL
-  local name=$1 req=$2 url=$3 args=(-sS -i --max-time 5 -H "X-API-Key: $USER_KEY")
-  if [[ $req == POST* ]]; then
-    args+=(-X POST -H 'Content-Type: application/json' --data '{"prompt": "hello from wrk, the infergate load test"}')
-  fi
-  printf -- '--- sample response from %s (%s):\n' "$name" "$req" >&2
-  curl "${args[@]}" "$url" 2>&1 | head -n 40 | tr -d '\r' >&2 || true
-  printf -- '---\n' >&2
-}
+mkdir -p "$RESULTS_DIR"
+printf 'round\tscenario\ttarget\trps\tp50_ms\tp99_ms\trequests\tnon2xx\tcpu_us_per_req\trss_kib\tload_core_busy\tproxy_core_busy\tredis_calls\tlog_lines\n' >"$RUNS"
 
-# Both proxies must do the same job: refuse a request without a key, and add the security headers.
-SECURITY_HEADERS=(x-content-type-options x-frame-options x-xss-protection strict-transport-security
-  referrer-policy permissions-policy content-security-policy)
-check_proxy() { # NAME BASE_URL
-  local name=$1 base=$2 code headers h missing=()
-  code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 "$base/v1/models" || true)
-  if [[ $code != 401 ]]; then
-    FAILURES+=("$name: GET /v1/models without a key answered HTTP $code, expected 401")
-  fi
-  headers=$(curl -sS -D - -o /dev/null --max-time 5 -H "X-API-Key: $USER_KEY" "$base/v1/models" | tr -d '\r' || true)
-  for h in "${SECURITY_HEADERS[@]}"; do
-    grep -qi "^$h:" <<<"$headers" || missing+=("$h")
-  done
-  if ((${#missing[@]})); then
-    FAILURES+=("$name: security headers missing from GET /v1/models: ${missing[*]}")
-  else
-    log "$name: refuses a request without a key (401) and sets all ${#SECURITY_HEADERS[@]} security headers"
-  fi
-}
-
-ROWS=()     # "target|request|rps|p50|p99|requests|non2xx|errors"
-FAILURES=() # human-readable reasons
-declare -A RPS P99 TOTAL NON2XX RT_CALLS LIMITER_NOTE
-
-# A single request with the bench key: prints the HTTP status (000 when nothing answered).
-one_request() { # REQUEST URL
-  if [[ $1 == POST* ]]; then
-    curl -sS -o /dev/null -w '%{http_code}' --max-time 5 -H "X-API-Key: $USER_KEY" \
-      -H 'Content-Type: application/json' --data '{"prompt": "hello from wrk, the infergate load test"}' "$2" || true
-  else
-    curl -sS -o /dev/null -w '%{http_code}' --max-time 5 -H "X-API-Key: $USER_KEY" "$2" || true
-  fi
-}
-
-# run_wrk TARGET REQUEST BASE_URL [MODE [DURATION_SECS]]
-#   MODE allowed (default): every request should be answered 2xx; at most 1% non-2xx.
-#   MODE denied: the key's limit is spent, every request should be a 429; at least 99% non-2xx.
-# With REDIS_BACKED=1 the run is also measured on the Redis side (script calls during the measured
-# wrk run) and against the gateway's limiter counters (fallbacks, backend errors, refusals).
+# run_wrk ROUND SCENARIO TARGET BASE [MODE]: one measured run (after a warm-up), one TSV row.
+#   MODE allowed (default): at most 1 % non-2xx. denied: the key is spent, at least 99 % 429s.
 REDIS_BACKED=0
+LAST_REQUESTS=0
 run_wrk() {
-  local target=$1 req=$2 base=$3 mode=${4:-allowed} secs=${5:-$DURATION_SECS} url out args
-  local -a script=()
-  if [[ $req == POST* ]]; then
-    script=(-s "$ROOT/scripts/bench/inference.lua")
-    url=$base/inference
-  else
-    url=$base/v1/models
-  fi
-  args=(-t"$THREADS" -c"$CONNECTIONS" --latency --timeout 5s -H "X-API-Key: $USER_KEY" "${script[@]}")
+  local round=$1 scenario=$2 target=$3 base=$4 mode=${5:-allowed}
+  local conns path url out
+  conns=$(scenario_conns "$scenario")
+  path=$(scenario_path "$scenario")
+  url=$base$path
+  local -a args=(-t"$THREADS" -c"$conns" --latency --timeout 5s -H "X-API-Key: $USER_KEY")
+  [[ $path == /v1/chat/completions ]] && args+=(-s "$ROOT/scripts/bench/chat.lua")
+  ((THREADS <= conns)) || args[0]=-t1
 
-  # Sanity check first: one request must answer 200 (429 on the denied path), otherwise the
-  # numbers mean nothing.
   local code expect=200
   [[ $mode == denied ]] && expect=429
-  code=$(one_request "$req" "$url")
+  code=$(one_request "$scenario" "$base")
   if [[ $code != "$expect" ]]; then
-    log "warning: $target $req answered HTTP $code to a single request before the load test (expected $expect)"
-    sample_response "$target" "$req" "$url"
-    [[ $mode == denied ]] && FAILURES+=("$target $req: a request after the key's limit was spent answered HTTP $code, expected 429")
+    FAILURES+=("$target ($scenario): a single request answered HTTP $code before the load test, expected $expect")
+    return 0
   fi
-
   if ((WARMUP_SECS > 0)); then
-    log "$target $req: warm-up ${WARMUP_SECS}s"
     timeout --foreground $((WARMUP_SECS + 30)) "${PIN_LOAD[@]}" wrk "${args[@]}" -d"${WARMUP_SECS}s" "$url" >/dev/null ||
       die "wrk warm-up against $target failed or hung"
   fi
 
-  local calls_before=0 calls_after=0 lim_before="" lim_after=""
+  local calls0=0 calls1=0 lim0="" lim1="" ticks0=0 ticks1=0 c0a c0b c1a c1b
   if ((REDIS_BACKED)); then
-    sleep 0.3 # let the warm-up's last in-flight requests finish before counting
-    lim_before=$(limiter_counters) # (its own limiter call happens before the Redis count starts)
-    calls_before=$(redis_script_calls)
+    sleep 0.3 # the warm-up's last requests reach Redis before counting starts
+    lim0=$(limiter_counters)
+    calls0=$(redis_script_calls)
   fi
-  log "$target $req: wrk -t$THREADS -c$CONNECTIONS -d${secs}s $url"
-  out=$(timeout --foreground $((secs + 30)) "${PIN_LOAD[@]}" wrk "${args[@]}" -d"${secs}s" "$url") ||
+  ((${#PROXY_PIDS[@]})) && ticks0=$(proc_ticks "${PROXY_PIDS[@]}")
+  c0a=$(cpu_stat 0)
+  c1a=$(cpu_stat 1)
+  log "round $round, $scenario, $target: wrk -t${args[0]#-t} -c$conns -d${DURATION_SECS}s $url"
+  out=$(timeout --foreground $((DURATION_SECS + 30)) "${PIN_LOAD[@]}" wrk "${args[@]}" -d"${DURATION_SECS}s" "$url") ||
     die "wrk against $target failed or hung"
+  c0b=$(cpu_stat 0)
+  c1b=$(cpu_stat 1)
+  ((${#PROXY_PIDS[@]})) && ticks1=$(proc_ticks "${PROXY_PIDS[@]}")
   if ((REDIS_BACKED)); then
-    sleep 0.3 # requests still in flight when wrk stopped reach Redis too; let them finish
-    calls_after=$(redis_script_calls)
-    lim_after=$(limiter_counters)
+    sleep 0.3 # requests in flight when wrk stopped reach Redis too
+    calls1=$(redis_script_calls)
+    lim1=$(limiter_counters)
   fi
-  printf '%s\n' "$out" >"$TMP/wrk-$target-${req%% *}.txt"
-  printf '%s\n' "$out" | sed 's/^/    /' >&2
+  printf '%s\n' "$out" >"$TMP/wrk-$round-$scenario-$target.txt"
 
   local rps p50 p99 total non2xx errors
   rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
-  p50=$(awk '$1 == "50%" { print $2 }' <<<"$out")
-  p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
+  p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
+  p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
   total=$(awk '/ requests in / { print $1 }' <<<"$out")
   non2xx=$(awk -F': *' '/Non-2xx or 3xx responses/ { print $2 }' <<<"$out")
   errors=$(awk '/Socket errors:/ { sub(/^ *Socket errors: */, ""); print }' <<<"$out")
-  [[ -n $rps && -n $p50 && -n $p99 && -n $total ]] || die "could not parse wrk output for $target $req"
+  [[ -n $rps && -n $total ]] || die "could not parse wrk output for $target: $out"
   non2xx=${non2xx:-0}
-  p50=$(to_ms "$p50")
-  p99=$(to_ms "$p99")
-  RPS[$target/$req]=$rps
-  P99[$target/$req]=$p99
-  TOTAL[$target/$req]=$total
-  NON2XX[$target/$req]=$non2xx
-  ROWS+=("$target|$req|$rps|$p50|$p99|$total|$non2xx|${errors:-none}")
+  LAST_REQUESTS=$total
+  [[ -n $errors ]] && NOTES+=("round $round, $scenario, $target: wrk socket errors: $errors")
 
-  ((total > 0)) || FAILURES+=("$target $req: no request completed")
-  if [[ $mode == denied ]]; then
-    log "$target $req: $non2xx of $total responses were not 2xx/3xx (expected: nearly all, 429)"
-    if ((total == 0 || non2xx * 100 < total * 99)); then
-      FAILURES+=("$target $req: only $non2xx of $total responses were refused; expected at least 99% (429s)")
-    fi
-  elif ((non2xx > 0)); then
-    log "$target $req: $non2xx of $total responses were not 2xx/3xx"
-    sample_response "$target" "$req" "$url"
-    if ((total == 0 || non2xx * 100 > total)); then
-      FAILURES+=("$target $req: $non2xx of $total responses were not 2xx/3xx (more than 1%)")
-    fi
+  local cpu_us=- rss=- calls=-
+  if ((${#PROXY_PIDS[@]})) && ((total > 0)); then
+    cpu_us=$(awk -v t=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$total" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+    rss=$(proc_kib VmRSS "${PROXY_PIDS[@]}")
   fi
-  if [[ -n $errors ]]; then
-    log "$target $req: socket errors: $errors"
-  fi
-
   if ((REDIS_BACKED)); then
-    local calls=$((calls_after - calls_before))
-    RT_CALLS[$target/$req]=$calls
-    log "$target $req: Redis script calls (EVALSHA + EVAL) during the run: $calls for $total requests"
+    calls=$((calls1 - calls0))
     if [[ $mode == denied ]]; then
-      # Refused locally from the deny cache: no round trip. Allow 1% for cache refreshes.
-      if ((total > 0 && calls * 100 > total)); then
-        FAILURES+=("$target $req: $calls Redis round trips for $total refused requests (more than 1%; the local deny cache should answer them)")
-      fi
-    else
-      # Exactly one per request; the requests in flight when wrk stopped (at most one per
-      # connection) were sent to Redis but not counted by wrk.
-      if ((calls < total || calls > total + CONNECTIONS)); then
-        FAILURES+=("$target $req: $calls Redis round trips for $total allowed requests; expected exactly 1 per request (up to $CONNECTIONS more for requests in flight at the end)")
-      fi
+      ((total > 0 && calls * 100 > total)) &&
+        FAILURES+=("$target: $calls Redis round trips for $total refused requests (the local deny cache should answer them)")
+    elif ((calls < total || calls > total + conns)); then
+      FAILURES+=("round $round, $scenario, $target: $calls Redis round trips for $total requests; expected exactly 1 per request")
     fi
     local fb0 er0 rj0 fb1 er1 rj1
-    read -r fb0 er0 rj0 <<<"$lim_before"
-    read -r fb1 er1 rj1 <<<"$lim_after"
+    read -r fb0 er0 rj0 <<<"$lim0"
+    read -r fb1 er1 rj1 <<<"$lim1"
     if [[ $fb0 == "?" || $fb1 == "?" ]]; then
-      LIMITER_NOTE[$target/$req]="limiter counters unavailable (/metrics could not be read)"
-      FAILURES+=("$target $req: could not read the gateway's /metrics to check for limiter fallbacks")
-    else
-      local fb=$((fb1 - fb0)) er=$((er1 - er0)) rj=$((rj1 - rj0))
-      LIMITER_NOTE[$target/$req]="backend errors $er, fallback decisions $fb, rate-limit refusals $rj"
-      if ((er > 0 || fb > 0)); then
-        FAILURES+=("$target $req: the Redis limiter failed during the run ($er backend errors/timeouts, $fb fallback decisions; RATE_LIMIT_REDIS_TIMEOUT_MS=$REDIS_TIMEOUT_MS)")
-      fi
-      if [[ $mode == denied ]] && ((rj < non2xx)); then
-        FAILURES+=("$target $req: only $rj of the $non2xx non-2xx responses were rate-limit refusals")
-      elif [[ $mode != denied ]] && ((rj > 0)); then
-        FAILURES+=("$target $req: $rj requests were refused by the rate limiter; limits should be high enough for none")
-      fi
+      FAILURES+=("$target ($scenario): could not read the gateway's /metrics to check for limiter fallbacks")
+    elif ((er1 > er0 || fb1 > fb0)); then
+      FAILURES+=("round $round, $scenario, $target: the Redis limiter failed during the run ($((er1 - er0)) backend errors, $((fb1 - fb0)) fallback decisions)")
+    elif [[ $mode != denied ]] && ((rj1 > rj0)); then
+      FAILURES+=("round $round, $scenario, $target: $((rj1 - rj0)) requests refused by the limiter; limits should be high enough for none")
     fi
+  fi
+  if [[ $mode == denied ]]; then
+    ((total > 0 && non2xx * 100 >= total * 99)) ||
+      FAILURES+=("$target: only $non2xx of $total responses were refused; expected at least 99 %")
+  elif ((total == 0 || non2xx * 100 > total)); then
+    FAILURES+=("round $round, $scenario, $target: $non2xx of $total responses were not 2xx (more than 1 %)")
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\n' "$round" "$scenario" "$target" "$rps" \
+    "$p50" "$p99" "$total" "$non2xx" "$cpu_us" "$rss" "$(busy_pct "$c0a" "$c0b")" "$(busy_pct "$c1a" "$c1b")" \
+    "$calls" >>"$RUNS"
+}
+
+# The log check: every request wrk completed (plus the few the checks sent) has its line, written
+# by the time the proxy exited. Lines for requests wrk abandoned at the end may add a few more.
+check_log_lines() { # TARGET REQUESTS_SEEN
+  if ((LOG_LINES < $2)); then
+    FAILURES+=("$1: $LOG_LINES access-log lines for at least $2 requests (lines lost)")
   fi
 }
 
-REQUESTS=("GET /v1/models")
-if [[ $WITH_INFERENCE == 1 ]]; then
-  REQUESTS+=("POST /inference")
-fi
+# ---------------------------------------------------------------------------------------------
+# 5. The rounds.
 
-for req in "${REQUESTS[@]}"; do
-  run_wrk direct "$req" "http://127.0.0.1:$UPSTREAM_PORT"
-done
-
-start_gateway infergate RATE_LIMIT_STORAGE=memory
-check_proxy infergate "http://127.0.0.1:$GATEWAY_PORT"
-for req in "${REQUESTS[@]}"; do
-  run_wrk infergate "$req" "http://127.0.0.1:$GATEWAY_PORT"
-done
-stop_gateway
-
-# The same gateway with the Redis backend, then a separate instance whose key limit is spent.
-REDIS_READY=()
+start_upstreams
+REDIS_ENV=()
 if ((WITH_REDIS)); then
   start_redis
   REDIS_VERSION=$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')
   REDIS_ENV=(RATE_LIMIT_STORAGE=redis "RATE_LIMIT_REDIS_URL=redis://127.0.0.1:$REDIS_PORT")
-
-  start_gateway infergate-redis "${REDIS_ENV[@]}"
-  read -r st be br <<<"$(gateway_ready_state)"
-  REDIS_READY+=("infergate-redis at start: /health/ready status=$st backend=$be breaker=$br")
-  [[ $st == ready && $be == redis ]] ||
-    FAILURES+=("infergate-redis: /health/ready reported status=$st backend=$be breaker=$br at start, expected ready/redis")
-  check_proxy infergate-redis "http://127.0.0.1:$GATEWAY_PORT"
-  REDIS_BACKED=1
-  for req in "${REQUESTS[@]}"; do
-    run_wrk infergate-redis "$req" "http://127.0.0.1:$GATEWAY_PORT"
-  done
-  REDIS_BACKED=0
-  read -r st be br <<<"$(gateway_ready_state)"
-  REDIS_READY+=("infergate-redis after the runs: /health/ready status=$st backend=$be breaker=$br")
-  [[ $st == ready && $be == redis && $br == closed ]] ||
-    FAILURES+=("infergate-redis: /health/ready reported status=$st backend=$be breaker=$br after the runs, expected ready/redis/closed")
-  stop_gateway
-
-  # Denied path: the key's own limit is 1/hour; the one request it allows is spent first, after
-  # which Redis refuses once and the limiter's local deny cache answers the rest.
-  DENY_LIMIT=1/hour
-  start_gateway infergate-deny "${REDIS_ENV[@]}" RATE_LIMIT_AUTHENTICATED=$DENY_LIMIT
-  DENY_URL="http://127.0.0.1:$GATEWAY_PORT/v1/models"
-  code=$(one_request "GET /v1/models" "$DENY_URL")
-  [[ $code == 200 ]] ||
-    FAILURES+=("infergate-deny: the one request RATE_LIMIT_AUTHENTICATED=$DENY_LIMIT allows answered HTTP $code, expected 200")
-  REDIS_BACKED=1
-  run_wrk infergate-deny "GET /v1/models" "http://127.0.0.1:$GATEWAY_PORT" denied "$DENY_DURATION_SECS"
-  REDIS_BACKED=0
-  read -r st be br <<<"$(gateway_ready_state)"
-  REDIS_READY+=("infergate-deny after the run: /health/ready status=$st backend=$be breaker=$br")
-  [[ $st == ready && $be == redis && $br == closed ]] ||
-    FAILURES+=("infergate-deny: /health/ready reported status=$st backend=$be breaker=$br after the run, expected ready/redis/closed")
-  stop_gateway
-  stop_pid "$REDIS_PID"
 fi
+TARGETS=(direct nginx infergate)
+((WITH_REDIS)) && TARGETS+=(infergate-redis)
 
-start_nginx
-check_proxy nginx "http://127.0.0.1:$NGINX_PORT"
-for req in "${REQUESTS[@]}"; do
-  run_wrk nginx "$req" "http://127.0.0.1:$NGINX_PORT"
+for ((round = 1; round <= ROUNDS; round++)); do
+  for scenario in $SCENARIOS; do
+    up=${UPSTREAM_PORT_OF[$scenario]}
+    for target in "${TARGETS[@]}"; do
+      seen=0
+      case $target in
+        direct)
+          PROXY_PIDS=()
+          run_wrk "$round" "$scenario" direct "http://127.0.0.1:$up"
+          continue
+          ;;
+        nginx) start_nginx "$up" ;;
+        infergate) start_gateway infergate "$up" RATE_LIMIT_STORAGE=memory ;;
+        infergate-redis) start_gateway infergate-redis "$up" "${REDIS_ENV[@]}" ;;
+      esac
+      base="http://127.0.0.1:$PROXY_PORT"
+      check_proxy "$target" "$base"
+      REDIS_BACKED=0
+      [[ $target == infergate-redis ]] && REDIS_BACKED=1
+      run_wrk "$round" "$scenario" "$target" "$base"
+      REDIS_BACKED=0
+      seen=$LAST_REQUESTS
+      stop_proxy
+      check_log_lines "$target ($scenario, round $round)" "$seen"
+      # The log-line count goes into the row just written.
+      sed -i '$ s/\t-$/\t'"$LOG_LINES"'/' "$RUNS"
+    done
+  done
 done
-stop_pid "$NGINX_PID"
 
 # ---------------------------------------------------------------------------------------------
-# 5. Report.
+# 6. Once: memory figures and the denied path.
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "n/a" }'; }
+EXTRAS=()
+if ((WITH_EXTRAS)); then
+  up=${UPSTREAM_PORT_OF[fast]}
+  start_gateway infergate-memory "$up" RATE_LIMIT_STORAGE=memory
+  base="http://127.0.0.1:$PROXY_PORT"
+  one_request fast "$base" >/dev/null
+  idle_kib=$(proc_kib VmRSS "${PROXY_PIDS[0]}")
+  EXTRAS+=("idle_rss_kib=$idle_kib")
+  # 32 clients at once, each streaming a 1 MiB response through the gateway.
+  seq 32 | xargs -P 32 -I{} curl -sS -o "$TMP/download-{}.bin" --max-time 30 -H "X-API-Key: $ADMIN_KEY" \
+    "$base/v1/files/bench-1mib/content" || FAILURES+=("streamed download through the gateway failed")
+  bad=0
+  for f in "$TMP"/download-*.bin; do cmp -s "$f" "$TMP/1mib.bin" || bad=$((bad + 1)); done
+  ((bad == 0)) || FAILURES+=("$bad of 32 streamed 1 MiB downloads did not arrive intact")
+  hwm_kib=$(proc_kib VmHWM "${PROXY_PIDS[0]}")
+  EXTRAS+=("stream_peak_growth_kib=$((hwm_kib - idle_kib))")
+  rm -f "$TMP"/download-*.bin
+  stop_proxy
 
-mkdir -p "$RESULTS_DIR"
+  log "the memory limiter with one million tracked clients"
+  million=$("$MILLION_BIN") || die "million_clients failed"
+  EXTRAS+=("$million")
+
+  if ((WITH_REDIS)); then
+    DENY_LIMIT=1/hour
+    start_gateway infergate-deny "$up" "${REDIS_ENV[@]}" RATE_LIMIT_AUTHENTICATED=$DENY_LIMIT
+    base="http://127.0.0.1:$PROXY_PORT"
+    code=$(one_request models "$base")
+    [[ $code == 200 ]] || FAILURES+=("infergate-deny: the one request $DENY_LIMIT allows answered HTTP $code")
+    REDIS_BACKED=1
+    run_wrk 1 models infergate-deny "$base" denied
+    REDIS_BACKED=0
+    stop_proxy
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 7. Report.
+
 {
-  echo "infergate load test — $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-  echo "wrk $THREADS thread(s), $CONNECTIONS connections, $DURATION per run (+ ${WARMUP_SECS}s warm-up); same settings for every target"
-  echo "machine: $(nproc) CPU(s) available, load average before reporting: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "infergate vs nginx — $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo "machine: $(nproc) CPUs, $(awk '/model name/ { sub(/^[^:]*: /, ""); print; exit }' /proc/cpuinfo)"
   echo "pinning: $PINNING"
-  echo "         direct: wrk and the dev upstream share CPU 0 (nothing runs on CPU 1)"
-  echo "dev upstream: 1 worker, --latency-ms 0 --token-delay-ms 0"
-  echo "infergate: INFERGATE_WORKERS=1, LOG_LEVEL=warn, a user key (X-API-Key), rate limits raised;"
-  echo "           RATE_LIMIT_STORAGE=memory (infergate) or redis (infergate-redis, infergate-deny),"
-  echo "           RATE_LIMIT_FAILURE_MODE=closed, RATE_LIMIT_REDIS_TIMEOUT_MS=$REDIS_TIMEOUT_MS for all three"
-  if ((WITH_REDIS)); then
-    echo "redis: redis-server $REDIS_VERSION on 127.0.0.1 (--save \"\" --appendonly no), ${PIN_LOAD[*]:-unpinned}"
-  fi
-  echo "nginx: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), 1 worker_process, key map, keep-alive upstream, security headers"
-  echo
-  printf '%-16s %-16s %12s %9s %9s %10s %8s\n' target request "requests/s" "p50 ms" "p99 ms" requests non-2xx
-  for row in "${ROWS[@]}"; do
-    IFS='|' read -r t r rps p50 p99 total non2xx errors <<<"$row"
-    note=""
-    [[ $t == infergate-deny ]] && note="  (429s expected: limit $DENY_LIMIT, spent)"
-    printf '%-16s %-16s %12s %9s %9s %10s %8s%s\n' "$t" "$r" "$rps" "$p50" "$p99" "$total" "$non2xx" "$note"
-  done
-  echo
-  for req in "${REQUESTS[@]}"; do
-    printf '%-16s gateway/direct = %s   gateway/nginx = %s   (requests/s)\n' "$req" \
-      "$(ratio "${RPS[infergate/$req]:-0}" "${RPS[direct/$req]:-0}")" \
-      "$(ratio "${RPS[infergate/$req]:-0}" "${RPS[nginx/$req]:-0}")"
-  done
-  if ((WITH_REDIS)); then
+  echo "wrk: $THREADS thread(s), ${DURATION_SECS}s per run after a ${WARMUP_SECS}s warm-up, $ROUNDS round(s)"
+  echo "nginx: $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'), 1 worker process"
+  ((WITH_REDIS)) && echo "redis: redis-server $REDIS_VERSION (--save \"\" --appendonly no), ${PIN_LOAD[*]:-unpinned}"
+  echo "infergate: INFERGATE_WORKERS=1, every policy on, access log (LOG_FORMAT=json) to a file"
+  python3 "$ROOT/scripts/bench/report.py" "$RUNS" "${EXTRAS[@]}"
+  if ((${#NOTES[@]})); then
     echo
-    echo "rate-limit backend, same gateway settings (target: redis/memory >= 0.80; 1.00 Redis round trip per allowed request):"
-    printf '  %-16s %12s %12s %9s %9s %9s %12s\n' request "memory rps" "redis rps" redis/mem "mem p99" "redis p99" "round trips"
-    for req in "${REQUESTS[@]}"; do
-      r=$(ratio "${RPS[infergate-redis/$req]:-0}" "${RPS[infergate/$req]:-0}")
-      rt=$(ratio "${RT_CALLS[infergate-redis/$req]:-0}" "${TOTAL[infergate-redis/$req]:-0}")
-      verdict=ok
-      awk -v r="$r" 'BEGIN { exit !(r + 0 >= 0.80) }' || verdict="BELOW TARGET"
-      printf '  %-16s %12s %12s %9s %9s %9s %12s   %s\n' "$req" "${RPS[infergate/$req]:-?}" \
-        "${RPS[infergate-redis/$req]:-?}" "$r" "${P99[infergate/$req]:-?}" "${P99[infergate-redis/$req]:-?}" \
-        "$rt/req" "ratio $verdict"
-      printf '  %-16s   Redis EVALSHA+EVAL calls %s for %s requests; %s\n' "" \
-        "${RT_CALLS[infergate-redis/$req]:-?}" "${TOTAL[infergate-redis/$req]:-?}" "${LIMITER_NOTE[infergate-redis/$req]:-}"
-    done
-    req="GET /v1/models"
-    echo "denied path (separate redis-backed instance, RATE_LIMIT_AUTHENTICATED=$DENY_LIMIT spent; 429s from the local deny cache; target ~0 round trips):"
-    printf '  %-16s requests/s %s, p99 %s ms, %s of %s answered non-2xx (429), Redis round trips %s/req (%s calls)\n' \
-      "$req" "${RPS[infergate-deny/$req]:-?}" "${P99[infergate-deny/$req]:-?}" "${NON2XX[infergate-deny/$req]:-?}" \
-      "${TOTAL[infergate-deny/$req]:-?}" "$(awk -v c="${RT_CALLS[infergate-deny/$req]:-0}" -v t="${TOTAL[infergate-deny/$req]:-0}" \
-        'BEGIN { if (t + 0 > 0) printf "%.4f", c / t; else print "n/a" }')" "${RT_CALLS[infergate-deny/$req]:-?}"
-    printf '  %-16s %s\n' "" "${LIMITER_NOTE[infergate-deny/$req]:-}"
-    printf '  %s\n' "${REDIS_READY[@]}"
+    printf 'note: %s\n' "${NOTES[@]}"
   fi
-  if ((${#GATEWAY_LOG_NOTES[@]})); then
-    printf '%s\n' "${GATEWAY_LOG_NOTES[@]}"
-  fi
-  for row in "${ROWS[@]}"; do
-    IFS='|' read -r t r _ _ _ _ _ errors <<<"$row"
-    if [[ $errors != none ]]; then
-      echo "socket errors, $t $r: $errors"
-    fi
-  done
   if ((${#FAILURES[@]})); then
     echo
     echo "FAILED:"
@@ -793,11 +795,6 @@ mkdir -p "$RESULTS_DIR"
 echo
 cat "$RESULTS"
 echo
-echo "(written to ${RESULTS#"$ROOT"/})"
-if ((${#INSTALLED_PKGS[@]})); then
-  echo "(installed with apt-get: ${INSTALLED_PKGS[*]})"
-fi
-
-if ((${#FAILURES[@]})); then
-  die "${#FAILURES[@]} check(s) failed (see FAILED above)"
-fi
+echo "(written to ${RESULTS#"$ROOT"/}; every run in ${RUNS#"$ROOT"/})"
+((${#INSTALLED_PKGS[@]})) && echo "(installed with apt-get: ${INSTALLED_PKGS[*]})"
+((${#FAILURES[@]} == 0)) || die "${#FAILURES[@]} check(s) failed (see FAILED above)"

@@ -37,8 +37,9 @@
 //! # Storage and atomicity
 //!
 //! Buckets live in [`SHARDS`] shards, each a `std::sync::Mutex` around a
-//! `HashMap` keyed by bucket key and period (so `10/second` and `1000/hour` on
-//! the same key are separate buckets). A std mutex rather than an async one is
+//! `HashMap` keyed by a 128-bit keyed fingerprint of bucket key and period (so
+//! `10/second` and `1000/hour` on the same key are separate buckets; 48 bytes
+//! a bucket, see `Fingerprint`). A std mutex rather than an async one is
 //! right here: critical sections are a few hash lookups and never span an
 //! `.await`. A check touching several buckets locks every shard involved, in
 //! ascending shard order so two checks can never deadlock, evaluates every
@@ -51,7 +52,6 @@
 //! periods old) are dropped by [`MemoryLimiter::sweep`], typically run by
 //! [`MemoryLimiter::spawn_sweeper`].
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
@@ -75,108 +75,85 @@ pub const SHARDS: usize = 64;
 /// Checks with at most this many limits find their shards without allocating.
 const INLINE_CHECKS: usize = 16;
 
-/// A bucket's identity in the map: the key plus the period it is counted over.
-#[derive(Debug)]
-struct Slot {
-    key: BucketKey,
+/// A bucket's identity in the map: two independent keyed 64-bit hashes of its key and period
+/// (the 128-bit fingerprint), not the key itself. A key with its route scope and client takes
+/// 56 bytes and the table's spare capacity multiplies that; the fingerprint takes 16, which is
+/// what keeps a million tracked clients under 256 MiB. Both hashers are seeded at random per
+/// process, so nobody can aim two buckets at one fingerprint; by chance, two of a million
+/// buckets share one with odds below 2^-88.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fingerprint([u64; 2]);
+
+impl Hash for Fingerprint {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // The first half is already a keyed hash: the map uses it as is ([`PassThrough`]).
+        state.write_u64(self.0[0]);
+    }
+}
+
+/// The hasher of a map keyed by [`Fingerprint`]: hands the fingerprint's first half through
+/// instead of hashing it again.
+#[derive(Clone, Copy, Default)]
+struct PassThrough;
+
+impl BuildHasher for PassThrough {
+    type Hasher = PassThroughHasher;
+    fn build_hasher(&self) -> PassThroughHasher {
+        PassThroughHasher(0)
+    }
+}
+
+struct PassThroughHasher(u64);
+
+impl Hasher for PassThroughHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is ever called (see `Fingerprint::hash`); folding keeps any other
+        // use correct, if slower.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A bucket's counts and the period they are counted over (the sweeper needs it).
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    window: Window,
     period_ms: u64,
 }
 
-/// Lets the map be probed with a borrowed key, so a lookup never clones the
-/// key's `Arc`s (the standard "borrow a compound key as a trait object" trick).
-trait SlotId {
-    fn key(&self) -> &BucketKey;
-    fn period_ms(&self) -> u64;
-}
-
-impl SlotId for Slot {
-    fn key(&self) -> &BucketKey {
-        &self.key
-    }
-    fn period_ms(&self) -> u64 {
-        self.period_ms
-    }
-}
-
-struct Probe<'a> {
-    key: &'a BucketKey,
-    period_ms: u64,
-}
-
-impl SlotId for Probe<'_> {
-    fn key(&self) -> &BucketKey {
-        self.key
-    }
-    fn period_ms(&self) -> u64 {
-        self.period_ms
-    }
-}
-
-// Hash and Eq of `Slot` are defined through `dyn SlotId` so that the owned
-// key and a borrowed probe hash identically, as `Borrow` requires.
-impl Hash for dyn SlotId + '_ {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key().hash(state);
-        self.period_ms().hash(state);
-    }
-}
-
-impl PartialEq for dyn SlotId + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.period_ms() == other.period_ms() && self.key() == other.key()
-    }
-}
-
-impl Eq for dyn SlotId + '_ {}
-
-impl Hash for Slot {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        (self as &dyn SlotId).hash(state);
-    }
-}
-
-impl PartialEq for Slot {
-    fn eq(&self, other: &Self) -> bool {
-        (self as &dyn SlotId) == (other as &dyn SlotId)
-    }
-}
-
-impl Eq for Slot {}
-
-impl<'a> Borrow<dyn SlotId + 'a> for Slot {
-    fn borrow(&self) -> &(dyn SlotId + 'a) {
-        self
-    }
-}
-
-type ShardMap = HashMap<Slot, Window>;
+type ShardMap = HashMap<Fingerprint, Bucket, PassThrough>;
 
 fn lock(shard: &Mutex<ShardMap>) -> MutexGuard<'_, ShardMap> {
     shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn view_in(map: &ShardMap, key: &BucketKey, period_ms: u64, now_ms: u64) -> View {
-    let probe = Probe { key, period_ms };
-    match map.get(&probe as &dyn SlotId) {
-        Some(window) => View::of(window, now_ms, period_ms),
+fn view_in(map: &ShardMap, id: Fingerprint, period_ms: u64, now_ms: u64) -> View {
+    match map.get(&id) {
+        Some(bucket) => View::of(&bucket.window, now_ms, period_ms),
         None => View::fresh(now_ms, period_ms),
     }
 }
 
-fn consume_in(map: &mut ShardMap, key: &BucketKey, period_ms: u64, now_ms: u64) -> View {
-    let probe = Probe { key, period_ms };
-    if let Some(window) = map.get_mut(&probe as &dyn SlotId) {
-        let view = View::of(window, now_ms, period_ms).consumed();
-        *window = view.window();
+fn consume_in(map: &mut ShardMap, id: Fingerprint, period_ms: u64, now_ms: u64) -> View {
+    if let Some(bucket) = map.get_mut(&id) {
+        let view = View::of(&bucket.window, now_ms, period_ms).consumed();
+        bucket.window = view.window();
         return view;
     }
     let view = View::fresh(now_ms, period_ms).consumed();
     map.insert(
-        Slot {
-            key: key.clone(),
+        id,
+        Bucket {
+            window: view.window(),
             period_ms,
         },
-        view.window(),
     );
     view
 }
@@ -185,9 +162,11 @@ fn consume_in(map: &mut ShardMap, key: &BucketKey, period_ms: u64, now_ms: u64) 
 /// gateway instances.
 pub struct MemoryLimiter {
     clock: Arc<dyn Clock>,
-    // Separate from the maps' own hashers: shard choice and in-map placement
-    // must not be correlated, or every map would see keys whose hashes share
-    // the bits hashbrown uses for its control bytes.
+    // The two halves of a bucket's [`Fingerprint`], independently keyed. The
+    // shard comes from the second, placement in the map from the first: were
+    // they correlated, every map would see keys whose hashes share the bits
+    // hashbrown uses for its control bytes.
+    map_hasher: RandomState,
     shard_hasher: RandomState,
     shards: Box<[Mutex<ShardMap>]>,
 }
@@ -218,15 +197,23 @@ impl MemoryLimiter {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             clock,
+            map_hasher: RandomState::new(),
             shard_hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::with_hasher(PassThrough)))
+                .collect(),
         }
     }
 
-    fn shard_of(&self, key: &BucketKey, period_ms: u64) -> usize {
-        let hash = self.shard_hasher.hash_one((key, period_ms));
+    /// The bucket's fingerprint and the shard that holds it.
+    fn locate(&self, key: &BucketKey, period_ms: u64) -> (Fingerprint, usize) {
+        let id = Fingerprint([
+            self.map_hasher.hash_one((key, period_ms)),
+            self.shard_hasher.hash_one((key, period_ms)),
+        ]);
         // SHARDS is 64, so the top six bits select a shard uniformly.
-        (hash >> (u64::BITS - SHARDS.trailing_zeros())) as usize
+        let shard = (id.0[1] >> (u64::BITS - SHARDS.trailing_zeros())) as usize;
+        (id, shard)
     }
 
     /// Number of buckets held.
@@ -251,7 +238,7 @@ impl MemoryLimiter {
             .map(|shard| {
                 let mut map = lock(shard);
                 let before = map.len();
-                map.retain(|slot, window| !window.is_expired(now, slot.period_ms));
+                map.retain(|_, bucket| !bucket.window.is_expired(now, bucket.period_ms));
                 before - map.len()
             })
             .sum()
@@ -300,19 +287,19 @@ impl MemoryLimiter {
             };
         }
 
-        let mut inline = [0u8; INLINE_CHECKS];
+        let mut inline = [(Fingerprint([0; 2]), 0u8); INLINE_CHECKS];
         let mut spilled = Vec::new();
-        let shard_ix: &mut [u8] = if checks.len() <= INLINE_CHECKS {
+        let located: &mut [(Fingerprint, u8)] = if checks.len() <= INLINE_CHECKS {
             &mut inline[..checks.len()]
         } else {
-            spilled.resize(checks.len(), 0);
+            spilled.resize(checks.len(), (Fingerprint([0; 2]), 0));
             &mut spilled
         };
         let mut touched = 0u64;
-        for (slot, check) in shard_ix.iter_mut().zip(checks) {
-            let shard = self.shard_of(&check.key, check.spec.period_ms());
+        for (slot, check) in located.iter_mut().zip(checks) {
+            let (id, shard) = self.locate(&check.key, check.spec.period_ms());
             // SHARDS is 64, so a shard index always fits a u8.
-            *slot = shard as u8;
+            *slot = (id, shard as u8);
             touched |= 1 << shard;
         }
 
@@ -321,18 +308,21 @@ impl MemoryLimiter {
         // from successive checks (short of the clock itself stepping back).
         let now = self.clock.now_millis();
 
-        let allowed = checks.iter().zip(shard_ix.iter()).all(|(check, &shard)| {
-            view_in(locked.map(shard), &check.key, check.spec.period_ms(), now)
-                .remaining(check.spec.limit)
-                > 0
-        });
+        let allowed = checks
+            .iter()
+            .zip(located.iter())
+            .all(|(check, &(id, shard))| {
+                view_in(locked.map(shard), id, check.spec.period_ms(), now)
+                    .remaining(check.spec.limit)
+                    > 0
+            });
 
-        for (i, (check, &shard)) in checks.iter().zip(shard_ix.iter()).enumerate() {
+        for (i, (check, &(id, shard))) in checks.iter().zip(located.iter()).enumerate() {
             let period_ms = check.spec.period_ms();
-            let view = if allowed && !shares_earlier_bucket(checks, shard_ix, i) {
-                consume_in(locked.map(shard), &check.key, period_ms, now)
+            let view = if allowed && !shares_earlier_bucket(checks, located, i) {
+                consume_in(locked.map(shard), id, period_ms, now)
             } else {
-                view_in(locked.map(shard), &check.key, period_ms, now)
+                view_in(locked.map(shard), id, period_ms, now)
             };
             statuses.push(view.status(check.key.dimension, &check.spec, !allowed));
         }
@@ -343,9 +333,9 @@ impl MemoryLimiter {
     /// consuming, and without creating a bucket that does not exist.
     pub fn peek_now(&self, check: &LimitCheck) -> LimitStatus {
         let period_ms = check.spec.period_ms();
-        let shard = self.shard_of(&check.key, period_ms);
+        let (id, shard) = self.locate(&check.key, period_ms);
         let map = lock(&self.shards[shard]);
-        let view = view_in(&map, &check.key, period_ms, self.clock.now_millis());
+        let view = view_in(&map, id, period_ms, self.clock.now_millis());
         drop(map);
         view.status(check.key.dimension, &check.spec, true)
     }
@@ -380,14 +370,14 @@ impl<'a> Locked<'a> {
 
 /// Whether check `i` names a bucket an earlier check in the same request
 /// already charged. Quadratic, but a request carries a handful of checks and
-/// the shard comparison rejects almost every pair without touching the keys.
-fn shares_earlier_bucket(checks: &[LimitCheck], shard_ix: &[u8], i: usize) -> bool {
+/// the fingerprint comparison rejects almost every pair without touching the keys.
+fn shares_earlier_bucket(checks: &[LimitCheck], located: &[(Fingerprint, u8)], i: usize) -> bool {
     let check = &checks[i];
     checks[..i]
         .iter()
-        .zip(&shard_ix[..i])
-        .any(|(earlier, &shard)| {
-            shard == shard_ix[i]
+        .zip(&located[..i])
+        .any(|(earlier, &(id, _))| {
+            id == located[i].0
                 && earlier.spec.period_ms() == check.spec.period_ms()
                 && earlier.key == check.key
         })

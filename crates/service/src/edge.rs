@@ -78,7 +78,7 @@ pub struct Admission<C> {
 pub fn request_id(headers: &HeaderMap) -> Arc<str> {
     match headers.get("x-request-id").and_then(valid_request_id) {
         Some(id) => Arc::from(id),
-        None => Arc::from(uuid::Uuid::new_v4().to_string()),
+        None => infergate_telemetry::ids::request_id(),
     }
 }
 
@@ -103,12 +103,24 @@ pub fn stamp(
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(HeaderName::from_static("x-request-id"), v);
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("{:.6}", elapsed.as_secs_f64())) {
-        headers.insert(HeaderName::from_static("x-process-time"), v);
-    }
+    headers.insert(
+        HeaderName::from_static("x-process-time"),
+        process_time(elapsed),
+    );
     if let Some(sec) = security {
         sec.apply(headers, template.starts_with("/docs"));
     }
+}
+
+/// `X-Process-Time`: seconds with microseconds (`0.000123`), formatted on the stack.
+fn process_time(elapsed: Duration) -> HeaderValue {
+    use std::io::Write;
+    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    let mut buf = [0u8; 32];
+    let mut rest = &mut buf[..];
+    let _ = write!(rest, "{}.{:06}", micros / 1_000_000, micros % 1_000_000);
+    let len = 32 - rest.len();
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// Counts a request in flight for as long as it lives. A guard, not `inc`/`dec`: a future that is

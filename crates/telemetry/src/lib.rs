@@ -14,12 +14,20 @@
 //!   is off.
 //! - [`continue_remote_trace`], [`outgoing_trace_headers`], [`trace_id`]: W3C trace context in,
 //!   out, and into the access log.
+//! - [`ids`]: request ids and trace contexts from a per-thread CSPRNG (no syscall per request).
 //! - [`LogSampler`]: caps how many lines per second a flood of one event can write.
+//! - Log lines (the access log among them) are formatted on the worker that logs them and written
+//!   by a thread of their own ([`writer`]): a busy gateway writes tens of kilobytes per
+//!   `write(2)` and no worker waits on the log file. [`Telemetry::shutdown`] (or dropping
+//!   [`Telemetry`]) writes out every buffered line.
 //!
 //! A crate of its own because both services log and trace alike (one subscriber setup, one set of
 //! `OTEL_*` variables, one span target), and because the OpenTelemetry dependencies are heavy:
 //! only the binaries and this crate build them.
 #![forbid(unsafe_code)]
+
+pub mod ids;
+pub mod writer;
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +47,7 @@ use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
+use writer::WriterGuard;
 
 /// The `tracing` target of every span meant for OpenTelemetry (and of nothing else).
 pub const SPAN_TARGET: &str = "infergate::otel";
@@ -102,9 +111,11 @@ pub fn traces_enabled(get: impl Fn(&str) -> Option<String>) -> Result<bool, Tele
 
 /// The installed subscriber's exporting side. Call [`Telemetry::shutdown`] once serving is over
 /// to flush the spans still queued.
-#[must_use = "keep it until the server stopped, then call shutdown() to flush queued spans"]
+#[must_use = "keep it until the server stopped, then call shutdown() to flush queued spans and log lines"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    /// The log writer thread; dropping it writes out the queued lines and ends the thread.
+    log_writer: Option<WriterGuard>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -127,14 +138,20 @@ impl Telemetry {
         } else {
             None
         };
-        install(settings, provider.as_ref());
-        Ok(Telemetry { provider })
+        let log_writer = install(settings, provider.as_ref());
+        Ok(Telemetry {
+            provider,
+            log_writer,
+        })
     }
 
     /// Logs only (command-line tools).
     pub fn logs(settings: &LogSettings) -> Self {
-        install(settings, None);
-        Telemetry { provider: None }
+        let log_writer = install(settings, None);
+        Telemetry {
+            provider: None,
+            log_writer,
+        }
     }
 
     /// Whether spans are being exported.
@@ -152,6 +169,8 @@ impl Telemetry {
         {
             tracing::warn!(error = %e, "flushing traces at shutdown failed");
         }
+        // Last: the warning above is written out too.
+        drop(self.log_writer);
     }
 }
 
@@ -186,14 +205,17 @@ fn build_provider(service_name: &'static str) -> Result<SdkTracerProvider, Telem
 
 type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
-fn install(settings: &LogSettings, provider: Option<&SdkTracerProvider>) {
+/// Installs the subscriber; returns the log writer's guard, or `None` when a subscriber was
+/// installed already (tests).
+fn install(settings: &LogSettings, provider: Option<&SdkTracerProvider>) -> Option<WriterGuard> {
     let level = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Request spans are for OpenTelemetry only: a log line must not change with tracing on.
     let log_filter = level.and(filter_fn(|m| m.target() != SPAN_TARGET));
+    let (writer, guard) = writer::buffered(std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let mut layers: Vec<BoxedLayer> = vec![match settings.format {
@@ -220,8 +242,12 @@ fn install(settings: &LogSettings, provider: Option<&SdkTracerProvider>) {
                 .boxed(),
         );
     }
-    // A subscriber already installed (tests) is fine.
-    let _ = tracing_subscriber::registry().with(layers).try_init();
+    // A subscriber already installed (tests) is fine; then the writer thread is not needed.
+    tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .ok()
+        .map(|()| guard)
 }
 
 struct HeaderExtractor<'a>(&'a HeaderMap);

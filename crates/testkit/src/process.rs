@@ -136,6 +136,20 @@ impl Service {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Waits until the log holds `needle` (lines reach it through the service's buffered log
+    /// writer, within its flush interval), failing after `limit`.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) {
+        let started = Instant::now();
+        while !self.stderr().contains(needle) {
+            assert!(
+                started.elapsed() < limit,
+                "no {needle:?} in the log within {limit:?}: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Sends a signal by name (`-TERM`, `-HUP`, `-INT`).
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")

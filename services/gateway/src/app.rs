@@ -6,7 +6,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use actix_web::dev::Server;
+use actix_web::body::BoxBody;
+use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use infergate_config::{ConfigError, GatewayConfig};
@@ -116,32 +117,10 @@ impl Application {
         let cfg = &state.cfg;
         let workers = workers(cfg.workers);
         let app_state = state.clone();
-        let default_limit = cfg.body_limits.default_bytes;
         // actix pauses accepting past this many per worker; the tracker refuses (with an answer)
         // well before, so this only backs it up.
         let per_worker_backstop = (cfg.connections.max_total / workers + 64).max(256);
-        let app = move || {
-            let st = app_state.clone();
-            // Without configured origins no browser may call cross-origin, so the CORS layer (and
-            // the headers it adds to every response) is left out entirely.
-            let cors_enabled = !st.cfg.cors.origins.is_empty();
-            let client = web::Data::new(proxy::client(&st));
-            let cors = infergate_headers::cors(
-                &st.cfg.cors.origins,
-                st.cfg.cors.allow_credentials,
-                st.cfg.cors.max_age_seconds,
-            );
-            App::new()
-                .app_data(st)
-                .app_data(client)
-                .app_data(handlers::DOCS)
-                .app_data(web::PayloadConfig::new(default_limit))
-                // No actix routes: the route table is the only list ([`crate::pipeline::dispatch`]).
-                .default_service(web::to(crate::pipeline::dispatch::dispatch))
-                .wrap(from_fn(guard))
-                .wrap(actix_web::middleware::Condition::new(cors_enabled, cors))
-                .wrap(from_fn(edge::<AppState>))
-        };
+        let app = move || service(app_state.clone());
         let server = crate::serve::server(
             state.clone(),
             listener,
@@ -212,6 +191,44 @@ impl Application {
         drop(self._sweeper);
         result
     }
+}
+
+/// The gateway as an actix `App`: the state, the one service (the route table's [`dispatch`]),
+/// and around it the guard, CORS and the edge. The server builds one per worker; the pipeline
+/// benchmark (`benches/pipeline.rs`) drives one without sockets.
+///
+/// [`dispatch`]: crate::pipeline::dispatch::dispatch
+pub fn service(
+    st: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    // Without configured origins no browser may call cross-origin, so the CORS layer (and
+    // the headers it adds to every response) is left out entirely.
+    let cors_enabled = !st.cfg.cors.origins.is_empty();
+    let client = web::Data::new(proxy::client(&st));
+    let cors = infergate_headers::cors(
+        &st.cfg.cors.origins,
+        st.cfg.cors.allow_credentials,
+        st.cfg.cors.max_age_seconds,
+    );
+    let default_limit = st.cfg.body_limits.default_bytes;
+    App::new()
+        .app_data(st)
+        .app_data(client)
+        .app_data(handlers::DOCS)
+        .app_data(web::PayloadConfig::new(default_limit))
+        // No actix routes: the route table is the only list ([`crate::pipeline::dispatch`]).
+        .default_service(web::to(crate::pipeline::dispatch::dispatch))
+        .wrap(from_fn(guard))
+        .wrap(actix_web::middleware::Condition::new(cors_enabled, cors))
+        .wrap(from_fn(edge::<AppState>))
 }
 
 /// Connects the shared Redis limiter. Unreachable Redis at startup is not fatal: the breaker and

@@ -148,7 +148,7 @@ pub async fn api_test(
         .unwrap_or(30.0);
     Ok(HttpResponse::Ok().json(json!({
         "success": true,
-        "test_id": uuid::Uuid::new_v4(),
+        "test_id": &*infergate_telemetry::ids::request_id(),
         "received_data": {
             "test_name": value["test_name"],
             "iterations": iterations,

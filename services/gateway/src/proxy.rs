@@ -128,10 +128,7 @@ fn traceparent(incoming: Option<&HeaderValue>) -> HeaderValue {
     {
         return v.clone();
     }
-    let trace = uuid::Uuid::new_v4().simple().to_string();
-    let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
-    HeaderValue::from_str(&format!("00-{trace}-{span}-01"))
-        .unwrap_or_else(|_| HeaderValue::from_static(""))
+    infergate_telemetry::ids::traceparent()
 }
 
 /// Forwards the request upstream. The request context is taken for the call (not cloned) and

@@ -303,6 +303,94 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     assert!(gw.stderr().contains("draining"), "{}", gw.stderr());
 }
 
+/// The log writer is a background thread with a queue: a clean shutdown must still write the
+/// line of every request served, the last one (in flight at SIGTERM) included.
+#[actix_web::test]
+async fn every_access_log_line_is_written_before_a_clean_exit() {
+    let upstream = DevUpstream::start("127.0.0.1:0", UpstreamConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let up = upstream.base_url();
+    let mut gw = start_gateway(
+        &[
+            ("INFERGATE_LISTEN", "127.0.0.1:0"),
+            ("INFERGATE_UPSTREAM", &up),
+            ("API_KEY", ADMIN_KEY),
+            ("RATE_LIMIT_ENABLED", "false"),
+            ("LOG_FORMAT", "json"),
+            ("LOG_LEVEL", "info"),
+        ],
+        dir.path(),
+    );
+    // Requests sent, each of which must have its line.
+    let mut sent = 0usize;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let url = gw.url("/health");
+            actix_web::rt::spawn(async move {
+                let client = awc::Client::default();
+                for _ in 0..250 {
+                    let res = client.get(&url).send().await.unwrap();
+                    assert_eq!(res.status().as_u16(), 200);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+        sent += 250;
+    }
+    let url = gw.url("/inference");
+    let slow = actix_web::rt::spawn(async move {
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .finish();
+        let res = client
+            .post(url)
+            .insert_header(("X-API-Key", ADMIN_KEY))
+            .insert_header(("X-Dev-Delay-Ms", "1000"))
+            .send_body(r#"{"prompt":"the last line"}"#)
+            .await
+            .unwrap();
+        res.status().as_u16()
+    });
+    sent += 1;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = get(&gw.url("/metrics"), Some(("X-API-Key", ADMIN_KEY))).await;
+        sent += 1;
+        if metrics.contains("infergate_http_requests_in_flight 2") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slow request never arrived: {metrics}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.signal("-TERM");
+    assert_eq!(slow.await.unwrap(), 200);
+    let exit = gw.wait(Duration::from_secs(15));
+    assert_eq!(exit.code(), Some(0), "{}", gw.stderr());
+    let log = gw.stderr();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(r#""message":"request""#))
+        .collect();
+    assert_eq!(lines.len(), sent, "access-log lines for {sent} requests");
+    assert!(
+        lines.iter().any(|l| l.contains(r#""route":"/inference""#)),
+        "the request in flight at SIGTERM has its line"
+    );
+    // The process's last line comes after the drain, so nothing was cut off.
+    assert!(
+        log.lines()
+            .last()
+            .is_some_and(|l| l.contains(r#""message":"stopped""#)),
+        "{}",
+        &log[log.len().saturating_sub(2000)..]
+    );
+}
+
 #[actix_web::test]
 async fn serves_tls_with_rustls() {
     let upstream = DevUpstream::start("127.0.0.1:0", UpstreamConfig::default()).unwrap();
@@ -324,11 +412,7 @@ async fn serves_tls_with_rustls() {
         ],
         dir.path(),
     );
-    assert!(
-        gw.stderr().contains("https://127.0.0.1:"),
-        "{}",
-        gw.stderr()
-    );
+    gw.wait_for_log("https://127.0.0.1:", Duration::from_secs(10));
     let out = Command::new("curl")
         .args([
             "-sk",
@@ -365,8 +449,8 @@ async fn revocation_reaches_every_replica() {
         ("KEY_STORE", "redis"),
         ("KEY_STORE_REDIS_URL", url.as_str()),
     ];
-    let a = start_gateway(&env, dir.path());
-    let b = start_gateway(&env, dir.path());
+    let mut a = start_gateway(&env, dir.path());
+    let mut b = start_gateway(&env, dir.path());
 
     // key-admin, in process, on the same Redis store.
     let admin_env = infergate_config::MapSource::new([
@@ -421,7 +505,9 @@ async fn revocation_reaches_every_replica() {
         }
     }
     eprintln!("revocation refused by both replicas after {refused:?}");
-    for gw in [&a, &b] {
+    // After a clean exit every line the replicas logged is in.
+    for gw in [&mut a, &mut b] {
+        gw.terminate();
         assert!(!gw.stderr().contains(&key), "a replica logged the key");
     }
 }
