@@ -42,7 +42,7 @@
 #   BENCH_EXTRAS       1 (default) the memory figures and the denied path; 0 skips them
 #   BENCH_THREADS      wrk -t (default 2: one wrk thread cannot keep 256 connections busy)
 #   BENCH_REDIS_TIMEOUT_MS  RATE_LIMIT_REDIS_TIMEOUT_MS of every gateway (default 50)
-#   BENCH_PORT_BASE    first port to try for the listeners (default: random in 20000-39999)
+#   BENCH_PORT_BASE    first port to try for the listeners (default: random, below the ephemeral range)
 #   BENCH_GATEWAY_BIN  the gateway binary to measure (default: the release build made here), e.g. an
 #                      earlier commit's, for before/after figures
 #   BENCH_NO_INSTALL   1 = never call apt-get (fail if wrk/nginx/curl/redis-server are missing)
@@ -50,7 +50,8 @@
 # Results: the table is printed and written to target/bench/results.txt, every measured run to
 # target/bench/runs.tsv. Exits non-zero when a target could not be started, answered more than 1 %
 # non-2xx, did not refuse a keyless request, left out a security header, lost access-log lines,
-# or (Redis) did not take exactly one round trip per allowed request. Missing a performance goal
+# or (Redis) did not take exactly one round trip per allowed request or failed more than 0.1 % of
+# its calls. Missing a performance goal
 # is reported, not a failure: the machine is shared and noisy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -273,7 +274,10 @@ else
 fi
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-NEXT_PORT=${BENCH_PORT_BASE:-$((20000 + RANDOM % 20000))}
+# Below the kernel's ephemeral range, so no client socket of a previous run can hold a port picked
+# for a listener.
+EPHEMERAL_LOW=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+NEXT_PORT=${BENCH_PORT_BASE:-$((10000 + RANDOM % (EPHEMERAL_LOW - 12000)))}
 pick_port() { # sets PICKED_PORT (not echoed: a subshell would lose NEXT_PORT)
   local tries
   for ((tries = 0; tries < 500; tries++)); do
@@ -506,9 +510,9 @@ stop_proxy() {
   else
     LOG_LINES=$(grep -c '"message":"request"' "$PROXY_LOG" || true)
     local other first
-    other=$(awk '!/"message":"request"/ && /"level":"(WARN|ERROR)"/ { n++ } END { print n + 0 }' "$PROXY_LOG")
+    other=$(awk '!/"message":"(request|rate limit exceeded)"/ && /"level":"(WARN|ERROR)"/ { n++ } END { print n + 0 }' "$PROXY_LOG")
     if ((other > 0)); then
-      first=$(awk '!/"message":"request"/ && /"level":"(WARN|ERROR)"/ { print substr($0, 1, 300); exit }' "$PROXY_LOG")
+      first=$(awk '!/"message":"(request|rate limit exceeded)"/ && /"level":"(WARN|ERROR)"/ { print substr($0, 1, 300); exit }' "$PROXY_LOG")
       NOTES+=("gateway '$PROXY_NAME' logged $other warning/error line(s); first: $first")
     fi
   fi
@@ -662,8 +666,11 @@ run_wrk() {
     read -r fb1 er1 rj1 <<<"$lim1"
     if [[ $fb0 == "?" || $fb1 == "?" ]]; then
       FAILURES+=("$target ($scenario): could not read the gateway's /metrics to check for limiter fallbacks")
+    elif (((er1 - er0 + fb1 - fb0) * 1000 > total)); then
+      FAILURES+=("round $round, $scenario, $target: the Redis limiter failed during the run ($((er1 - er0)) backend errors, $((fb1 - fb0)) fallback decisions for $total requests)")
     elif ((er1 > er0 || fb1 > fb0)); then
-      FAILURES+=("round $round, $scenario, $target: the Redis limiter failed during the run ($((er1 - er0)) backend errors, $((fb1 - fb0)) fallback decisions)")
+      # A few timeouts (RATE_LIMIT_REDIS_TIMEOUT_MS) when redis-server shares a saturated core.
+      NOTES+=("round $round, $scenario, $target: $((er1 - er0)) Redis backend errors, $((fb1 - fb0)) fallback decisions for $total requests (under 0.1 %)")
     elif [[ $mode != denied ]] && ((rj1 > rj0)); then
       FAILURES+=("round $round, $scenario, $target: $((rj1 - rj0)) requests refused by the limiter; limits should be high enough for none")
     fi

@@ -33,7 +33,10 @@ mod text;
 use std::{
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener},
-    sync::Mutex,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -124,6 +127,17 @@ pub fn build_server(
     cfg: &UpstreamConfig,
     shutdown_timeout: Duration,
 ) -> io::Result<Server> {
+    build_counting_server(listener, cfg, shutdown_timeout, Arc::default())
+}
+
+/// [`build_server`], counting every connection accepted in `connections` (tests check that a
+/// proxy reuses its upstream connections).
+pub fn build_counting_server(
+    listener: TcpListener,
+    cfg: &UpstreamConfig,
+    shutdown_timeout: Duration,
+    connections: Arc<AtomicU64>,
+) -> io::Result<Server> {
     let state = web::Data::new(AppState::new(cfg));
     let server = HttpServer::new(move || {
         App::new()
@@ -133,6 +147,9 @@ pub fn build_server(
             .wrap(from_fn(routes::dev_controls))
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))
+    })
+    .on_connect(move |_, _| {
+        connections.fetch_add(1, Ordering::Relaxed);
     })
     .workers(cfg.workers.max(1))
     .disable_signals()
@@ -147,6 +164,7 @@ pub fn build_server(
 pub struct DevUpstream {
     addr: SocketAddr,
     handle: ServerHandle,
+    connections: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for DevUpstream {
@@ -170,14 +188,25 @@ impl DevUpstream {
         let addr = listener.local_addr()?;
         // Tests stop the upstream to provoke 502s; a short drain keeps `stop(true)` from hanging
         // on the gateway's idle keep-alive connections.
-        let server = build_server(listener, &cfg, Duration::from_secs(1))?;
+        let connections = Arc::new(AtomicU64::new(0));
+        let server =
+            build_counting_server(listener, &cfg, Duration::from_secs(1), connections.clone())?;
         let handle = server.handle();
         runtime.spawn(async move {
             if let Err(e) = server.await {
                 tracing::error!(error = %e, "dev upstream stopped with an error");
             }
         });
-        Ok(DevUpstream { addr, handle })
+        Ok(DevUpstream {
+            addr,
+            handle,
+            connections,
+        })
+    }
+
+    /// Connections accepted so far.
+    pub fn connections_accepted(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// The bound port (useful after binding port 0).

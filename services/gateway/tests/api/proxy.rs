@@ -56,6 +56,44 @@ async fn bodies_pass_through() {
     assert_eq!(r.json()["error"], "dev_forced_status");
 }
 
+/// Keep-alive toward the upstream: requests reuse pooled connections instead of opening one
+/// each, counted by the upstream itself.
+#[actix_web::test]
+async fn upstream_connections_are_reused() {
+    let app = spawn_app(&[]).await;
+    let upstream = app.upstream.as_ref().unwrap();
+    let chat = r#"{"model":"echo-1","messages":[{"role":"user","content":"ping"}]}"#;
+    assert_eq!(
+        app.post("/v1/chat/completions", Some(USER_KEY), chat)
+            .await
+            .status,
+        200
+    );
+    let first = upstream.connections_accepted();
+    assert!(first >= 1, "the upstream saw the request");
+    for _ in 0..200 {
+        let r = app.post("/v1/chat/completions", Some(USER_KEY), chat).await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(
+        upstream.connections_accepted(),
+        first,
+        "200 requests one after another ride the first connection"
+    );
+    // Eight at a time: at most eight connections in all (one worker, one pool).
+    for _ in 0..25 {
+        let batch = (0..8).map(|_| app.post("/v1/chat/completions", Some(USER_KEY), chat));
+        for r in futures_util::future::join_all(batch).await {
+            assert_eq!(r.status, 200);
+        }
+    }
+    let total = upstream.connections_accepted();
+    assert!(
+        total <= first + 7,
+        "{total} upstream connections for 401 requests, at most 8 at once"
+    );
+}
+
 #[actix_web::test]
 async fn sse_streams_through_unbuffered() {
     let upstream = UpstreamConfig {
