@@ -127,6 +127,15 @@ def main():
             goals.append(("slow: p99 <= nginx's p99 + 2 ms", med(pr) is not None and med(pr) <= 2.0, f"{med(pr):+.2f} ms" if pr else "?"))
         if rm:
             goals.append((f"{scen}: Redis limiter >= 0.8x memory, 1 round trip", med(rm) >= 0.8 and abs(med(trips) - 1) < 0.01, f"{med(rm):.2f}x, {med(trips):.3f}/req"))
+    for r in runs:
+        if r["target"] == "infergate-deny":
+            calls = num(r["redis_calls"]) or 0
+            print()
+            print(
+                f"denied path (Redis limiter, the key's limit spent, refusals from the local deny cache): "
+                f"{num(r['rps']):,.0f} req/s, p99 {r['p99_ms']} ms, {r['cpu_us_per_req']} us CPU per request, "
+                f"{r['non2xx']} of {r['requests']} refused, {calls / max(num(r['requests']) or 1, 1):.4f} Redis round trips per request"
+            )
     if extras:
         print()
         print("memory (measured once):")
