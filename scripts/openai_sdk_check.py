@@ -65,4 +65,19 @@ try:
 except openai.UnprocessableEntityError as e:
     check(e.response.json().get("code") == "validation_error", "422 with the gateway's code")
 
+# The rate-limit headers the SDK's users read (OpenAI's own names), through with_raw_response.
+raw = client.chat.completions.with_raw_response.create(
+    model="echo-1", messages=[{"role": "user", "content": "headers"}], max_tokens=4
+)
+limit = raw.headers.get("x-ratelimit-limit-requests")
+remaining = raw.headers.get("x-ratelimit-remaining-requests")
+reset = raw.headers.get("x-ratelimit-reset-requests") or ""
+check(limit is not None and limit.isdigit(), f"x-ratelimit-limit-requests ({limit})")
+check(
+    remaining is not None and remaining.isdigit() and int(remaining) < int(limit),
+    f"x-ratelimit-remaining-requests ({remaining} of {limit})",
+)
+check(reset.endswith("s") and reset[0].isdigit(), f"x-ratelimit-reset-requests as a duration ({reset})")
+check("headers" in (raw.parse().choices[0].message.content or ""), "the raw response still parses")
+
 print(f"openai SDK {openai.__version__}: {checks} checks passed")

@@ -33,7 +33,7 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); GW=$(free_port); KA=$(free_port)
+UP=$(free_port); GW=$(free_port); KA=$(free_port); SDK_GW=$(free_port)
 ADMIN_KEY="st-admin-key-$(python3 -c 'import secrets; print(secrets.token_hex(12))')"
 USER_KEY="st-user-key-$(python3 -c 'import secrets; print(secrets.token_hex(12))')"
 
@@ -45,6 +45,14 @@ env -i PATH="$PATH" HOME="$tmp" \
   RATE_LIMIT_ENABLED=false \
   ./target/debug/infergate-gateway >"$tmp/gateway.log" 2>&1 &
 pids+=($!)
+# The OpenAI SDK's gateway runs as deployed, with rate limiting on (the SDK reads its headers);
+# schemathesis' has it off so thousands of generated calls are not refused.
+mkdir -p "$tmp/sdk"
+env -i PATH="$PATH" HOME="$tmp" \
+  INFERGATE_LISTEN="127.0.0.1:$SDK_GW" INFERGATE_WORKERS=1 INFERGATE_UPSTREAM="http://127.0.0.1:$UP" \
+  API_KEY="$ADMIN_KEY" API_KEYS="$USER_KEY:user" INFERGATE_KEYS_FILE="$tmp/sdk/keys.yaml" \
+  ./target/debug/infergate-gateway >"$tmp/sdk-gateway.log" 2>&1 &
+pids+=($!)
 
 # key-admin: an admin key minted into the throwaway store with the CLI, then the service.
 export INFERGATE_ADMIN_LISTEN="127.0.0.1:$KA" INFERGATE_KEYS_FILE="$tmp/keys.yaml" KEY_STORE=file
@@ -52,7 +60,8 @@ KA_KEY=$(./target/debug/infergate-admin keys generate --roles admin --name schem
 (cd "$tmp" && exec "$OLDPWD/target/debug/infergate-admin" serve) >"$tmp/key-admin.log" 2>&1 &
 pids+=($!)
 
-for url in "http://127.0.0.1:$UP/health" "http://127.0.0.1:$GW/health" "http://127.0.0.1:$KA/health"; do
+for url in "http://127.0.0.1:$UP/health" "http://127.0.0.1:$GW/health" "http://127.0.0.1:$KA/health" \
+  "http://127.0.0.1:$SDK_GW/health"; do
   for _ in $(seq 1 100); do
     python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=1)" "$url" 2>/dev/null && break
     sleep 0.1
@@ -70,9 +79,10 @@ run() { # name url key
 run gateway "http://127.0.0.1:$GW" "$ADMIN_KEY"
 run key-admin "http://127.0.0.1:$KA" "$KA_KEY"
 echo "=== OpenAI Python SDK against the gateway"
-"$VENV/bin/python" scripts/openai_sdk_check.py "http://127.0.0.1:$GW" "$USER_KEY" || status=1
+"$VENV/bin/python" scripts/openai_sdk_check.py "http://127.0.0.1:$SDK_GW" "$USER_KEY" || status=1
 if [ "$status" -ne 0 ]; then
   echo "--- gateway log (tail)"; tail -n 30 "$tmp/gateway.log"
+  echo "--- SDK gateway log (tail)"; tail -n 30 "$tmp/sdk-gateway.log"
   echo "--- key-admin log (tail)"; tail -n 30 "$tmp/key-admin.log"
 fi
 exit "$status"

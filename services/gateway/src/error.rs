@@ -5,6 +5,7 @@
 //! [`GatewayError`]; the edge middleware re-renders the body with the request id once it is known
 //! ([`render`]), and any error actix itself produced gets the same shape there too.
 
+use std::io::Write;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -241,29 +242,70 @@ pub fn rate_limit_headers(headers: &mut header::HeaderMap, status: &LimitStatus,
         .reset_at_millis
         .saturating_sub(now_millis)
         .div_ceil(1000);
+    let limit = HeaderValue::from(status.limit);
+    let remaining = HeaderValue::from(status.remaining);
     headers.insert(
         header::HeaderName::from_static("x-ratelimit-limit"),
-        HeaderValue::from(status.limit),
+        limit.clone(),
     );
     headers.insert(
         header::HeaderName::from_static("x-ratelimit-remaining"),
-        HeaderValue::from(status.remaining),
+        remaining.clone(),
     );
     headers.insert(
         header::HeaderName::from_static("x-ratelimit-reset"),
         HeaderValue::from(status.reset_at_millis.div_ceil(1000)),
     );
+    // OpenAI's names, which its SDKs and tooling read: the same request limit, the reset as a
+    // duration (`6m0s`) rather than a time.
+    headers.insert(
+        header::HeaderName::from_static("x-ratelimit-limit-requests"),
+        limit,
+    );
+    headers.insert(
+        header::HeaderName::from_static("x-ratelimit-remaining-requests"),
+        remaining,
+    );
+    headers.insert(
+        header::HeaderName::from_static("x-ratelimit-reset-requests"),
+        stack_value(|w| write_duration(w, reset_in)),
+    );
     let name = dimension_name(status.dimension);
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "\"{name}\";q={};w={}",
-        status.limit,
-        status.window.as_secs()
-    )) {
-        headers.insert(header::HeaderName::from_static("ratelimit-policy"), v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";r={};t={reset_in}", status.remaining))
-    {
-        headers.insert(header::HeaderName::from_static("ratelimit"), v);
+    headers.insert(
+        header::HeaderName::from_static("ratelimit-policy"),
+        stack_value(|w| {
+            write!(
+                w,
+                "\"{name}\";q={};w={}",
+                status.limit,
+                status.window.as_secs()
+            )
+        }),
+    );
+    headers.insert(
+        header::HeaderName::from_static("ratelimit"),
+        stack_value(|w| write!(w, "\"{name}\";r={};t={reset_in}", status.remaining)),
+    );
+}
+
+/// A header value formatted into a stack buffer (these go on every limited response; no
+/// `format!`). Values are ASCII digits and names, far below the buffer.
+fn stack_value(f: impl FnOnce(&mut &mut [u8]) -> std::io::Result<()>) -> HeaderValue {
+    let mut buf = [0u8; 96];
+    let mut rest = &mut buf[..];
+    let written = f(&mut rest).map(|()| 96 - rest.len()).unwrap_or(0);
+    HeaderValue::from_bytes(&buf[..written]).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Whole seconds as OpenAI writes a reset: `45s`, `6m0s`, `1h2m3s`.
+fn write_duration(w: &mut &mut [u8], secs: u64) -> std::io::Result<()> {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        write!(w, "{h}h{m}m{s}s")
+    } else if m > 0 {
+        write!(w, "{m}m{s}s")
+    } else {
+        write!(w, "{s}s")
     }
 }
 
@@ -310,5 +352,24 @@ impl ResponseError for GatewayError {
             _ => {}
         }
         res.body(render(self, None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resets_read_as_openai_writes_them() {
+        for (secs, text) in [
+            (0, "0s"),
+            (45, "45s"),
+            (60, "1m0s"),
+            (360, "6m0s"),
+            (3661, "1h1m1s"),
+            (86_400, "24h0m0s"),
+        ] {
+            assert_eq!(stack_value(|w| write_duration(w, secs)), text, "{secs}");
+        }
     }
 }

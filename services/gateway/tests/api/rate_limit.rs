@@ -59,6 +59,10 @@ async fn first_hundred_pass_then_429_with_headers() {
     );
     assert_eq!(r.header("ratelimit-policy"), Some("\"ip\";q=100;w=60"));
     assert_eq!(r.header("ratelimit"), Some("\"ip\";r=0;t=60"));
+    // OpenAI's names for the same limit, the reset as a duration.
+    assert_eq!(r.header("x-ratelimit-limit-requests"), Some("100"));
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("0"));
+    assert_eq!(r.header("x-ratelimit-reset-requests"), Some("1m0s"));
     assert_security_headers(&r);
 }
 
@@ -70,6 +74,7 @@ async fn allowed_responses_carry_the_tightest_limit() {
     // key 1000/minute and endpoint /models 200/minute: the endpoint is tighter.
     assert_eq!(r.header("x-ratelimit-limit"), Some("200"));
     assert_eq!(r.header("x-ratelimit-remaining"), Some("199"));
+    assert_eq!(r.header("x-ratelimit-remaining-requests"), Some("199"));
     assert_eq!(
         r.header("ratelimit-policy"),
         Some("\"endpoint\";q=200;w=60")
