@@ -3,12 +3,15 @@
 //! route templates, methods from a fixed set ([`crate::method_label`]) and status codes — never a
 //! path, a key or an address. A service registers its own metrics in [`HttpMetrics::registry`].
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix_web::http::{Method, StatusCode};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Time until response headers: sub-millisecond local answers up to minute-long generations.
@@ -27,8 +30,28 @@ pub fn register(registry: &Registry, c: impl prometheus::core::Collector + 'stat
     must(registry.register(Box::new(c)));
 }
 
+/// One route's children of the request metrics, as one worker thread holds them.
+struct RouteChildren {
+    latency: Histogram,
+    /// By (method label, status): a route sees a handful.
+    requests: Vec<((&'static str, u16), IntCounter)>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Per worker thread, per [`HttpMetrics`] (by id), per route template: the children this
+    /// thread counts into. A child is looked up in the shared vector once per thread; after that
+    /// counting a request takes no lock shared with other workers (prometheus' vectors hash the
+    /// label values and read-lock one map for every lookup) and no reference-count traffic.
+    static CHILDREN: RefCell<HashMap<u64, HashMap<Box<str>, RouteChildren>>> =
+        RefCell::new(HashMap::new());
+}
+
 #[derive(Clone)]
 pub struct HttpMetrics {
+    /// Tells this registry's children apart in [`CHILDREN`].
+    id: u64,
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
@@ -69,6 +92,7 @@ impl HttpMetrics {
         register(&registry, in_flight.clone());
         register(&registry, build_info);
         Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             registry,
             requests,
             latency,
@@ -82,12 +106,35 @@ impl HttpMetrics {
 
     /// Counts one answered request.
     pub fn observe(&self, template: &str, method: &Method, status: StatusCode, elapsed: Duration) {
-        self.requests
-            .with_label_values(&[template, crate::method_label(method), status.as_str()])
-            .inc();
-        self.latency
-            .with_label_values(&[template])
-            .observe(elapsed.as_secs_f64());
+        let method = crate::method_label(method);
+        let code = status.as_u16();
+        CHILDREN.with(|children| {
+            let mut children = children.borrow_mut();
+            let routes = children.entry(self.id).or_default();
+            if !routes.contains_key(template) {
+                routes.insert(
+                    template.into(),
+                    RouteChildren {
+                        latency: self.latency.with_label_values(&[template]),
+                        requests: Vec::new(),
+                    },
+                );
+            }
+            let Some(route) = routes.get_mut(template) else {
+                return;
+            };
+            route.latency.observe(elapsed.as_secs_f64());
+            match route.requests.iter().find(|(k, _)| *k == (method, code)) {
+                Some((_, counter)) => counter.inc(),
+                None => {
+                    let counter =
+                        self.requests
+                            .with_label_values(&[template, method, status.as_str()]);
+                    counter.inc();
+                    route.requests.push(((method, code), counter));
+                }
+            }
+        });
     }
 
     /// The Prometheus text exposition of everything in the registry.
@@ -102,3 +149,51 @@ impl HttpMetrics {
 
 /// The content type of [`HttpMetrics::render`].
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_from_every_worker_thread_land_in_the_shared_series() {
+        let m = HttpMetrics::new("t", "0");
+        let other = HttpMetrics::new("t", "0");
+        let count = |m: &HttpMetrics, n: usize, status: u16| {
+            for _ in 0..n {
+                m.observe(
+                    "/x",
+                    &Method::GET,
+                    StatusCode::from_u16(status).unwrap(),
+                    Duration::from_millis(2),
+                );
+            }
+        };
+        count(&m, 3, 200);
+        let worker = {
+            let m = m.clone();
+            std::thread::spawn(move || count(&m, 2, 200))
+        };
+        worker.join().unwrap();
+        count(&m, 1, 429);
+        // Another registry on the same thread keeps its own children.
+        count(&other, 4, 200);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(
+            text.contains(r#"t_http_requests_total{method="GET",route="/x",status="200"} 5"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"t_http_requests_total{method="GET",route="/x",status="429"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"t_http_request_duration_seconds_count{route="/x"} 6"#),
+            "{text}"
+        );
+        let text = String::from_utf8(other.render()).unwrap();
+        assert!(
+            text.contains(r#"t_http_requests_total{method="GET",route="/x",status="200"} 4"#),
+            "{text}"
+        );
+    }
+}

@@ -41,13 +41,23 @@ fn state() -> web::Data<AppState> {
 }
 
 fn pipeline(c: &mut Criterion) {
-    // The access log as production writes it (JSON lines), formatted for every request; only
-    // the destination is a sink.
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_writer(std::io::sink)
-        .init();
+    // The access log as production writes it (JSON lines at info, request spans filtered out as
+    // the log layer filters them when traces are off), formatted for every request; only the
+    // destination is a sink.
+    {
+        use tracing_subscriber::Layer;
+        use tracing_subscriber::filter::{FilterExt, LevelFilter, filter_fn};
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let log = tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::sink)
+            .with_filter(LevelFilter::INFO.and(filter_fn(|m| {
+                m.target() != infergate_telemetry::SPAN_TARGET
+            })));
+        tracing_subscriber::registry().with(log).init();
+    }
     let sys = actix_rt::System::new();
     let app = sys.block_on(test::init_service(infergate_gateway::app::service(state())));
     let peer = "127.0.0.1:40000".parse().unwrap();
