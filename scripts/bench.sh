@@ -711,7 +711,6 @@ for ((round = 1; round <= ROUNDS; round++)); do
   for scenario in $SCENARIOS; do
     up=${UPSTREAM_PORT_OF[$scenario]}
     for target in "${TARGETS[@]}"; do
-      seen=0
       case $target in
         direct)
           PROXY_PIDS=()
@@ -728,9 +727,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
       [[ $target == infergate-redis ]] && REDIS_BACKED=1
       run_wrk "$round" "$scenario" "$target" "$base"
       REDIS_BACKED=0
-      seen=$LAST_REQUESTS
       stop_proxy
-      check_log_lines "$target ($scenario, round $round)" "$seen"
+      check_log_lines "$target ($scenario, round $round)" "$LAST_REQUESTS"
       # The log-line count goes into the row just written.
       sed -i '$ s/\t-$/\t'"$LOG_LINES"'/' "$RUNS"
     done

@@ -4,6 +4,7 @@
 //! - [`SecurityHeaders`]: the header set added to every response, built once at startup so the hot
 //!   path only clones pre-validated `HeaderValue`s (a reference-count bump each, no parsing).
 //! - [`cors`]: an `actix-cors` policy from configured origins.
+//! - [`formatted`]: a header value formatted on the stack, for values that change per response.
 //!
 //! With `infergate-service` (the chassis), the only library crates that know actix-web: the header
 //! types are its. A crate of its own so the header set and CORS policy are one value both
@@ -12,6 +13,22 @@
 
 use actix_cors::Cors;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// A header value formatted into a stack buffer, for values computed per response (timings,
+/// rate-limit state): `formatted(format_args!("{}.{:06}", s, us))` without the `String` that
+/// `format!` would allocate. Longer than 96 bytes, or not a valid header value: empty. Callers
+/// format numbers and fixed names, far below that.
+pub fn formatted(args: std::fmt::Arguments<'_>) -> HeaderValue {
+    use std::io::Write;
+    const CAP: usize = 96;
+    let mut buf = [0u8; CAP];
+    let mut rest = &mut buf[..];
+    let len = match rest.write_fmt(args) {
+        Ok(()) => CAP - rest.len(),
+        Err(_) => 0,
+    };
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
 
 /// The script and stylesheet of the self-hosted API docs page, shared by every service (each
 /// serves its own `docs.html` and `/openapi.json`). They work offline under [`CSP_DOCS`].
@@ -144,6 +161,13 @@ pub fn error_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formatted_values_fit_or_come_out_empty() {
+        assert_eq!(formatted(format_args!("{}.{:06}", 1, 2345)), "1.002345");
+        assert_eq!(formatted(format_args!("{}", "x".repeat(97))), "");
+        assert_eq!(formatted(format_args!("bad\n")), "");
+    }
 
     #[test]
     fn applies_every_header_and_picks_the_csp() {

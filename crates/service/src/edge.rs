@@ -112,15 +112,14 @@ pub fn stamp(
     }
 }
 
-/// `X-Process-Time`: seconds with microseconds (`0.000123`), formatted on the stack.
+/// `X-Process-Time`: seconds with microseconds (`0.000123`).
 fn process_time(elapsed: Duration) -> HeaderValue {
-    use std::io::Write;
     let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-    let mut buf = [0u8; 32];
-    let mut rest = &mut buf[..];
-    let _ = write!(rest, "{}.{:06}", micros / 1_000_000, micros % 1_000_000);
-    let len = 32 - rest.len();
-    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    infergate_headers::formatted(format_args!(
+        "{}.{:06}",
+        micros / 1_000_000,
+        micros % 1_000_000
+    ))
 }
 
 /// Counts a request in flight for as long as it lives. A guard, not `inc`/`dec`: a future that is

@@ -37,6 +37,31 @@ struct RouteChildren {
     requests: Vec<((&'static str, u16), IntCounter)>,
 }
 
+impl RouteChildren {
+    fn count(
+        &mut self,
+        shared: &HttpMetrics,
+        template: &str,
+        method: &'static str,
+        status: StatusCode,
+        elapsed: Duration,
+    ) {
+        self.latency.observe(elapsed.as_secs_f64());
+        let key = (method, status.as_u16());
+        match self.requests.iter().find(|(k, _)| *k == key) {
+            Some((_, counter)) => counter.inc(),
+            None => {
+                let counter =
+                    shared
+                        .requests
+                        .with_label_values(&[template, method, status.as_str()]);
+                counter.inc();
+                self.requests.push((key, counter));
+            }
+        }
+    }
+}
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
@@ -107,33 +132,21 @@ impl HttpMetrics {
     /// Counts one answered request.
     pub fn observe(&self, template: &str, method: &Method, status: StatusCode, elapsed: Duration) {
         let method = crate::method_label(method);
-        let code = status.as_u16();
         CHILDREN.with(|children| {
             let mut children = children.borrow_mut();
             let routes = children.entry(self.id).or_default();
-            if !routes.contains_key(template) {
-                routes.insert(
-                    template.into(),
-                    RouteChildren {
-                        latency: self.latency.with_label_values(&[template]),
-                        requests: Vec::new(),
-                    },
-                );
-            }
-            let Some(route) = routes.get_mut(template) else {
+            // One lookup of the template once this thread has seen it (every request after the
+            // first); the miss path builds the route's children and keeps them.
+            if let Some(route) = routes.get_mut(template) {
+                route.count(self, template, method, status, elapsed);
                 return;
-            };
-            route.latency.observe(elapsed.as_secs_f64());
-            match route.requests.iter().find(|(k, _)| *k == (method, code)) {
-                Some((_, counter)) => counter.inc(),
-                None => {
-                    let counter =
-                        self.requests
-                            .with_label_values(&[template, method, status.as_str()]);
-                    counter.inc();
-                    route.requests.push(((method, code), counter));
-                }
             }
+            let mut route = RouteChildren {
+                latency: self.latency.with_label_values(&[template]),
+                requests: Vec::new(),
+            };
+            route.count(self, template, method, status, elapsed);
+            routes.insert(template.into(), route);
         });
     }
 

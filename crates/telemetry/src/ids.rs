@@ -4,22 +4,13 @@
 //! `Uuid::new_v4` does) was a syscall or three per request.
 //!
 //! Ids are unpredictable (they are not secrets, but a guessable trace id lets a client splice
-//! its spans into another request's trace), and formatted into stack buffers: the only
-//! allocation is the value handed out.
+//! its spans into another request's trace), and hex-encoded by uuid's encoder into stack
+//! buffers: the only allocation is the value handed out.
 
 use std::sync::Arc;
 
 use actix_web::http::header::HeaderValue;
 use rand::Rng;
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-fn hex_into(bytes: &[u8], out: &mut [u8]) {
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = HEX[usize::from(b >> 4)];
-        out[2 * i + 1] = HEX[usize::from(b & 0x0f)];
-    }
-}
 
 /// A fresh random (version 4) UUID, hyphenated lower case: the request id of a request that
 /// brought none.
@@ -34,14 +25,21 @@ pub fn request_id() -> Arc<str> {
 /// A fresh W3C `traceparent` (`00-<trace id>-<parent id>-01`, sampled) for a request that
 /// continues no trace, with traces off: the upstream's logs can still be joined to ours.
 pub fn traceparent() -> HeaderValue {
-    let mut ids = [0u8; 24];
+    let mut ids = [0u8; 32];
     rand::rng().fill_bytes(&mut ids);
     // All-zero ids are invalid; one bit makes sure (the odds of needing it are 2^-128).
     ids[15] |= 1;
     ids[23] |= 1;
+    let (trace, parent) = ids.split_at(16);
+    // uuid's lower-case hex encoder; the parent id is the first 16 digits of the second half.
+    let (mut t, mut p) = (uuid::Uuid::encode_buffer(), uuid::Uuid::encode_buffer());
+    let trace = uuid::Uuid::from_slice(trace).unwrap_or_default();
+    let parent = uuid::Uuid::from_slice(parent).unwrap_or_default();
+    let trace = trace.simple().encode_lower(&mut t);
+    let parent = &parent.simple().encode_lower(&mut p)[..16];
     let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
-    hex_into(&ids[..16], &mut out[3..35]);
-    hex_into(&ids[16..], &mut out[36..52]);
+    out[3..35].copy_from_slice(trace.as_bytes());
+    out[36..52].copy_from_slice(parent.as_bytes());
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 

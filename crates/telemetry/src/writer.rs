@@ -134,8 +134,11 @@ impl Write for BufferedWriter {
             drop(state);
             return std::io::stderr().write(line);
         }
+        let before = state.buf.len();
         state.buf.extend_from_slice(line);
-        if state.buf.len() >= FLUSH_AT {
+        // Only the line that crosses the mark wakes the writer: a notify is a futex syscall
+        // even with nobody waiting, and lines keep arriving until the writer takes the buffer.
+        if before < FLUSH_AT && state.buf.len() >= FLUSH_AT {
             self.shared.full.notify_one();
         }
         Ok(line.len())

@@ -5,12 +5,12 @@
 //! [`GatewayError`]; the edge middleware re-renders the body with the request id once it is known
 //! ([`render`]), and any error actix itself produced gets the same shape there too.
 
-use std::io::Write;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
+use infergate_headers::formatted;
 use infergate_ratelimit::{Dimension, LimitStatus};
 use infergate_service::error::{Realm, ServiceError, render, response};
 use infergate_service::{ApiError, Code};
@@ -268,44 +268,35 @@ pub fn rate_limit_headers(headers: &mut header::HeaderMap, status: &LimitStatus,
     );
     headers.insert(
         header::HeaderName::from_static("x-ratelimit-reset-requests"),
-        stack_value(|w| write_duration(w, reset_in)),
+        reset_duration(reset_in),
     );
     let name = dimension_name(status.dimension);
     headers.insert(
         header::HeaderName::from_static("ratelimit-policy"),
-        stack_value(|w| {
-            write!(
-                w,
-                "\"{name}\";q={};w={}",
-                status.limit,
-                status.window.as_secs()
-            )
-        }),
+        formatted(format_args!(
+            "\"{name}\";q={};w={}",
+            status.limit,
+            status.window.as_secs()
+        )),
     );
     headers.insert(
         header::HeaderName::from_static("ratelimit"),
-        stack_value(|w| write!(w, "\"{name}\";r={};t={reset_in}", status.remaining)),
+        formatted(format_args!(
+            "\"{name}\";r={};t={reset_in}",
+            status.remaining
+        )),
     );
 }
 
-/// A header value formatted into a stack buffer (these go on every limited response; no
-/// `format!`). Values are ASCII digits and names, far below the buffer.
-fn stack_value(f: impl FnOnce(&mut &mut [u8]) -> std::io::Result<()>) -> HeaderValue {
-    let mut buf = [0u8; 96];
-    let mut rest = &mut buf[..];
-    let written = f(&mut rest).map(|()| 96 - rest.len()).unwrap_or(0);
-    HeaderValue::from_bytes(&buf[..written]).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
 /// Whole seconds as OpenAI writes a reset: `45s`, `6m0s`, `1h2m3s`.
-fn write_duration(w: &mut &mut [u8], secs: u64) -> std::io::Result<()> {
+fn reset_duration(secs: u64) -> HeaderValue {
     let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
     if h > 0 {
-        write!(w, "{h}h{m}m{s}s")
+        formatted(format_args!("{h}h{m}m{s}s"))
     } else if m > 0 {
-        write!(w, "{m}m{s}s")
+        formatted(format_args!("{m}m{s}s"))
     } else {
-        write!(w, "{s}s")
+        formatted(format_args!("{s}s"))
     }
 }
 
@@ -369,7 +360,7 @@ mod tests {
             (3661, "1h1m1s"),
             (86_400, "24h0m0s"),
         ] {
-            assert_eq!(stack_value(|w| write_duration(w, secs)), text, "{secs}");
+            assert_eq!(reset_duration(secs), text, "{secs}");
         }
     }
 }

@@ -250,6 +250,50 @@ async fn logs_never_contain_a_full_key() {
     }
 }
 
+/// A `POST /inference` the dev upstream holds for `delay_ms` before answering: (status, body).
+fn slow_inference(
+    url: String,
+    prompt: &'static str,
+    delay_ms: &'static str,
+) -> actix_web::rt::task::JoinHandle<(u16, String)> {
+    actix_web::rt::spawn(async move {
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .finish();
+        let mut res = client
+            .post(url)
+            .insert_header(("X-API-Key", ADMIN_KEY))
+            .insert_header(("X-Dev-Delay-Ms", delay_ms))
+            .send_body(format!(r#"{{"prompt":"{prompt}"}}"#))
+            .await
+            .unwrap();
+        let body = res.body().await.unwrap();
+        (
+            res.status().as_u16(),
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    })
+}
+
+/// Readiness, not a sleep: polls `/metrics` until the gateway counts the slow request in flight
+/// (it and the poll itself). Returns how many polls it took (each is a request of its own).
+async fn wait_until_in_flight(gw: &Gateway) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut polls = 0;
+    loop {
+        let (_, metrics) = get(&gw.url("/metrics"), Some(("X-API-Key", ADMIN_KEY))).await;
+        polls += 1;
+        if metrics.contains("infergate_http_requests_in_flight 2") {
+            return polls;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "slow request never arrived: {metrics}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[actix_web::test]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let upstream = DevUpstream::start("127.0.0.1:0", UpstreamConfig::default()).unwrap();
@@ -263,37 +307,8 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         ],
         dir.path(),
     );
-    let url = gw.url("/inference");
-    let slow = actix_web::rt::spawn(async move {
-        let client = awc::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .finish();
-        let mut res = client
-            .post(url)
-            .insert_header(("X-API-Key", ADMIN_KEY))
-            .insert_header(("X-Dev-Delay-Ms", "1500"))
-            .send_body(r#"{"prompt":"drain me"}"#)
-            .await
-            .unwrap();
-        let body = res.body().await.unwrap();
-        (
-            res.status().as_u16(),
-            String::from_utf8_lossy(&body).into_owned(),
-        )
-    });
-    // Readiness, not a sleep: wait until the gateway reports the slow request in flight.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, metrics) = get(&gw.url("/metrics"), Some(("X-API-Key", ADMIN_KEY))).await;
-        if metrics.contains("infergate_http_requests_in_flight 2") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "slow request never arrived: {metrics}"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    }
+    let slow = slow_inference(gw.url("/inference"), "drain me", "1500");
+    wait_until_in_flight(&gw).await;
     gw.signal("-TERM");
     let (status, body) = slow.await.unwrap();
     assert_eq!(status, 200, "in-flight request must complete: {body}");
@@ -339,36 +354,11 @@ async fn every_access_log_line_is_written_before_a_clean_exit() {
         t.await.unwrap();
         sent += 250;
     }
-    let url = gw.url("/inference");
-    let slow = actix_web::rt::spawn(async move {
-        let client = awc::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .finish();
-        let res = client
-            .post(url)
-            .insert_header(("X-API-Key", ADMIN_KEY))
-            .insert_header(("X-Dev-Delay-Ms", "1000"))
-            .send_body(r#"{"prompt":"the last line"}"#)
-            .await
-            .unwrap();
-        res.status().as_u16()
-    });
+    let slow = slow_inference(gw.url("/inference"), "the last line", "1000");
     sent += 1;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, metrics) = get(&gw.url("/metrics"), Some(("X-API-Key", ADMIN_KEY))).await;
-        sent += 1;
-        if metrics.contains("infergate_http_requests_in_flight 2") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "slow request never arrived: {metrics}"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    }
+    sent += wait_until_in_flight(&gw).await;
     gw.signal("-TERM");
-    assert_eq!(slow.await.unwrap(), 200);
+    assert_eq!(slow.await.unwrap().0, 200);
     let exit = gw.wait(Duration::from_secs(15));
     assert_eq!(exit.code(), Some(0), "{}", gw.stderr());
     let log = gw.stderr();
