@@ -33,8 +33,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{
-    BucketKey, Clock, Decision, Dimension, LimitCheck, LimitStatus, ManualClock, MemoryLimiter,
-    RateLimiter, RateSpec, Subject,
+    Adjustment, Admission, Admitted, BucketKey, Clock, Decision, Dimension, Lease, LeaseStatus,
+    LimitCheck, LimitStatus, ManualClock, MemoryLimiter, RateLimiter, RateSpec, Settlement,
+    Subject,
 };
 
 /// A Unix-ms instant on a day boundary, hence on a second, minute and hour
@@ -57,6 +58,9 @@ where
     peek_reports_without_consuming(&make).await;
     clock_behind_the_stored_window(&make).await;
     empty_request_is_allowed(&make).await;
+    token_reservations_fit_whole_and_settle_back(&make).await;
+    daily_quota_resets_at_its_hour(&make).await;
+    concurrency_leases_cap_expire_and_renew(&make).await;
     differential(&make, 0x5eed_cafe, 2_000).await;
 }
 
@@ -132,6 +136,49 @@ impl Pair {
         got
     }
 
+    /// Admits on both and asserts identical answers.
+    async fn admit(&self, admission: Admission<'_>) -> Admitted {
+        let want = self.reference.admit_now(&admission);
+        let got = self.subject.admit(&admission).await.unwrap_or_else(|e| {
+            panic!(
+                "{}: {} backend failed to admit: {e}",
+                self.scenario,
+                self.subject.backend()
+            )
+        });
+        assert_eq!(
+            got,
+            want,
+            "{}: {} backend's admission diverged from memory at t=T0+{}ms on {admission:?}",
+            self.scenario,
+            self.subject.backend(),
+            self.now().wrapping_sub(T0)
+        );
+        got
+    }
+
+    async fn settle(&self, settlement: Settlement<'_>) {
+        self.reference.settle_now(&settlement);
+        self.subject.settle(&settlement).await.unwrap_or_else(|e| {
+            panic!(
+                "{}: {} backend failed to settle: {e}",
+                self.scenario,
+                self.subject.backend()
+            )
+        });
+    }
+
+    async fn renew(&self, lease: &Lease) {
+        self.reference.renew_now(lease);
+        self.subject.renew(lease).await.unwrap_or_else(|e| {
+            panic!(
+                "{}: {} backend failed to renew: {e}",
+                self.scenario,
+                self.subject.backend()
+            )
+        });
+    }
+
     /// How many of `n` back-to-back requests are allowed.
     async fn allow_count(&self, checks: &[LimitCheck], n: usize) -> usize {
         let mut allowed = 0;
@@ -166,6 +213,34 @@ fn endpoint_check(route: &str, id: &str, spec: RateSpec) -> LimitCheck {
         BucketKey::endpoint(Arc::from(route), Subject::Key(Arc::from(id))),
         spec,
     )
+}
+
+fn tokens_check(id: &str, limit: u64, cost: u64) -> LimitCheck {
+    LimitCheck::new(
+        BucketKey::new(Dimension::Tokens, Subject::Key(Arc::from(id))),
+        spec(limit, 60),
+    )
+    .costing(cost)
+}
+
+fn decided(a: &Admitted) -> (&Decision, Option<LeaseStatus>, u64) {
+    match a {
+        Admitted::Decided {
+            decision,
+            lease,
+            at_ms,
+            ..
+        } => (decision, *lease, *at_ms),
+        Admitted::GuardRefused(s) => panic!("refused by a guard: {s:?}"),
+    }
+}
+
+fn only(checks: &[LimitCheck]) -> Admission<'_> {
+    Admission {
+        guards: &[],
+        checks,
+        lease: None,
+    }
 }
 
 /// Deterministic pseudo-random numbers (Knuth's MMIX LCG, high bits).
@@ -575,4 +650,146 @@ where
         outcomes[0] >= checks / 10 && outcomes[1] >= checks / 10,
         "differential: too one-sided (refused, allowed) = {outcomes:?}"
     );
+}
+
+/// A token reservation is admitted only when it fits whole, is charged whole, and settling it
+/// gives the unused part back to the window that took it.
+pub async fn token_reservations_fit_whole_and_settle_back<F, Fut>(make: &F)
+where
+    F: Fn(ManualClock) -> Fut,
+    Fut: Future<Output = Arc<dyn RateLimiter>>,
+{
+    let pair = Pair::new(make, "token reservations", T0 + 10_000).await;
+    let request = key_check("tk", spec(100, 60));
+    let big = tokens_check("tk", 1_000, 600);
+    let first = pair.admit(only(&[request.clone(), big.clone()])).await;
+    let (d, _, charged_at) = decided(&first);
+    assert!(d.allowed);
+    assert_eq!(d.statuses[1].remaining, 400);
+    // 600 more do not fit in the 400 left: refused, and the request count is not charged.
+    let second = pair.admit(only(&[request.clone(), big.clone()])).await;
+    let (d, _, _) = decided(&second);
+    assert!(!d.allowed);
+    assert_eq!(d.denied_by(), Some(Dimension::Tokens));
+    assert_eq!(d.statuses[0].remaining, 99);
+    assert!(d.statuses[1].retry_after > Duration::ZERO);
+    // The first call used 150 tokens: 450 come back, and 600 fit again.
+    pair.clock.advance(Duration::from_millis(5));
+    pair.settle(Settlement {
+        adjustments: &[Adjustment {
+            check: big.clone(),
+            charged_at_ms: charged_at,
+            delta: -450,
+        }],
+        release: None,
+        local: false,
+    })
+    .await;
+    let third = pair.admit(only(&[request.clone(), big.clone()])).await;
+    let (d, _, at) = decided(&third);
+    assert!(d.allowed);
+    assert_eq!(d.statuses[1].remaining, 250);
+    // Settled in the next window, the give-back lands in the previous slot it now occupies.
+    pair.clock.set(T0 + 60_000 + 1);
+    pair.settle(Settlement {
+        adjustments: &[Adjustment {
+            check: big.clone(),
+            charged_at_ms: at,
+            delta: -600,
+        }],
+        release: None,
+        local: false,
+    })
+    .await;
+    let fourth = pair.admit(only(&[tokens_check("tk", 1_000, 1_000)])).await;
+    assert!(!decided(&fourth).0.allowed, "150 still weigh in");
+    // A reservation above the limit itself never fits.
+    let never = pair.admit(only(&[tokens_check("other", 1_000, 1_001)])).await;
+    assert!(!decided(&never).0.allowed);
+}
+
+/// A daily quota is a fixed window: it resets whole at its configured hour and does not decay.
+pub async fn daily_quota_resets_at_its_hour<F, Fut>(make: &F)
+where
+    F: Fn(ManualClock) -> Fut,
+    Fut: Future<Output = Arc<dyn RateLimiter>>,
+{
+    const HOUR: u64 = 3_600_000;
+    // 05:00 UTC, with the quota day starting at 06:00.
+    let pair = Pair::new(make, "daily quota", T0 + 5 * HOUR).await;
+    let day = |cost| {
+        LimitCheck::new(
+            BucketKey::new(Dimension::TokensDaily, Subject::Key(Arc::from("dq"))),
+            spec(10_000, 86_400),
+        )
+        .costing(cost)
+        .fixed(6 * HOUR)
+    };
+    assert!(decided(&pair.admit(only(&[day(9_000)])).await).0.allowed);
+    let refused = pair.admit(only(&[day(2_000)])).await;
+    let (d, _, _) = decided(&refused);
+    assert!(!d.allowed);
+    assert_eq!(d.statuses[0].retry_after, Duration::from_millis(HOUR));
+    assert_eq!(d.statuses[0].reset_at_millis, T0 + 6 * HOUR);
+    pair.clock.set(T0 + 6 * HOUR);
+    let next_day = pair.admit(only(&[day(10_000)])).await;
+    assert!(decided(&next_day).0.allowed, "a new quota day starts empty");
+}
+
+/// A concurrency cap admits up to `cap` leases; a refused one charges nothing; a released or
+/// expired lease frees its slot; a renewed one outlives its first TTL.
+pub async fn concurrency_leases_cap_expire_and_renew<F, Fut>(make: &F)
+where
+    F: Fn(ManualClock) -> Fut,
+    Fut: Future<Output = Arc<dyn RateLimiter>>,
+{
+    let pair = Pair::new(make, "concurrency leases", T0).await;
+    let lease = |id| Lease {
+        key: BucketKey::new(Dimension::Concurrency, Subject::Key(Arc::from("cc"))),
+        cap: 2,
+        id,
+        ttl: Duration::from_secs(30),
+    };
+    let request = [key_check("cc", spec(100, 60))];
+    let leased = |l| Admission {
+        guards: &[],
+        checks: &request,
+        lease: Some(l),
+    };
+    let (a, b, c) = (lease(1), lease(2), lease(3));
+    let first = pair.admit(leased(&a)).await;
+    assert_eq!(
+        decided(&first).1,
+        Some(LeaseStatus {
+            cap: 2,
+            in_flight: 1,
+            acquired: true
+        })
+    );
+    assert!(decided(&pair.admit(leased(&b)).await).0.allowed);
+    let third = pair.admit(leased(&c)).await;
+    let (d, l, _) = decided(&third);
+    assert!(!d.allowed);
+    assert_eq!(l.map(|l| (l.acquired, l.in_flight)), Some((false, 2)));
+    assert_eq!(d.statuses[0].remaining, 98, "a refused slot charges nothing");
+    pair.settle(Settlement {
+        adjustments: &[],
+        release: Some(&a),
+        local: false,
+    })
+    .await;
+    assert!(decided(&pair.admit(leased(&c)).await).0.allowed, "a released slot is free");
+    // b renewed at +20s outlives its first TTL; c, never renewed, expires at +30s.
+    pair.clock.advance(Duration::from_secs(20));
+    pair.renew(&b).await;
+    pair.clock.advance(Duration::from_secs(15));
+    let (d4, d5) = (lease(4), lease(5));
+    let after = pair.admit(leased(&d4)).await;
+    assert_eq!(
+        decided(&after).1.map(|l| (l.acquired, l.in_flight)),
+        Some((true, 2)),
+        "c expired, b still held"
+    );
+    let full = pair.admit(leased(&d5)).await;
+    assert!(!decided(&full).0.allowed);
 }

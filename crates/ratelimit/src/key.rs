@@ -21,6 +21,12 @@ pub enum Dimension {
     Role,
     /// Per route template, for a given subject.
     Endpoint,
+    /// Tokens per key in a sliding window (`tokens_per_minute`).
+    Tokens,
+    /// Tokens per key in a daily quota (`tokens_per_day`), a fixed window.
+    TokensDaily,
+    /// Requests in flight per key (`max_concurrent`): leases, not a window.
+    Concurrency,
 }
 
 impl Dimension {
@@ -31,6 +37,9 @@ impl Dimension {
             Self::Key => "key",
             Self::Role => "role",
             Self::Endpoint => "endpoint",
+            Self::Tokens => "tokens",
+            Self::TokensDaily => "tokens_daily",
+            Self::Concurrency => "concurrency",
         }
     }
 }
@@ -166,11 +175,52 @@ pub struct LimitCheck {
     pub key: BucketKey,
     /// The limit applied to it.
     pub spec: RateSpec,
+    /// Units this request takes: 1 for a request count, the reservation for a token limit.
+    pub cost: u64,
+    /// `Some`: a fixed-window quota whose windows start this many milliseconds after the
+    /// epoch-aligned ones (a daily budget resetting at a configured UTC hour); `None`: the
+    /// sliding window every request limit uses.
+    pub fixed_offset_ms: Option<u64>,
 }
 
 impl LimitCheck {
-    /// Pairs a bucket with its limit.
+    /// Pairs a bucket with its limit: one unit, sliding window.
     pub fn new(key: BucketKey, spec: RateSpec) -> Self {
-        Self { key, spec }
+        Self {
+            key,
+            spec,
+            cost: 1,
+            fixed_offset_ms: None,
+        }
+    }
+
+    /// The same check taking `cost` units.
+    pub fn costing(self, cost: u64) -> Self {
+        Self { cost, ..self }
+    }
+
+    /// The same check as a fixed-window quota with boundaries `offset_ms` past the
+    /// epoch-aligned ones.
+    pub fn fixed(self, offset_ms: u64) -> Self {
+        Self {
+            fixed_offset_ms: Some(offset_ms),
+            ..self
+        }
+    }
+
+    /// The same check with another limit (the fallback's per-replica share), cost and window
+    /// kept.
+    pub fn with_spec(&self, spec: RateSpec) -> Self {
+        Self {
+            spec,
+            ..self.clone()
+        }
+    }
+
+    pub(crate) fn grid(&self) -> crate::window::Grid {
+        crate::window::Grid {
+            period_ms: self.spec.period_ms(),
+            fixed_offset_ms: self.fixed_offset_ms,
+        }
     }
 }

@@ -74,6 +74,108 @@ pub trait RateLimiter: Send + Sync + std::fmt::Debug {
 
     /// Backend name for metrics and status pages, e.g. `"memory"`.
     fn backend(&self) -> &'static str;
+
+    /// Everything a request is limited by, decided at once: `guards` only checked, `checks`
+    /// charged their cost (request counts and token reservations alike), and a concurrency
+    /// slot taken when `lease` is given. All or nothing: a refusal for any reason charges
+    /// nothing and takes no slot. A networked backend decides it in one round trip.
+    async fn admit(&self, admission: &Admission<'_>) -> Result<Admitted, RateLimitError> {
+        let _ = admission;
+        Err(RateLimitError::Unavailable(format!(
+            "the {} backend does not admit token or concurrency limits",
+            self.backend()
+        )))
+    }
+
+    /// Settles an admission once its real cost is known: each [`Adjustment`] lands in the window
+    /// its charge went to, and `release` gives the concurrency slot back. One round trip.
+    async fn settle(&self, settlement: &Settlement<'_>) -> Result<(), RateLimitError> {
+        let _ = settlement;
+        Err(RateLimitError::Unavailable(format!(
+            "the {} backend does not settle",
+            self.backend()
+        )))
+    }
+
+    /// Extends a held concurrency slot by its TTL from now (a long stream renews it).
+    async fn renew(&self, lease: &Lease) -> Result<(), RateLimitError> {
+        let _ = lease;
+        Err(RateLimitError::Unavailable(format!(
+            "the {} backend holds no leases",
+            self.backend()
+        )))
+    }
+}
+
+/// A concurrency slot asked for with a request: held from admission to settlement, and
+/// expiring after `ttl` unless renewed, so a replica that dies mid-request leaks it no longer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// Whose slots (`Dimension::Concurrency`, per key).
+    pub key: BucketKey,
+    /// Slots the key may hold at once.
+    pub cap: u64,
+    /// This request's slot; random, so two replicas never name the same one.
+    pub id: u64,
+    pub ttl: std::time::Duration,
+}
+
+impl Lease {
+    pub(crate) fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+}
+
+/// What [`RateLimiter::admit`] decides.
+#[derive(Clone, Copy, Debug)]
+pub struct Admission<'a> {
+    pub guards: &'a [LimitCheck],
+    pub checks: &'a [LimitCheck],
+    pub lease: Option<&'a Lease>,
+}
+
+/// A concurrency cap as one admission found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseStatus {
+    pub cap: u64,
+    /// Slots held once the admission was decided (this request's included when it got one).
+    pub in_flight: u64,
+    pub acquired: bool,
+}
+
+/// [`RateLimiter::admit`]'s answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admitted {
+    /// A guard was over its limit (its status); nothing was charged.
+    GuardRefused(LimitStatus),
+    Decided {
+        /// `allowed` only when every check admitted and the slot, if asked for, was taken.
+        decision: Decision,
+        lease: Option<LeaseStatus>,
+        /// The instant the checks were judged at, which names the windows charged.
+        at_ms: u64,
+        /// Decided by the in-process fallback while the shared backend was unreachable: the
+        /// settlement goes there too.
+        local: bool,
+    },
+}
+
+/// A change to an earlier charge: `delta` units (negative gives back) on `check`'s bucket, in
+/// the window that held `charged_at_ms`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Adjustment {
+    pub check: LimitCheck,
+    pub charged_at_ms: u64,
+    pub delta: i64,
+}
+
+/// What [`RateLimiter::settle`] applies.
+#[derive(Clone, Copy, Debug)]
+pub struct Settlement<'a> {
+    pub adjustments: &'a [Adjustment],
+    pub release: Option<&'a Lease>,
+    /// The admission was decided locally ([`Admitted::Decided::local`]).
+    pub local: bool,
 }
 
 /// [`RateLimiter::check_guarded`] as separate calls: each guard peeked, then the checks.

@@ -64,7 +64,8 @@ use async_trait::async_trait;
 
 use crate::decision::{Decision, LimitStatus};
 use crate::key::{BucketKey, LimitCheck};
-use crate::window::{View, Window};
+use crate::window::{Grid, View, Window};
+use crate::{Admission, Admitted, Lease, LeaseStatus, Settlement};
 use crate::{Clock, SystemClock};
 use crate::{RateLimitError, RateLimiter};
 
@@ -134,25 +135,25 @@ fn lock(shard: &Mutex<ShardMap>) -> MutexGuard<'_, ShardMap> {
     shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn view_in(map: &ShardMap, id: Fingerprint, period_ms: u64, now_ms: u64) -> View {
+fn view_in(map: &ShardMap, id: Fingerprint, grid: Grid, now_ms: u64) -> View {
     match map.get(&id) {
-        Some(bucket) => View::of(&bucket.window, now_ms, period_ms),
-        None => View::fresh(now_ms, period_ms),
+        Some(bucket) => View::of(&bucket.window, now_ms, grid),
+        None => View::fresh(now_ms, grid),
     }
 }
 
-fn consume_in(map: &mut ShardMap, id: Fingerprint, period_ms: u64, now_ms: u64) -> View {
+fn consume_in(map: &mut ShardMap, id: Fingerprint, grid: Grid, cost: u64, now_ms: u64) -> View {
     if let Some(bucket) = map.get_mut(&id) {
-        let view = View::of(&bucket.window, now_ms, period_ms).consumed();
+        let view = View::of(&bucket.window, now_ms, grid).consumed(cost);
         bucket.window = view.window();
         return view;
     }
-    let view = View::fresh(now_ms, period_ms).consumed();
+    let view = View::fresh(now_ms, grid).consumed(cost);
     map.insert(
         id,
         Bucket {
             window: view.window(),
-            period_ms,
+            period_ms: grid.period_ms,
         },
     );
     view
@@ -169,6 +170,9 @@ pub struct MemoryLimiter {
     map_hasher: RandomState,
     shard_hasher: RandomState,
     shards: Box<[Mutex<ShardMap>]>,
+    /// Concurrency slots held: per key, each lease's id and expiry. One mutex, taken before any
+    /// shard (so never in the opposite order), and only by requests with a concurrency cap.
+    leases: Mutex<HashMap<BucketKey, Vec<(u64, u64)>>>,
 }
 
 impl fmt::Debug for MemoryLimiter {
@@ -202,7 +206,109 @@ impl MemoryLimiter {
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(HashMap::with_hasher(PassThrough)))
                 .collect(),
+            leases: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn lock_leases(&self) -> MutexGuard<'_, HashMap<BucketKey, Vec<(u64, u64)>>> {
+        // Entries are pushed and removed whole, so a panic elsewhere cannot tear one.
+        self.leases.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Synchronous form of [`RateLimiter::admit`].
+    pub fn admit_now(&self, admission: &Admission<'_>) -> Admitted {
+        let Admission {
+            guards,
+            checks,
+            lease,
+        } = *admission;
+        let mut leases = lease.map(|_| self.lock_leases());
+        let now = self.clock.now_millis();
+        let mut lease_status = None;
+        if let (Some(lease), Some(map)) = (lease, leases.as_mut()) {
+            let held = map.entry(lease.key.clone()).or_default();
+            held.retain(|&(_, expires)| expires > now);
+            lease_status = Some(LeaseStatus {
+                cap: lease.cap,
+                in_flight: held.len() as u64,
+                acquired: (held.len() as u64) < lease.cap,
+            });
+        }
+        let slot = lease_status.is_none_or(|l| l.acquired);
+        let all: std::borrow::Cow<'_, [LimitCheck]> = if guards.is_empty() {
+            std::borrow::Cow::Borrowed(checks)
+        } else {
+            std::borrow::Cow::Owned(guards.iter().chain(checks).cloned().collect())
+        };
+        let mut decision = self.decide_now_with(guards.len(), &all, slot);
+        if !decision.allowed
+            && let Some(refused) = decision.statuses[..guards.len()]
+                .iter()
+                .find(|s| s.is_exceeded())
+        {
+            return Admitted::GuardRefused(*refused);
+        }
+        let mut statuses = decision.statuses.split_off(guards.len());
+        std::mem::swap(&mut decision.statuses, &mut statuses);
+        if let (Some(lease), Some(map), Some(status)) = (lease, leases.as_mut(), lease_status.as_mut())
+        {
+            if decision.allowed {
+                map.entry(lease.key.clone())
+                    .or_default()
+                    .push((lease.id, now.saturating_add(lease.ttl_ms())));
+                status.in_flight += 1;
+            } else if !status.acquired {
+                status.in_flight = status.in_flight.max(status.cap);
+            }
+        }
+        Admitted::Decided {
+            decision,
+            lease: lease_status,
+            at_ms: now,
+            local: false,
+        }
+    }
+
+    /// Synchronous form of [`RateLimiter::settle`].
+    pub fn settle_now(&self, settlement: &Settlement<'_>) {
+        for a in settlement.adjustments {
+            let (id, shard) = self.locate(&a.check.key, a.check.spec.period_ms());
+            if let Some(bucket) = lock(&self.shards[shard]).get_mut(&id) {
+                bucket
+                    .window
+                    .adjust(a.check.grid(), a.charged_at_ms, a.delta);
+            }
+        }
+        if let Some(lease) = settlement.release {
+            let mut map = self.lock_leases();
+            if let Some(held) = map.get_mut(&lease.key) {
+                held.retain(|&(id, _)| id != lease.id);
+                if held.is_empty() {
+                    map.remove(&lease.key);
+                }
+            }
+        }
+    }
+
+    /// Synchronous form of [`RateLimiter::renew`]. A lease that expired meanwhile is not
+    /// brought back (its slot may be someone else's now).
+    pub fn renew_now(&self, lease: &Lease) {
+        let now = self.clock.now_millis();
+        if let Some(held) = self.lock_leases().get_mut(&lease.key) {
+            for (id, expires) in held.iter_mut() {
+                if *id == lease.id && *expires > now {
+                    *expires = now.saturating_add(lease.ttl_ms());
+                }
+            }
+        }
+    }
+
+    /// Concurrency slots held now for `key` (for status pages and tests).
+    pub fn in_flight(&self, key: &BucketKey) -> u64 {
+        let now = self.clock.now_millis();
+        self.lock_leases()
+            .get(key)
+            .map_or(0, |held| held.iter().filter(|&&(_, e)| e > now).count() as u64)
     }
 
     /// The bucket's fingerprint and the shard that holds it.
@@ -279,6 +385,14 @@ impl MemoryLimiter {
     /// Checks that name the same bucket (same key and period) share it: it is
     /// charged once per request, and each such check is judged against its own limit.
     pub fn check_now(&self, checks: &[LimitCheck]) -> Decision {
+        self.decide_now_with(0, checks, true)
+    }
+
+    /// [`check_now`](Self::check_now) where the first `guards` checks must admit like the others
+    /// but are never charged (the failed-auth guard folded into the same decision), and `slot`
+    /// says whether whatever else the admission needs (a concurrency slot) is available: without
+    /// it nothing is charged.
+    fn decide_now_with(&self, guards: usize, checks: &[LimitCheck], slot: bool) -> Decision {
         let mut statuses = Vec::with_capacity(checks.len());
         if checks.is_empty() {
             return Decision {
@@ -308,23 +422,19 @@ impl MemoryLimiter {
         // from successive checks (short of the clock itself stepping back).
         let now = self.clock.now_millis();
 
-        let allowed = checks
-            .iter()
-            .zip(located.iter())
-            .all(|(check, &(id, shard))| {
-                view_in(locked.map(shard), id, check.spec.period_ms(), now)
-                    .remaining(check.spec.limit)
-                    > 0
+        let allowed = slot
+            && checks.iter().zip(located.iter()).all(|(check, &(id, shard))| {
+                view_in(locked.map(shard), id, check.grid(), now)
+                    .admits(check.spec.limit, check.cost)
             });
 
         for (i, (check, &(id, shard))) in checks.iter().zip(located.iter()).enumerate() {
-            let period_ms = check.spec.period_ms();
-            let view = if allowed && !shares_earlier_bucket(checks, located, i) {
-                consume_in(locked.map(shard), id, period_ms, now)
+            let view = if allowed && i >= guards && !shares_earlier_bucket(checks, located, i) {
+                consume_in(locked.map(shard), id, check.grid(), check.cost, now)
             } else {
-                view_in(locked.map(shard), id, period_ms, now)
+                view_in(locked.map(shard), id, check.grid(), now)
             };
-            statuses.push(view.status(check.key.dimension, &check.spec, !allowed));
+            statuses.push(view.status(check, !allowed));
         }
         Decision { allowed, statuses }
     }
@@ -332,13 +442,14 @@ impl MemoryLimiter {
     /// Synchronous form of [`RateLimiter::peek`]: the bucket's status without
     /// consuming, and without creating a bucket that does not exist.
     pub fn peek_now(&self, check: &LimitCheck) -> LimitStatus {
-        let period_ms = check.spec.period_ms();
-        let (id, shard) = self.locate(&check.key, period_ms);
+        let (id, shard) = self.locate(&check.key, check.spec.period_ms());
         let map = lock(&self.shards[shard]);
-        let view = view_in(&map, id, period_ms, self.clock.now_millis());
+        let view = view_in(&map, id, check.grid(), self.clock.now_millis());
         drop(map);
-        view.status(check.key.dimension, &check.spec, true)
+        view.status(check, true)
     }
+
+
 }
 
 /// The shards one check holds, locked in ascending index order, which is the
@@ -395,6 +506,20 @@ impl RateLimiter for MemoryLimiter {
 
     fn backend(&self) -> &'static str {
         "memory"
+    }
+
+    async fn admit(&self, admission: &Admission<'_>) -> Result<Admitted, RateLimitError> {
+        Ok(self.admit_now(admission))
+    }
+
+    async fn settle(&self, settlement: &Settlement<'_>) -> Result<(), RateLimitError> {
+        self.settle_now(settlement);
+        Ok(())
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<(), RateLimitError> {
+        self.renew_now(lease);
+        Ok(())
     }
 }
 

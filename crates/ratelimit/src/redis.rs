@@ -98,7 +98,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::Clock;
 use crate::decision::{Decision, LimitStatus};
 use crate::key::LimitCheck;
-use crate::window::{View, Window};
+use crate::window::{Grid, View, Window};
 use crate::{Guarded, RateLimitError, RateLimiter};
 
 mod deny;
@@ -120,6 +120,14 @@ const CHECK_SCRIPT: &str = concat!(
 const PEEK_SCRIPT: &str = concat!(
     include_str!("redis/common.lua"),
     include_str!("redis/peek.lua")
+);
+const SETTLE_SCRIPT: &str = concat!(
+    include_str!("redis/common.lua"),
+    include_str!("redis/settle.lua")
+);
+const RENEW_SCRIPT: &str = concat!(
+    include_str!("redis/common.lua"),
+    include_str!("redis/renew.lua")
 );
 
 /// Settings of a [`RedisLimiter`].
@@ -168,6 +176,8 @@ pub struct RedisLimiter {
     clock: Option<Arc<dyn Clock>>,
     check_sha: String,
     peek_sha: String,
+    settle_sha: String,
+    renew_sha: String,
     round_trips: AtomicU64,
     cache: LocalCache,
     /// Set while a background task finishes a connection (see `warm_up`).
@@ -278,6 +288,8 @@ impl RedisLimiter {
             clock: cfg.clock,
             check_sha: ::redis::Script::new(CHECK_SCRIPT).get_hash().to_owned(),
             peek_sha: ::redis::Script::new(PEEK_SCRIPT).get_hash().to_owned(),
+            settle_sha: ::redis::Script::new(SETTLE_SCRIPT).get_hash().to_owned(),
+            renew_sha: ::redis::Script::new(RENEW_SCRIPT).get_hash().to_owned(),
             round_trips: AtomicU64::new(0),
             cache: LocalCache::new(cfg.local_cache_capacity),
             warming: Arc::new(AtomicBool::new(false)),
@@ -286,7 +298,7 @@ impl RedisLimiter {
         })
     }
 
-    /// Connects if needed and loads both scripts, in one round trip, within
+    /// Connects if needed and loads every script, in one round trip, within
     /// [`RedisLimiterConfig::connect_timeout`]: a readiness probe.
     pub async fn ready(&self) -> Result<(), RateLimitError> {
         let deadline = Instant::now() + self.connect_timeout;
@@ -297,7 +309,13 @@ impl RedisLimiter {
             .arg(CHECK_SCRIPT)
             .cmd("SCRIPT")
             .arg("LOAD")
-            .arg(PEEK_SCRIPT);
+            .arg(PEEK_SCRIPT)
+            .cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(SETTLE_SCRIPT)
+            .cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(RENEW_SCRIPT);
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let shas: Vec<String> = match timeout_at(deadline, pipe.query_async(conn.conn())).await {
             Err(_) => return Err(timeout_error()),
@@ -308,7 +326,14 @@ impl RedisLimiter {
             Ok(Ok(shas)) => shas,
         };
         conn.healthy = true;
-        if shas != [self.check_sha.as_str(), self.peek_sha.as_str()] {
+        if shas
+            != [
+                self.check_sha.as_str(),
+                self.peek_sha.as_str(),
+                self.settle_sha.as_str(),
+                self.renew_sha.as_str(),
+            ]
+        {
             return Err(unavailable("Redis returned unexpected script hashes"));
         }
         Ok(())
@@ -328,6 +353,11 @@ impl RedisLimiter {
             check.key,
             check.spec.period_ms()
         )
+    }
+
+    /// The Redis key holding a lease's slots: a sorted set of lease ids scored by expiry.
+    pub fn lease_key_name(&self, lease: &crate::Lease) -> String {
+        format!("{}{}", self.key_prefix, lease.key)
     }
 
     /// The clock argument of the scripts: `""` asks for Redis `TIME`.
@@ -438,10 +468,10 @@ fn unsigned(values: &[i64]) -> Result<Vec<u64>, RateLimitError> {
 /// A bucket as stored: `exists, s, c, p` from a script reply. The scripts
 /// only report window starts on the period's grid; anything else would break
 /// window.rs's arithmetic, so it is refused rather than trusted.
-fn stored(fields: &[u64], period_ms: u64) -> Result<Option<Window>, RateLimitError> {
+fn stored(fields: &[u64], grid: Grid) -> Result<Option<Window>, RateLimitError> {
     match *fields {
         [0, _, _, _] => Ok(None),
-        [1, start_ms, current, previous] if start_ms % period_ms == 0 => Ok(Some(Window {
+        [1, start_ms, current, previous] if grid.on_grid(start_ms) => Ok(Some(Window {
             start_ms,
             current,
             previous,
@@ -450,11 +480,18 @@ fn stored(fields: &[u64], period_ms: u64) -> Result<Option<Window>, RateLimitErr
     }
 }
 
-fn view_at(window: Option<Window>, now_ms: u64, period_ms: u64) -> View {
+fn view_at(window: Option<Window>, now_ms: u64, grid: Grid) -> View {
     match window {
-        Some(w) => View::of(&w, now_ms, period_ms),
-        None => View::fresh(now_ms, period_ms),
+        Some(w) => View::of(&w, now_ms, grid),
+        None => View::fresh(now_ms, grid),
     }
+}
+
+/// A check's window offset as the scripts take it: -1 for a sliding window.
+fn offset_arg(check: &LimitCheck) -> String {
+    check
+        .fixed_offset_ms
+        .map_or_else(|| "-1".to_owned(), |o| o.to_string())
 }
 
 #[async_trait]
@@ -469,7 +506,9 @@ impl RateLimiter for RedisLimiter {
         if let Some(decision) = self.cache.refuse(checks, self.local_clock()) {
             return Ok(decision);
         }
-        self.decide(0, checks).await
+        self.decide(0, checks, None)
+            .await
+            .map(|(decision, _, _)| decision)
     }
 
     async fn check_guarded(
@@ -492,7 +531,7 @@ impl RateLimiter for RedisLimiter {
             return Ok(Guarded::Decided(decision));
         }
         let all: Vec<LimitCheck> = guards.iter().chain(checks).cloned().collect();
-        let mut decision = self.decide(guards.len(), &all).await?;
+        let (mut decision, _, _) = self.decide(guards.len(), &all, None).await?;
         let rest = decision.statuses.split_off(guards.len());
         if !decision.allowed
             && let Some(refused) = decision.statuses.iter().find(|s| s.is_exceeded())
@@ -512,39 +551,119 @@ impl RateLimiter for RedisLimiter {
     fn backend(&self) -> &'static str {
         "redis"
     }
+
+    /// One script call. The local deny cache is neither consulted nor fed: settlements give
+    /// tokens back, so a bucket refused once may admit before its `retry_after`.
+    async fn admit(&self, admission: &crate::Admission<'_>) -> Result<crate::Admitted, RateLimitError> {
+        let guards = admission.guards.len();
+        let all: std::borrow::Cow<'_, [LimitCheck]> = if guards == 0 {
+            std::borrow::Cow::Borrowed(admission.checks)
+        } else {
+            std::borrow::Cow::Owned(
+                admission.guards.iter().chain(admission.checks).cloned().collect(),
+            )
+        };
+        let (mut decision, lease, at_ms) = self.decide(guards, &all, admission.lease).await?;
+        if !decision.allowed
+            && let Some(refused) = decision.statuses[..guards].iter().find(|s| s.is_exceeded())
+        {
+            return Ok(crate::Admitted::GuardRefused(*refused));
+        }
+        decision.statuses.drain(..guards);
+        Ok(crate::Admitted::Decided {
+            decision,
+            lease,
+            at_ms,
+            local: false,
+        })
+    }
+
+    async fn settle(&self, settlement: &crate::Settlement<'_>) -> Result<(), RateLimitError> {
+        if settlement.adjustments.is_empty() && settlement.release.is_none() {
+            return Ok(());
+        }
+        let mut keys: Vec<String> = settlement
+            .adjustments
+            .iter()
+            .map(|a| self.key_name(&a.check))
+            .collect();
+        let mut args = Vec::with_capacity(3 + 4 * settlement.adjustments.len());
+        args.push(self.now_arg()?);
+        args.push(settlement.adjustments.len().to_string());
+        for a in settlement.adjustments {
+            let grid = a.check.grid();
+            args.push(grid.period_ms.to_string());
+            args.push(offset_arg(&a.check));
+            args.push(grid.start(a.charged_at_ms).to_string());
+            args.push(a.delta.to_string());
+        }
+        if let Some(lease) = settlement.release {
+            keys.push(self.lease_key_name(lease));
+            args.push(lease.id.to_string());
+        }
+        self.run_script(&self.settle_sha, SETTLE_SCRIPT, &keys, &args)
+            .await
+            .map(|_| ())
+    }
+
+    async fn renew(&self, lease: &crate::Lease) -> Result<(), RateLimitError> {
+        let keys = [self.lease_key_name(lease)];
+        let args = [
+            self.now_arg()?,
+            lease.id.to_string(),
+            lease.ttl_ms().to_string(),
+        ];
+        self.run_script(&self.renew_sha, RENEW_SCRIPT, &keys, &args)
+            .await
+            .map(|_| ())
+    }
 }
 
 impl RedisLimiter {
     /// One run of the check script over `checks`, of which the first `guards` are only
     /// required to admit, never charged.
+    /// and a concurrency slot taken when `lease` is given. Returns the decision, the lease's
+    /// status and the instant the script judged at.
     async fn decide(
         &self,
         guards: usize,
         checks: &[LimitCheck],
-    ) -> Result<Decision, RateLimitError> {
-        let keys: Vec<String> = checks.iter().map(|c| self.key_name(c)).collect();
-        let mut args = Vec::with_capacity(3 + 2 * checks.len());
+        lease: Option<&crate::Lease>,
+    ) -> Result<(Decision, Option<crate::LeaseStatus>, u64), RateLimitError> {
+        let mut keys: Vec<String> = checks.iter().map(|c| self.key_name(c)).collect();
+        let mut args = Vec::with_capacity(7 + 4 * checks.len());
         args.push(self.now_arg()?);
         args.push(self.jitter_ms().to_string());
+        args.push(guards.to_string());
+        args.push(checks.len().to_string());
         for check in checks {
             args.push(check.spec.period_ms().to_string());
             args.push(check.spec.limit.min(MAX_EXACT).to_string());
+            args.push(check.cost.min(MAX_EXACT).to_string());
+            args.push(offset_arg(check));
         }
-        if guards > 0 {
-            args.push(guards.to_string());
+        if let Some(lease) = lease {
+            keys.push(self.lease_key_name(lease));
+            args.push(lease.cap.min(MAX_EXACT).to_string());
+            args.push(lease.id.to_string());
+            args.push(lease.ttl_ms().to_string());
         }
         // Before sending, so the cache's estimate of Redis time runs ahead
         // rather than behind: it may then send a request Redis refuses, but
         // never refuses one Redis would admit.
         let sent = std::time::Instant::now();
-        let reply = unsigned(
-            &self
-                .run_script(&self.check_sha, CHECK_SCRIPT, &keys, &args)
-                .await?,
-        )?;
+        let mut reply = self
+            .run_script(&self.check_sha, CHECK_SCRIPT, &keys, &args)
+            .await?;
+        // The one field that may be negative: in_flight is -1 without a lease.
+        let in_flight = match reply.get_mut(2) {
+            Some(v) => std::mem::replace(v, 0),
+            None => return Err(unavailable("unexpected script reply")),
+        };
+        let reply = unsigned(&reply)?;
 
         let (allowed, now_ms, buckets) = match reply.as_slice() {
-            [allowed @ (0 | 1), now_ms, rest @ ..] if rest.len() == 4 * checks.len() => {
+            [allowed @ (0 | 1), now_ms, _, rest @ ..] if rest.len() == 4 * checks.len() => {
                 (*allowed == 1, *now_ms, rest)
             }
             _ => return Err(unavailable("unexpected script reply")),
@@ -552,30 +671,40 @@ impl RedisLimiter {
         let windows = buckets
             .chunks_exact(4)
             .zip(checks)
-            .map(|(fields, check)| stored(fields, check.spec.period_ms()))
+            .map(|(fields, check)| stored(fields, check.grid()))
             .collect::<Result<Vec<_>, _>>()?;
         let statuses = checks
             .iter()
             .zip(&windows)
-            .map(|(check, &window)| {
-                view_at(window, now_ms, check.spec.period_ms()).status(
-                    check.key.dimension,
-                    &check.spec,
-                    !allowed,
-                )
-            })
+            .map(|(check, &window)| view_at(window, now_ms, check.grid()).status(check, !allowed))
             .collect();
-        self.cache.record(checks, &windows, now_ms, sent, !allowed);
-        Ok(Decision { allowed, statuses })
+        let lease_status = match (lease, u64::try_from(in_flight)) {
+            (None, _) => None,
+            (Some(l), Ok(held)) => Some(crate::LeaseStatus {
+                cap: l.cap,
+                in_flight: held,
+                acquired: allowed,
+            }),
+            (Some(_), Err(_)) => return Err(unavailable("unexpected script reply")),
+        };
+        // Costed and fixed-window buckets are settled later, which the cache cannot see.
+        if lease.is_none() && checks.iter().all(|c| c.cost == 1 && c.fixed_offset_ms.is_none()) {
+            self.cache.record(checks, &windows, now_ms, sent, !allowed);
+        }
+        Ok((Decision { allowed, statuses }, lease_status, now_ms))
     }
 
     async fn peek_bucket(&self, check: &LimitCheck) -> Result<LimitStatus, RateLimitError> {
         if let Some(status) = self.cache.peek(check, self.local_clock()) {
             return Ok(status);
         }
-        let period_ms = check.spec.period_ms();
+        let grid = check.grid();
         let keys = [self.key_name(check)];
-        let args = [self.now_arg()?, period_ms.to_string()];
+        let args = [
+            self.now_arg()?,
+            grid.period_ms.to_string(),
+            offset_arg(check),
+        ];
         let sent = std::time::Instant::now();
         let reply = unsigned(
             &self
@@ -585,9 +714,8 @@ impl RedisLimiter {
         let Some((&now_ms, fields)) = reply.split_first() else {
             return Err(unavailable("unexpected script reply"));
         };
-        let window = stored(fields, period_ms)?;
-        let status =
-            view_at(window, now_ms, period_ms).status(check.key.dimension, &check.spec, true);
+        let window = stored(fields, grid)?;
+        let status = view_at(window, now_ms, grid).status(check, true);
         self.cache.record(
             std::slice::from_ref(check),
             &[window],
@@ -603,7 +731,7 @@ impl RedisLimiter {
 mod tests {
     use super::*;
     use crate::RateSpec;
-    use crate::key::{BucketKey, Dimension};
+    use crate::key::BucketKey;
     use crate::{ManualClock, MemoryLimiter};
     use std::net::{IpAddr, Ipv4Addr};
 
@@ -752,13 +880,18 @@ mod tests {
             let start = start - start % p;
             let now = start + elapsed;
             clock.set(now);
+            // Every third round charges a token-sized cost: `cur + cost` against the same
+            // limit moves the answer by exactly `cost - 1`, so take it off the current count.
+            let cost = if round % 3 == 2 { 1 + current.min(1 << 20) / 2 } else { 1 };
+            let current = current - (cost - 1);
             let check = LimitCheck::new(
                 BucketKey::key(Arc::from(format!("r{round}"))),
                 RateSpec {
                     limit,
                     period: Duration::from_secs(secs),
                 },
-            );
+            )
+            .costing(cost);
             let key = limiter.key_name(&check);
             let _: () = ::redis::cmd("HSET")
                 .arg(&key)
@@ -777,12 +910,12 @@ mod tests {
                 current,
                 previous,
             };
-            let view = View::of(&window, now, p);
-            let want_allowed = view.remaining(limit) > 0;
+            let view = View::of(&window, now, check.grid());
+            let want_allowed = view.admits(limit, cost);
             let want = if want_allowed {
-                view.consumed().status(Dimension::Key, &check.spec, false)
+                view.consumed(cost).status(&check, false)
             } else {
-                view.status(Dimension::Key, &check.spec, true)
+                view.status(&check, true)
             };
             let got = limiter.check(std::slice::from_ref(&check)).await.unwrap();
             assert_eq!(

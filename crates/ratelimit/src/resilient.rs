@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::{
-    Decision, Guarded, LimitCheck, LimitStatus, MemoryLimiter, RateLimitError, RateLimiter,
-    RateSpec,
+    Admission, Admitted, Decision, Guarded, Lease, LimitCheck, LimitStatus, MemoryLimiter,
+    RateLimitError, RateLimiter, RateSpec, Settlement,
 };
 
 pub use infergate_types::FailureMode;
@@ -173,7 +173,7 @@ impl ResilientLimiter {
             FailureMode::Local => {
                 let scaled: Vec<LimitCheck> = checks
                     .iter()
-                    .map(|c| LimitCheck::new(c.key.clone(), self.share(c.spec)))
+                    .map(|c| c.with_spec(self.share(c.spec)))
                     .collect();
                 Ok(self.fallback.check_now(&scaled))
             }
@@ -249,15 +249,95 @@ impl RateLimiter for ResilientLimiter {
     fn backend(&self) -> &'static str {
         self.primary.backend()
     }
+
+    async fn admit(&self, admission: &Admission<'_>) -> Result<Admitted, RateLimitError> {
+        if self.admit() {
+            match self.primary.admit(admission).await {
+                Ok(a) => {
+                    self.succeeded();
+                    return Ok(a);
+                }
+                Err(e) => self.failed(&e),
+            }
+        }
+        self.fallback_admit(admission)
+    }
+
+    /// To the backend that decided the admission. A shared backend that cannot be reached is
+    /// an error for the caller to retry: a settlement is never dropped here.
+    async fn settle(&self, settlement: &Settlement<'_>) -> Result<(), RateLimitError> {
+        if settlement.local {
+            self.fallback.settle_now(settlement);
+            return Ok(());
+        }
+        let result = self.primary.settle(settlement).await;
+        match &result {
+            Ok(()) => self.succeeded(),
+            Err(e) => self.failed(e),
+        }
+        result
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<(), RateLimitError> {
+        // Renewing both is cheaper than knowing which holds the lease: an unknown lease is
+        // left alone by either.
+        self.fallback.renew_now(lease);
+        let result = self.primary.renew(lease).await;
+        if let Err(e) = &result {
+            self.failed(e);
+        }
+        result
+    }
 }
 
 impl ResilientLimiter {
+    /// An admission while the shared backend cannot answer, by the failure mode: `local` shares
+    /// every limit and cap among the expected replicas, `open` admits, `closed` refuses.
+    fn fallback_admit(&self, admission: &Admission<'_>) -> Result<Admitted, RateLimitError> {
+        self.stats
+            .fallback_decisions
+            .fetch_add(1, Ordering::Relaxed);
+        match self.cfg.mode {
+            FailureMode::Local => {
+                let share = |list: &[LimitCheck]| -> Vec<LimitCheck> {
+                    list.iter().map(|c| c.with_spec(self.share(c.spec))).collect()
+                };
+                let (guards, checks) = (share(admission.guards), share(admission.checks));
+                let lease = admission.lease.map(|l| Lease {
+                    cap: l.cap.div_ceil(self.cfg.expected_replicas.max(1)).max(1),
+                    ..l.clone()
+                });
+                let mut admitted = self.fallback.admit_now(&Admission {
+                    guards: &guards,
+                    checks: &checks,
+                    lease: lease.as_ref(),
+                });
+                if let Admitted::Decided { local, .. } = &mut admitted {
+                    *local = true;
+                }
+                Ok(admitted)
+            }
+            FailureMode::Open => Ok(Admitted::Decided {
+                decision: Decision {
+                    allowed: true,
+                    statuses: admission.checks.iter().map(|c| self.unlimited(c)).collect(),
+                },
+                lease: None,
+                at_ms: self.now_ms(),
+                local: true,
+            }),
+            FailureMode::Closed => Err(RateLimitError::Unavailable(
+                "rate-limit backend unavailable and failure mode is closed".into(),
+            )),
+        }
+    }
+
     /// A peek while the shared backend cannot answer, by the failure mode.
     fn fallback_peek(&self, check: &LimitCheck) -> Result<LimitStatus, RateLimitError> {
         match self.cfg.mode {
             FailureMode::Local => Ok(self
                 .fallback
-                .peek_now(&LimitCheck::new(check.key.clone(), self.share(check.spec)))),
+                .peek_now(&check.with_spec(self.share(check.spec)))),
             FailureMode::Open => Ok(self.unlimited(check)),
             FailureMode::Closed => Err(RateLimitError::Unavailable(
                 "rate-limit backend unavailable and failure mode is closed".into(),

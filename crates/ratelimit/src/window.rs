@@ -10,9 +10,8 @@
 
 use std::time::Duration;
 
-use crate::RateSpec;
 use crate::decision::LimitStatus;
-use crate::key::Dimension;
+use crate::key::LimitCheck;
 
 /// What a bucket stores: counts of the epoch-aligned window starting at
 /// `start_ms` and of the window just before it.
@@ -23,17 +22,70 @@ pub(crate) struct Window {
     pub(crate) previous: u64,
 }
 
-/// Start of the epoch-aligned window containing `now_ms`.
-fn window_start(now_ms: u64, period_ms: u64) -> u64 {
-    now_ms - now_ms % period_ms
+/// How a bucket's time is cut into windows: the period, and for a fixed-window quota (a daily
+/// token budget resetting at a configured hour) the offset of its boundaries from the epoch's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Grid {
+    pub(crate) period_ms: u64,
+    /// `Some`: a fixed window (the previous window never counts), its boundaries this many
+    /// milliseconds after the epoch-aligned ones (always below the period).
+    pub(crate) fixed_offset_ms: Option<u64>,
+}
+
+impl Grid {
+    /// The sliding window of `period_ms`, epoch-aligned.
+    #[cfg(test)]
+    pub(crate) const fn sliding(period_ms: u64) -> Self {
+        Self {
+            period_ms,
+            fixed_offset_ms: None,
+        }
+    }
+
+    fn offset(&self) -> u64 {
+        self.fixed_offset_ms.unwrap_or(0) % self.period_ms.max(1)
+    }
+
+    /// Start of the window containing `now_ms`.
+    pub(crate) fn start(&self, now_ms: u64) -> u64 {
+        let offset = self.offset();
+        if now_ms < offset {
+            // Before the first boundary after the epoch: only a test clock reads this.
+            return 0;
+        }
+        now_ms - (now_ms - offset) % self.period_ms
+    }
+
+    /// Whether `start_ms` is a boundary of this grid (anything else was written by another
+    /// program and is read as an empty bucket).
+    pub(crate) fn on_grid(&self, start_ms: u64) -> bool {
+        start_ms == 0 || start_ms.checked_sub(self.offset()).is_some_and(|s| s % self.period_ms == 0)
+    }
 }
 
 impl Window {
     /// True once the bucket's counts can no longer contribute to any estimate:
     /// its current window is two or more windows back, so even its "current"
     /// count would have rolled out of the previous-window slot.
+    ///
+    /// `start + 2 * period` is a boundary of the bucket's grid whatever its offset, so comparing
+    /// the instant itself needs no more than the period.
     pub(crate) fn is_expired(&self, now_ms: u64, period_ms: u64) -> bool {
-        window_start(now_ms, period_ms) >= self.start_ms.saturating_add(period_ms.saturating_mul(2))
+        now_ms >= self.start_ms.saturating_add(period_ms.saturating_mul(2))
+    }
+
+    /// Settles a charge made at `charged_at_ms` by `delta` units (negative: given back), in
+    /// whichever of the stored windows took it; a charge whose window has rolled out of the
+    /// estimate changes nothing. Counts never go below zero.
+    pub(crate) fn adjust(&mut self, grid: Grid, charged_at_ms: u64, delta: i64) {
+        let charged = grid.start(charged_at_ms);
+        if self.start_ms == charged {
+            self.current = self.current.saturating_add_signed(delta);
+        } else if grid.fixed_offset_ms.is_none()
+            && self.start_ms == charged.saturating_add(grid.period_ms)
+        {
+            self.previous = self.previous.saturating_add_signed(delta);
+        }
     }
 }
 
@@ -55,10 +107,10 @@ pub(crate) struct View {
 
 impl View {
     /// An empty bucket at `now_ms`.
-    pub(crate) fn fresh(now_ms: u64, period_ms: u64) -> Self {
-        let start_ms = window_start(now_ms, period_ms);
+    pub(crate) fn fresh(now_ms: u64, grid: Grid) -> Self {
+        let start_ms = grid.start(now_ms);
         Self {
-            period_ms,
+            period_ms: grid.period_ms,
             start_ms,
             elapsed_ms: now_ms - start_ms,
             lag_ms: 0,
@@ -67,9 +119,12 @@ impl View {
         }
     }
 
-    /// `stored` as it stands at `now_ms`, rolling whole windows forward.
-    pub(crate) fn of(stored: &Window, now_ms: u64, period_ms: u64) -> Self {
-        let start_now = window_start(now_ms, period_ms);
+    /// `stored` as it stands at `now_ms`, rolling whole windows forward. A fixed window keeps
+    /// no previous count: its quota resets whole at each boundary.
+    pub(crate) fn of(stored: &Window, now_ms: u64, grid: Grid) -> Self {
+        let period_ms = grid.period_ms;
+        let fixed = grid.fixed_offset_ms.is_some();
+        let start_now = grid.start(now_ms);
         if start_now < stored.start_ms {
             return Self {
                 period_ms,
@@ -77,25 +132,31 @@ impl View {
                 elapsed_ms: 0,
                 lag_ms: stored.start_ms - now_ms,
                 current: stored.current,
-                previous: stored.previous,
+                previous: if fixed { 0 } else { stored.previous },
             };
         }
-        let mut view = Self::fresh(now_ms, period_ms);
+        let mut view = Self::fresh(now_ms, grid);
         if start_now == stored.start_ms {
             view.current = stored.current;
-            view.previous = stored.previous;
-        } else if start_now == stored.start_ms.saturating_add(period_ms) {
+            view.previous = if fixed { 0 } else { stored.previous };
+        } else if !fixed && start_now == stored.start_ms.saturating_add(period_ms) {
             view.previous = stored.current;
         }
         view
     }
 
-    /// The same instant after one more request was counted.
-    pub(crate) fn consumed(self) -> Self {
+    /// The same instant after `cost` more units (one request, or a token reservation) were
+    /// counted.
+    pub(crate) fn consumed(self, cost: u64) -> Self {
         Self {
-            current: self.current.saturating_add(1),
+            current: self.current.saturating_add(cost),
             ..self
         }
+    }
+
+    /// Whether `cost` more units fit: `estimate + cost <= limit`, exactly.
+    pub(crate) fn admits(&self, limit: u64, cost: u64) -> bool {
+        self.remaining(limit) >= cost
     }
 
     /// What to store for this view.
@@ -123,38 +184,45 @@ impl View {
         }
     }
 
-    /// Smallest whole number of milliseconds after which one request would be
-    /// allowed, assuming no other request arrives. Only meaningful when
-    /// `remaining(limit) == 0`; never zero.
+    /// Smallest whole number of milliseconds after which `cost` more units
+    /// would be allowed, assuming no other request arrives. Only meaningful when
+    /// `remaining(limit) < cost`; never zero. A cost above the limit never fits:
+    /// the wait then reported is until the bucket is empty again.
     ///
     /// The estimate only decays with time and is continuous across a window
     /// boundary (at the boundary the previous weight reaches 0 just as the
     /// current count moves into the previous slot with weight 1), so the
-    /// first instant that satisfies `estimate + 1 <= limit` can be solved for
-    /// directly, in whichever of the next two windows it falls.
-    pub(crate) fn retry_after_ms(&self, limit: u64) -> u64 {
+    /// first instant that satisfies `estimate + cost <= limit` can be solved for
+    /// directly, in whichever of the next two windows it falls. A fixed window
+    /// admits again only at its boundary.
+    pub(crate) fn retry_after_ms(&self, limit: u64, cost: u64, fixed: bool) -> u64 {
         let p = u128::from(self.period_ms);
         let to_boundary = p - u128::from(self.elapsed_ms);
-        let (c, prev, l) = (
+        let (c, prev, l, k) = (
             u128::from(self.current),
             u128::from(self.previous),
             u128::from(limit),
+            u128::from(cost.max(1)),
         );
-        let wait = if l == 0 {
-            // Only a hand-built spec has limit 0; nothing will ever be allowed,
-            // so point at the window reset rather than invent a time.
+        let wait = if l == 0 || fixed {
+            // A fixed window frees its quota at the boundary. Only a hand-built spec has
+            // limit 0; nothing will ever be allowed, so point at the window reset rather than
+            // invent a time.
             to_boundary
-        } else if c < l && prev > 0 {
-            // Still within this window: need prev * (to_boundary - t) <= (l - c - 1) * p.
+        } else if k > l {
+            // Never fits; the bucket is empty once both windows have rolled out.
+            to_boundary + p
+        } else if c + k <= l && prev > 0 {
+            // Still within this window: need prev * (to_boundary - t) <= (l - c - k) * p.
             // `slack / prev < to_boundary` because the request was refused, so t >= 1;
             // t == to_boundary exactly when only the boundary itself suffices.
-            let slack = (l - c - 1) * p;
+            let slack = (l - c - k) * p;
             to_boundary - (slack / prev).min(to_boundary)
         } else {
-            // The current count alone fills the limit: wait into the next
+            // The current count alone leaves no room: wait into the next
             // window, where it becomes `previous` and decays: need
-            // c * (p - u) <= (l - 1) * p.
-            match ((l - 1) * p).checked_div(c) {
+            // c * (p - u) <= (l - k) * p.
+            match ((l - k) * p).checked_div(c) {
                 Some(keep) => to_boundary + (p - keep.min(p)),
                 // c == 0 cannot be refused with limit >= 1; kept total for safety.
                 None => 1,
@@ -167,20 +235,20 @@ impl View {
     /// The status reported for this view. `refused` selects whether a wait
     /// is computed: a request that was allowed reports no wait even when it
     /// used the last unit.
-    pub(crate) fn status(
-        &self,
-        dimension: Dimension,
-        spec: &RateSpec,
-        refused: bool,
-    ) -> LimitStatus {
+    pub(crate) fn status(&self, check: &LimitCheck, refused: bool) -> LimitStatus {
+        let spec = &check.spec;
         let remaining = self.remaining(spec.limit);
-        let retry_after = if refused && remaining == 0 {
-            Duration::from_millis(self.retry_after_ms(spec.limit))
+        let retry_after = if refused && remaining < check.cost.max(1) {
+            Duration::from_millis(self.retry_after_ms(
+                spec.limit,
+                check.cost,
+                check.fixed_offset_ms.is_some(),
+            ))
         } else {
             Duration::ZERO
         };
         LimitStatus {
-            dimension,
+            dimension: check.key.dimension,
             limit: spec.limit,
             remaining,
             window: spec.period,
@@ -221,16 +289,16 @@ mod tests {
     fn retry_after_within_window_is_exact() {
         // limit 10, prev 10, cur 5 at elapsed 30s: estimate 10; need
         // 10 * (30000 - t) <= 4 * 60000 -> t >= 6000.
-        assert_eq!(view(P / 2, 5, 10).retry_after_ms(10), 6_000);
+        assert_eq!(view(P / 2, 5, 10).retry_after_ms(10, 1, false), 6_000);
     }
 
     #[test]
     fn retry_after_into_next_window() {
         // cur = limit = 4 at elapsed 0: next window starts in 60s, then
         // 4 * (60000 - u) <= 3 * 60000 -> u >= 15000.
-        assert_eq!(view(0, 4, 0).retry_after_ms(4), 75_000);
+        assert_eq!(view(0, 4, 0).retry_after_ms(4, 1, false), 75_000);
         // limit 1: the single request must fully decay.
-        assert_eq!(view(0, 1, 0).retry_after_ms(1), 120_000);
+        assert_eq!(view(0, 1, 0).retry_after_ms(1, 1, false), 120_000);
     }
 
     #[test]
@@ -240,9 +308,9 @@ mod tests {
             current: 3,
             previous: 0,
         };
-        let v = View::of(&stored, 10 * P - 500, P);
+        let v = View::of(&stored, 10 * P - 500, Grid::sliding(P));
         assert_eq!(v.remaining(3), 0);
-        assert_eq!(v.retry_after_ms(3), 500 + P + P / 3);
+        assert_eq!(v.retry_after_ms(3, 1, false), 500 + P + P / 3);
     }
 
     #[test]
@@ -255,5 +323,60 @@ mod tests {
         assert!(!w.is_expired(12 * P - 1, P));
         assert!(w.is_expired(12 * P, P));
         assert!(!w.is_expired(0, P));
+    }
+
+    #[test]
+    fn a_cost_is_admitted_only_when_it_fits_whole() {
+        // estimate 7 of 10: 3 fit, 4 do not.
+        let v = view(P / 2, 2, 10);
+        assert!(v.admits(10, 3));
+        assert!(!v.admits(10, 4));
+        assert_eq!(v.consumed(3).remaining(10), 0);
+        // Need 10 * (30000 - t) <= (10 - 2 - 4) * 60000 -> t >= 6000.
+        assert_eq!(v.retry_after_ms(10, 4, false), 6_000);
+        // A cost above the limit never fits: wait until the bucket is empty.
+        assert_eq!(v.retry_after_ms(10, 11, false), P / 2 + P);
+    }
+
+    #[test]
+    fn a_fixed_window_resets_whole_at_its_offset_boundary() {
+        const DAY: u64 = 86_400_000;
+        let grid = Grid {
+            period_ms: DAY,
+            fixed_offset_ms: Some(6 * 3_600_000),
+        };
+        let t = 20_000 * DAY + 5 * 3_600_000; // 05:00 UTC: still yesterday's quota day
+        assert_eq!(grid.start(t), 19_999 * DAY + 6 * 3_600_000);
+        assert!(grid.on_grid(grid.start(t)));
+        assert!(!grid.on_grid(20_000 * DAY));
+        let stored = Window {
+            start_ms: grid.start(t),
+            current: 900,
+            previous: 0,
+        };
+        let v = View::of(&stored, t, grid);
+        assert_eq!(v.remaining(1_000), 100);
+        assert_eq!(v.retry_after_ms(1_000, 200, true), 3_600_000);
+        // After 06:00 the day is fresh, and yesterday's use does not decay into it.
+        let v = View::of(&stored, t + 3_600_000, grid);
+        assert_eq!(v.remaining(1_000), 1_000);
+    }
+
+    #[test]
+    fn settlement_lands_in_the_window_that_was_charged() {
+        let grid = Grid::sliding(P);
+        let mut w = Window {
+            start_ms: 10 * P,
+            current: 500,
+            previous: 300,
+        };
+        w.adjust(grid, 10 * P + 5, -200);
+        assert_eq!((w.current, w.previous), (300, 300));
+        w.adjust(grid, 9 * P + 5, -400);
+        assert_eq!((w.current, w.previous), (300, 0), "never below zero");
+        w.adjust(grid, 8 * P, 50);
+        assert_eq!((w.current, w.previous), (300, 0), "rolled out: nothing to settle");
+        w.adjust(grid, 10 * P, 25);
+        assert_eq!(w.current, 325, "an overrun is charged");
     }
 }

@@ -1,18 +1,25 @@
--- Checks every bucket and consumes one unit from each only if all admit.
+-- Checks every bucket and charges each its cost only if all admit (and the
+-- concurrency slot, when one is asked for, is free).
 --
--- KEYS[i]                 bucket of check i: a hash {s = window start (ms),
+-- KEYS[i], i <= n         bucket of check i: a hash {s = window start (ms),
 --                         c = count in that window, p = count in the one before}
+-- KEYS[n+1]               with a lease: the key's slots, a sorted set of lease
+--                         ids scored by expiry (ms)
 -- ARGV[1]                 now (see common.lua)
 -- ARGV[2]                 TTL jitter in ms
--- ARGV[1+2i], ARGV[2+2i]  period (ms) and limit of check i; the limit is
---                         clamped to 2^53-1 by the caller
--- ARGV[3+2n]              optional: how many of the first checks are guards,
---                         which must admit like the others but are never
---                         charged (a peek folded into the same round trip)
+-- ARGV[3]                 how many of the first checks are guards, which must
+--                         admit like the others but are never charged (a peek
+--                         folded into the same round trip)
+-- ARGV[4]                 n, the number of checks
+-- ARGV[5..]               per check i, four values: period (ms), limit
+--                         (clamped to 2^53-1 by the caller), cost, and the
+--                         fixed-window offset (ms; -1 for a sliding window)
+-- ARGV[5+4n..7+4n]        with a lease: cap, lease id, lease TTL (ms)
 --
--- Returns {allowed, now, then per check: exists, s, c, p}: each bucket as
--- stored once this call is done, so the caller derives every reported number
--- with the same code as the memory backend.
+-- Returns {allowed, now, in_flight, then per check: exists, s, c, p}: each
+-- bucket as stored once this call is done, so the caller derives every
+-- reported number with the same code as the memory backend; in_flight is the
+-- slots held afterwards (-1 without a lease).
 --
 -- Lua numbers are doubles: integers are exact below 2^53, which covers
 -- times, periods (<= 1 year), counts and clamped limits, but not their
@@ -61,14 +68,14 @@ local function product_le(a, b, c, d)
   return true
 end
 
--- window.rs allows iff remaining(limit) >= 1, that is
---   prev * (period - elapsed) + (cur + 1) * period <= limit * period,
+-- window.rs allows iff remaining(limit) >= cost, that is
+--   prev * (period - elapsed) + (cur + cost) * period <= limit * period,
 -- rearranged so that no term goes negative.
-local function admits(v, period, limit)
-  if v.cur + 1 > limit then
+local function admits(v, period, limit, cost)
+  if v.cur + cost > limit then
     return false
   end
-  local slack = limit - v.cur - 1
+  local slack = limit - v.cur - cost
   if v.prev <= slack then
     -- prev * (period - elapsed) <= prev * period <= slack * period
     return true
@@ -81,18 +88,39 @@ local function int(x)
 end
 
 local jitter = tonumber(ARGV[2])
-local n = #KEYS
-local guards = tonumber(ARGV[3 + 2 * n]) or 0
+local guards = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
 local views = {}
 local allowed = true
 for i = 1, n do
-  local period = tonumber(ARGV[1 + 2 * i])
-  local limit = tonumber(ARGV[2 + 2 * i])
-  local v = load(KEYS[i], period)
-  v.period = period
+  local base = 1 + 4 * i
+  local period = tonumber(ARGV[base])
+  local limit = tonumber(ARGV[base + 1])
+  local cost = tonumber(ARGV[base + 2])
+  local offset = tonumber(ARGV[base + 3])
+  local v = load(KEYS[i], period, offset)
+  v.period, v.cost = period, cost
   views[i] = v
-  if not admits(v, period, limit) then
+  if not admits(v, period, limit, cost) then
     allowed = false
+  end
+end
+
+local in_flight = -1
+local lease_key = KEYS[n + 1]
+if lease_key then
+  local base = 5 + 4 * n
+  local cap = tonumber(ARGV[base])
+  -- Expired leases (their replica died, or stopped renewing) free their slots.
+  redis.call('ZREMRANGEBYSCORE', lease_key, '-inf', int(now))
+  in_flight = redis.call('ZCARD', lease_key)
+  if in_flight >= cap then
+    allowed = false
+  elseif allowed then
+    local ttl = tonumber(ARGV[base + 2])
+    redis.call('ZADD', lease_key, int(now + ttl), ARGV[base + 1])
+    redis.call('PEXPIRE', lease_key, int(ttl + jitter))
+    in_flight = in_flight + 1
   end
 end
 
@@ -106,7 +134,7 @@ if allowed then
     if first then
       v.exists, v.s, v.c, v.p = 1, first.s, first.c, first.p
     else
-      v.exists, v.s, v.c, v.p = 1, v.start, v.cur + 1, v.prev
+      v.exists, v.s, v.c, v.p = 1, v.start, v.cur + v.cost, v.prev
       redis.call('HSET', key, 's', int(v.s), 'c', int(v.c), 'p', int(v.p))
       -- Two periods is how long the counts can matter (window.rs is_expired);
       -- the lag keeps that true when the clock reads behind the window.
@@ -116,7 +144,7 @@ if allowed then
   end
 end
 
-local out = {allowed and 1 or 0, now}
+local out = {allowed and 1 or 0, now, in_flight}
 for i = 1, n do
   local v = views[i]
   out[#out + 1] = v.exists

@@ -27,25 +27,51 @@ local function whole(x)
   return x ~= nil and x >= 0 and x <= 9007199254740991 and x == math.floor(x)
 end
 
+-- The start of the window holding `now`: epoch-aligned for a sliding window
+-- (offset < 0), `offset` ms after the epoch-aligned boundaries for a fixed one
+-- (Grid::start in window.rs).
+local function window_start(period, offset)
+  if offset < 0 then
+    return now - now % period
+  end
+  if now < offset then
+    return 0
+  end
+  return now - (now - offset) % period
+end
+
+local function on_grid(s, period, offset)
+  if offset < 0 then
+    return s % period == 0
+  end
+  return s == 0 or (s >= offset and (s - offset) % period == 0)
+end
+
 -- The bucket stored at `key` and its counts rolled forward to `now`
 -- (View::of in window.rs, View::fresh for a missing key). `s, c, p` are the
 -- stored fields as read; `start, elapsed, lag, cur, prev` the rolled view.
-local function load(key, period)
+-- A fixed window (offset >= 0) keeps no previous count.
+local function load(key, period, offset)
+  offset = offset or -1
+  local fixed = offset >= 0
   local f = redis.call('HMGET', key, 's', 'c', 'p')
   local s, c, p = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
-  local start_now = now - now % period
+  local start_now = window_start(period, offset)
   local v = {exists = 0, s = 0, c = 0, p = 0, start = start_now,
              elapsed = now - start_now, lag = 0, cur = 0, prev = 0}
-  if not (whole(s) and whole(c) and whole(p) and s % period == 0) then
+  if not (whole(s) and whole(c) and whole(p) and on_grid(s, period, offset)) then
     return v
   end
   v.exists, v.s, v.c, v.p = 1, s, c, p
+  if fixed then
+    v.p = 0
+  end
   if start_now < s then
     -- The clock is behind the stored window: judge at the window's start.
-    v.start, v.elapsed, v.lag, v.cur, v.prev = s, 0, s - now, c, p
+    v.start, v.elapsed, v.lag, v.cur, v.prev = s, 0, s - now, c, v.p
   elseif start_now == s then
-    v.cur, v.prev = c, p
-  elseif start_now == s + period then
+    v.cur, v.prev = c, v.p
+  elseif not fixed and start_now == s + period then
     v.prev = c
   end
   return v

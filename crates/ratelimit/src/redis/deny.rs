@@ -86,19 +86,19 @@ impl LocalCache {
         let views: Vec<View> = checks
             .iter()
             .zip(&snapshots)
-            .map(|(c, s)| view_at(s.window, now, c.spec.period_ms()))
+            .map(|(c, s)| view_at(s.window, now, c.grid()))
             .collect();
         let refused = checks
             .iter()
             .zip(&views)
-            .any(|(c, v)| v.remaining(c.spec.limit) == 0);
+            .any(|(c, v)| !v.admits(c.spec.limit, c.cost));
         if !refused {
             return None;
         }
         let statuses = checks
             .iter()
             .zip(&views)
-            .map(|(c, v)| v.status(c.key.dimension, &c.spec, true))
+            .map(|(c, v)| v.status(c, true))
             .collect();
         Some(Decision {
             allowed: false,
@@ -114,11 +114,7 @@ impl LocalCache {
     ) -> Option<LimitStatus> {
         let snapshots = self.snapshots(std::slice::from_ref(check))?;
         let now = Self::now(&snapshots, clock)?;
-        let status = view_at(snapshots[0].window, now, check.spec.period_ms()).status(
-            check.key.dimension,
-            &check.spec,
-            true,
-        );
+        let status = view_at(snapshots[0].window, now, check.grid()).status(check, true);
         status.is_exceeded().then_some(status)
     }
 

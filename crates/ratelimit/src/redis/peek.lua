@@ -3,8 +3,9 @@
 -- KEYS[1]  the bucket (see check.lua)
 -- ARGV[1]  now (see common.lua)
 -- ARGV[2]  its period in ms
+-- ARGV[3]  optional: its fixed-window offset in ms (-1 or absent: sliding)
 --
 -- Returns {now, exists, s, c, p}.
 
-local v = load(KEYS[1], tonumber(ARGV[2]))
+local v = load(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3]) or -1)
 return {now, v.exists, v.s, v.c, v.p}
