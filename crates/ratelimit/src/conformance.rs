@@ -61,6 +61,7 @@ where
     token_reservations_fit_whole_and_settle_back(&make).await;
     daily_quota_resets_at_its_hour(&make).await;
     concurrency_leases_cap_expire_and_renew(&make).await;
+    shadow_limits_count_and_report_but_never_refuse(&make).await;
     differential(&make, 0x5eed_cafe, 2_000).await;
 }
 
@@ -704,7 +705,9 @@ where
     let fourth = pair.admit(only(&[tokens_check("tk", 1_000, 1_000)])).await;
     assert!(!decided(&fourth).0.allowed, "150 still weigh in");
     // A reservation above the limit itself never fits.
-    let never = pair.admit(only(&[tokens_check("other", 1_000, 1_001)])).await;
+    let never = pair
+        .admit(only(&[tokens_check("other", 1_000, 1_001)]))
+        .await;
     assert!(!decided(&never).0.allowed);
 }
 
@@ -749,6 +752,7 @@ where
         cap: 2,
         id,
         ttl: Duration::from_secs(30),
+        shadow: false,
     };
     let request = [key_check("cc", spec(100, 60))];
     let leased = |l| Admission {
@@ -771,14 +775,20 @@ where
     let (d, l, _) = decided(&third);
     assert!(!d.allowed);
     assert_eq!(l.map(|l| (l.acquired, l.in_flight)), Some((false, 2)));
-    assert_eq!(d.statuses[0].remaining, 98, "a refused slot charges nothing");
+    assert_eq!(
+        d.statuses[0].remaining, 98,
+        "a refused slot charges nothing"
+    );
     pair.settle(Settlement {
         adjustments: &[],
         release: Some(&a),
         local: false,
     })
     .await;
-    assert!(decided(&pair.admit(leased(&c)).await).0.allowed, "a released slot is free");
+    assert!(
+        decided(&pair.admit(leased(&c)).await).0.allowed,
+        "a released slot is free"
+    );
     // b renewed at +20s outlives its first TTL; c, never renewed, expires at +30s.
     pair.clock.advance(Duration::from_secs(20));
     pair.renew(&b).await;
@@ -792,4 +802,41 @@ where
     );
     let full = pair.admit(leased(&d5)).await;
     assert!(!decided(&full).0.allowed);
+}
+
+/// A shadow limit is charged like an enforced one and reports when it would refuse, but the
+/// request passes; a shadow cap takes a slot past the cap and says so.
+pub async fn shadow_limits_count_and_report_but_never_refuse<F, Fut>(make: &F)
+where
+    F: Fn(ManualClock) -> Fut,
+    Fut: Future<Output = Arc<dyn RateLimiter>>,
+{
+    let pair = Pair::new(make, "shadow limits", T0).await;
+    let shadow = tokens_check("sh", 1_000, 700).shadowed(true);
+    let lease = |id| Lease {
+        key: BucketKey::new(Dimension::Concurrency, Subject::Key(Arc::from("sh"))),
+        cap: 1,
+        id,
+        ttl: Duration::from_secs(30),
+        shadow: true,
+    };
+    let (l1, l2) = (lease(1), lease(2));
+    let checks = [key_check("sh", spec(10, 60)), shadow];
+    let admit = |l| Admission {
+        guards: &[],
+        checks: &checks,
+        lease: Some(l),
+    };
+    let first = pair.admit(admit(&l1)).await;
+    let (d, _, _) = decided(&first);
+    assert!(d.allowed && !d.statuses[1].is_exceeded());
+    let second = pair.admit(admit(&l2)).await;
+    let (d, l, _) = decided(&second);
+    assert!(d.allowed, "shadow limits never refuse");
+    assert!(
+        d.statuses[1].is_exceeded(),
+        "but report that they would have"
+    );
+    assert_eq!(d.statuses[0].remaining, 8, "the request was counted");
+    assert_eq!(l.map(|l| l.in_flight), Some(2), "past the shadow cap of 1");
 }

@@ -181,6 +181,9 @@ pub struct LimitCheck {
     /// epoch-aligned ones (a daily budget resetting at a configured UTC hour); `None`: the
     /// sliding window every request limit uses.
     pub fixed_offset_ms: Option<u64>,
+    /// A shadow limit is counted and reported (its status says whether it would have
+    /// refused) but never refuses: how a new limit is rolled out safely.
+    pub shadow: bool,
 }
 
 impl LimitCheck {
@@ -191,7 +194,13 @@ impl LimitCheck {
             spec,
             cost: 1,
             fixed_offset_ms: None,
+            shadow: false,
         }
+    }
+
+    /// The same check in shadow mode (`shadow == true`) or enforced.
+    pub fn shadowed(self, shadow: bool) -> Self {
+        Self { shadow, ..self }
     }
 
     /// The same check taking `cost` units.

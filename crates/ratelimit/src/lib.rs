@@ -118,11 +118,15 @@ pub struct Lease {
     /// This request's slot; random, so two replicas never name the same one.
     pub id: u64,
     pub ttl: std::time::Duration,
+    /// Over the cap, a shadow lease is still taken; its status reports `in_flight > cap`.
+    pub shadow: bool,
 }
 
 impl Lease {
     pub(crate) fn ttl_ms(&self) -> u64 {
-        u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+        u64::try_from(self.ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
     }
 }
 
@@ -140,6 +144,8 @@ pub struct LeaseStatus {
     pub cap: u64,
     /// Slots held once the admission was decided (this request's included when it got one).
     pub in_flight: u64,
+    /// A slot was free (always, for a shadow cap). The request holds it only when the
+    /// decision allowed it.
     pub acquired: bool,
 }
 

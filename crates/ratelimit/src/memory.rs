@@ -231,7 +231,7 @@ impl MemoryLimiter {
             lease_status = Some(LeaseStatus {
                 cap: lease.cap,
                 in_flight: held.len() as u64,
-                acquired: (held.len() as u64) < lease.cap,
+                acquired: lease.shadow || (held.len() as u64) < lease.cap,
             });
         }
         let slot = lease_status.is_none_or(|l| l.acquired);
@@ -250,7 +250,8 @@ impl MemoryLimiter {
         }
         let mut statuses = decision.statuses.split_off(guards.len());
         std::mem::swap(&mut decision.statuses, &mut statuses);
-        if let (Some(lease), Some(map), Some(status)) = (lease, leases.as_mut(), lease_status.as_mut())
+        if let (Some(lease), Some(map), Some(status)) =
+            (lease, leases.as_mut(), lease_status.as_mut())
         {
             if decision.allowed {
                 map.entry(lease.key.clone())
@@ -306,9 +307,9 @@ impl MemoryLimiter {
     /// Concurrency slots held now for `key` (for status pages and tests).
     pub fn in_flight(&self, key: &BucketKey) -> u64 {
         let now = self.clock.now_millis();
-        self.lock_leases()
-            .get(key)
-            .map_or(0, |held| held.iter().filter(|&&(_, e)| e > now).count() as u64)
+        self.lock_leases().get(key).map_or(0, |held| {
+            held.iter().filter(|&&(_, e)| e > now).count() as u64
+        })
     }
 
     /// The bucket's fingerprint and the shard that holds it.
@@ -423,18 +424,26 @@ impl MemoryLimiter {
         let now = self.clock.now_millis();
 
         let allowed = slot
-            && checks.iter().zip(located.iter()).all(|(check, &(id, shard))| {
-                view_in(locked.map(shard), id, check.grid(), now)
-                    .admits(check.spec.limit, check.cost)
-            });
+            && checks
+                .iter()
+                .zip(located.iter())
+                .all(|(check, &(id, shard))| {
+                    check.shadow
+                        || view_in(locked.map(shard), id, check.grid(), now)
+                            .admits(check.spec.limit, check.cost)
+                });
 
         for (i, (check, &(id, shard))) in checks.iter().zip(located.iter()).enumerate() {
+            // A shadow limit counts like the others but only reports whether it would refuse.
+            let would_admit = !check.shadow
+                || view_in(locked.map(shard), id, check.grid(), now)
+                    .admits(check.spec.limit, check.cost);
             let view = if allowed && i >= guards && !shares_earlier_bucket(checks, located, i) {
                 consume_in(locked.map(shard), id, check.grid(), check.cost, now)
             } else {
                 view_in(locked.map(shard), id, check.grid(), now)
             };
-            statuses.push(view.status(check, !allowed));
+            statuses.push(view.status(check, !allowed || !would_admit));
         }
         Decision { allowed, statuses }
     }
@@ -448,8 +457,6 @@ impl MemoryLimiter {
         drop(map);
         view.status(check, true)
     }
-
-
 }
 
 /// The shards one check holds, locked in ascending index order, which is the

@@ -554,13 +554,21 @@ impl RateLimiter for RedisLimiter {
 
     /// One script call. The local deny cache is neither consulted nor fed: settlements give
     /// tokens back, so a bucket refused once may admit before its `retry_after`.
-    async fn admit(&self, admission: &crate::Admission<'_>) -> Result<crate::Admitted, RateLimitError> {
+    async fn admit(
+        &self,
+        admission: &crate::Admission<'_>,
+    ) -> Result<crate::Admitted, RateLimitError> {
         let guards = admission.guards.len();
         let all: std::borrow::Cow<'_, [LimitCheck]> = if guards == 0 {
             std::borrow::Cow::Borrowed(admission.checks)
         } else {
             std::borrow::Cow::Owned(
-                admission.guards.iter().chain(admission.checks).cloned().collect(),
+                admission
+                    .guards
+                    .iter()
+                    .chain(admission.checks)
+                    .cloned()
+                    .collect(),
             )
         };
         let (mut decision, lease, at_ms) = self.decide(guards, &all, admission.lease).await?;
@@ -631,7 +639,7 @@ impl RedisLimiter {
         lease: Option<&crate::Lease>,
     ) -> Result<(Decision, Option<crate::LeaseStatus>, u64), RateLimitError> {
         let mut keys: Vec<String> = checks.iter().map(|c| self.key_name(c)).collect();
-        let mut args = Vec::with_capacity(7 + 4 * checks.len());
+        let mut args = Vec::with_capacity(8 + 5 * checks.len());
         args.push(self.now_arg()?);
         args.push(self.jitter_ms().to_string());
         args.push(guards.to_string());
@@ -641,12 +649,14 @@ impl RedisLimiter {
             args.push(check.spec.limit.min(MAX_EXACT).to_string());
             args.push(check.cost.min(MAX_EXACT).to_string());
             args.push(offset_arg(check));
+            args.push(if check.shadow { "1" } else { "0" }.to_owned());
         }
         if let Some(lease) = lease {
             keys.push(self.lease_key_name(lease));
             args.push(lease.cap.min(MAX_EXACT).to_string());
             args.push(lease.id.to_string());
             args.push(lease.ttl_ms().to_string());
+            args.push(if lease.shadow { "1" } else { "0" }.to_owned());
         }
         // Before sending, so the cache's estimate of Redis time runs ahead
         // rather than behind: it may then send a request Redis refuses, but
@@ -663,32 +673,42 @@ impl RedisLimiter {
         let reply = unsigned(&reply)?;
 
         let (allowed, now_ms, buckets) = match reply.as_slice() {
-            [allowed @ (0 | 1), now_ms, _, rest @ ..] if rest.len() == 4 * checks.len() => {
+            [allowed @ (0 | 1), now_ms, _, rest @ ..] if rest.len() == 5 * checks.len() => {
                 (*allowed == 1, *now_ms, rest)
             }
             _ => return Err(unavailable("unexpected script reply")),
         };
         let windows = buckets
-            .chunks_exact(4)
+            .chunks_exact(5)
             .zip(checks)
-            .map(|(fields, check)| stored(fields, check.grid()))
+            .map(|(fields, check)| stored(&fields[..4], check.grid()))
             .collect::<Result<Vec<_>, _>>()?;
         let statuses = checks
             .iter()
             .zip(&windows)
-            .map(|(check, &window)| view_at(window, now_ms, check.grid()).status(check, !allowed))
+            .zip(buckets.chunks_exact(5))
+            .map(|((check, &window), fields)| {
+                // A shadow limit reports its own verdict; every other check the request's.
+                let would_admit = !check.shadow || fields[4] == 1;
+                view_at(window, now_ms, check.grid()).status(check, !allowed || !would_admit)
+            })
             .collect();
         let lease_status = match (lease, u64::try_from(in_flight)) {
             (None, _) => None,
             (Some(l), Ok(held)) => Some(crate::LeaseStatus {
                 cap: l.cap,
                 in_flight: held,
-                acquired: allowed,
+                // As the memory backend reports it: the slot was free (or the cap a shadow).
+                acquired: l.shadow || held < l.cap || (allowed && held <= l.cap),
             }),
             (Some(_), Err(_)) => return Err(unavailable("unexpected script reply")),
         };
         // Costed and fixed-window buckets are settled later, which the cache cannot see.
-        if lease.is_none() && checks.iter().all(|c| c.cost == 1 && c.fixed_offset_ms.is_none()) {
+        if lease.is_none()
+            && checks
+                .iter()
+                .all(|c| c.cost == 1 && c.fixed_offset_ms.is_none())
+        {
             self.cache.record(checks, &windows, now_ms, sent, !allowed);
         }
         Ok((Decision { allowed, statuses }, lease_status, now_ms))
@@ -882,7 +902,11 @@ mod tests {
             clock.set(now);
             // Every third round charges a token-sized cost: `cur + cost` against the same
             // limit moves the answer by exactly `cost - 1`, so take it off the current count.
-            let cost = if round % 3 == 2 { 1 + current.min(1 << 20) / 2 } else { 1 };
+            let cost = if round % 3 == 2 {
+                1 + current.min(1 << 20) / 2
+            } else {
+                1
+            };
             let current = current - (cost - 1);
             let check = LimitCheck::new(
                 BucketKey::key(Arc::from(format!("r{round}"))),

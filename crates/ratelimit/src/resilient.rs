@@ -300,7 +300,9 @@ impl ResilientLimiter {
         match self.cfg.mode {
             FailureMode::Local => {
                 let share = |list: &[LimitCheck]| -> Vec<LimitCheck> {
-                    list.iter().map(|c| c.with_spec(self.share(c.spec))).collect()
+                    list.iter()
+                        .map(|c| c.with_spec(self.share(c.spec)))
+                        .collect()
                 };
                 let (guards, checks) = (share(admission.guards), share(admission.checks));
                 let lease = admission.lease.map(|l| Lease {

@@ -59,7 +59,10 @@ impl Grid {
     /// Whether `start_ms` is a boundary of this grid (anything else was written by another
     /// program and is read as an empty bucket).
     pub(crate) fn on_grid(&self, start_ms: u64) -> bool {
-        start_ms == 0 || start_ms.checked_sub(self.offset()).is_some_and(|s| s % self.period_ms == 0)
+        start_ms == 0
+            || start_ms
+                .checked_sub(self.offset())
+                .is_some_and(|s| s % self.period_ms == 0)
     }
 }
 
@@ -375,7 +378,11 @@ mod tests {
         w.adjust(grid, 9 * P + 5, -400);
         assert_eq!((w.current, w.previous), (300, 0), "never below zero");
         w.adjust(grid, 8 * P, 50);
-        assert_eq!((w.current, w.previous), (300, 0), "rolled out: nothing to settle");
+        assert_eq!(
+            (w.current, w.previous),
+            (300, 0),
+            "rolled out: nothing to settle"
+        );
         w.adjust(grid, 10 * P, 25);
         assert_eq!(w.current, 325, "an overrun is charged");
     }

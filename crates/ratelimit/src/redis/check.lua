@@ -11,15 +11,18 @@
 --                         admit like the others but are never charged (a peek
 --                         folded into the same round trip)
 -- ARGV[4]                 n, the number of checks
--- ARGV[5..]               per check i, four values: period (ms), limit
---                         (clamped to 2^53-1 by the caller), cost, and the
---                         fixed-window offset (ms; -1 for a sliding window)
--- ARGV[5+4n..7+4n]        with a lease: cap, lease id, lease TTL (ms)
+-- ARGV[5..]               per check i, five values: period (ms), limit
+--                         (clamped to 2^53-1 by the caller), cost, the
+--                         fixed-window offset (ms; -1 for a sliding window),
+--                         and 1 for a shadow limit (counted, never refusing)
+-- ARGV[5+5n..8+5n]        with a lease: cap, lease id, lease TTL (ms), and 1
+--                         for a shadow cap
 --
--- Returns {allowed, now, in_flight, then per check: exists, s, c, p}: each
--- bucket as stored once this call is done, so the caller derives every
--- reported number with the same code as the memory backend; in_flight is the
--- slots held afterwards (-1 without a lease).
+-- Returns {allowed, now, in_flight, then per check: exists, s, c, p, admits}:
+-- each bucket as stored once this call is done, so the caller derives every
+-- reported number with the same code as the memory backend, and whether it
+-- admitted (a shadow limit's verdict); in_flight is the slots held afterwards
+-- (-1 without a lease).
 --
 -- Lua numbers are doubles: integers are exact below 2^53, which covers
 -- times, periods (<= 1 year), counts and clamped limits, but not their
@@ -93,15 +96,17 @@ local n = tonumber(ARGV[4])
 local views = {}
 local allowed = true
 for i = 1, n do
-  local base = 1 + 4 * i
+  local base = 5 * i
   local period = tonumber(ARGV[base])
   local limit = tonumber(ARGV[base + 1])
   local cost = tonumber(ARGV[base + 2])
   local offset = tonumber(ARGV[base + 3])
+  local shadow = ARGV[base + 4] == '1'
   local v = load(KEYS[i], period, offset)
   v.period, v.cost = period, cost
+  v.admits = admits(v, period, limit, cost)
   views[i] = v
-  if not admits(v, period, limit, cost) then
+  if not (v.admits or shadow) then
     allowed = false
   end
 end
@@ -109,12 +114,13 @@ end
 local in_flight = -1
 local lease_key = KEYS[n + 1]
 if lease_key then
-  local base = 5 + 4 * n
+  local base = 5 + 5 * n
   local cap = tonumber(ARGV[base])
+  local shadow = ARGV[base + 3] == '1'
   -- Expired leases (their replica died, or stopped renewing) free their slots.
   redis.call('ZREMRANGEBYSCORE', lease_key, '-inf', int(now))
   in_flight = redis.call('ZCARD', lease_key)
-  if in_flight >= cap then
+  if in_flight >= cap and not shadow then
     allowed = false
   elseif allowed then
     local ttl = tonumber(ARGV[base + 2])
@@ -151,5 +157,6 @@ for i = 1, n do
   out[#out + 1] = v.s
   out[#out + 1] = v.c
   out[#out + 1] = v.p
+  out[#out + 1] = v.admits and 1 or 0
 end
 return out
