@@ -110,6 +110,79 @@ pub struct RateLimitSettings {
         rename = "breaker_cooldown_ms"
     )]
     pub breaker_cooldown: Duration,
+    pub tokens: TokenSettings,
+    pub concurrency: ConcurrencySettings,
+    /// Budgets of keys that set none of their own, per role.
+    pub roles: RoleBudgets,
+}
+
+/// What a token limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenCount {
+    Input,
+    Output,
+    Total,
+}
+
+/// Whether a limit refuses (`enforce`) or only counts and reports (`shadow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitMode {
+    Enforce,
+    Shadow,
+}
+
+impl LimitMode {
+    pub const ACCEPTED: &'static str = "enforce or shadow";
+
+    pub fn is_shadow(self) -> bool {
+        self == Self::Shadow
+    }
+}
+
+impl std::str::FromStr for LimitMode {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "enforce" => Ok(Self::Enforce),
+            "shadow" => Ok(Self::Shadow),
+            _ => Err(()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenSettings {
+    pub count: TokenCount,
+    pub default_max_output_tokens: u64,
+    pub image_tokens: u64,
+    pub prompt_overhead_tokens: u64,
+    pub day_resets_at_utc_hour: u8,
+    pub per_minute: LimitMode,
+    pub per_day: LimitMode,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConcurrencySettings {
+    pub mode: LimitMode,
+    #[serde(serialize_with = "crate::parse::secs", rename = "lease_seconds")]
+    pub lease: Duration,
+}
+
+/// One role's token budgets and concurrency cap (`None`: unlimited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RoleBudget {
+    pub tokens_per_minute: Option<u64>,
+    pub tokens_per_day: Option<u64>,
+    pub max_concurrent: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct RoleBudgets {
+    pub admin: RoleBudget,
+    pub user: RoleBudget,
+    pub readonly: RoleBudget,
 }
 
 #[derive(Debug, Clone, Serialize)]

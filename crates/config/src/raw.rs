@@ -164,6 +164,73 @@ pub struct RawRateLimit {
     pub breaker_failure_threshold: u32,
     /// How long the breaker stays open before probing Redis again.
     pub breaker_cooldown_ms: u64,
+    /// How token limits reserve and count (docs/ratelimit.md).
+    pub tokens: RawTokens,
+    /// How concurrency caps hold their slots.
+    pub concurrency: RawConcurrency,
+    /// Token budgets and concurrency caps of keys that set none of their own, per role
+    /// (`admin`, `user`, `readonly`).
+    pub roles: BTreeMap<String, RawRoleBudget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawTokens {
+    /// What a token limit counts: `input`, `output` or `total`.
+    pub count: String,
+    /// Set as the request's output maximum when it names none, so a reservation is a true
+    /// upper bound.
+    pub default_max_output_tokens: u64,
+    /// Tokens reserved per image in a prompt (the text bound cannot see them).
+    pub image_tokens: u64,
+    /// Tokens a chat template may add beyond the text of the request (its special tokens).
+    pub prompt_overhead_tokens: u64,
+    /// The UTC hour (0-23) at which daily quotas reset.
+    pub day_resets_at_utc_hour: u8,
+    /// `enforce` or `shadow` (count and report, never refuse).
+    pub per_minute: String,
+    pub per_day: String,
+}
+
+impl Default for RawTokens {
+    fn default() -> Self {
+        Self {
+            count: "total".into(),
+            default_max_output_tokens: 4096,
+            image_tokens: 2048,
+            prompt_overhead_tokens: 32,
+            day_resets_at_utc_hour: 0,
+            per_minute: "enforce".into(),
+            per_day: "enforce".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConcurrency {
+    /// `enforce` or `shadow`.
+    pub mode: String,
+    /// A slot a replica holds expires this long after it was last renewed (a stream renews
+    /// it), so a replica that dies leaks slots no longer than this.
+    pub lease_seconds: u64,
+}
+
+impl Default for RawConcurrency {
+    fn default() -> Self {
+        Self {
+            mode: "enforce".into(),
+            lease_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRoleBudget {
+    pub tokens_per_minute: Option<u64>,
+    pub tokens_per_day: Option<u64>,
+    pub max_concurrent: Option<u64>,
 }
 
 impl Default for RawRateLimit {
@@ -196,6 +263,9 @@ impl Default for RawRateLimit {
             expected_replicas: 1,
             breaker_failure_threshold: 3,
             breaker_cooldown_ms: 1000,
+            tokens: RawTokens::default(),
+            concurrency: RawConcurrency::default(),
+            roles: BTreeMap::new(),
         }
     }
 }

@@ -30,6 +30,15 @@ pub struct KeyRecord {
     /// Overrides the role's rate limit for this key.
     #[serde(default)]
     pub rate_limit: Option<RateSpec>,
+    /// Overrides the role's token budget per minute (sliding window) for this key.
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+    /// Overrides the role's daily token quota (resetting at the configured UTC hour).
+    #[serde(default)]
+    pub tokens_per_day: Option<u64>,
+    /// Overrides the role's cap on requests in flight at once (streams included).
+    #[serde(default)]
+    pub max_concurrent: Option<u64>,
     /// When set, the gateway refuses requests whose `model` is not in this list.
     #[serde(default)]
     pub models: Option<Vec<String>>,
@@ -96,6 +105,9 @@ impl KeyRecord {
             expires_at: None,
             revoked_at: None,
             rate_limit: None,
+            tokens_per_minute: None,
+            tokens_per_day: None,
+            max_concurrent: None,
             models: None,
             metadata: Map::new(),
             rotated_to: None,
@@ -147,6 +159,9 @@ pub struct KeyPatch {
     pub expires_at: Option<Option<DateTime<Utc>>>,
     pub revoked_at: Option<Option<DateTime<Utc>>>,
     pub rate_limit: Option<Option<RateSpec>>,
+    pub tokens_per_minute: Option<Option<u64>>,
+    pub tokens_per_day: Option<Option<u64>>,
+    pub max_concurrent: Option<Option<u64>>,
     pub models: Option<Option<Vec<String>>>,
     pub metadata: Option<Map<String, Value>>,
     pub rotated_to: Option<Option<String>>,
@@ -161,6 +176,15 @@ impl KeyPatch {
         }
         if let Some(v) = self.role {
             r.role = v;
+        }
+        if let Some(v) = self.tokens_per_minute {
+            r.tokens_per_minute = v;
+        }
+        if let Some(v) = self.tokens_per_day {
+            r.tokens_per_day = v;
+        }
+        if let Some(v) = self.max_concurrent {
+            r.max_concurrent = v;
         }
         if let Some(v) = self.expires_at {
             r.expires_at = v;

@@ -79,14 +79,25 @@ pub(crate) struct AppState {
     latency: Duration,
     token_delay: Duration,
     models: Mutex<Vec<String>>,
+    observed: Arc<Observed>,
+}
+
+/// What a test can read of a running dev upstream.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// Connections accepted so far.
+    pub connections: AtomicU64,
+    /// Streams whose client went away before the last event.
+    pub cancelled_streams: AtomicU64,
 }
 
 impl AppState {
-    fn new(cfg: &UpstreamConfig) -> Self {
+    fn new(cfg: &UpstreamConfig, observed: Arc<Observed>) -> Self {
         Self {
             latency: cfg.latency,
             token_delay: cfg.token_delay,
             models: Mutex::new(cfg.models.clone()),
+            observed,
         }
     }
 
@@ -130,15 +141,15 @@ pub fn build_server(
     build_counting_server(listener, cfg, shutdown_timeout, Arc::default())
 }
 
-/// [`build_server`], counting every connection accepted in `connections` (tests check that a
-/// proxy reuses its upstream connections).
+/// [`build_server`], counting into `observed` every connection accepted (tests check that a
+/// proxy reuses its upstream connections) and every stream cancelled.
 pub fn build_counting_server(
     listener: TcpListener,
     cfg: &UpstreamConfig,
     shutdown_timeout: Duration,
-    connections: Arc<AtomicU64>,
+    observed: Arc<Observed>,
 ) -> io::Result<Server> {
-    let state = web::Data::new(AppState::new(cfg));
+    let state = web::Data::new(AppState::new(cfg, observed.clone()));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -149,7 +160,7 @@ pub fn build_counting_server(
             .default_service(web::to(routes::not_found))
     })
     .on_connect(move |_, _| {
-        connections.fetch_add(1, Ordering::Relaxed);
+        observed.connections.fetch_add(1, Ordering::Relaxed);
     })
     .workers(cfg.workers.max(1))
     .disable_signals()
@@ -164,7 +175,7 @@ pub fn build_counting_server(
 pub struct DevUpstream {
     addr: SocketAddr,
     handle: ServerHandle,
-    connections: Arc<AtomicU64>,
+    observed: Arc<Observed>,
 }
 
 impl std::fmt::Debug for DevUpstream {
@@ -188,9 +199,9 @@ impl DevUpstream {
         let addr = listener.local_addr()?;
         // Tests stop the upstream to provoke 502s; a short drain keeps `stop(true)` from hanging
         // on the gateway's idle keep-alive connections.
-        let connections = Arc::new(AtomicU64::new(0));
+        let observed = Arc::new(Observed::default());
         let server =
-            build_counting_server(listener, &cfg, Duration::from_secs(1), connections.clone())?;
+            build_counting_server(listener, &cfg, Duration::from_secs(1), observed.clone())?;
         let handle = server.handle();
         runtime.spawn(async move {
             if let Err(e) = server.await {
@@ -200,13 +211,18 @@ impl DevUpstream {
         Ok(DevUpstream {
             addr,
             handle,
-            connections,
+            observed,
         })
     }
 
     /// Connections accepted so far.
     pub fn connections_accepted(&self) -> u64 {
-        self.connections.load(Ordering::Relaxed)
+        self.observed.connections.load(Ordering::Relaxed)
+    }
+
+    /// Streams cancelled so far (their client hung up before the end).
+    pub fn cancelled_streams(&self) -> u64 {
+        self.observed.cancelled_streams.load(Ordering::Relaxed)
     }
 
     /// The bound port (useful after binding port 0).

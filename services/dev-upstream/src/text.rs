@@ -47,6 +47,14 @@ pub(crate) fn echo_reply(input: &str, max_tokens: Option<u64>) -> (String, usize
     (kept, limit, true)
 }
 
+/// `n` tokens of filler (`t1 t2 …`), one piece each.
+pub(crate) fn forced_reply(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("t{i}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Token accounting for `usage`: whitespace-separated words, which is all a dev server needs.
 pub(crate) fn count_words(text: &str) -> usize {
     text.split_whitespace().count()

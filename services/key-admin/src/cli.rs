@@ -90,6 +90,15 @@ pub struct GenerateArgs {
     /// Key name (numbered when --count > 1; default: the role).
     #[arg(long)]
     pub name: Option<String>,
+    /// Tokens per minute for each key (default: the role's, rate_limit.roles).
+    #[arg(long, value_name = "N")]
+    pub tokens_per_minute: Option<u64>,
+    /// Tokens per day for each key, resetting at rate_limit.tokens.day_resets_at_utc_hour.
+    #[arg(long, value_name = "N")]
+    pub tokens_per_day: Option<u64>,
+    /// Requests in flight at once for each key, streams included.
+    #[arg(long, value_name = "N")]
+    pub max_concurrent: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -207,6 +216,16 @@ async fn generate(
     {
         return Err(usage("--name must be 1-90 characters"));
     }
+    for (flag, v) in [
+        ("--tokens-per-minute", args.tokens_per_minute),
+        ("--tokens-per-day", args.tokens_per_day),
+        ("--max-concurrent", args.max_concurrent),
+    ] {
+        if let Some(n) = v {
+            crate::validate::limit(flag, &json!(n))
+                .map_err(|_| usage(format!("{flag} must be an integer from 1 to 1000000000000")))?;
+        }
+    }
     let stdout = std::io::stdout();
     for i in 0..args.count {
         let role = roles[i % roles.len()];
@@ -221,6 +240,9 @@ async fn generate(
         record.prefix = prefix.clone();
         record.created_at = Utc::now();
         record.expires_at = expires_at;
+        record.tokens_per_minute = args.tokens_per_minute;
+        record.tokens_per_day = args.tokens_per_day;
+        record.max_concurrent = args.max_concurrent;
         state
             .store
             .create(StoredKey {

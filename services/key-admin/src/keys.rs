@@ -22,6 +22,9 @@ const CREATE_FIELDS: &[&str] = &[
     "expires_in_days",
     "expires_at",
     "rate_limit",
+    "tokens_per_minute",
+    "tokens_per_day",
+    "max_concurrent",
     "models",
     "metadata",
     "prefix",
@@ -32,6 +35,9 @@ const PATCH_FIELDS: &[&str] = &[
     "expires_in_days",
     "expires_at",
     "rate_limit",
+    "tokens_per_minute",
+    "tokens_per_day",
+    "max_concurrent",
     "models",
     "metadata",
 ];
@@ -107,6 +113,15 @@ async fn do_create(
         .map(validate::models)
         .transpose()?
         .flatten();
+    let [tokens_per_minute, tokens_per_day, max_concurrent] =
+        ["tokens_per_minute", "tokens_per_day", "max_concurrent"].map(|field| {
+            body.get(field)
+                .map(|v| validate::limit(field, v))
+                .transpose()
+                .map(Option::flatten)
+        });
+    let (tokens_per_minute, tokens_per_day, max_concurrent) =
+        (tokens_per_minute?, tokens_per_day?, max_concurrent?);
     let metadata = body
         .get("metadata")
         .map(validate::metadata)
@@ -128,6 +143,9 @@ async fn do_create(
     record.created_at = now;
     record.expires_at = expires_at;
     record.rate_limit = rate_limit;
+    record.tokens_per_minute = tokens_per_minute;
+    record.tokens_per_day = tokens_per_day;
+    record.max_concurrent = max_concurrent;
     record.models = models;
     record.metadata = metadata;
     state
@@ -228,6 +246,18 @@ async fn do_update(
         rate_limit: body
             .get("rate_limit")
             .map(validate::rate_limit)
+            .transpose()?,
+        tokens_per_minute: body
+            .get("tokens_per_minute")
+            .map(|v| validate::limit("tokens_per_minute", v))
+            .transpose()?,
+        tokens_per_day: body
+            .get("tokens_per_day")
+            .map(|v| validate::limit("tokens_per_day", v))
+            .transpose()?,
+        max_concurrent: body
+            .get("max_concurrent")
+            .map(|v| validate::limit("max_concurrent", v))
             .transpose()?,
         models: body.get("models").map(validate::models).transpose()?,
         metadata: body.get("metadata").map(validate::metadata).transpose()?,

@@ -167,6 +167,29 @@ pub fn rate_limit(v: &Value) -> Result<Option<RateSpec>, AdminError> {
     }
 }
 
+/// A per-key budget (`tokens_per_minute`, `tokens_per_day`, `max_concurrent`): a whole number
+/// from 1 to 10^12 (written as 16 or 16.0, as every integer field here), or `null` for the
+/// role's default.
+pub fn limit(field: &str, v: &Value) -> Result<Option<u64>, AdminError> {
+    const MAX: u64 = 1_000_000_000_000;
+    let whole = match v {
+        Value::Null => return Ok(None),
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= MAX as f64)
+                .map(|f| f as u64)
+        }),
+        _ => None,
+    };
+    match whole {
+        Some(n) if (1..=MAX).contains(&n) => Ok(Some(n)),
+        _ => Err(invalid(
+            field,
+            format!("must be an integer from 1 to {MAX}, or null for the role's default"),
+        )),
+    }
+}
+
 /// `models`: an allowlist of model names, or `null` for every model.
 pub fn models(v: &Value) -> Result<Option<Vec<String>>, AdminError> {
     let items = match v {

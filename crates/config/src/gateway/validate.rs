@@ -186,6 +186,7 @@ pub(super) fn validate(
             ));
         }
     };
+    let (tokens, concurrency, roles) = budgets(&raw.rate_limit, &name)?;
     let redis_url = match raw.rate_limit.redis_url {
         Some(u) if !(u.starts_with("redis://") || u.starts_with("rediss://")) => {
             return Err(ConfigError::invalid(
@@ -406,6 +407,9 @@ pub(super) fn validate(
             expected_replicas: raw.rate_limit.expected_replicas,
             breaker_failure_threshold: raw.rate_limit.breaker_failure_threshold,
             breaker_cooldown: Duration::from_millis(raw.rate_limit.breaker_cooldown_ms),
+            tokens,
+            concurrency,
+            roles,
         },
         cors: CorsSettings {
             origins: raw.cors.origins,
@@ -429,4 +433,92 @@ pub(super) fn validate(
         metrics_listen,
         set_by_env,
     })
+}
+
+/// `rate_limit.tokens`, `rate_limit.concurrency` and `rate_limit.roles`, checked.
+fn budgets(
+    raw: &crate::raw::RawRateLimit,
+    name: &impl Fn(&'static str) -> &'static str,
+) -> Result<(TokenSettings, ConcurrencySettings, RoleBudgets), ConfigError> {
+    let t = &raw.tokens;
+    let count = match t.count.trim().to_ascii_lowercase().as_str() {
+        "input" => TokenCount::Input,
+        "output" => TokenCount::Output,
+        "total" => TokenCount::Total,
+        _ => {
+            return Err(ConfigError::invalid(
+                name("rate_limit.tokens.count"),
+                &t.count,
+                "input, output or total",
+            ));
+        }
+    };
+    let mode = |path: &'static str, v: &str| {
+        v.parse::<LimitMode>()
+            .map_err(|()| ConfigError::invalid(name(path), v, LimitMode::ACCEPTED))
+    };
+    if t.day_resets_at_utc_hour > 23 {
+        return Err(ConfigError::invalid(
+            name("rate_limit.tokens.day_resets_at_utc_hour"),
+            t.day_resets_at_utc_hour.to_string(),
+            "an hour from 0 to 23",
+        ));
+    }
+    for (path, v) in [
+        (
+            "rate_limit.tokens.default_max_output_tokens",
+            t.default_max_output_tokens,
+        ),
+        (
+            "rate_limit.concurrency.lease_seconds",
+            raw.concurrency.lease_seconds,
+        ),
+    ] {
+        if v == 0 {
+            return Err(ConfigError::invalid(name(path), "0", "a positive number"));
+        }
+    }
+    let tokens = TokenSettings {
+        count,
+        default_max_output_tokens: t.default_max_output_tokens,
+        image_tokens: t.image_tokens,
+        prompt_overhead_tokens: t.prompt_overhead_tokens,
+        day_resets_at_utc_hour: t.day_resets_at_utc_hour,
+        per_minute: mode("rate_limit.tokens.per_minute", &t.per_minute)?,
+        per_day: mode("rate_limit.tokens.per_day", &t.per_day)?,
+    };
+    let concurrency = ConcurrencySettings {
+        mode: mode("rate_limit.concurrency.mode", &raw.concurrency.mode)?,
+        lease: Duration::from_secs(raw.concurrency.lease_seconds),
+    };
+    let mut roles = RoleBudgets::default();
+    for (role, b) in &raw.roles {
+        let slot = match role.as_str() {
+            "admin" => &mut roles.admin,
+            "user" => &mut roles.user,
+            "readonly" => &mut roles.readonly,
+            _ => {
+                return Err(ConfigError::invalid(
+                    name("rate_limit.roles"),
+                    role,
+                    "admin, user or readonly",
+                ));
+            }
+        };
+        for v in [b.tokens_per_minute, b.tokens_per_day, b.max_concurrent] {
+            if v == Some(0) {
+                return Err(ConfigError::invalid(
+                    name("rate_limit.roles"),
+                    format!("{role}: 0"),
+                    "a positive number, or null for no limit",
+                ));
+            }
+        }
+        *slot = RoleBudget {
+            tokens_per_minute: b.tokens_per_minute,
+            tokens_per_day: b.tokens_per_day,
+            max_concurrent: b.max_concurrent,
+        };
+    }
+    Ok((tokens, concurrency, roles))
 }

@@ -2,7 +2,6 @@
 //! `stream_options.include_usage`), embeddings and audio transcription, all echoing their input.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -91,6 +90,56 @@ fn usage(prompt_tokens: usize, completion_tokens: usize) -> Value {
     })
 }
 
+/// Counts a stream dropped before its end.
+struct CancelGuard {
+    observed: std::sync::Arc<crate::Observed>,
+    finished: bool,
+}
+
+impl CancelGuard {
+    fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.observed
+                .cancelled_streams
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// `x-dev-output-tokens: N`: produce exactly N tokens whatever `max_tokens` says (how a test
+/// makes an upstream overrun the reservation a gateway made).
+fn forced_output(req: &HttpRequest) -> Result<Option<usize>, ApiError> {
+    match req.headers().get("x-dev-output-tokens") {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .filter(|n| *n <= 100_000)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_dev_header",
+                    "header `x-dev-output-tokens` must be an integer from 0 to 100000",
+                )
+            }),
+    }
+}
+
+/// The reply: the echo cut to `max_tokens`, or the forced number of tokens.
+fn reply(input: &str, max_tokens: Option<u64>, forced: Option<usize>) -> (String, usize, bool) {
+    match forced {
+        Some(n) => (text::forced_reply(n), n, false),
+        None => text::echo_reply(input, max_tokens),
+    }
+}
+
 /// One SSE event, and whether the token delay should be waited before sending it.
 struct SseEvent {
     delayed: bool,
@@ -109,16 +158,31 @@ impl SseEvent {
 /// Emits each event as its own body chunk, sleeping between word chunks, so clients (and the
 /// gateway's streaming tests) observe genuinely incremental delivery rather than one buffered
 /// body.
-fn sse_response(mut events: Vec<SseEvent>, token_delay: Duration) -> HttpResponse {
+///
+/// A stream dropped before its last event (the client, or a gateway, hung up) is counted in
+/// [`crate::Observed::cancelled_streams`]: tests see an abort arrive.
+fn sse_response(state: &AppState, mut events: Vec<SseEvent>) -> HttpResponse {
+    let token_delay = state.token_delay;
     events.push(SseEvent {
         delayed: false,
         data: "[DONE]".to_owned(),
     });
-    let body = stream::iter(events).then(move |ev| async move {
+    let total = events.len();
+    let mut guard = CancelGuard {
+        observed: state.observed.clone(),
+        finished: false,
+    };
+    let body = stream::iter(events.into_iter().enumerate()).then(move |(i, ev)| async move {
         if ev.delayed && !token_delay.is_zero() {
             tokio::time::sleep(token_delay).await;
         }
-        Ok::<_, Infallible>(Bytes::from(format!("data: {}\n\n", ev.data)))
+        (i, Bytes::from(format!("data: {}\n\n", ev.data)))
+    });
+    let body = body.map(move |(i, bytes)| {
+        if i + 1 == total {
+            guard.finish();
+        }
+        Ok::<_, Infallible>(bytes)
     });
     HttpResponse::Ok()
         .content_type("text/event-stream")
@@ -129,9 +193,11 @@ fn sse_response(mut events: Vec<SseEvent>, token_delay: Duration) -> HttpRespons
 }
 
 pub(super) async fn chat_completions(
+    req: HttpRequest,
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let forced = forced_output(&req)?;
     let body = read_body(payload).await?;
     let obj = fields::parse_object(&body)?;
     let model =
@@ -160,7 +226,7 @@ pub(super) async fn chat_completions(
     let include_usage = include_usage(&obj)?;
     let id = text::stable_id("chatcmpl", &body);
     let created = now();
-    let (reply, completion_tokens, truncated) = text::echo_reply(&last_user, max_tokens);
+    let (reply, completion_tokens, truncated) = reply(&last_user, max_tokens, forced);
 
     if !stream {
         return Ok(HttpResponse::Ok().json(json!({
@@ -228,13 +294,15 @@ pub(super) async fn chat_completions(
             }),
         ));
     }
-    Ok(sse_response(events, state.token_delay))
+    Ok(sse_response(&state, events))
 }
 
 pub(super) async fn completions(
+    req: HttpRequest,
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let forced = forced_output(&req)?;
     let body = read_body(payload).await?;
     let obj = fields::parse_object(&body)?;
     let model =
@@ -249,7 +317,7 @@ pub(super) async fn completions(
     let prompt_tokens: usize = prompts.iter().map(|p| text::count_words(p)).sum();
     let replies: Vec<(String, usize, bool)> = prompts
         .iter()
-        .map(|p| text::echo_reply(p, max_tokens))
+        .map(|p| reply(p, max_tokens, forced))
         .collect();
     let completion_tokens: usize = replies.iter().map(|r| r.1).sum();
 
@@ -309,7 +377,7 @@ pub(super) async fn completions(
             }),
         ));
     }
-    Ok(sse_response(events, state.token_delay))
+    Ok(sse_response(&state, events))
 }
 
 pub(super) async fn embeddings(
