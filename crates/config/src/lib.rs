@@ -34,8 +34,9 @@ pub mod source;
 
 pub use admin::{AdminConfig, load_admin};
 pub use gateway::{
-    AuthSettings, BodyLimits, ConnectionLimits, CorsSettings, GatewayConfig, LogFormat,
-    LogSettings, RateLimitSettings, Storage, TlsSettings, UpstreamSettings, load_gateway,
+    AuthSettings, BodyLimits, ConcurrencySettings, ConnectionLimits, CorsSettings, GatewayConfig,
+    LimitMode, LogFormat, LogSettings, RateLimitSettings, RoleBudget, RoleBudgets, Storage,
+    TlsSettings, TokenCount, TokenSettings, UpstreamSettings, load_gateway,
 };
 pub use keys::{ExternalIssuer, JwtAlgorithm, JwtSettings, KeyStoreBackend, KeyStoreSettings};
 pub use secret::Secret;

@@ -60,6 +60,23 @@ pub enum Schema {
     ChatCompletions,
     Completions,
     Embeddings,
+    Responses,
+}
+
+impl Schema {
+    /// The name of a route whose calls spend model tokens (token limits reserve and meter them),
+    /// for metrics labels; `None` for every other route.
+    pub fn metered(self) -> Option<&'static str> {
+        match self {
+            Schema::ChatCompletions => Some("chat_completions"),
+            Schema::Completions => Some("completions"),
+            Schema::Responses => Some("responses"),
+            Schema::Embeddings => Some("embeddings"),
+            Schema::Inference => Some("inference"),
+            Schema::InferenceBatch => Some("inference_batch"),
+            Schema::Any | Schema::ModelsLoad | Schema::ApiTest => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -159,6 +176,7 @@ impl RouteTable {
             v1("/v1/chat/completions", POST, Schema::ChatCompletions),
             v1("/v1/completions", POST, Schema::Completions),
             v1("/v1/embeddings", POST, Schema::Embeddings),
+            v1("/v1/responses", POST, Schema::Responses),
             v1("/v1/models", GET, Any),
             v1("/v1/*", &["GET", "POST", "DELETE"], Any),
         ];

@@ -64,6 +64,8 @@ codes! {
     Forbidden => "forbidden", FORBIDDEN, "Forbidden";
     ModelNotAllowed => "model_not_allowed", FORBIDDEN, "Model not allowed";
     RateLimited => "rate_limited", TOO_MANY_REQUESTS, "Rate limit exceeded";
+    TokenLimitExceeded => "token_limit_exceeded", TOO_MANY_REQUESTS, "Token limit exceeded";
+    ConcurrencyLimitExceeded => "concurrency_limit_exceeded", TOO_MANY_REQUESTS, "Too many requests in flight";
     NotFound => "not_found", NOT_FOUND, "Not found";
     KeyNotFound => "key_not_found", NOT_FOUND, "Key not found";
     JwtDisabled => "jwt_disabled", NOT_FOUND, "JWT issuing disabled";

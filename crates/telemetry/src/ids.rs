@@ -22,6 +22,13 @@ pub fn request_id() -> Arc<str> {
     Arc::from(&*id.hyphenated().encode_lower(&mut buf))
 }
 
+/// A random 64-bit id (a concurrency lease's): unique across replicas without coordination.
+pub fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    rand::rng().fill_bytes(&mut bytes);
+    u64::from_le_bytes(bytes)
+}
+
 /// A fresh W3C `traceparent` (`00-<trace id>-<parent id>-01`, sampled) for a request that
 /// continues no trace, with traces off: the upstream's logs can still be joined to ours.
 pub fn traceparent() -> HeaderValue {

@@ -67,6 +67,16 @@ pub enum GatewayError {
         status: LimitStatus,
         now_millis: u64,
     },
+    /// A token reservation did not fit (`status` is the refusing token limit).
+    TokenLimited {
+        status: LimitStatus,
+        reserved: u64,
+        now_millis: u64,
+    },
+    /// The key has `cap` requests in flight already.
+    ConcurrencyLimited {
+        cap: u64,
+    },
     NotFound,
     MethodNotAllowed {
         allow: String,
@@ -101,6 +111,8 @@ impl ApiError for GatewayError {
             GatewayError::Forbidden { .. } => Code::Forbidden,
             GatewayError::ModelNotAllowed { .. } => Code::ModelNotAllowed,
             GatewayError::RateLimited { .. } => Code::RateLimited,
+            GatewayError::TokenLimited { .. } => Code::TokenLimitExceeded,
+            GatewayError::ConcurrencyLimited { .. } => Code::ConcurrencyLimitExceeded,
             GatewayError::NotFound => Code::NotFound,
             GatewayError::MethodNotAllowed { .. } => Code::MethodNotAllowed,
             GatewayError::UpstreamUnavailable(_) => Code::UpstreamUnavailable,
@@ -172,6 +184,24 @@ impl ApiError for GatewayError {
                 human_window(status.window),
                 status.dimension.as_str()
             ),
+            GatewayError::TokenLimited {
+                status, reserved, ..
+            } if *reserved > status.limit => format!(
+                "This request may use up to {reserved} tokens, more than this key's limit of {} per {}; lower max_tokens or send a shorter prompt",
+                status.limit,
+                human_window(status.window),
+            ),
+            GatewayError::TokenLimited {
+                status, reserved, ..
+            } => format!(
+                "Token limit of {} per {} exceeded: this request reserves up to {reserved} tokens and {} are left",
+                status.limit,
+                human_window(status.window),
+                status.remaining,
+            ),
+            GatewayError::ConcurrencyLimited { cap } => format!(
+                "This key already has {cap} requests in flight (its max_concurrent); retry when one finishes"
+            ),
             GatewayError::NotFound => "No route matches this path".into(),
             GatewayError::MethodNotAllowed { allow } => format!("Allowed methods: {allow}"),
             GatewayError::UpstreamUnavailable(_) => "The model server could not be reached".into(),
@@ -192,6 +222,21 @@ impl ApiError for GatewayError {
                 body.insert("limit".into(), json!(status.limit));
                 body.insert("window_seconds".into(), json!(status.window.as_secs()));
                 body.insert("dimension".into(), json!(status.dimension.as_str()));
+            }
+            GatewayError::TokenLimited {
+                status, reserved, ..
+            } => {
+                let secs = retry_after_secs(status.retry_after);
+                body.insert("retry_after".into(), json!(format!("{secs} seconds")));
+                body.insert("limit".into(), json!(status.limit));
+                body.insert("window_seconds".into(), json!(status.window.as_secs()));
+                body.insert("dimension".into(), json!(status.dimension.as_str()));
+                body.insert("reserved_tokens".into(), json!(reserved));
+                body.insert("remaining_tokens".into(), json!(status.remaining));
+            }
+            GatewayError::ConcurrencyLimited { cap } => {
+                body.insert("retry_after".into(), json!("1 seconds"));
+                body.insert("max_concurrent".into(), json!(cap));
             }
             GatewayError::PayloadTooLarge { limit } => {
                 body.insert("limit_bytes".into(), json!(limit));
@@ -288,6 +333,43 @@ pub fn rate_limit_headers(headers: &mut header::HeaderMap, status: &LimitStatus,
     );
 }
 
+/// Adds the token-limit headers for `status` (the tightest token limit): OpenAI's
+/// `x-ratelimit-*-tokens`, and the token policy beside the request one in the IETF headers.
+pub fn token_limit_headers(headers: &mut header::HeaderMap, status: &LimitStatus, now_millis: u64) {
+    let reset_in = status
+        .reset_at_millis
+        .saturating_sub(now_millis)
+        .div_ceil(1000);
+    headers.insert(
+        header::HeaderName::from_static("x-ratelimit-limit-tokens"),
+        HeaderValue::from(status.limit),
+    );
+    headers.insert(
+        header::HeaderName::from_static("x-ratelimit-remaining-tokens"),
+        HeaderValue::from(status.remaining),
+    );
+    headers.insert(
+        header::HeaderName::from_static("x-ratelimit-reset-tokens"),
+        reset_duration(reset_in),
+    );
+    let name = dimension_name(status.dimension);
+    headers.append(
+        header::HeaderName::from_static("ratelimit-policy"),
+        formatted(format_args!(
+            "\"{name}\";q={};w={}",
+            status.limit,
+            status.window.as_secs()
+        )),
+    );
+    headers.append(
+        header::HeaderName::from_static("ratelimit"),
+        formatted(format_args!(
+            "\"{name}\";r={};t={reset_in}",
+            status.remaining
+        )),
+    );
+}
+
 /// Whole seconds as OpenAI writes a reset: `45s`, `6m0s`, `1h2m3s`.
 fn reset_duration(secs: u64) -> HeaderValue {
     let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
@@ -339,6 +421,17 @@ impl ResponseError for GatewayError {
                 let mut r = res.body(render(self, None));
                 rate_limit_headers(r.headers_mut(), status, *now_millis);
                 return r;
+            }
+            GatewayError::TokenLimited {
+                status, now_millis, ..
+            } => {
+                res.insert_header((header::RETRY_AFTER, retry_after_secs(status.retry_after)));
+                let mut r = res.body(render(self, None));
+                token_limit_headers(r.headers_mut(), status, *now_millis);
+                return r;
+            }
+            GatewayError::ConcurrencyLimited { .. } => {
+                res.insert_header((header::RETRY_AFTER, 1));
             }
             _ => {}
         }

@@ -26,6 +26,7 @@ pub mod error;
 pub mod handlers;
 pub mod json;
 pub mod keys;
+pub mod metering;
 pub mod metrics;
 pub mod path;
 pub mod pipeline;

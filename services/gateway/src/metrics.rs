@@ -43,6 +43,114 @@ pub struct Metrics {
     pub limiter_fallback: IntCounter,
     pub limiter_breaker: IntGaugeVec,
     pub limiter_breaker_opened: IntCounter,
+    /// Token reservations, settlements, refusals and streams cut ([`crate::metering`]).
+    pub tokens: TokenMetrics,
+}
+
+/// The metrics of token limits and concurrency caps. Labels: the metered route (six names), the
+/// role (three), the limit (`tokens`, `tokens_daily`, `concurrency`) — never a key id.
+#[derive(Clone)]
+pub struct TokenMetrics {
+    pub reserved: IntCounterVec,
+    pub consumed: IntCounterVec,
+    pub refunded: IntCounterVec,
+    pub refusals: IntCounterVec,
+    pub shadow_refusals: IntCounterVec,
+    pub streams_cut: IntCounter,
+    pub settlement_retries: IntCounter,
+    pub settlements_dropped: IntCounter,
+    pub in_flight: prometheus::IntGauge,
+}
+
+pub const METERED_ROUTES: &[&str] = &[
+    "chat_completions",
+    "completions",
+    "responses",
+    "embeddings",
+    "inference",
+    "inference_batch",
+];
+const ROLES: &[&str] = &["admin", "user", "readonly"];
+const BUDGET_LIMITS: &[&str] = &["tokens", "tokens_daily", "concurrency"];
+
+impl TokenMetrics {
+    fn new(registry: &prometheus::Registry) -> Self {
+        let per_route = |name: &str, help: &str| {
+            must(IntCounterVec::new(
+                Opts::new(name, help),
+                &["route", "role"],
+            ))
+        };
+        let t = Self {
+            reserved: per_route(
+                "tokens_reserved_total",
+                "Tokens reserved before requests were admitted, by metered route and role",
+            ),
+            consumed: per_route(
+                "tokens_consumed_total",
+                "Tokens charged once requests settled (usage, or the metered count)",
+            ),
+            refunded: per_route(
+                "tokens_refunded_total",
+                "Reserved tokens given back at settlement",
+            ),
+            refusals: must(IntCounterVec::new(
+                Opts::new(
+                    "budget_refusals_total",
+                    "Requests refused by a token limit or concurrency cap, by limit",
+                ),
+                &["limit"],
+            )),
+            shadow_refusals: must(IntCounterVec::new(
+                Opts::new(
+                    "budget_shadow_refusals_total",
+                    "Requests a shadow limit would have refused (and let through), by limit",
+                ),
+                &["limit"],
+            )),
+            streams_cut: must(IntCounter::new(
+                "streams_cut_total",
+                "Streams ended by the gateway because the upstream produced more than reserved",
+            )),
+            settlement_retries: must(IntCounter::new(
+                "token_settlement_retries_total",
+                "Settlements retried because the shared limiter could not be reached",
+            )),
+            settlements_dropped: must(IntCounter::new(
+                "token_settlements_dropped_total",
+                "Settlements given up after every retry failed",
+            )),
+            in_flight: must(prometheus::IntGauge::new(
+                "budgeted_requests_in_flight",
+                "Requests holding a reservation or concurrency slot on this replica",
+            )),
+        };
+        for route in METERED_ROUTES {
+            for role in ROLES {
+                for c in [&t.reserved, &t.consumed, &t.refunded] {
+                    c.with_label_values(&[route, role]);
+                }
+            }
+        }
+        for limit in BUDGET_LIMITS {
+            t.refusals.with_label_values(&[limit]);
+            t.shadow_refusals.with_label_values(&[limit]);
+        }
+        for c in [
+            Box::new(t.reserved.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(t.consumed.clone()),
+            Box::new(t.refunded.clone()),
+            Box::new(t.refusals.clone()),
+            Box::new(t.shadow_refusals.clone()),
+            Box::new(t.streams_cut.clone()),
+            Box::new(t.settlement_retries.clone()),
+            Box::new(t.settlements_dropped.clone()),
+            Box::new(t.in_flight.clone()),
+        ] {
+            must(registry.register(c));
+        }
+        t
+    }
 }
 
 impl Default for Metrics {
@@ -166,7 +274,9 @@ impl Metrics {
         ] {
             must(http.registry().register(c));
         }
+        let tokens = TokenMetrics::new(http.registry());
         Self {
+            tokens,
             http,
             auth_failures,
             rate_limited,

@@ -176,59 +176,127 @@ async fn forward_with(
             .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
     let verdict = crate::body::Verdict::default();
     let mut decoded = false;
-    let body = match *req.method() {
-        actix_web::http::Method::GET | actix_web::http::Method::HEAD => Outgoing::Empty,
-        _ => match limits.upload(path) {
-            // Uploads (multipart forms, files) stream through; only their `model` is looked at.
-            Some(limit) if !is_json => {
-                if !crate::body::encodings(req.headers())?.is_empty() {
-                    return Err(GatewayError::UnsupportedEncoding {
-                        encoding: "Content-Encoding on an upload (send it uncompressed)".into(),
-                    });
-                }
-                let rule = match allowed_models {
-                    Some(allowed) if carries_model(path) => Some(crate::body::ModelRule {
-                        allowed: allowed.to_vec(),
-                        boundary: crate::body::multipart_boundary(content_type).ok_or(
-                            GatewayError::UnsupportedMediaType {
-                                accepted: "multipart/form-data naming an allowed model, or JSON",
-                            },
-                        )?,
-                    }),
-                    _ => None,
-                };
-                Outgoing::Stream(Box::pin(crate::body::stream_upload(
-                    payload,
-                    crate::body::Pace::of(limits),
-                    limit,
-                    rule,
-                    verdict.clone(),
-                )))
-            }
-            _ => {
-                let limit = limits.limit(&route.template, path);
-                let (body, was_encoded) =
-                    crate::body::read_decoded(payload, req.headers(), limits, limit).await?;
-                decoded = was_encoded;
-                // A DELETE may come without a body; every other body on a proxied route is JSON,
-                // and an empty one is malformed (it would skip validation and the allowlist).
-                let skip = *req.method() == actix_web::http::Method::DELETE && body.is_empty();
-                if !skip {
-                    let json = parse_json(&body)?;
-                    check_body(route.schema, &json)?;
-                    if let Some(allowed) = allowed_models {
-                        infergate_policy::check_models(&json, allowed).map_err(|refused| {
-                            GatewayError::ModelNotAllowed {
-                                model: refused.model,
-                                allowed: allowed.join(", "),
-                            }
-                        })?;
+    // The parsed JSON body, for the token estimate and a rewrite (default cap, include_usage).
+    let mut parsed: Option<serde_json::Value> = None;
+    let mut parsed_rewritten: Option<Bytes> = None;
+    let body = async {
+        Ok::<_, GatewayError>(match *req.method() {
+            actix_web::http::Method::GET | actix_web::http::Method::HEAD => Outgoing::Empty,
+            _ => match limits.upload(path) {
+                // Uploads (multipart forms, files) stream through; only their `model` is looked at.
+                Some(limit) if !is_json => {
+                    if !crate::body::encodings(req.headers())?.is_empty() {
+                        return Err(GatewayError::UnsupportedEncoding {
+                            encoding: "Content-Encoding on an upload (send it uncompressed)".into(),
+                        });
                     }
+                    let rule = match allowed_models {
+                        Some(allowed) if carries_model(path) => Some(crate::body::ModelRule {
+                            allowed: allowed.to_vec(),
+                            boundary: crate::body::multipart_boundary(content_type).ok_or(
+                                GatewayError::UnsupportedMediaType {
+                                    accepted: "multipart/form-data naming an allowed model, or JSON",
+                                },
+                            )?,
+                        }),
+                        _ => None,
+                    };
+                    Outgoing::Stream(Box::pin(crate::body::stream_upload(
+                        payload,
+                        crate::body::Pace::of(limits),
+                        limit,
+                        rule,
+                        verdict.clone(),
+                    )))
                 }
-                Outgoing::Full(body)
+                _ => {
+                    let limit = limits.limit(&route.template, path);
+                    let (body, was_encoded) =
+                        crate::body::read_decoded(payload, req.headers(), limits, limit).await?;
+                    decoded = was_encoded;
+                    // A DELETE may come without a body; every other body on a proxied route is
+                    // JSON, and an empty one is malformed (it would skip validation and the
+                    // allowlist).
+                    let skip = *req.method() == actix_web::http::Method::DELETE && body.is_empty();
+                    if !skip {
+                        let json = parse_json(&body)?;
+                        check_body(route.schema, &json)?;
+                        if let Some(allowed) = allowed_models {
+                            infergate_policy::check_models(&json, allowed).map_err(|refused| {
+                                GatewayError::ModelNotAllowed {
+                                    model: refused.model,
+                                    allowed: allowed.join(", "),
+                                }
+                            })?;
+                        }
+                        parsed = Some(json);
+                    }
+                    Outgoing::Full(body)
+                }
+            },
+        })
+    }
+    .await;
+
+    // A key with a token budget or concurrency cap: its request counts, the reservation and the
+    // slot are decided now, in one limiter call (crate::metering).
+    let mut admitted = None;
+    let mut strip_usage = false;
+    if let Some(plan) = ctx.deferred.take() {
+        let Some(record) = record.as_deref() else {
+            return Err(GatewayError::Internal(
+                "deferred limits without a key".into(),
+            ));
+        };
+        if body.is_err() {
+            // Refused for its body, the request still counts, as any refused request does.
+            crate::pipeline::limit::enforce(state, ctx, &plan).await?;
+        } else {
+            let t = &state.limits.tokens;
+            let rules = crate::metering::estimate::EstimateRules {
+                image_tokens: t.image_tokens,
+                prompt_overhead_tokens: t.prompt_overhead_tokens,
+                default_max_output_tokens: t.default_max_output_tokens,
+            };
+            let estimate = parsed
+                .as_ref()
+                .and_then(|v| crate::metering::estimate::estimate(route.schema, v, &rules));
+            let a =
+                crate::metering::admit(state, ctx, &plan, record, route.schema.metered(), estimate)
+                    .await?;
+            if let (Some(json), Some(e)) = (parsed.as_mut(), estimate)
+                && a.reservation.as_ref().is_some_and(|r| r.meters_tokens())
+            {
+                let mut changed = false;
+                if e.needs_cap && t.count != infergate_config::TokenCount::Input {
+                    crate::metering::estimate::apply_default_cap(
+                        route.schema,
+                        json,
+                        t.default_max_output_tokens,
+                    );
+                    changed = true;
+                }
+                if crate::metering::estimate::streams(json) {
+                    strip_usage =
+                        !crate::metering::estimate::request_stream_usage(route.schema, json);
+                    changed |= strip_usage;
+                }
+                if changed {
+                    // What is forwarded is exactly the checked body with those fields added.
+                    let bytes = serde_json::to_vec(json).map_err(|e| {
+                        GatewayError::Internal(format!("re-encoding the body: {e}"))
+                    })?;
+                    parsed_rewritten = Some(Bytes::from(bytes));
+                }
             }
-        },
-    };
+            admitted = Some(a);
+        }
+    }
+    let mut body = body?;
+    if let Some(bytes) = parsed_rewritten.take() {
+        decoded = true;
+        body = Outgoing::Full(bytes);
+    }
 
     let mut url = String::with_capacity(state.cfg.upstream.url.len() + req.uri().path().len() + 32);
     url.push_str(&state.cfg.upstream.url);
@@ -392,7 +460,13 @@ async fn forward_with(
         ));
     }
 
-    let mut out = HttpResponse::build(response.status());
+    let status = response.status();
+    let sse = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+    let mut out = HttpResponse::build(status);
     let listed = connection_tokens(response.headers());
     let mut length = None;
     for (name, value) in response.headers() {
@@ -434,8 +508,53 @@ async fn forward_with(
             }
         }
     });
-    Ok(match length {
-        Some(len) => out.body(SizedStream::new(len, stream)),
-        None => out.streaming(stream),
-    })
+    let Some(admitted) = admitted else {
+        return Ok(match length {
+            Some(len) => out.body(SizedStream::new(len, stream)),
+            None => out.streaming(stream),
+        });
+    };
+    let crate::metering::Admitted {
+        reservation,
+        request,
+        tokens,
+        shadowed,
+    } = admitted;
+    let mut res = match reservation {
+        None => match length {
+            Some(len) => out.body(SizedStream::new(len, stream)),
+            None => out.streaming(stream),
+        },
+        Some(mut r) => {
+            r.responded = status.is_success();
+            r.streamed = sse;
+            let cut_after = r.output_cap().filter(|_| sse);
+            let metered = crate::metering::meter::Metered::new(
+                Box::pin(stream),
+                r,
+                sse,
+                strip_usage,
+                cut_after,
+            );
+            match length {
+                // A JSON body passes through unchanged, so its length stands.
+                Some(len) if !sse => out.body(SizedStream::new(len, metered)),
+                _ => out.streaming(metered),
+            }
+        }
+    };
+    let now = state.clock.now_millis();
+    if let Some(s) = &request {
+        crate::error::rate_limit_headers(res.headers_mut(), s, now);
+    }
+    if let Some(s) = &tokens {
+        crate::error::token_limit_headers(res.headers_mut(), s, now);
+    }
+    if let Some(name) = shadowed {
+        res.headers_mut().insert(
+            HeaderName::from_static("x-ratelimit-shadow"),
+            HeaderValue::from_static(name),
+        );
+    }
+    Ok(res)
 }

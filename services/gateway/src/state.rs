@@ -228,6 +228,9 @@ impl AppState {
             authenticated: rl.authenticated,
             endpoints: endpoint_limits,
             exempt_from_default,
+            budgets: rl.roles,
+            tokens: rl.tokens.clone(),
+            concurrency: rl.concurrency.clone(),
         };
 
         let upstream_credential = cfg.upstream.credential.clone();

@@ -407,10 +407,33 @@ pub fn check_body(schema: Schema, body: &Value) -> Result<(), GatewayError> {
             opt_int(obj, "", "iterations", 1, 1000)?;
             opt_num(obj, "", "timeout", 0.001, 300.0)
         }
+        Schema::Responses => {
+            let obj = object(body, "")?;
+            req_string(obj, "", "model")?;
+            opt_int(obj, "", "max_output_tokens", 1, 1_000_000)?;
+            opt_string(obj, "", "instructions")?;
+            opt_num(obj, "", "temperature", 0.0, 2.0)?;
+            opt_num(obj, "", "top_p", 0.0, 1.0)?;
+            opt_bool(obj, "", "stream")?;
+            match obj.get("input") {
+                Some(Value::String(_)) => Ok(()),
+                Some(Value::Array(items)) if !items.is_empty() => Ok(()),
+                Some(Value::Array(_)) => Err(field_err("input", "must not be empty")),
+                None | Some(Value::Null) => Err(field_err(
+                    "input",
+                    "is required (a string or an array of input items)",
+                )),
+                Some(_) => Err(field_err(
+                    "input",
+                    "must be a string or an array of input items",
+                )),
+            }
+        }
         Schema::ChatCompletions => {
             let obj = object(body, "")?;
             req_string(obj, "", "model")?;
             opt_int(obj, "", "n", 1, 16)?;
+            opt_int(obj, "", "max_completion_tokens", 1, 1_000_000)?;
             sampling(obj, "")?;
             match obj.get("messages") {
                 Some(Value::Array(msgs)) if !msgs.is_empty() => {

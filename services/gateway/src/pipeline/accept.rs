@@ -43,6 +43,7 @@ pub fn request_ctx(
         decoded_path,
         auth: None,
         early: None,
+        deferred: None,
         forwarded_trace_id: None,
         upstream_time: None,
     };

@@ -65,6 +65,10 @@ pub struct RequestCtx {
     pub auth: Option<AuthInfo>,
     /// The `Expect: 100-continue` hook's decision, for the service to proceed with.
     pub early: Option<PreDecided>,
+    /// The request counts of a key with a token budget or concurrency cap, left for the proxy to
+    /// decide with the token reservation and the slot in one limiter call
+    /// ([`crate::metering::admit`]).
+    pub deferred: Option<plan::Plan>,
     /// The trace id the proxy sent upstream in the `traceparent` it made or passed on, when
     /// traces are off: the access log names it so gateway and upstream logs can be joined.
     pub forwarded_trace_id: Option<String>,
@@ -132,6 +136,7 @@ impl<'a> Head<'a> {
 pub struct PreDecided {
     auth: Option<AuthInfo>,
     rate: Option<LimitStatus>,
+    deferred: Option<plan::Plan>,
 }
 
 fn state_of(req: &ServiceRequest) -> Result<web::Data<AppState>, Error> {
@@ -145,6 +150,7 @@ fn state_of(req: &ServiceRequest) -> Result<web::Data<AppState>, Error> {
 pub struct Outcome {
     auth: Option<AuthInfo>,
     rate: Option<LimitStatus>,
+    deferred: Option<plan::Plan>,
 }
 
 impl Outcome {
@@ -153,6 +159,7 @@ impl Outcome {
         PreDecided {
             auth: self.auth,
             rate: self.rate,
+            deferred: self.deferred,
         }
     }
 }
@@ -201,7 +208,11 @@ pub async fn decide(
             &plan(Caller::Anonymous { route }, ip, &state.limits),
         )
         .await?;
-        return Ok(Outcome { auth: None, rate });
+        return Ok(Outcome {
+            auth: None,
+            rate,
+            deferred: None,
+        });
     }
 
     let (AuthInfo { record, source }, ip_guard) = authenticate(state, req, ctx).await?;
@@ -213,13 +224,26 @@ pub async fn decide(
         ip_guard,
         authorised,
     };
-    let rate = enforce(state, ctx, &plan(caller, ip, &state.limits)).await?;
+    let planned = plan(caller, ip, &state.limits);
+    if authorised
+        && route.serve == infergate_policy::Serve::Upstream
+        && !state.limits.budget(&record).is_empty()
+    {
+        // Counted with the token reservation and the slot, once the body is read.
+        return Ok(Outcome {
+            auth: Some(AuthInfo { record, source }),
+            rate: None,
+            deferred: Some(planned),
+        });
+    }
+    let rate = enforce(state, ctx, &planned).await?;
     if !authorised {
         return Err(Rejected::from(forbidden(ctx, &record, route)));
     }
     Ok(Outcome {
         auth: Some(AuthInfo { record, source }),
         rate,
+        deferred: None,
     })
 }
 
@@ -236,6 +260,7 @@ pub async fn guard(
         Some(p) => Ok(Outcome {
             auth: p.auth,
             rate: p.rate,
+            deferred: p.deferred,
         }),
         None => decide(&state, &Head::of(&req), &ctx).await,
     };
@@ -250,6 +275,7 @@ pub async fn guard(
         }
         Ok(outcome) => {
             ctx.auth = outcome.auth;
+            ctx.deferred = outcome.deferred;
             req.extensions_mut().insert(ctx);
             let mut res = next.call(req).await?.map_into_boxed_body();
             if let Some(status) = outcome.rate {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use infergate_config::{ConcurrencySettings, RoleBudgets, TokenSettings};
 use infergate_keystore::KeyRecord;
 use infergate_policy::{Role, Route};
 use infergate_ratelimit::{BucketKey, LimitCheck, RateSpec, Subject};
@@ -25,9 +26,51 @@ pub struct LimitRules {
     pub endpoints: HashMap<Arc<str>, RateSpec>,
     /// Templates whose anonymous calls skip the IP default (health checks).
     pub exempt_from_default: Vec<Arc<str>>,
+    /// Token budgets and concurrency caps of keys without their own, per role.
+    pub budgets: RoleBudgets,
+    pub tokens: TokenSettings,
+    pub concurrency: ConcurrencySettings,
+}
+
+/// One key's token budgets and concurrency cap: its own, else its role's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Budget {
+    pub tokens_per_minute: Option<u64>,
+    pub tokens_per_day: Option<u64>,
+    pub max_concurrent: Option<u64>,
+}
+
+impl Budget {
+    pub fn is_empty(&self) -> bool {
+        self.tokens_per_minute.is_none()
+            && self.tokens_per_day.is_none()
+            && self.max_concurrent.is_none()
+    }
+
+    pub fn limits_tokens(&self) -> bool {
+        self.tokens_per_minute.is_some() || self.tokens_per_day.is_some()
+    }
 }
 
 impl LimitRules {
+    /// A key's token budgets and concurrency cap, each its own else its role's. Empty with
+    /// limits off.
+    pub fn budget(&self, record: &KeyRecord) -> Budget {
+        if !self.enabled {
+            return Budget::default();
+        }
+        let role = match record.role {
+            Role::Admin => &self.budgets.admin,
+            Role::User => &self.budgets.user,
+            Role::Readonly => &self.budgets.readonly,
+        };
+        Budget {
+            tokens_per_minute: record.tokens_per_minute.or(role.tokens_per_minute),
+            tokens_per_day: record.tokens_per_day.or(role.tokens_per_day),
+            max_concurrent: record.max_concurrent.or(role.max_concurrent),
+        }
+    }
+
     /// A key's own limit, else its role's.
     pub fn key_limit(&self, record: &KeyRecord) -> RateSpec {
         record.rate_limit.unwrap_or(match record.role {
@@ -137,6 +180,13 @@ mod tests {
             authenticated: spec(100),
             endpoints: HashMap::from([(t("/health"), spec(5)), (t("/v1/*"), spec(50))]),
             exempt_from_default: vec![t("/health"), t("/health/ready")],
+            budgets: RoleBudgets::default(),
+            tokens: infergate_config::GatewayConfig::defaults()
+                .rate_limit
+                .tokens,
+            concurrency: infergate_config::GatewayConfig::defaults()
+                .rate_limit
+                .concurrency,
         }
     }
 

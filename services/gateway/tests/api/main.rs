@@ -5,6 +5,7 @@
 
 mod auth;
 mod basics;
+mod budgets;
 mod headers;
 mod helpers;
 mod keys;

@@ -19,6 +19,7 @@ fn valid_body(schema: Schema) -> &'static str {
         }
         Schema::Completions => r#"{"model": "m", "prompt": "hi"}"#,
         Schema::Embeddings => r#"{"model": "m", "input": "hi"}"#,
+        Schema::Responses => r#"{"model": "m", "input": "hi"}"#,
     }
 }
 
