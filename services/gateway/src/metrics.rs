@@ -47,8 +47,9 @@ pub struct Metrics {
     pub tokens: TokenMetrics,
 }
 
-/// The metrics of token limits and concurrency caps. Labels: the metered route (six names), the
-/// role (three), the limit (`tokens`, `tokens_daily`, `concurrency`) — never a key id.
+/// The metrics of token limits and concurrency caps. Labels: the metered `operation` (six names,
+/// `chat_completions` … `inference_batch`: route *templates* lump the OpenAI paths into `/v1/*`),
+/// the role (three), the limit (`tokens`, `tokens_daily`, `concurrency`) — never a key id.
 #[derive(Clone)]
 pub struct TokenMetrics {
     pub reserved: IntCounterVec,
@@ -58,6 +59,7 @@ pub struct TokenMetrics {
     pub shadow_refusals: IntCounterVec,
     pub streams_cut: IntCounter,
     pub settlement_retries: IntCounter,
+    pub settlements: IntCounter,
     pub settlements_dropped: IntCounter,
     pub in_flight: prometheus::IntGauge,
 }
@@ -78,13 +80,13 @@ impl TokenMetrics {
         let per_route = |name: &str, help: &str| {
             must(IntCounterVec::new(
                 Opts::new(name, help),
-                &["route", "role"],
+                &["operation", "role"],
             ))
         };
         let t = Self {
             reserved: per_route(
                 "tokens_reserved_total",
-                "Tokens reserved before requests were admitted, by metered route and role",
+                "Tokens reserved before requests were admitted, by metered operation and role",
             ),
             consumed: per_route(
                 "tokens_consumed_total",
@@ -116,6 +118,10 @@ impl TokenMetrics {
                 "token_settlement_retries_total",
                 "Settlements retried because the shared limiter could not be reached",
             )),
+            settlements: must(IntCounter::new(
+                "token_settlements_total",
+                "Reservations settled (real cost charged, the rest given back, the slot released)",
+            )),
             settlements_dropped: must(IntCounter::new(
                 "token_settlements_dropped_total",
                 "Settlements given up after every retry failed",
@@ -144,6 +150,7 @@ impl TokenMetrics {
             Box::new(t.shadow_refusals.clone()),
             Box::new(t.streams_cut.clone()),
             Box::new(t.settlement_retries.clone()),
+            Box::new(t.settlements.clone()),
             Box::new(t.settlements_dropped.clone()),
             Box::new(t.in_flight.clone()),
         ] {

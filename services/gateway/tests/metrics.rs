@@ -589,8 +589,10 @@ async fn label_cardinality_stays_bounded_under_random_paths_methods_and_keys() {
         grown.is_empty(),
         "500 random requests created new series: {grown:#?}"
     );
+    // Most are created at startup so alerts see zeros: among them 54 token series (6 metered
+    // routes × 3 roles × reserved/consumed/refunded).
     assert!(
-        b.len() < 120,
+        b.len() < 160,
         "{} label sets is not a small bound:\n{}",
         b.len(),
         last.text

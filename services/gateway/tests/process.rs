@@ -764,3 +764,260 @@ async fn stalled_redis_times_out_and_requests_keep_flowing() {
         "{metrics}"
     );
 }
+
+/// A gateway configuration file giving `user` keys `budget` (YAML flow map), with `extra` YAML
+/// under `rate_limit`.
+fn budget_config(dir: &std::path::Path, budget: &str, extra: &str) -> String {
+    let path = dir.join("budgets.yaml");
+    std::fs::write(
+        &path,
+        format!("rate_limit:\n  roles:\n    user: {budget}\n{extra}"),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+/// Sums one metric over the replicas' `/metrics`.
+async fn metric_sum(replicas: &[Gateway], name: &str) -> u64 {
+    let mut sum = 0;
+    for gw in replicas {
+        let (_, text) = get(&gw.url("/metrics"), Some(("X-API-Key", ADMIN_KEY))).await;
+        sum += text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or(0.0) as u64;
+    }
+    sum
+}
+
+/// One chat call: (status, its usage's total tokens, the refusal's reserved tokens).
+async fn budgeted_call(client: &awc::Client, url: &str) -> (u16, u64, u64) {
+    let body =
+        r#"{"model":"echo-1","messages":[{"role":"user","content":"a b c d"}],"max_tokens":20}"#;
+    let mut res = client
+        .post(url)
+        .insert_header(("X-API-Key", USER_KEY))
+        .insert_header(("Content-Type", "application/json"))
+        .send_body(body)
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&res.body().await.unwrap()).unwrap();
+    (
+        res.status().as_u16(),
+        v["usage"]["total_tokens"].as_u64().unwrap_or(0),
+        v["reserved_tokens"].as_u64().unwrap_or(0),
+    )
+}
+
+/// Three replicas, one Redis, one key with a daily token budget (a fixed window, so nothing
+/// decays while the test runs), many concurrent clients: the tokens admitted never exceed the
+/// budget by more than one reservation, and once demand exceeds it, fall short of it by less
+/// than one. The figures are printed.
+#[actix_web::test]
+async fn token_budgets_hold_across_three_replicas() {
+    let redis = infergate_testkit::RedisServer::start();
+    let upstream = DevUpstream::start("127.0.0.1:0", UpstreamConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (up, url) = (upstream.base_url(), redis.url());
+    let keys = format!("{USER_KEY}:user");
+    const BUDGET: u64 = 3_000;
+    // The quota day resets twelve hours from now: the whole test runs inside one day.
+    let hour = (chrono_hour() + 12) % 24;
+    let config = budget_config(
+        dir.path(),
+        &format!("{{tokens_per_day: {BUDGET}}}"),
+        &format!("  tokens:\n    day_resets_at_utc_hour: {hour}\n"),
+    );
+    let env = redis_env(
+        &up,
+        &url,
+        &keys,
+        &[
+            ("RATE_LIMIT_AUTHENTICATED", "100000/minute"),
+            ("RATE_LIMIT_REDIS_TIMEOUT_MS", "5000"),
+            ("RATE_LIMIT_FAILURE_MODE", "closed"),
+        ],
+    );
+    let replicas: Vec<Gateway> = (0..3)
+        .map(|_| {
+            let mut c = command(&env, dir.path());
+            c.args(["--config", &config]);
+            Gateway::start(c, "INFERGATE_READY_FILE")
+        })
+        .collect();
+    let urls: Vec<String> = replicas
+        .iter()
+        .map(|g| g.url("/v1/chat/completions"))
+        .collect();
+    let client = || {
+        awc::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .finish()
+    };
+    // 24 clients, each calling until refused.
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let url = urls[i % 3].clone();
+            actix_web::rt::spawn(async move {
+                let c = client();
+                let (mut used, mut admitted) = (0, 0);
+                loop {
+                    match budgeted_call(&c, &url).await {
+                        (200, u, _) => {
+                            used += u;
+                            admitted += 1;
+                        }
+                        (429, _, reserved) => return (used, admitted, reserved),
+                        other => panic!("unexpected answer {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let (mut used, mut admitted, mut reservation) = (0, 0, 0);
+    for t in tasks {
+        let (u, a, r) = t.await.unwrap();
+        used += u;
+        admitted += a;
+        reservation = reservation.max(r);
+    }
+    // Reservations still in flight when the others were refused are given back: once every
+    // settlement landed, one client takes what is left.
+    let c = client();
+    loop {
+        infergate_testkit::eventually(Duration::from_secs(20), "every call settled", || async {
+            metric_sum(&replicas, "infergate_token_settlements_total").await == admitted
+        })
+        .await;
+        match budgeted_call(&c, &urls[0]).await {
+            (200, u, _) => {
+                used += u;
+                admitted += 1;
+            }
+            (429, _, r) => {
+                reservation = reservation.max(r);
+                break;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    eprintln!(
+        "3 replicas, 24 clients, budget {BUDGET} tokens/day, reservation {reservation}: \
+         {admitted} calls admitted using {used} tokens ({:+} against the budget)",
+        used as i64 - BUDGET as i64
+    );
+    assert!(reservation > 0);
+    assert!(
+        used <= BUDGET + reservation,
+        "overshoot: {used} > {BUDGET} + {reservation}"
+    );
+    assert!(
+        used + reservation >= BUDGET,
+        "undershoot: {used} + {reservation} < {BUDGET}"
+    );
+}
+
+/// The current UTC hour, from the system clock.
+fn chrono_hour() -> u64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    secs / 3600 % 24
+}
+
+/// Starts a chat stream of `tokens` tokens on `url` and returns it once its first chunk arrived
+/// (so it holds its concurrency slot), or the refusal's status.
+async fn open_stream(
+    url: &str,
+    tokens: &str,
+) -> Result<awc::ClientResponse<impl futures_util::Stream + Unpin>, u16> {
+    use futures_util::StreamExt;
+    let body = r#"{"model":"echo-1","messages":[{"role":"user","content":"x"}],"stream":true}"#;
+    let mut res = awc::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .finish()
+        .post(url)
+        .insert_header(("X-API-Key", USER_KEY))
+        .insert_header(("Content-Type", "application/json"))
+        .insert_header(("x-dev-output-tokens", tokens))
+        .send_body(body)
+        .await
+        .unwrap();
+    if res.status().as_u16() != 200 {
+        return Err(res.status().as_u16());
+    }
+    res.next().await.unwrap().unwrap();
+    Ok(res)
+}
+
+/// `max_concurrent` across two replicas sharing Redis: slots held on one refuse the other; a
+/// running stream renews its lease past the lease's life; a replica killed mid-stream leaks its
+/// slots no longer than the lease.
+#[actix_web::test]
+async fn concurrency_caps_hold_across_replicas_and_a_dead_replicas_slots_expire() {
+    let redis = infergate_testkit::RedisServer::start();
+    let upstream = DevUpstream::start(
+        "127.0.0.1:0",
+        UpstreamConfig {
+            token_delay: Duration::from_millis(100),
+            ..UpstreamConfig::default()
+        },
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (up, url) = (upstream.base_url(), redis.url());
+    let keys = format!("{USER_KEY}:user");
+    const LEASE: u64 = 2;
+    let config = budget_config(
+        dir.path(),
+        "{max_concurrent: 2}",
+        &format!("  concurrency:\n    lease_seconds: {LEASE}\n"),
+    );
+    let env = redis_env(
+        &up,
+        &url,
+        &keys,
+        &[
+            ("RATE_LIMIT_REDIS_TIMEOUT_MS", "5000"),
+            ("RATE_LIMIT_FAILURE_MODE", "closed"),
+        ],
+    );
+    let start = || {
+        let mut c = command(&env, dir.path());
+        c.args(["--config", &config]);
+        Gateway::start(c, "INFERGATE_READY_FILE")
+    };
+    let (mut a, b) = (start(), start());
+    let on_a = a.url("/v1/chat/completions");
+    let on_b = b.url("/v1/chat/completions");
+    // Two streams of 30 s each on A hold both slots.
+    let s1 = open_stream(&on_a, "300").await.unwrap();
+    let s2 = open_stream(&on_a, "300").await.unwrap();
+    assert_eq!(open_stream(&on_b, "1").await.err(), Some(429));
+    // Past the lease's life, the running streams still hold their slots: they were renewed.
+    // (Time itself is what is tested here, so the test waits for it.)
+    actix_web::rt::time::sleep(Duration::from_millis(LEASE * 1000 + 1500)).await;
+    assert_eq!(
+        open_stream(&on_b, "1").await.err(),
+        Some(429),
+        "a renewed lease outlives its first expiry"
+    );
+    // A dies mid-stream: nothing releases its slots; they expire.
+    a.signal("-KILL");
+    let killed = Instant::now();
+    drop((s1, s2));
+    let freed = infergate_testkit::eventually(
+        Duration::from_secs(20),
+        "a dead replica's slots expire",
+        || async { open_stream(&on_b, "1").await.is_ok() },
+    )
+    .await;
+    let leaked = killed.elapsed().min(freed + Duration::from_secs(1));
+    eprintln!("a killed replica's slots were free again after {leaked:?} (lease {LEASE} s)");
+    assert!(
+        leaked <= Duration::from_secs(LEASE + 2),
+        "slots leaked for {leaked:?}"
+    );
+    a.wait(Duration::from_secs(10));
+}

@@ -184,7 +184,10 @@ async fn settle(
             local,
         };
         match limiter.settle(&settlement).await {
-            Ok(()) => return,
+            Ok(()) => {
+                metrics.settlements.inc();
+                return;
+            }
             Err(e) => {
                 metrics.settlement_retries.inc();
                 if attempt == 0 {

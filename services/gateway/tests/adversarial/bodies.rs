@@ -55,19 +55,25 @@ async fn empty_and_modelless_bodies_do_not_skip_validation() {
         let r = app.post(path, Some(USER_KEY), "").await;
         assert_error_shape(&r, 400, "malformed_json");
     }
-    // A key with an allowlist must name one of its models, on any route.
+    // A key with an allowlist must name one of its models, on any route, those whose schema
+    // does not require a model too.
     let r = app
-        .post("/v1/responses", Some(&key), r#"{"input":"hi"}"#)
+        .post("/v1/moderations", Some(&key), r#"{"input":"hi"}"#)
         .await;
     assert_error_shape(&r, 403, "model_not_allowed");
     let r = app
         .post(
-            "/v1/responses",
+            "/v1/moderations",
             Some(&key),
             r#"{"input":"hi","model":"echo-large"}"#,
         )
         .await;
     assert_error_shape(&r, 403, "model_not_allowed");
+    // Where the schema requires one, its absence is a validation error for every key.
+    let r = app
+        .post("/v1/responses", Some(&key), r#"{"input":"hi"}"#)
+        .await;
+    assert_error_shape(&r, 422, "validation_error");
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
