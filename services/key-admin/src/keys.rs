@@ -448,6 +448,9 @@ pub async fn rotate_key(
     record.created_at = now;
     record.expires_at = old.expires_at;
     record.rate_limit = old.rate_limit;
+    record.tokens_per_minute = old.tokens_per_minute;
+    record.tokens_per_day = old.tokens_per_day;
+    record.max_concurrent = old.max_concurrent;
     record.models = old.models.clone();
     record.metadata = old.metadata.clone();
     state

@@ -368,6 +368,10 @@ async fn cli_generate_list_revoke_rotate_round_trip_through_a_file() {
             f,
             "--name",
             "ops",
+            "--tokens-per-minute",
+            "5000",
+            "--max-concurrent",
+            "2",
         ],
     );
     assert_eq!(code, 0, "{stderr}");
@@ -410,6 +414,9 @@ async fn cli_generate_list_revoke_rotate_round_trip_through_a_file() {
     assert_eq!(listed.as_array().unwrap().len(), 3);
     assert_eq!(listed[0]["name"], "ops-1");
     assert!(listed[0]["expires_at"].is_string());
+    assert_eq!(listed[0]["tokens_per_minute"], 5000);
+    assert_eq!(listed[0]["max_concurrent"], 2);
+    assert_eq!(listed[0]["tokens_per_day"], Value::Null);
     let (_, table, _) = run(&env, dir.path(), &["keys", "list", "--role", "user"]);
     assert!(
         table.contains(&minted[1].1) && !table.contains(&minted[0].1),

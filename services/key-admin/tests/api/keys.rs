@@ -269,3 +269,46 @@ async fn revoke_and_delete_are_soft_and_idempotent() {
         .json();
     assert!(audit.to_string().contains("\"delete\""), "{audit}");
 }
+
+#[actix_web::test]
+async fn token_budgets_and_concurrency_caps_are_set_changed_and_cleared() {
+    let app = spawn_app(&[]).await;
+    let (_, rec) = app
+        .create(json!({
+            "name": "budgeted", "role": "user",
+            "tokens_per_minute": 10000, "tokens_per_day": 500000.0, "max_concurrent": 4
+        }))
+        .await;
+    assert_eq!(
+        (
+            &rec["tokens_per_minute"],
+            &rec["tokens_per_day"],
+            &rec["max_concurrent"]
+        ),
+        (&json!(10000), &json!(500000), &json!(4))
+    );
+    let id = rec["id"].as_str().unwrap();
+    let v = app
+        .admin_patch(
+            &format!("/v1/keys/{id}"),
+            r#"{"tokens_per_minute": 20000, "max_concurrent": null}"#,
+        )
+        .await
+        .json();
+    assert_eq!(v["tokens_per_minute"], 20000);
+    assert_eq!(v["tokens_per_day"], 500000, "untouched");
+    assert_eq!(v["max_concurrent"], Value::Null, "null: the role's default");
+    // A key without budgets shows them as null.
+    let (_, plain) = app.create(json!({"name": "plain", "role": "user"})).await;
+    assert_eq!(plain["tokens_per_minute"], Value::Null);
+    for bad in [json!(0), json!(-5), json!(1.5), json!("100"), json!(1e13)] {
+        let r = app
+            .admin_post(
+                "/v1/keys",
+                &json!({"name": "x", "role": "user", "tokens_per_minute": bad}).to_string(),
+            )
+            .await;
+        let v = assert_error_shape(&r, 422, "validation_error");
+        assert_eq!(v["field"], "tokens_per_minute", "{bad}: {v}");
+    }
+}

@@ -13,6 +13,7 @@ async fn the_old_key_works_until_the_grace_period_ends() {
     let (old_key, rec) = app
         .create(json!({
             "name": "svc", "role": "user", "expires_in_days": 10, "rate_limit": "5/second",
+            "tokens_per_minute": 5000, "tokens_per_day": 90000, "max_concurrent": 3,
             "models": ["m1"], "metadata": {"owner": "team-a"}
         }))
         .await;
@@ -37,6 +38,9 @@ async fn the_old_key_works_until_the_grace_period_ends() {
         "role",
         "expires_at",
         "rate_limit",
+        "tokens_per_minute",
+        "tokens_per_day",
+        "max_concurrent",
         "models",
         "metadata",
         "prefix",
