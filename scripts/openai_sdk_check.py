@@ -80,4 +80,38 @@ check(
 check(reset.endswith("s") and reset[0].isdigit(), f"x-ratelimit-reset-requests as a duration ({reset})")
 check("headers" in (raw.parse().choices[0].message.content or ""), "the raw response still parses")
 
+# The user role has a token budget on this gateway (schemathesis.sh): the token headers, and a
+# stream the upstream overruns (it ignores max_tokens), which the gateway cuts with an error
+# event the SDK raises.
+tlimit = raw.headers.get("x-ratelimit-limit-tokens")
+tremaining = raw.headers.get("x-ratelimit-remaining-tokens")
+treset = raw.headers.get("x-ratelimit-reset-tokens") or ""
+check(tlimit == "1000000", f"x-ratelimit-limit-tokens ({tlimit})")
+check(
+    tremaining is not None and tremaining.isdigit() and int(tremaining) < int(tlimit),
+    f"x-ratelimit-remaining-tokens ({tremaining} of {tlimit})",
+)
+check(treset.endswith("s") and treset[0].isdigit(), f"x-ratelimit-reset-tokens as a duration ({treset})")
+usage_chunks = [
+    c
+    for c in client.chat.completions.create(
+        model="echo-1", messages=[{"role": "user", "content": "no usage"}], stream=True, max_tokens=8
+    )
+    if getattr(c, "usage", None)
+]
+check(not usage_chunks, "the usage chunk the gateway asked for is not in the client's stream")
+try:
+    for _ in client.chat.completions.create(
+        model="echo-1",
+        messages=[{"role": "user", "content": "overrun"}],
+        stream=True,
+        max_tokens=3,
+        extra_headers={"x-dev-output-tokens": "50"},
+    ):
+        pass
+    check(False, "an overrunning stream is cut")
+except openai.APIError as e:
+    check("token_limit_exceeded" in str(e) or getattr(e, "code", None) == "token_limit_exceeded",
+          f"the cut stream raises token_limit_exceeded ({e!r})")
+
 print(f"openai SDK {openai.__version__}: {checks} checks passed")

@@ -47,11 +47,14 @@ env -i PATH="$PATH" HOME="$tmp" \
 pids+=($!)
 # The OpenAI SDK's gateway runs as deployed, with rate limiting on (the SDK reads its headers);
 # schemathesis' has it off so thousands of generated calls are not refused.
+# Its user role also has a token budget and a concurrency cap, so the SDK reads the token headers
+# and meets a cut stream.
 mkdir -p "$tmp/sdk"
+printf 'rate_limit:\n  roles:\n    user: {tokens_per_minute: 1000000, max_concurrent: 16}\n' >"$tmp/sdk/gateway.yaml"
 env -i PATH="$PATH" HOME="$tmp" \
   INFERGATE_LISTEN="127.0.0.1:$SDK_GW" INFERGATE_WORKERS=1 INFERGATE_UPSTREAM="http://127.0.0.1:$UP" \
   API_KEY="$ADMIN_KEY" API_KEYS="$USER_KEY:user" INFERGATE_KEYS_FILE="$tmp/sdk/keys.yaml" \
-  ./target/debug/infergate-gateway >"$tmp/sdk-gateway.log" 2>&1 &
+  ./target/debug/infergate-gateway --config "$tmp/sdk/gateway.yaml" >"$tmp/sdk-gateway.log" 2>&1 &
 pids+=($!)
 
 # key-admin: an admin key minted into the throwaway store with the CLI, then the service.

@@ -80,6 +80,77 @@ pub async fn run_all(store: Arc<dyn KeyStore>) {
     audit_filters_orders_and_pages(store).await;
     audit_is_append_only(store).await;
     changes_reported_for_create_and_update(store).await;
+    usage_adds_up_per_day_and_reports_the_last_use(store).await;
+}
+
+/// Flushed usage adds up per key and day (from several flushes, as several gateways send
+/// them), `last_used_at` is the latest use whatever the flush order, and a window of days
+/// reports only its days.
+pub async fn usage_adds_up_per_day_and_reports_the_last_use(store: &Arc<dyn KeyStore>) {
+    const CHECK: &str = "usage adds up per day";
+    let id = new_id();
+    let today = Utc::now().date_naive();
+    let yesterday = today.pred_opt().unwrap_or(today);
+    let at = |h: u32| {
+        today
+            .and_hms_opt(h, 0, 0)
+            .map(|t| t.and_utc())
+            .unwrap_or_else(Utc::now)
+    };
+    let delta = |date, requests, last_used_at| crate::UsageDelta {
+        id: id.clone(),
+        date,
+        requests,
+        input_tokens: requests * 100,
+        output_tokens: requests * 10,
+        last_used_at,
+    };
+    let later = delta(today, 3, at(12));
+    let earlier = delta(today, 2, at(8));
+    let before = delta(yesterday, 1, at(1));
+    for batch in [vec![later], vec![earlier, before]] {
+        if let Err(e) = store.record_usage(&batch).await {
+            fail(store, CHECK, format!("record_usage failed: {e}"));
+        }
+    }
+    let usage = match store.usage(&id, today, 30).await {
+        Ok(u) => u,
+        Err(e) => fail(store, CHECK, format!("usage failed: {e}")),
+    };
+    let days: Vec<(chrono::NaiveDate, u64, u64, u64)> = usage
+        .days
+        .iter()
+        .map(|d| {
+            (
+                d.date,
+                d.totals.requests,
+                d.totals.input_tokens,
+                d.totals.output_tokens,
+            )
+        })
+        .collect();
+    let mut want = vec![(today, 5, 500, 50)];
+    if yesterday != today {
+        want.insert(0, (yesterday, 1, 100, 10));
+    }
+    if days != want {
+        fail(store, CHECK, format!("days {days:?}, expected {want:?}"));
+    }
+    if usage.last_used_at != Some(at(12)) {
+        fail(
+            store,
+            CHECK,
+            format!("last_used_at {:?}, expected {}", usage.last_used_at, at(12)),
+        );
+    }
+    match store.usage(&id, today, 1).await {
+        Ok(u) if u.days.len() == 1 => {}
+        other => fail(store, CHECK, format!("a one-day window gave {other:?}")),
+    }
+    match store.usage(&new_id(), today, 30).await {
+        Ok(u) if u == crate::KeyUsage::default() => {}
+        other => fail(store, CHECK, format!("an unused key gave {other:?}")),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

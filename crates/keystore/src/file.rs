@@ -41,7 +41,8 @@
 //! created with mode 0600; an existing file keeps its mode.
 //!
 //! The audit log is `<file>.audit.jsonl`: one JSON entry per line, appended under the same lock
-//! and fsynced.
+//! and fsynced. Usage is `<file>.usage.json` (id → days), merged and rewritten atomically under
+//! the same lock once per gateway flush.
 //!
 //! # Reads
 //!
@@ -87,6 +88,8 @@ struct Inner {
     shown: String,
     lock_path: PathBuf,
     audit_path: PathBuf,
+    /// `<file>.usage.json`: id → [`crate::usage::UsageBook`], rewritten whole per flush.
+    usage_path: PathBuf,
     /// Written as JSON rather than YAML (a `.json` file: the seed's, which tools expecting
     /// JSON may still read).
     json: bool,
@@ -254,6 +257,37 @@ impl Inner {
         Ok(())
     }
 
+    fn read_usage(&self) -> Result<HashMap<String, crate::usage::UsageBook>, KeyStoreError> {
+        let path = &self.usage_path;
+        match fs::read(path) {
+            Ok(b) if b.is_empty() => Ok(HashMap::new()),
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| KeyStoreError::Parse {
+                path: path.display().to_string(),
+                detail: e.to_string(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(HashMap::new()),
+            Err(e) => Err(io_error("read the usage file", path)(e)),
+        }
+    }
+
+    /// Merges a flush into the usage file under the store's lock (written atomically, as the
+    /// keys file is).
+    fn record_usage(&self, batch: &[crate::UsageDelta]) -> Result<(), KeyStoreError> {
+        let _file_lock = lock_exclusive(&self.lock_path)?;
+        let mut books = self.read_usage()?;
+        let today = chrono::Utc::now().date_naive();
+        for d in batch {
+            books
+                .entry(d.id.clone())
+                .or_default()
+                .add(d, today.max(d.date));
+        }
+        let text = serde_json::to_string(&books).map_err(|e| {
+            io_error("write the usage file", &self.usage_path)(io::Error::other(e.to_string()))
+        })?;
+        replace_file(&self.usage_path, &text)
+    }
+
     fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, KeyStoreError> {
         let path = &self.audit_path;
         let bytes = match fs::read(path) {
@@ -285,6 +319,7 @@ impl FileKeyStore {
             inner: Arc::new(Inner {
                 lock_path: sibling(&path, ".lock"),
                 audit_path: sibling(&path, ".audit.jsonl"),
+                usage_path: sibling(&path, ".usage.json"),
                 json: path
                     .extension()
                     .is_some_and(|e| e.eq_ignore_ascii_case("json")),
@@ -401,6 +436,31 @@ impl KeyStore for FileKeyStore {
 
     async fn append_audit(&self, entry: AuditEntry) -> Result<(), KeyStoreError> {
         self.blocking(move |inner| inner.append_audit(&entry)).await
+    }
+
+    async fn record_usage(&self, batch: &[crate::UsageDelta]) -> Result<(), KeyStoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let batch = batch.to_vec();
+        self.blocking(move |inner| inner.record_usage(&batch)).await
+    }
+
+    async fn usage(
+        &self,
+        id: &str,
+        today: chrono::NaiveDate,
+        days: u64,
+    ) -> Result<crate::KeyUsage, KeyStoreError> {
+        let id = id.to_string();
+        self.blocking(move |inner| {
+            Ok(inner
+                .read_usage()?
+                .get(&id)
+                .map(|b| b.report(today, days))
+                .unwrap_or_default())
+        })
+        .await
     }
 
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, KeyStoreError> {

@@ -5,6 +5,7 @@
 //! - [`record`]: [`KeyRecord`] (what is known about a key, never the key), [`StoredKey`]
 //!   (record + PHC hash), [`KeyPatch`], [`AuditEntry`].
 //! - [`store`]: the async [`KeyStore`] trait every backend implements, with its change feed.
+//! - [`usage`]: per-key usage per day, flushed by gateways in batches, read by key-admin.
 //! - Backends: [`memory`] (tests), [`file`] (the embedded default: a YAML file written
 //!   atomically under a lock, reloaded on change), [`redis`] (shared by many gateways, with a
 //!   pub/sub change feed).
@@ -32,6 +33,7 @@ pub mod record;
 pub mod redis;
 pub mod static_store;
 pub mod store;
+pub mod usage;
 pub mod verifier;
 
 pub use file::{FileKeyStore, WatchGuard};
@@ -44,6 +46,7 @@ pub use record::{AuditEntry, KeyPatch, KeyRecord, KeyState, StoredKey, Verificat
 pub use redis::RedisKeyStore;
 pub use static_store::StaticKeyStore;
 pub use store::{AuditQuery, KeyChange, KeyStore, ListQuery, Page, page_of};
+pub use usage::{DayUsage, KeyUsage, UsageDelta};
 pub use verifier::{KeyVerifier, VerifierConfig, VerifierStats};
 
 #[derive(Debug, thiserror::Error)]

@@ -35,6 +35,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct MemoryKeyStore {
     keys: Mutex<HashMap<String, StoredKey>>,
     audit: Mutex<Vec<AuditEntry>>,
+    usage: Mutex<HashMap<String, crate::usage::UsageBook>>,
     changes: broadcast::Sender<KeyChange>,
 }
 
@@ -43,6 +44,7 @@ impl MemoryKeyStore {
         Self {
             keys: Mutex::new(HashMap::new()),
             audit: Mutex::new(Vec::new()),
+            usage: Mutex::new(HashMap::new()),
             changes: broadcast::channel(CHANGE_CAPACITY).0,
         }
     }
@@ -121,6 +123,30 @@ impl KeyStore for MemoryKeyStore {
             .cloned()
             .collect();
         Ok(audit_page_of(entries, query))
+    }
+
+    async fn record_usage(&self, batch: &[crate::UsageDelta]) -> Result<(), KeyStoreError> {
+        let today = chrono::Utc::now().date_naive();
+        let mut usage = lock(&self.usage);
+        for d in batch {
+            usage
+                .entry(d.id.clone())
+                .or_default()
+                .add(d, today.max(d.date));
+        }
+        Ok(())
+    }
+
+    async fn usage(
+        &self,
+        id: &str,
+        today: chrono::NaiveDate,
+        days: u64,
+    ) -> Result<crate::KeyUsage, KeyStoreError> {
+        Ok(lock(&self.usage)
+            .get(id)
+            .map(|b| b.report(today, days))
+            .unwrap_or_default())
     }
 
     fn changes(&self) -> broadcast::Receiver<KeyChange> {

@@ -104,6 +104,10 @@ static UPDATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("red
 static APPEND_AUDIT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("redis/append_audit.lua")));
 
+/// Add one day's usage. KEYS: the key's usage hash. ARGV: see `redis/usage.lua`. Sent with
+/// `EVAL` in a pipeline (a pipelined `EVALSHA` is not reloaded on `NOSCRIPT`); it is short.
+const RECORD_USAGE: &str = include_str!("redis/usage.lua");
+
 /// The API keys, their records and the audit log in Redis. See the [module docs](self).
 pub struct RedisKeyStore {
     conn: ConnectionManager,
@@ -460,6 +464,77 @@ impl KeyStore for RedisKeyStore {
             }
         }
         Ok(out)
+    }
+
+    /// One pipeline of scripts per flush: one round trip whatever the batch holds. A retried
+    /// flush may count a batch twice if only its reply was lost; usage is for reading, not
+    /// for limits, so that is preferred over losing it.
+    async fn record_usage(&self, batch: &[crate::UsageDelta]) -> Result<(), KeyStoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let today = chrono::Utc::now().date_naive();
+        let keep = crate::usage::first_kept(today).to_string();
+        let ttl_ms = (crate::usage::RETAINED_DAYS + 1) * 86_400_000;
+        let mut pipe = redis::pipe();
+        for d in batch {
+            pipe.cmd("EVAL")
+                .arg(RECORD_USAGE)
+                .arg(1)
+                .arg(self.names.usage(&d.id))
+                .arg(d.last_used_at.timestamp_millis())
+                .arg(d.date.to_string())
+                .arg(d.requests)
+                .arg(d.input_tokens)
+                .arg(d.output_tokens)
+                .arg(&keep)
+                .arg(ttl_ms)
+                .ignore();
+        }
+        self.call("record_usage", |mut c| {
+            let pipe = pipe.clone();
+            async move { pipe.query_async::<()>(&mut c).await }
+        })
+        .await
+    }
+
+    async fn usage(
+        &self,
+        id: &str,
+        today: chrono::NaiveDate,
+        days: u64,
+    ) -> Result<crate::KeyUsage, KeyStoreError> {
+        let key = self.names.usage(id);
+        let fields: std::collections::HashMap<String, String> = self
+            .call("usage", |mut c| {
+                let cmd = redis::cmd("HGETALL").arg(&key).clone();
+                async move { cmd.query_async(&mut c).await }
+            })
+            .await?;
+        let mut book = crate::usage::UsageBook::default();
+        for (field, value) in &fields {
+            let n: u64 = value.parse().unwrap_or(0);
+            if field == "last" {
+                book.last_used_at = i64::try_from(n)
+                    .ok()
+                    .and_then(chrono::DateTime::from_timestamp_millis);
+                continue;
+            }
+            let Some((date, kind)) = field.split_once(':') else {
+                continue;
+            };
+            let Ok(date) = date.parse::<chrono::NaiveDate>() else {
+                continue;
+            };
+            let day = book.days.entry(date).or_default();
+            match kind {
+                "r" => day.requests = n,
+                "i" => day.input_tokens = n,
+                "o" => day.output_tokens = n,
+                _ => {}
+            }
+        }
+        Ok(book.report(today, days))
     }
 
     fn changes(&self) -> broadcast::Receiver<KeyChange> {

@@ -5,6 +5,7 @@ use infergate_policy::Role;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::usage::{KeyUsage, UsageDelta};
 use crate::{AuditEntry, KeyPatch, KeyRecord, KeyState, KeyStoreError, StoredKey};
 
 /// A filter and window over the key records, newest last (ordered by `created_at`, then `id`).
@@ -97,6 +98,25 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug {
     async fn append_audit(&self, entry: AuditEntry) -> Result<(), KeyStoreError>;
 
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, KeyStoreError>;
+
+    /// Adds usage a gateway counted since its last flush (one call per flush: coalesced, never
+    /// a write per request). Stores that keep no usage accept and drop it.
+    async fn record_usage(&self, batch: &[UsageDelta]) -> Result<(), KeyStoreError> {
+        let _ = batch;
+        Ok(())
+    }
+
+    /// A key's usage: the last `days` days up to `today` (at most
+    /// [`crate::usage::RETAINED_DAYS`]), and when it was last used.
+    async fn usage(
+        &self,
+        id: &str,
+        today: chrono::NaiveDate,
+        days: u64,
+    ) -> Result<KeyUsage, KeyStoreError> {
+        let _ = (id, today, days);
+        Ok(KeyUsage::default())
+    }
 
     /// The change feed.
     fn changes(&self) -> broadcast::Receiver<KeyChange>;

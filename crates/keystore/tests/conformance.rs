@@ -92,10 +92,15 @@ async fn file_store_conforms() {
         .await
         .unwrap();
     assert!(page.total > 50, "{}", page.total);
-    // Only the file, its lock and its audit log remain: no temporary files.
+    // Only the file, its lock, its audit log and its usage remain: no temporary files.
     assert_eq!(
         file_names(dir.path()),
-        ["keys.yaml", "keys.yaml.audit.jsonl", "keys.yaml.lock"]
+        [
+            "keys.yaml",
+            "keys.yaml.audit.jsonl",
+            "keys.yaml.lock",
+            "keys.yaml.usage.json"
+        ]
     );
 }
 

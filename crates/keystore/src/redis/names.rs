@@ -61,6 +61,11 @@ impl KeyNames {
     }
 
     /// `{P:keys}:op:<token>`: a write's idempotency token.
+    /// One key's usage: a hash of `<date>:r|i|o` counters and `last` (Unix ms).
+    pub fn usage(&self, id: &str) -> String {
+        format!("{}:u:{id}", self.hash_tag())
+    }
+
     pub fn op_token(&self, token: &str) -> String {
         format!("{}:op:{token}", self.hash_tag())
     }

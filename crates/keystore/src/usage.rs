@@ -1,0 +1,133 @@
+//! Per-key usage: requests and tokens per UTC day for the last [`RETAINED_DAYS`] days, and when a
+//! key was last used. Gateways count in memory and flush coalesced batches
+//! ([`crate::KeyStore::record_usage`], every few seconds, never a write per request); key-admin
+//! reads them ([`crate::KeyStore::usage`]).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Days of usage a store keeps (and `GET /v1/keys/{id}/usage` reports at most).
+pub const RETAINED_DAYS: u64 = 31;
+
+/// What one gateway counted for one key on one day since its last flush.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageDelta {
+    pub id: String,
+    pub date: NaiveDate,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub last_used_at: DateTime<Utc>,
+}
+
+/// One day's totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DayTotals {
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl DayTotals {
+    fn add(&mut self, d: &UsageDelta) {
+        self.requests = self.requests.saturating_add(d.requests);
+        self.input_tokens = self.input_tokens.saturating_add(d.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(d.output_tokens);
+    }
+}
+
+/// One day of a key's usage, as reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DayUsage {
+    pub date: NaiveDate,
+    #[serde(flatten)]
+    pub totals: DayTotals,
+}
+
+/// A key's usage as a store reports it: days with any use, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct KeyUsage {
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub days: Vec<DayUsage>,
+}
+
+/// One key's usage as a store that keeps it in process (memory, file) holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct UsageBook {
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub days: BTreeMap<NaiveDate, DayTotals>,
+}
+
+/// The first day still kept on `today`.
+pub fn first_kept(today: NaiveDate) -> NaiveDate {
+    today
+        .checked_sub_days(Days::new(RETAINED_DAYS - 1))
+        .unwrap_or(NaiveDate::MIN)
+}
+
+impl UsageBook {
+    /// Adds a delta and drops days past retention.
+    pub fn add(&mut self, d: &UsageDelta, today: NaiveDate) {
+        self.days.entry(d.date).or_default().add(d);
+        if self.last_used_at.is_none_or(|t| t < d.last_used_at) {
+            self.last_used_at = Some(d.last_used_at);
+        }
+        let keep = first_kept(today);
+        self.days.retain(|date, _| *date >= keep);
+    }
+
+    /// The last `days` days up to `today`.
+    pub fn report(&self, today: NaiveDate, days: u64) -> KeyUsage {
+        let from = today
+            .checked_sub_days(Days::new(days.clamp(1, RETAINED_DAYS) - 1))
+            .unwrap_or(NaiveDate::MIN);
+        KeyUsage {
+            last_used_at: self.last_used_at,
+            days: self
+                .days
+                .range(from..=today)
+                .map(|(date, totals)| DayUsage {
+                    date: *date,
+                    totals: *totals,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delta(date: NaiveDate, requests: u64, at: &str) -> UsageDelta {
+        UsageDelta {
+            id: "k".into(),
+            date,
+            requests,
+            input_tokens: 10 * requests,
+            output_tokens: 1,
+            last_used_at: at.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn deltas_add_up_per_day_and_old_days_fall_out() {
+        let today = NaiveDate::from_ymd_opt(2026, 12, 3).unwrap();
+        let old = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+        let mut book = UsageBook::default();
+        book.add(&delta(old, 5, "2026-11-01T10:00:00Z"), old);
+        book.add(&delta(today, 2, "2026-12-03T10:00:00Z"), today);
+        book.add(&delta(today, 3, "2026-12-03T09:00:00Z"), today);
+        let r = book.report(today, 30);
+        assert_eq!(r.days.len(), 1, "the 1 November is past retention");
+        assert_eq!(r.days[0].totals.requests, 5);
+        assert_eq!(r.days[0].totals.input_tokens, 50);
+        assert_eq!(
+            r.last_used_at.unwrap().to_rfc3339(),
+            "2026-12-03T10:00:00+00:00"
+        );
+        assert_eq!(book.report(today, 1).days.len(), 1);
+    }
+}
