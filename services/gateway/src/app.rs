@@ -34,6 +34,9 @@ pub enum StartupError {
 pub struct Application {
     served: Served<AppState>,
     _sweeper: Option<SweeperGuard>,
+    /// Flushes key usage to the store every few seconds ([`crate::usage`]); aborted, then
+    /// followed by one last flush, when the server stops.
+    usage_flusher: Option<tokio::task::JoinHandle<()>>,
     _keys: OpenedStore,
     /// The internal, unauthenticated `/metrics` listener, when configured.
     metrics: Option<(u16, Server)>,
@@ -158,8 +161,15 @@ impl Application {
             }
             None => None,
         };
+        let usage_flusher = match (&state.usage, state.verifier.store()) {
+            (Some(recorder), Some(store)) => {
+                Some(crate::usage::spawn_flusher(recorder.clone(), store.clone()))
+            }
+            _ => None,
+        };
         Ok(Self {
             served: Served::new(port, server, state),
+            usage_flusher,
             _sweeper: Some(sweeper),
             _keys: backend,
             metrics,
@@ -184,9 +194,18 @@ impl Application {
             actix_web::rt::spawn(server);
             handle
         });
+        let state = self.served.state();
         let result = self.served.run_until(shutdown).await;
         if let Some(h) = metrics {
             h.stop(true).await;
+        }
+        if let Some(f) = self.usage_flusher {
+            f.abort();
+        }
+        // Settlements spawned by the last responses may still count tokens; what they count
+        // after this flush is lost with the process (docs/keys.md, "Usage").
+        if let (Some(recorder), Some(store)) = (&state.usage, state.verifier.store()) {
+            recorder.flush(&**store).await;
         }
         drop(self._sweeper);
         result

@@ -35,6 +35,7 @@ pub mod serve;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod usage;
 pub mod validate;
 
 pub use app::{Application, Checked, StartupError};

@@ -62,6 +62,8 @@ pub struct AppState {
     pub connections: Arc<crate::connections::ConnectionTracker>,
     /// Samples the WARN lines for 429s (see [`RATE_LIMIT_LOG_PER_SECOND`]).
     pub rate_limit_log: crate::telemetry::LogSampler,
+    /// Each key's use, flushed to the key store ([`crate::usage`]); `None` without a store.
+    pub usage: Option<Arc<crate::usage::UsageRecorder>>,
 }
 
 /// At most this many "rate limit exceeded" lines a second; the next one written counts the rest.
@@ -235,6 +237,9 @@ impl AppState {
 
         let upstream_credential = cfg.upstream.credential.clone();
 
+        let usage = verifier
+            .store()
+            .map(|_| Arc::new(crate::usage::UsageRecorder::default()));
         Ok(Self {
             security_headers: cfg.security_headers.then(SecurityHeaders::new),
             hosts,
@@ -256,6 +261,7 @@ impl AppState {
             started: Instant::now(),
             static_key_count,
             rate_limit_log: crate::telemetry::LogSampler::new(RATE_LIMIT_LOG_PER_SECOND),
+            usage,
             connections: crate::connections::ConnectionTracker::new(
                 cfg.connections.max_per_ip,
                 cfg.connections.max_total,

@@ -36,6 +36,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/keys/{id}", &["GET", "PATCH", "DELETE"]),
     ("/v1/keys/{id}/revoke", &["POST"]),
     ("/v1/keys/{id}/rotate", &["POST"]),
+    ("/v1/keys/{id}/usage", &["GET"]),
     ("/v1/tokens", &["POST"]),
     ("/v1/audit", &["GET"]),
 ];
@@ -147,6 +148,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/v1/keys/{id}/rotate")
             .route(web::post().to(keys::rotate))
             .default_service(method_not_allowed(allow("/v1/keys/{id}/rotate"))),
+    )
+    .service(
+        web::resource("/v1/keys/{id}/usage")
+            .route(web::get().to(keys::usage))
+            .default_service(method_not_allowed(allow("/v1/keys/{id}/usage"))),
     )
     .service(
         web::resource("/v1/tokens")

@@ -210,6 +210,48 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(record_json(&record, Utc::now())))
 }
 
+/// `GET /v1/keys/{id}/usage?days=N`: requests and tokens per UTC day (the last `days`, 1-31,
+/// default 30), their totals, and when the key was last used — as the gateways flushed them
+/// (every few seconds; tokens for keys with a token budget).
+pub async fn usage(
+    _admin: Admin,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    let q = validate::query(req.query_string(), &["days"])?;
+    let days = validate::usize_param(
+        &q,
+        "days",
+        30,
+        1,
+        infergate_keystore::usage::RETAINED_DAYS as usize,
+    )? as u64;
+    fetch(&state, &id).await?;
+    let today = Utc::now().date_naive();
+    let usage = state.store.usage(&id, today, days).await?;
+    let mut totals = infergate_keystore::usage::DayTotals::default();
+    for d in &usage.days {
+        totals.requests += d.totals.requests;
+        totals.input_tokens += d.totals.input_tokens;
+        totals.output_tokens += d.totals.output_tokens;
+    }
+    let today_totals = usage
+        .days
+        .iter()
+        .find(|d| d.date == today)
+        .map(|d| d.totals)
+        .unwrap_or_default();
+    Ok(HttpResponse::Ok().json(json!({
+        "id": &*id,
+        "days_requested": days,
+        "last_used_at": usage.last_used_at,
+        "today": today_totals,
+        "totals": totals,
+        "days": usage.days,
+    })))
+}
+
 pub async fn update(
     admin: Admin,
     req: HttpRequest,

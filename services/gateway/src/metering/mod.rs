@@ -61,6 +61,14 @@ pub struct Admitted {
     pub shadowed: Option<&'static str>,
 }
 
+/// Where a reservation's tokens are counted for its key's usage: the recorder, the key id, and
+/// the clock that dates them.
+type UsageSink = (
+    Arc<crate::usage::UsageRecorder>,
+    Arc<str>,
+    Arc<dyn infergate_ratelimit::Clock>,
+);
+
 /// A request's reservation and slot, settled when dropped (see the module doc).
 pub struct Reservation {
     limiter: Arc<dyn RateLimiter>,
@@ -77,6 +85,8 @@ pub struct Reservation {
     role: &'static str,
     /// Dropping it stops the lease's renewal task.
     renewing: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Where the tokens charged are counted for the key's usage, and the key.
+    recorder: Option<UsageSink>,
     pub(crate) usage: Option<Usage>,
     pub(crate) metered_output: u64,
     pub(crate) body_bytes: u64,
@@ -90,10 +100,20 @@ pub struct Reservation {
 impl Reservation {
     /// The tokens to charge, by what is known (see docs/ratelimit.md, "Settlement").
     fn used(&self) -> u64 {
-        if !self.responded {
-            return 0;
+        let Usage { input, output } = self.spent();
+        match self.count {
+            TokenCount::Input => input,
+            TokenCount::Output => output,
+            TokenCount::Total => input.saturating_add(output),
         }
-        let Usage { input, output } = self.usage.unwrap_or(Usage {
+    }
+
+    /// Input and output tokens the request cost, by what is known.
+    fn spent(&self) -> Usage {
+        if !self.responded {
+            return Usage::default();
+        }
+        self.usage.unwrap_or(Usage {
             input: self.estimate.prompt,
             output: if self.streamed {
                 self.metered_output
@@ -101,12 +121,7 @@ impl Reservation {
                 // A response without usage: its bytes bound its tokens.
                 self.estimate.max_output.min(self.body_bytes)
             },
-        });
-        match self.count {
-            TokenCount::Input => input,
-            TokenCount::Output => output,
-            TokenCount::Total => input.saturating_add(output),
-        }
+        })
     }
 
     /// Whether the response stream should be metered (something was reserved).
@@ -128,6 +143,10 @@ impl Drop for Reservation {
         let used = self.used();
         let labels = [self.route, self.role];
         if self.meters_tokens() {
+            if let Some((recorder, id, clock)) = &self.recorder {
+                let spent = self.spent();
+                recorder.tokens(id, spent.input, spent.output, clock.now_millis());
+            }
             self.metrics
                 .consumed
                 .with_label_values(&labels)
@@ -432,6 +451,10 @@ pub async fn admit(
             route,
             role,
             renewing,
+            recorder: state
+                .usage
+                .clone()
+                .map(|r| (r, record.id.clone(), state.clock.clone())),
             usage: None,
             metered_output: 0,
             body_bytes: 0,

@@ -274,6 +274,9 @@ pub async fn guard(
             Ok(res)
         }
         Ok(outcome) => {
+            if let (Some(usage), Some(auth)) = (&state.usage, &outcome.auth) {
+                usage.request(&auth.record.id, state.clock.now_millis());
+            }
             ctx.auth = outcome.auth;
             ctx.deferred = outcome.deferred;
             req.extensions_mut().insert(ctx);

@@ -432,3 +432,51 @@ async fn a_batch_reserves_the_sum_of_its_items() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+#[actix_web::test]
+async fn each_keys_requests_and_tokens_are_flushed_to_the_key_store() {
+    let (app, store) = app_with_store(&[]).await;
+    let (key, id) = mint(&store, infergate_policy::Role::User, |r| {
+        r.tokens_per_minute = Some(100_000);
+    })
+    .await;
+    let (plain, plain_id) = mint(&store, infergate_policy::Role::User, |_| {}).await;
+    let mut used = 0;
+    for _ in 0..3 {
+        let r = app
+            .post(
+                "/v1/chat/completions",
+                Some(&key),
+                &chat("one two", json!({"max_tokens": 50})),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        used += r.json()["usage"]["total_tokens"].as_u64().unwrap();
+    }
+    assert_eq!(app.get("/v1/models", Some(&plain)).await.status, 200);
+    // The settlements that count the tokens run as the responses end.
+    eventually(LIMIT, "the calls settle", || async {
+        app.state.metrics.tokens.settlements.get() == 3
+    })
+    .await;
+    let recorder = app.state.usage.as_ref().expect("a store, so usage is kept");
+    assert_eq!(
+        store
+            .usage(&id, chrono::Utc::now().date_naive(), 30)
+            .await
+            .unwrap(),
+        infergate_keystore::KeyUsage::default(),
+        "nothing is written per request"
+    );
+    recorder.flush(&*store).await;
+    let today = chrono::Utc::now().date_naive();
+    let usage = store.usage(&id, today, 30).await.unwrap();
+    let day = usage.days.last().unwrap().totals;
+    assert_eq!(day.requests, 3);
+    assert_eq!(day.input_tokens + day.output_tokens, used);
+    assert!(usage.last_used_at.is_some());
+    // A key without a token budget has its requests counted, not its tokens.
+    let usage = store.usage(&plain_id, today, 30).await.unwrap();
+    assert_eq!(usage.days.last().unwrap().totals.requests, 1);
+    assert_eq!(usage.days.last().unwrap().totals.input_tokens, 0);
+}

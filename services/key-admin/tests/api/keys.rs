@@ -312,3 +312,56 @@ async fn token_budgets_and_concurrency_caps_are_set_changed_and_cleared() {
         assert_eq!(v["field"], "tokens_per_minute", "{bad}: {v}");
     }
 }
+
+#[actix_web::test]
+async fn usage_reports_the_days_flushed_their_totals_and_the_last_use() {
+    let app = spawn_app(&[]).await;
+    let (_, rec) = app.create(json!({"name": "used", "role": "user"})).await;
+    let id = rec["id"].as_str().unwrap().to_string();
+    let empty = app.admin_get(&format!("/v1/keys/{id}/usage")).await;
+    assert_eq!(empty.status, 200, "{}", empty.text());
+    let v = empty.json();
+    assert_eq!(v["last_used_at"], Value::Null);
+    assert_eq!(v["days"], json!([]));
+    assert_eq!(v["totals"]["requests"], 0);
+
+    let today = Utc::now().date_naive();
+    let last = Utc::now();
+    let delta = |date, requests| infergate_keystore::UsageDelta {
+        id: id.clone(),
+        date,
+        requests,
+        input_tokens: requests * 40,
+        output_tokens: requests * 8,
+        last_used_at: last,
+    };
+    app.state
+        .store
+        .record_usage(&[delta(today, 12), delta(today.pred_opt().unwrap(), 28)])
+        .await
+        .unwrap();
+    let v = app.admin_get(&format!("/v1/keys/{id}/usage")).await.json();
+    assert_eq!(v["days"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["today"]["requests"], 12);
+    assert_eq!(v["totals"]["requests"], 40);
+    assert_eq!(v["totals"]["input_tokens"], 1600);
+    assert_eq!(v["days"][0]["date"], today.pred_opt().unwrap().to_string());
+    assert!(v["last_used_at"].is_string());
+    let one = app
+        .admin_get(&format!("/v1/keys/{id}/usage?days=1"))
+        .await
+        .json();
+    assert_eq!(one["days"].as_array().unwrap().len(), 1);
+    for bad in ["0", "32", "x"] {
+        let r = app
+            .admin_get(&format!("/v1/keys/{id}/usage?days={bad}"))
+            .await;
+        assert!(
+            r.status == 400 || r.status == 422,
+            "days={bad}: {}",
+            r.status
+        );
+    }
+    let r = app.admin_get("/v1/keys/nosuchkey/usage").await;
+    assert_error_shape(&r, 404, "key_not_found");
+}
