@@ -374,7 +374,7 @@ start_upstreams() {
   for s in $SCENARIOS; do
     case $s in fast) need_stub=1 ;; slow) need_slow=1 ;; models) need_models=1 ;; esac
   done
-  ((WITH_EXTRAS)) && need_stub=1
+  ((WITH_EXTRAS)) && need_stub=1 && need_models=1
   if ((need_stub)); then
     pick_port
     UPSTREAM_PORT_OF[fast]=$PICKED_PORT
@@ -474,6 +474,8 @@ rate_limit:
     /models/load: 10/minute
     /v1/*: 1000000000/minute
 YAML
+  # GATEWAY_EXTRA_YAML: more settings under rate_limit (a token budget, for the streamed figure).
+  printf '%s' "${GATEWAY_EXTRA_YAML:-}" >>"$dir/gateway.yaml"
   PROXY_LOG=$dir/gateway.log
   # A clean environment and a temp working directory: no .env, RUST_LOG or INFERGATE_* leaks in.
   (
@@ -756,6 +758,34 @@ if ((WITH_EXTRAS)); then
   EXTRAS+=("stream_peak_growth_kib=$((hwm_kib - idle_kib))")
   rm -f "$TMP"/download-*.bin
   stop_proxy
+
+  # Token limiting on a streamed route: the same streamed chat calls through a gateway without
+  # budgets and through one whose user role has a token budget and a concurrency cap (so every
+  # call is estimated, reserved, metered chunk by chunk and settled).
+  stream_figure() { # NAME → "rps p99_ms cpu_us_per_req"
+    local base=http://127.0.0.1:$PROXY_PORT out ticks0 ticks1 total
+    local -a args=(-t1 -c32 --latency --timeout 5s -H "X-API-Key: $USER_KEY" -s "$ROOT/scripts/bench/chat-stream.lua")
+    timeout --foreground $((WARMUP_SECS + 30)) "${PIN_LOAD[@]}" wrk "${args[@]}" -d"${WARMUP_SECS}s" \
+      "$base/v1/chat/completions" >/dev/null || die "wrk warm-up ($1) failed"
+    ticks0=$(proc_ticks "${PROXY_PIDS[@]}")
+    out=$(timeout --foreground $((DURATION_SECS + 30)) "${PIN_LOAD[@]}" wrk "${args[@]}" -d"${DURATION_SECS}s" \
+      "$base/v1/chat/completions") || die "wrk ($1) failed"
+    ticks1=$(proc_ticks "${PROXY_PIDS[@]}")
+    total=$(awk '/ requests in / { print $1 }' <<<"$out")
+    grep -q 'Non-2xx' <<<"$out" && FAILURES+=("streamed chat ($1): $(grep 'Non-2xx' <<<"$out")")
+    printf '%s %s %s\n' "$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")" \
+      "$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")" \
+      "$(awk -v t=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$total" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')"
+  }
+  models_up=${UPSTREAM_PORT_OF[models]}
+  start_gateway infergate-stream "$models_up" RATE_LIMIT_STORAGE=memory
+  read -r p_rps p_p99 p_cpu <<<"$(stream_figure plain)"
+  stop_proxy
+  GATEWAY_EXTRA_YAML=$'  roles:\n    user: {tokens_per_minute: 1000000000000, max_concurrent: 100000}\n' \
+    start_gateway infergate-tokens "$models_up" RATE_LIMIT_STORAGE=memory
+  read -r t_rps t_p99 t_cpu <<<"$(stream_figure tokens)"
+  stop_proxy
+  EXTRAS+=("stream_plain_rps=$p_rps stream_plain_p99_ms=$p_p99 stream_plain_cpu_us=$p_cpu stream_tokens_rps=$t_rps stream_tokens_p99_ms=$t_p99 stream_tokens_cpu_us=$t_cpu")
 
   log "the memory limiter with one million tracked clients"
   million=$("$MILLION_BIN") || die "million_clients failed"

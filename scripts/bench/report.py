@@ -148,6 +148,14 @@ def main():
             print(f"  32 clients streaming 1 MiB each through the gateway: peak RSS grew {g / 1024:.1f} MiB "
                   f"(the whole bodies would be 32 MiB)")
             goals.append(("1 MiB streams not held in memory (< 8 MiB peak growth for 32)", g < 8 * 1024, f"{g / 1024:.1f} MiB"))
+        if "stream_plain_rps" in extras:
+            pr, tr = num(extras["stream_plain_rps"]), num(extras["stream_tokens_rps"])
+            pc, tc = num(extras["stream_plain_cpu_us"]), num(extras["stream_tokens_cpu_us"])
+            print(f"  streamed chat (SSE, 32 connections, dev upstream): without token limits "
+                  f"{pr:,.0f} req/s, p99 {extras['stream_plain_p99_ms']} ms, {pc:.0f} µs CPU/req; "
+                  f"with a token budget and a concurrency cap {tr:,.0f} req/s "
+                  f"({tr / pr:.2f}×), p99 {extras['stream_tokens_p99_ms']} ms, {tc:.0f} µs CPU/req "
+                  f"({tc - pc:+.0f} µs)")
         if "rss_growth_kib" in extras:
             g = int(extras["rss_growth_kib"]) / 1024
             print(f"  memory limiter, {int(extras['clients']):,} clients ({int(extras['buckets']):,} buckets): "
