@@ -161,6 +161,25 @@ pub struct TokenSettings {
     pub day_resets_at_utc_hour: u8,
     pub per_minute: LimitMode,
     pub per_day: LimitMode,
+    /// A metered route's path (one of [`METERED_PATHS`]) → its per-key budget.
+    pub routes: BTreeMap<String, RouteBudget>,
+}
+
+/// The routes whose calls spend model tokens, as `rate_limit.tokens.routes` names them.
+pub const METERED_PATHS: &[&str] = &[
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/responses",
+    "/v1/embeddings",
+    "/inference",
+    "/inference/batch",
+];
+
+/// A per-key token budget on one route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RouteBudget {
+    pub tokens_per_minute: Option<u64>,
+    pub tokens_per_day: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

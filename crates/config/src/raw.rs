@@ -190,6 +190,15 @@ pub struct RawTokens {
     /// `enforce` or `shadow` (count and report, never refuse).
     pub per_minute: String,
     pub per_day: String,
+    /// A metered route's path → a budget per key on that route, beside the key's own.
+    pub routes: BTreeMap<String, RawRouteBudget>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRouteBudget {
+    pub tokens_per_minute: Option<u64>,
+    pub tokens_per_day: Option<u64>,
 }
 
 impl Default for RawTokens {
@@ -202,6 +211,7 @@ impl Default for RawTokens {
             day_resets_at_utc_hour: 0,
             per_minute: "enforce".into(),
             per_day: "enforce".into(),
+            routes: BTreeMap::new(),
         }
     }
 }

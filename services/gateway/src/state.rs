@@ -233,6 +233,7 @@ impl AppState {
             budgets: rl.roles,
             tokens: rl.tokens.clone(),
             concurrency: rl.concurrency.clone(),
+            route_budgets: crate::pipeline::plan::route_budgets(&rl.tokens),
         };
 
         let upstream_credential = cfg.upstream.credential.clone();

@@ -478,7 +478,32 @@ fn budgets(
             return Err(ConfigError::invalid(name(path), "0", "a positive number"));
         }
     }
+    let mut routes = BTreeMap::new();
+    for (path, b) in &t.routes {
+        if !METERED_PATHS.contains(&path.as_str()) {
+            return Err(ConfigError::invalid(
+                name("rate_limit.tokens.routes"),
+                path,
+                METERED_PATHS.join(", "),
+            ));
+        }
+        if b.tokens_per_minute == Some(0) || b.tokens_per_day == Some(0) {
+            return Err(ConfigError::invalid(
+                name("rate_limit.tokens.routes"),
+                format!("{path}: 0"),
+                "a positive number, or null for no limit",
+            ));
+        }
+        routes.insert(
+            path.clone(),
+            RouteBudget {
+                tokens_per_minute: b.tokens_per_minute,
+                tokens_per_day: b.tokens_per_day,
+            },
+        );
+    }
     let tokens = TokenSettings {
+        routes,
         count,
         default_max_output_tokens: t.default_max_output_tokens,
         image_tokens: t.image_tokens,

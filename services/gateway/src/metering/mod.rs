@@ -248,41 +248,50 @@ fn tightest(statuses: &[LimitStatus]) -> Option<LimitStatus> {
         .copied()
 }
 
+/// The token checks of one call: the key's own budget (its record's, else its role's), and the
+/// route's per-key budget counted in a bucket of its own (scoped by the operation).
 fn budget_checks(
     state: &AppState,
     record: &KeyRecord,
     budget: &crate::pipeline::plan::Budget,
+    route_budget: Option<(&'static str, infergate_config::RouteBudget)>,
     reserved: u64,
 ) -> SmallVec<[LimitCheck; 2]> {
     let t = &state.limits.tokens;
-    let subject = || Subject::Key(record.id.clone());
+    let key = |dimension, scope: Option<&'static str>| BucketKey {
+        dimension,
+        subject: Subject::Key(record.id.clone()),
+        scope: scope.map(Arc::from),
+    };
+    let per_minute = |limit, scope| {
+        LimitCheck::new(
+            key(Dimension::Tokens, scope),
+            RateSpec {
+                limit,
+                period: Duration::from_secs(60),
+            },
+        )
+        .costing(reserved)
+        .shadowed(t.per_minute.is_shadow())
+    };
+    let per_day = |limit, scope| {
+        LimitCheck::new(
+            key(Dimension::TokensDaily, scope),
+            RateSpec {
+                limit,
+                period: Duration::from_secs(86_400),
+            },
+        )
+        .costing(reserved)
+        .fixed(u64::from(t.day_resets_at_utc_hour) * 3_600_000)
+        .shadowed(t.per_day.is_shadow())
+    };
     let mut checks = SmallVec::new();
-    if let Some(limit) = budget.tokens_per_minute {
-        checks.push(
-            LimitCheck::new(
-                BucketKey::new(Dimension::Tokens, subject()),
-                RateSpec {
-                    limit,
-                    period: Duration::from_secs(60),
-                },
-            )
-            .costing(reserved)
-            .shadowed(t.per_minute.is_shadow()),
-        );
-    }
-    if let Some(limit) = budget.tokens_per_day {
-        checks.push(
-            LimitCheck::new(
-                BucketKey::new(Dimension::TokensDaily, subject()),
-                RateSpec {
-                    limit,
-                    period: Duration::from_secs(86_400),
-                },
-            )
-            .costing(reserved)
-            .fixed(u64::from(t.day_resets_at_utc_hour) * 3_600_000)
-            .shadowed(t.per_day.is_shadow()),
-        );
+    checks.extend(budget.tokens_per_minute.map(|l| per_minute(l, None)));
+    checks.extend(budget.tokens_per_day.map(|l| per_day(l, None)));
+    if let Some((op, rb)) = route_budget {
+        checks.extend(rb.tokens_per_minute.map(|l| per_minute(l, Some(op))));
+        checks.extend(rb.tokens_per_day.map(|l| per_day(l, Some(op))));
     }
     checks
 }
@@ -299,10 +308,12 @@ pub async fn admit(
 ) -> Result<Admitted, GatewayError> {
     let budget = state.limits.budget(record);
     let count = state.limits.tokens.count;
-    let estimate = estimate.filter(|_| budget.limits_tokens() && route.is_some());
+    let route_budget = route.and_then(|op| Some((op, *state.limits.route_budgets.get(op)?)));
+    let estimate =
+        estimate.filter(|_| route.is_some() && (budget.limits_tokens() || route_budget.is_some()));
     let reserved = estimate.map_or(0, |e| e.reservation(count));
     let token_checks = match estimate {
-        Some(_) => budget_checks(state, record, &budget, reserved),
+        Some(_) => budget_checks(state, record, &budget, route_budget, reserved),
         None => SmallVec::new(),
     };
     let lease = budget.max_concurrent.map(|cap| Lease {

@@ -227,7 +227,7 @@ pub async fn decide(
     let planned = plan(caller, ip, &state.limits);
     if authorised
         && route.serve == infergate_policy::Serve::Upstream
-        && !state.limits.budget(&record).is_empty()
+        && state.limits.budgets_route(&record, route)
     {
         // Counted with the token reservation and the slot, once the body is read.
         return Ok(Outcome {

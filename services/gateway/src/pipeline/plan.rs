@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use infergate_config::{ConcurrencySettings, RoleBudgets, TokenSettings};
+use infergate_config::{ConcurrencySettings, RoleBudgets, RouteBudget, TokenSettings};
 use infergate_keystore::KeyRecord;
 use infergate_policy::{Role, Route};
 use infergate_ratelimit::{BucketKey, LimitCheck, RateSpec, Subject};
@@ -30,6 +30,18 @@ pub struct LimitRules {
     pub budgets: RoleBudgets,
     pub tokens: TokenSettings,
     pub concurrency: ConcurrencySettings,
+    /// Metered operation (`chat_completions`, …) → the per-key budget on that route
+    /// (`rate_limit.tokens.routes`, resolved from its paths once).
+    pub route_budgets: HashMap<&'static str, RouteBudget>,
+}
+
+/// `rate_limit.tokens.routes` keyed by metered operation instead of path.
+pub fn route_budgets(tokens: &TokenSettings) -> HashMap<&'static str, RouteBudget> {
+    infergate_config::METERED_PATHS
+        .iter()
+        .zip(crate::metrics::METERED_ROUTES)
+        .filter_map(|(path, op)| tokens.routes.get(*path).map(|b| (*op, *b)))
+        .collect()
 }
 
 /// One key's token budgets and concurrency cap: its own, else its role's.
@@ -49,6 +61,19 @@ impl Budget {
 
     pub fn limits_tokens(&self) -> bool {
         self.tokens_per_minute.is_some() || self.tokens_per_day.is_some()
+    }
+}
+
+impl LimitRules {
+    /// Whether a key's call of `route` must be decided with its body: the key has a budget, or
+    /// the route a per-key token budget.
+    pub fn budgets_route(&self, record: &KeyRecord, route: &Route) -> bool {
+        self.enabled
+            && (!self.budget(record).is_empty()
+                || route
+                    .schema
+                    .metered()
+                    .is_some_and(|op| self.route_budgets.contains_key(op)))
     }
 }
 
@@ -187,6 +212,7 @@ mod tests {
             concurrency: infergate_config::GatewayConfig::defaults()
                 .rate_limit
                 .concurrency,
+            route_budgets: HashMap::new(),
         }
     }
 

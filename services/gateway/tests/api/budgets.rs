@@ -480,3 +480,157 @@ async fn each_keys_requests_and_tokens_are_flushed_to_the_key_store() {
     assert_eq!(usage.days.last().unwrap().totals.requests, 1);
     assert_eq!(usage.days.last().unwrap().totals.input_tokens, 0);
 }
+
+/// A gateway on a real Redis (its limiter is returned too, for its round-trip count).
+async fn on_redis(
+    redis: &infergate_testkit::RedisServer,
+    roles_user: &str,
+    upstream: UpstreamConfig,
+) -> (
+    TestApp,
+    std::sync::Arc<infergate_ratelimit::redis::RedisLimiter>,
+) {
+    use infergate_ratelimit::redis::{RedisLimiter, RedisLimiterConfig};
+    let limiter = std::sync::Arc::new(
+        RedisLimiter::connect(
+            &redis.url(),
+            RedisLimiterConfig {
+                prefix: "budgets".into(),
+                timeout: Duration::from_secs(2),
+                ..RedisLimiterConfig::default()
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    let app = spawn_app_with(
+        &[],
+        Opts {
+            yaml: Some(format!("rate_limit:\n  roles:\n    user: {roles_user}\n")),
+            upstream: Some(upstream),
+            shared_limiter: Some(limiter.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    (app, limiter)
+}
+
+/// With Redis, a token-limited call costs two round trips (admission, settlement); a call of a
+/// key without a budget one.
+#[actix_web::test]
+async fn a_budgeted_call_costs_two_redis_round_trips_and_others_one() {
+    let redis = infergate_testkit::RedisServer::start();
+    let (app, limiter) = on_redis(
+        &redis,
+        "{tokens_per_minute: 100000}",
+        UpstreamConfig::default(),
+    )
+    .await;
+    let body = chat("x", json!({"max_tokens": 5}));
+    // The first call also peeks the IP's failed-auth budget (the key is not cached yet).
+    app.post("/v1/chat/completions", Some(USER_KEY), &body)
+        .await;
+    eventually(LIMIT, "settled", || async {
+        app.state.metrics.tokens.settlements.get() == 1
+    })
+    .await;
+    let before = limiter.round_trips();
+    let r = app
+        .post("/v1/chat/completions", Some(USER_KEY), &body)
+        .await;
+    assert_eq!(r.status, 200);
+    eventually(LIMIT, "settled", || async {
+        app.state.metrics.tokens.settlements.get() == 2
+    })
+    .await;
+    assert_eq!(limiter.round_trips() - before, 2, "admission + settlement");
+    app.post("/v1/chat/completions", Some(ADMIN_KEY), &body)
+        .await;
+    let before = limiter.round_trips();
+    let r = app
+        .post("/v1/chat/completions", Some(ADMIN_KEY), &body)
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(limiter.round_trips() - before, 1, "no budget: one decision");
+}
+
+/// Redis goes away while a budgeted stream runs: its settlement is retried until Redis is back,
+/// not dropped.
+#[actix_web::test]
+async fn a_settlement_that_cannot_reach_redis_is_retried_not_dropped() {
+    let mut redis = infergate_testkit::RedisServer::start();
+    let (app, _) = on_redis(
+        &redis,
+        "{tokens_per_minute: 100000}",
+        UpstreamConfig {
+            token_delay: Duration::from_millis(20),
+            ..UpstreamConfig::default()
+        },
+    )
+    .await;
+    let tokens = &app.state.metrics.tokens;
+    let mut res = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .insert_header(("Content-Type", "application/json"))
+        .insert_header(("X-API-Key", USER_KEY))
+        .insert_header(("x-dev-output-tokens", "20"))
+        .send_body(chat("x", json!({"max_tokens": 100, "stream": true})))
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    res.next().await.unwrap().unwrap();
+    redis.stop();
+    while let Some(chunk) = res.next().await {
+        chunk.unwrap();
+    }
+    drop(res);
+    eventually(LIMIT, "the settlement is retried", || async {
+        tokens.settlement_retries.get() >= 1
+    })
+    .await;
+    assert_eq!(tokens.settlements.get(), 0);
+    redis.restart();
+    eventually(
+        Duration::from_secs(60),
+        "the settlement lands once Redis is back",
+        || async { tokens.settlements.get() == 1 },
+    )
+    .await;
+    assert_eq!(tokens.settlements_dropped.get(), 0);
+}
+
+#[actix_web::test]
+async fn a_routes_own_budget_applies_to_every_key_on_that_route_only() {
+    let app = spawn_app_with(
+        &[],
+        Opts {
+            yaml: Some(
+                "rate_limit:\n  tokens:\n    routes:\n      /v1/embeddings: {tokens_per_minute: 200}\n"
+                    .into(),
+            ),
+            ..Default::default()
+        },
+    )
+    .await;
+    let long = "word ".repeat(60);
+    let embed = json!({"model": "echo-1", "input": long}).to_string();
+    let r = app.post("/v1/embeddings", Some(USER_KEY), &embed).await;
+    let v = assert_error_shape(&r, 429, "token_limit_exceeded");
+    assert_eq!(v["limit"], 200);
+    let short = json!({"model": "echo-1", "input": "hi"}).to_string();
+    let r = app.post("/v1/embeddings", Some(ADMIN_KEY), &short).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-ratelimit-limit-tokens"), Some("200"));
+    // Other routes are not budgeted.
+    let r = app
+        .post(
+            "/v1/chat/completions",
+            Some(USER_KEY),
+            &chat(&long, json!({})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-ratelimit-limit-tokens"), None);
+}
