@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 
 UPSTREAM_LISTEN=${DEV_UPSTREAM_LISTEN:-127.0.0.1:9000}
 
-cargo build -q -p infergate-gateway -p infergate-dev-upstream -p infergate-key-admin --bins
+# cargo's own progress, so a first build (a few minutes) does not look hung.
+echo "make run: building the gateway, key-admin and the dev upstream (the first build takes a few minutes)" >&2
+cargo build -p infergate-gateway -p infergate-dev-upstream -p infergate-key-admin --bins
 
 ADMIN=./target/debug/infergate-admin
 mint() { # role → the new key
