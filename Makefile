@@ -5,13 +5,16 @@ CONFIG ?= config/gateway.yaml
 
 .PHONY: run test fmt lint check-config bench bench-pipeline build clean
 
-## Build and start the dev upstream and the gateway with the shipped config.
+## Build and start the dev upstream and the gateway with the shipped config (installing curl,
+## openssl and python3 for the README tour when missing: scripts/deps.sh).
 run:
+	@scripts/deps.sh run
 	@scripts/run.sh
 
 ## fmt check, clippy with warnings as errors, every test, schemathesis against both OpenAPI
-## documents, the Kubernetes manifests.
+## documents, the Kubernetes manifests. Installs what they need first (scripts/deps.sh says what).
 test:
+	@scripts/deps.sh test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
