@@ -1,17 +1,49 @@
 #!/usr/bin/env bash
 # `make run`: build, then start the development upstream, key-admin and the gateway against the
-# same file key store (config/api_keys.yaml, git-ignored). Fresh demo keys are minted on every run
-# (they expire after a day); only their hashes are stored, so they are printed here, once.
+# same file key store (config/api_keys.yaml, git-ignored). Fresh demo keys replace the last run's
+# on every run (they expire after a day); only their hashes are stored, so they are printed here,
+# once. Ports in use are reported before anything is minted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 UPSTREAM_LISTEN=${DEV_UPSTREAM_LISTEN:-127.0.0.1:9000}
+
+# A second `make run` (or anything else on these ports) would mint keys and print the banner
+# before failing with "Address already in use": look first, and say who holds the port.
+for port in 8000 8001 "${UPSTREAM_LISTEN##*:}"; do
+  if python3 - "$port" 2>/dev/null <<'PY'
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(0)
+sys.exit(1)
+PY
+  then
+    holder=$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'users:(([^)]*))' | head -1 || true)
+    echo "make run: port $port is already in use${holder:+ by $holder}; stop that process (another make run?) and try again" >&2
+    exit 1
+  fi
+done
 
 # cargo's own progress, so a first build (a few minutes) does not look hung.
 echo "make run: building the gateway, key-admin and the dev upstream (the first build takes a few minutes)" >&2
 cargo build -p infergate-gateway -p infergate-dev-upstream -p infergate-key-admin --bins
 
 ADMIN=./target/debug/infergate-admin
+# The demo keys of the last run are replaced, not piled up: delete those (named demo-*, minted
+# by the CLI) before minting new ones.
+old=$("$ADMIN" --config config/key-admin.yaml keys list --json 2>/dev/null | python3 -c '
+import json, sys
+for k in json.load(sys.stdin):
+    if k.get("created_by") == "cli" and k.get("name") in ("demo-admin", "demo-user", "demo-readonly"):
+        print(k["id"])' 2>/dev/null || true)
+for id in $old; do
+  "$ADMIN" --config config/key-admin.yaml keys delete "$id" >/dev/null
+done
+[[ -n $old ]] && echo "make run: replaced the demo keys of the last run" >&2
 mint() { # role → the new key
   "$ADMIN" --config config/key-admin.yaml keys generate --roles "$1" --name "demo-$1" --expires 1 |
     awk '{ print $1; exit }'

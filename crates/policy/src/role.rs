@@ -37,8 +37,9 @@ impl Role {
 }
 
 impl fmt::Display for Role {
+    /// Honours width and alignment (`{:<10}`), so tables line up.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -63,6 +64,13 @@ impl FromStr for Role {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_pads_to_the_width_asked_for() {
+        assert_eq!(format!("{:<9}|", Role::User), "user     |");
+        assert_eq!(format!("{:>9}|", Role::Admin), "    admin|");
+        assert_eq!(Role::Readonly.to_string(), "readonly");
+    }
 
     #[test]
     fn parses_known_roles_case_insensitively() {

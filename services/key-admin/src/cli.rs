@@ -1,4 +1,4 @@
-//! The command line: `serve` (the default), `check-config`, and `keys generate|list|revoke|rotate`
+//! The command line: `serve` (the default), `check-config`, and `keys generate|list|revoke|delete|rotate`
 //! acting on the store directly (audited with actor `cli`).
 //!
 //! Keys are printed to stdout once, one per line (`<key>  role=<role>  id=<id>`); everything else
@@ -58,6 +58,12 @@ pub enum KeysCommand {
     /// Revoke a key (soft: the record stays for the audit trail). Idempotent.
     Revoke {
         /// The key id (the second field of a key: igk_ID_…).
+        id: String,
+    },
+    /// Delete a key: revoked, and gone from listings and the admin API (the store keeps a
+    /// tombstone and the audit log its history).
+    Delete {
+        /// The key id.
         id: String,
     },
     /// Replace a key with a new one (printed once); the old one keeps working for --grace seconds.
@@ -168,6 +174,7 @@ pub async fn run_keys(cfg: AdminConfig, cmd: KeysCommand) -> Result<(), CliError
         KeysCommand::Generate(args) => generate(&state, args, output).await,
         KeysCommand::List(args) => list(&state, args).await,
         KeysCommand::Revoke { id } => revoke(&state, &id).await,
+        KeysCommand::Delete { id } => delete(&state, &id).await,
         KeysCommand::Rotate { id, grace } => rotate(&state, &id, grace).await,
     }
 }
@@ -310,6 +317,8 @@ async fn list(state: &AppState, args: ListArgs) -> Result<(), CliError> {
             break;
         }
     }
+    // Deleted keys are gone from the CLI as from the API (the store keeps their tombstones).
+    records.retain(|r| r.deleted_at.is_none());
     let mut out = std::io::stdout().lock();
     let write = |out: &mut std::io::StdoutLock<'_>, s: String| {
         writeln!(out, "{s}").map_err(|e| CliError::Failed(e.to_string()))
@@ -349,6 +358,28 @@ async fn list(state: &AppState, args: ListArgs) -> Result<(), CliError> {
         )?;
     }
     eprintln!("{} key(s)", records.len());
+    Ok(())
+}
+
+async fn delete(state: &AppState, id: &str) -> Result<(), CliError> {
+    let result = crate::keys::delete_key(state, id).await;
+    let (success, detail) = match &result {
+        Ok(was_revoked) => (true, json!({"was_revoked": was_revoked})),
+        Err(e) => (false, json!({"error": e.code().name()})),
+    };
+    state
+        .audit(
+            CLI_ACTOR,
+            "delete",
+            Some(id.to_string()),
+            None,
+            success,
+            detail,
+        )
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    result?;
+    println!("deleted {id}");
     Ok(())
 }
 

@@ -342,21 +342,7 @@ pub async fn delete(
 /// Revokes the key and removes it from the API: later reads, updates, rotations and deletes of
 /// it are `404`. The record stays in the store, marked, and the audit log keeps its history.
 async fn do_delete(state: &AppState, id: &str) -> Result<Done<HttpResponse>, AdminError> {
-    let current = fetch(state, id).await?;
-    let now = Utc::now();
-    let was_revoked = current.revoked_at.is_some();
-    state
-        .store
-        .update(
-            id,
-            KeyPatch {
-                revoked_at: (!was_revoked).then_some(Some(now)),
-                deleted_at: Some(Some(now)),
-                ..KeyPatch::default()
-            },
-        )
-        .await?;
-    state.forget(id);
+    let was_revoked = delete_key(state, id).await?;
     Ok(Done {
         value: HttpResponse::Ok().json(json!({
             "id": id,
@@ -388,6 +374,27 @@ async fn do_revoke(state: &AppState, id: &str) -> Result<Done<HttpResponse>, Adm
         target: Some(id.to_string()),
         detail: json!({"already_revoked": already}),
     })
+}
+
+/// Revokes (unless revoked already) and marks the key deleted; returns whether it was revoked
+/// before. Shared with the CLI.
+pub async fn delete_key(state: &AppState, id: &str) -> Result<bool, AdminError> {
+    let current = fetch(state, id).await?;
+    let now = Utc::now();
+    let was_revoked = current.revoked_at.is_some();
+    state
+        .store
+        .update(
+            id,
+            KeyPatch {
+                revoked_at: (!was_revoked).then_some(Some(now)),
+                deleted_at: Some(Some(now)),
+                ..KeyPatch::default()
+            },
+        )
+        .await?;
+    state.forget(id);
+    Ok(was_revoked)
 }
 
 /// Sets `revoked_at = now` unless the key is already revoked (then nothing changes). Returns the

@@ -417,6 +417,17 @@ async fn cli_generate_list_revoke_rotate_round_trip_through_a_file() {
     assert_eq!(listed[0]["tokens_per_minute"], 5000);
     assert_eq!(listed[0]["max_concurrent"], 2);
     assert_eq!(listed[0]["tokens_per_day"], Value::Null);
+    // The table's columns line up whatever the role's name length.
+    let (_, all, _) = run(&env, dir.path(), &["keys", "list"]);
+    let state_at: Vec<usize> = all
+        .lines()
+        .skip(1)
+        .map(|l| l.find(" active ").unwrap_or(0))
+        .collect();
+    assert!(
+        state_at.len() == 3 && state_at.iter().all(|&i| i > 0 && i == state_at[0]),
+        "ragged table:\n{all}"
+    );
     let (_, table, _) = run(&env, dir.path(), &["keys", "list", "--role", "user"]);
     assert!(
         table.contains(&minted[1].1) && !table.contains(&minted[0].1),
@@ -618,4 +629,41 @@ async fn logs_never_contain_a_minted_key() {
             );
         }
     }
+}
+
+#[test]
+fn cli_delete_removes_a_key_from_listings() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("api_keys.yaml");
+    let f = file.to_str().unwrap();
+    let (code, out, err) = run(
+        &[],
+        dir.path(),
+        &["keys", "generate", "--count", "2", "--output", f],
+    );
+    assert_eq!(code, 0, "{err}");
+    let ids: Vec<String> = out
+        .lines()
+        .map(|l| {
+            format::parse(l.split_whitespace().next().unwrap())
+                .unwrap()
+                .id
+                .to_string()
+        })
+        .collect();
+    let env = [("INFERGATE_KEYS_FILE", f)];
+    let (code, out, err) = run(&env, dir.path(), &["keys", "delete", &ids[0]]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), format!("deleted {}", ids[0]));
+    let (_, listed, _) = run(&env, dir.path(), &["keys", "list", "--json"]);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let left: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, [ids[1].as_str()]);
+    let (code, _, err) = run(&env, dir.path(), &["keys", "delete", &ids[0]]);
+    assert_ne!(code, 0, "a deleted key is gone: {err}");
 }
