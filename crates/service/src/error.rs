@@ -44,6 +44,7 @@ macro_rules! codes {
 
 codes! {
     InvalidHost => "invalid_host", BAD_REQUEST, "Invalid host header";
+    CorsOriginNotAllowed => "cors_origin_not_allowed", BAD_REQUEST, "Origin not allowed";
     HttpsRedirect => "https_required", PERMANENT_REDIRECT, "HTTPS required";
     HttpsRequired => "https_required", FORBIDDEN, "HTTPS required";
     SuspiciousInput => "suspicious_input", BAD_REQUEST, "Suspicious input";

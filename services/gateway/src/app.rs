@@ -247,6 +247,7 @@ pub fn service(
         .default_service(web::to(crate::pipeline::dispatch::dispatch))
         .wrap(from_fn(guard))
         .wrap(actix_web::middleware::Condition::new(cors_enabled, cors))
+        .wrap(from_fn(crate::pipeline::cors::refuse_foreign_preflights))
         .wrap(from_fn(edge::<AppState>))
 }
 

@@ -19,6 +19,8 @@ use serde_json::{Map, Value, json};
 #[derive(Debug)]
 pub enum GatewayError {
     UntrustedHost,
+    /// A CORS preflight from an origin not in `cors.origins` (or with none configured).
+    CorsOriginNotAllowed,
     HttpsRequired {
         location: Option<String>,
     },
@@ -91,6 +93,7 @@ impl ApiError for GatewayError {
     fn code(&self) -> Code {
         match self {
             GatewayError::UntrustedHost => Code::InvalidHost,
+            GatewayError::CorsOriginNotAllowed => Code::CorsOriginNotAllowed,
             GatewayError::HttpsRequired { location: Some(_) } => Code::HttpsRedirect,
             GatewayError::HttpsRequired { location: None } => Code::HttpsRequired,
             GatewayError::SuspiciousInput { .. } => Code::SuspiciousInput,
@@ -125,6 +128,9 @@ impl ApiError for GatewayError {
     fn detail(&self) -> String {
         match self {
             GatewayError::UntrustedHost => "The Host header is not one of the trusted hosts".into(),
+            GatewayError::CorsOriginNotAllowed => {
+                "Browsers on this origin may not call this API (it is not one of the allowed CORS origins)".into()
+            }
             GatewayError::HttpsRequired { .. } => "This gateway only accepts HTTPS requests".into(),
             GatewayError::SuspiciousInput { location, category } => {
                 format!("Possible {category} in the {location}")

@@ -96,6 +96,36 @@ async fn cors_allows_only_configured_origins() {
         .insert_header(("Access-Control-Request-Method", "POST"));
     let r = app.send(preflight, None).await;
     assert!(r.header("access-control-allow-origin").is_none());
+    assert_error_shape(&r, 400, "cors_origin_not_allowed");
+}
+
+/// A preflight from a foreign origin gets one answer whatever the configuration: with no
+/// origins configured (the CORS layer left out) as with a list that does not name it.
+#[actix_web::test]
+async fn foreign_preflights_get_one_answer_with_or_without_cors_configured() {
+    for env in [&[][..], &[("CORS_ORIGINS", "https://app.example.com")][..]] {
+        let app = spawn_app(env).await;
+        for path in ["/inference", "/v1/chat/completions", "/no/such/route"] {
+            let preflight = app
+                .client
+                .request(awc::http::Method::OPTIONS, app.url(path))
+                .insert_header(("Origin", "https://elsewhere.example.org"))
+                .insert_header(("Access-Control-Request-Method", "POST"));
+            let r = app.send(preflight, None).await;
+            assert_error_shape(&r, 400, "cors_origin_not_allowed");
+            assert_security_headers(&r);
+        }
+        // A plain OPTIONS (no preflight) is still the router's business.
+        let r = app
+            .send(
+                app.client
+                    .request(awc::http::Method::OPTIONS, app.url("/inference"))
+                    .insert_header(("X-API-Key", USER_KEY)),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 405, "{env:?}");
+    }
 }
 
 #[actix_web::test]
