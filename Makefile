@@ -30,9 +30,11 @@ lint:
 build:
 	$(CARGO) build --workspace --bins
 
-## Validate the configuration and print the effective settings (secrets masked).
+## Validate the configuration and print the effective settings (secrets masked): JSON alone on
+## stdout (`make -s check-config | jq`), the summary on stderr.
 check-config:
-	$(CARGO) run -q -p infergate-gateway -- --config $(CONFIG) check-config
+	@$(CARGO) build -q -p infergate-gateway -p infergate-dev-upstream -p infergate-key-admin --bins
+	@./target/debug/infergate-gateway --config $(CONFIG) check-config
 
 ## Load test: the gateway side by side with nginx doing the same job (docs/performance.md).
 bench:

@@ -67,6 +67,8 @@ pub struct AuthSettings {
     /// The gateway's route table with `public_routes` applied (each checked against it).
     #[serde(skip)]
     pub routes: RouteTable,
+    /// Named `permissions` in the YAML, and so in `check-config`'s output.
+    #[serde(rename = "permissions")]
     pub permission_overrides: BTreeMap<String, Vec<String>>,
     #[serde(skip)]
     pub permissions: Permissions,
@@ -299,6 +301,7 @@ pub struct GatewayConfig {
     pub ready_file: Option<PathBuf>,
     pub debug: bool,
     pub upstream: UpstreamSettings,
+    #[serde(serialize_with = "tls_or_nulls")]
     pub tls: Option<TlsSettings>,
     pub https_only: bool,
     pub https_redirect: bool,
@@ -309,6 +312,7 @@ pub struct GatewayConfig {
     pub jwt: crate::JwtSettings,
     pub rate_limit: RateLimitSettings,
     pub cors: CorsSettings,
+    #[serde(serialize_with = "enabled_object")]
     pub security_headers: bool,
     pub body_limits: BodyLimits,
     pub connections: ConnectionLimits,
@@ -375,4 +379,26 @@ pub fn load_gateway(
         .filter(|s| !s.trim().is_empty())
         .map(Secret::new);
     Ok(cfg)
+}
+
+/// `tls` as the YAML writes it: `{cert, key}`, both null when TLS is off.
+fn tls_or_nulls<S: serde::Serializer>(t: &Option<TlsSettings>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    match t {
+        Some(t) => t.serialize(s),
+        None => {
+            let mut st = s.serialize_struct("TlsSettings", 2)?;
+            st.serialize_field("cert", &None::<PathBuf>)?;
+            st.serialize_field("key", &None::<PathBuf>)?;
+            st.end()
+        }
+    }
+}
+
+/// A switch the YAML writes as `{enabled: bool}`.
+fn enabled_object<S: serde::Serializer>(on: &bool, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    let mut st = s.serialize_struct("Switch", 1)?;
+    st.serialize_field("enabled", on)?;
+    st.end()
 }

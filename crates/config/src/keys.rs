@@ -127,12 +127,15 @@ pub struct KeyStoreSettings {
     pub redis_url: Option<Secret>,
     pub redis_prefix: String,
     pub key_prefix: String,
-    #[serde(serialize_with = "crate::parse::millis")]
+    #[serde(serialize_with = "crate::parse::millis", rename = "reload_interval_ms")]
     pub reload_interval: Duration,
     pub cache_size: usize,
-    #[serde(serialize_with = "crate::parse::millis")]
+    #[serde(serialize_with = "crate::parse::secs", rename = "cache_ttl_seconds")]
     pub cache_ttl: Duration,
-    #[serde(serialize_with = "crate::parse::millis")]
+    #[serde(
+        serialize_with = "crate::parse::secs",
+        rename = "negative_cache_ttl_seconds"
+    )]
     pub negative_cache_ttl: Duration,
     pub max_concurrent_verifications: usize,
 }
@@ -161,11 +164,13 @@ pub struct JwtSettings {
     pub public_key_file: Option<PathBuf>,
     /// The HS256 secret (read from `secret_file` or `INFERGATE_JWT_SECRET`).
     pub secret: Option<Secret>,
+    /// Where `secret` was read from, when from a file (the YAML's `jwt.secret_file`).
+    pub secret_file: Option<PathBuf>,
     pub issuer: String,
     pub audience: String,
-    #[serde(serialize_with = "crate::parse::millis")]
+    #[serde(serialize_with = "crate::parse::secs", rename = "ttl_seconds")]
     pub ttl: Duration,
-    #[serde(serialize_with = "crate::parse::millis")]
+    #[serde(serialize_with = "crate::parse::secs", rename = "leeway_seconds")]
     pub leeway: Duration,
     pub external_issuers: Vec<ExternalIssuer>,
 }
@@ -428,6 +433,7 @@ pub fn jwt_settings(
         private_key_file: raw.private_key_file.as_deref().map(|f| resolve(base, f)),
         public_key_file: raw.public_key_file.as_deref().map(|f| resolve(base, f)),
         secret,
+        secret_file: raw.secret_file.as_deref().map(|f| resolve(base, f)),
         issuer: raw.issuer.clone(),
         audience: raw.audience.clone(),
         ttl: Duration::from_secs(raw.ttl_seconds),

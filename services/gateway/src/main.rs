@@ -56,23 +56,36 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fail(e),
             };
-            match serde_json::to_string_pretty(&cfg) {
-                Ok(s) => println!("{s}"),
+            // JSON alone on stdout (`check-config | jq` works); the summary on stderr. A closed
+            // stdout (`| head`) is not an error worth a panic.
+            let json = match serde_json::to_string_pretty(&cfg) {
+                Ok(s) => s,
                 Err(e) => return fail(e),
+            };
+            {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{json}").and_then(|()| out.flush());
             }
             if !cfg.auth.keys_file.exists() {
-                println!(
+                eprintln!(
                     "# note: keys file {} does not exist; only API_KEY/API_KEYS keys are accepted",
                     cfg.auth.keys_file.display()
                 );
             }
+            if cfg.workers == 0 {
+                eprintln!(
+                    "# workers: 0 means one per CPU: {} here",
+                    infergate_service::run::workers(0)
+                );
+            }
             if let Some(n) = checked.hashed_keys {
-                println!("# {n} hashed key(s) in the file store");
+                eprintln!("# {n} hashed key(s) in the file store");
             }
             for w in &checked.warnings {
-                println!("# warning: {w}");
+                eprintln!("# warning: {w}");
             }
-            println!(
+            eprintln!(
                 "# configuration OK; {} static key(s) loaded",
                 checked.static_keys
             );

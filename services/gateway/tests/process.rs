@@ -145,7 +145,68 @@ fn check_config_prints_effective_settings_masked() {
         !stdout.contains("from-dotenv-key-123456"),
         "environment wins over .env, and is masked: {stdout}"
     );
-    assert!(stdout.contains("2 static key(s)"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("2 static key(s)"),
+        "the summary on stderr: {stderr}"
+    );
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is JSON alone ({e}): {stdout}"));
+}
+
+/// `check-config` prints every setting of the shipped YAML under the YAML's own names, in its
+/// units, with its values: JSON alone on stdout (so `| jq` works), the summary on stderr.
+#[test]
+fn check_config_speaks_the_yamls_names_and_units() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/gateway.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(&[], dir.path())
+        .args(["--config", shipped, "check-config"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let yaml: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(shipped).unwrap()).unwrap();
+    fn walk(yaml: &serde_json::Value, printed: &serde_json::Value, path: &str) {
+        match (yaml, printed) {
+            (serde_json::Value::Object(y), serde_json::Value::Object(p)) => {
+                for (k, v) in y {
+                    let at = format!("{path}.{k}");
+                    let Some(pv) = p.get(k) else {
+                        panic!(
+                            "{at} is not in check-config's output (it has {:?})",
+                            p.keys()
+                        );
+                    };
+                    walk(v, pv, &at);
+                }
+            }
+            (serde_json::Value::Object(_), other) => {
+                panic!("{path}: an object in the YAML, {other} in check-config")
+            }
+            (serde_json::Value::Null, _) | (_, serde_json::Value::Null) => {}
+            (y, p) if y.is_number() && p.is_number() => {
+                assert_eq!(
+                    y.as_f64(),
+                    p.as_f64(),
+                    "{path}: the same value, in the same unit"
+                )
+            }
+            // A relative path is printed resolved against the file's directory.
+            (serde_json::Value::String(y), serde_json::Value::String(p))
+                if p.ends_with(&format!("/{y}")) => {}
+            (y, p) => assert_eq!(y, p, "{path}"),
+        }
+    }
+    walk(&yaml, &printed, "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("# configuration OK"), "{stderr}");
+    assert!(stderr.contains("workers: 0 means one per CPU"), "{stderr}");
 }
 
 async fn get(url: &str, key: Option<(&str, &str)>) -> (u16, String) {

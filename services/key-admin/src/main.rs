@@ -30,18 +30,23 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => {
+            // JSON alone on stdout, the summary on stderr (as the gateway's check-config).
             match serde_json::to_string_pretty(&cfg) {
-                Ok(s) => println!("{s}"),
+                Ok(s) => {
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{s}").and_then(|()| out.flush());
+                }
                 Err(e) => return fail(1, e),
             }
             if cfg.jwt.enabled
                 && let Err(e) = infergate_tokens::TokenIssuer::from_settings(&cfg.jwt)
             {
-                println!(
+                eprintln!(
                     "# warning: jwt.enabled is set but no token issuer can be built ({e}); POST /v1/tokens will answer jwt_disabled"
                 );
             }
-            println!("# configuration OK");
+            eprintln!("# configuration OK");
             ExitCode::SUCCESS
         }
         Command::Keys(cmd) => {
