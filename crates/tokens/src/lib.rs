@@ -87,6 +87,7 @@ mod tests {
             private_key_file: None,
             public_key_file: None,
             secret: None,
+            secret_file: None,
             issuer: "infergate".into(),
             audience: "infergate-gateway".into(),
             ttl: Duration::from_secs(900),

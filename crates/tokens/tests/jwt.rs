@@ -55,6 +55,7 @@ fn base_settings(algorithm: JwtAlgorithm) -> JwtSettings {
         private_key_file: None,
         public_key_file: None,
         secret: None,
+        secret_file: None,
         issuer: ISSUER.into(),
         audience: AUDIENCE.into(),
         ttl: Duration::from_secs(900),
