@@ -12,7 +12,7 @@ run:
 	@scripts/run.sh
 
 ## fmt check, clippy with warnings as errors, every test, schemathesis against both OpenAPI
-## documents, the Kubernetes manifests. Installs what they need first (scripts/deps.sh says what).
+## documents, the Kubernetes manifests, the README tour against make run's stack. Installs what they need first (scripts/deps.sh says what).
 test:
 	@scripts/deps.sh test
 	$(CARGO) fmt --all -- --check
@@ -20,6 +20,7 @@ test:
 	$(CARGO) test --workspace
 	@scripts/schemathesis.sh
 	@scripts/k8s-validate.sh
+	@scripts/readme_tour.py
 
 fmt:
 	$(CARGO) fmt --all
@@ -47,7 +48,12 @@ bench-pipeline:
 clean:
 	$(CARGO) clean
 
-.PHONY: fuzz schemathesis
+.PHONY: fuzz schemathesis tour
+
+## Run the README tour's commands against make run's stack and compare their output with the
+## README's (also part of `make test`; needs ports 8000, 8001 and 9000 free).
+tour:
+	@scripts/readme_tour.py
 
 ## Fuzz every parser an attacker reaches (cargo-fuzz; FUZZ_SECONDS per target, default 60).
 fuzz:

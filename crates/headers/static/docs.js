@@ -47,6 +47,17 @@
     return cur || {};
   }
 
+  // The values a parameter may take when its schema lists them (an enum, or alternatives that
+  // are enums, such as a role or the empty "any"); null otherwise.
+  function enumOf(obj) {
+    const s = deref(obj);
+    if (s.enum) return s.enum;
+    const alts = s.anyOf || s.oneOf;
+    if (!alts) return null;
+    const values = alts.flatMap((a) => enumOf(a) || []);
+    return values.length ? values : null;
+  }
+
   function refName(obj) {
     return obj && obj.$ref ? obj.$ref.split('/').pop() : null;
   }
@@ -168,10 +179,17 @@
     form.append(el('h4', null, 'Try it'));
     const inputs = {};
     params.forEach((p) => {
-      const s = deref(p.schema || {});
+      const values = enumOf(p.schema || {});
       let input;
-      if (s.enum) {
-        input = el('select', null, s.enum.map((v) => { const o = el('option', null, v); o.value = v; return o; }));
+      if (values) {
+        const options = values.filter((v) => v !== '').map((v) => { const o = el('option', null, String(v)); o.value = v; return o; });
+        // An optional filter starts unset: "any", sent as nothing.
+        if (!p.required) {
+          const any = el('option', null, 'any');
+          any.value = '';
+          options.unshift(any);
+        }
+        input = el('select', null, options);
       } else {
         input = el('input');
         input.type = 'text';

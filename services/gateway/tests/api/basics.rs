@@ -147,6 +147,20 @@ async fn status_metrics_and_docs() {
             "{path} missing from openapi.json"
         );
     }
+    // Every route of the table, with every method it answers, is documented.
+    for route in app.state.routes.routes() {
+        let path = match &route.pattern {
+            infergate_policy::PathPattern::Exact(p) => p.clone(),
+            infergate_policy::PathPattern::Prefix(p) if p == "/docs/" => "/docs/{asset}".into(),
+            infergate_policy::PathPattern::Prefix(_) => continue,
+        };
+        for method in route.methods {
+            assert!(
+                spec["paths"][&path][method.to_ascii_lowercase()].is_object(),
+                "{method} {path} is served but not in openapi.json"
+            );
+        }
+    }
     let r = app.get("/docs", None).await;
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/html"));
