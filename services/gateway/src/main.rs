@@ -14,7 +14,12 @@ use infergate_service::run::ReadyFile;
 #[command(
     name = "infergate-gateway",
     version,
-    about = "Security gateway for AI inference APIs"
+    about = "Security gateway for AI inference APIs",
+    after_help = "Settings come from the YAML file (--config or INFERGATE_CONFIG; config/gateway.yaml \
+                  shows every one with its default), then environment variables, which win, and a \
+                  .env file in the working directory (real environment variables win over it). \
+                  docs/configuration.md lists every setting and variable; `check-config` prints \
+                  the ones in effect."
 )]
 struct Cli {
     /// YAML configuration file (default: built-in defaults; also INFERGATE_CONFIG).

@@ -39,6 +39,10 @@ fn help_answers() {
         text.contains("check-config") && text.contains("--config"),
         "{text}"
     );
+    assert!(
+        text.contains(".env") && text.contains("docs/configuration.md"),
+        "--help says where settings come from and where they are documented: {text}"
+    );
 }
 
 #[test]

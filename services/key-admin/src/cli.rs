@@ -27,7 +27,12 @@ pub const CLI_ACTOR: &str = "cli";
 #[command(
     name = "infergate-admin",
     version,
-    about = "infergate key administration: the admin API server and key commands"
+    about = "infergate key administration: the admin API server and key commands",
+    after_help = "Settings come from the YAML file (--config or INFERGATE_ADMIN_CONFIG; \
+                  config/key-admin.yaml shows them with their defaults), then environment \
+                  variables, which win, and a .env file in the working directory. \
+                  docs/configuration.md lists every setting and variable; docs/keys.md the \
+                  admin API and these commands."
 )]
 pub struct Cli {
     /// YAML configuration file (default: built-in defaults; also INFERGATE_ADMIN_CONFIG).
