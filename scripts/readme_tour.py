@@ -17,7 +17,8 @@ then runs every ```sh block of the "Five-minute tour" section in order, in one s
 
 `# (…)` asides after two spaces are explanations, not output. `export NAME=…  # "field" above`
 takes `field` from the previous command's JSON, as the reader would copy it. A block preceded by
-`<!-- tour: skip (reason) -->` is not run (it restarts the stack, or writes fixed ids).
+`<!-- tour: skip (reason) -->` is not run (it restarts the stack, or writes fixed ids). The
+"API docs" step (open the pages in a browser) is done by Chromium, headless.
 """
 import json
 import os
@@ -194,6 +195,32 @@ def check(expected, output):
     return [] if e in output else [f"text not in the output: {e!r}"]
 
 
+def docs_pages_in_chromium():
+    """The tour's "API docs" step in a real browser: both pages render their operations, and
+    key-admin's optional filters offer "any" (first, so the list is unfiltered) while its time
+    filters stay free text. Returns the number of problems."""
+    problems = []
+    for url, needles in [
+        ("http://127.0.0.1:8000/docs", ["/v1/chat/completions", "Try it"]),
+        ("http://127.0.0.1:8001/docs", [
+            '<span>role (query)</span><select><option value="">any</option>',
+            '<span>state (query)</span><select><option value="">any</option>',
+            '<span>since (query)</span><input',
+        ]),
+    ]:
+        dom = subprocess.run(
+            ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu",
+             "--virtual-time-budget=5000", "--dump-dom", url],
+            capture_output=True, text=True, timeout=120).stdout
+        for n in needles:
+            if n not in dom:
+                problems.append(f"{url}: {n!r} not in the page Chromium rendered")
+    for p in problems:
+        print(f"tour: {p}")
+    print(f"tour: both docs pages rendered in Chromium, {len(problems)} problem(s)")
+    return len(problems)
+
+
 def wait_port(port, deadline):
     while time.time() < deadline:
         with socket.socket() as s:
@@ -252,6 +279,7 @@ def main():
                         failures += 1
                         print(f"tour: {script[0][:100]}\n      # {e[:120]}\n      -> {p}")
         print(f"tour: {checked} lines of README output checked against the running stack, {failures} differ")
+        failures += docs_pages_in_chromium()
     finally:
         os.killpg(stack.pid, signal.SIGTERM)
         stack.wait(timeout=30)

@@ -47,15 +47,17 @@
     return cur || {};
   }
 
-  // The values a parameter may take when its schema lists them (an enum, or alternatives that
-  // are enums, such as a role or the empty "any"); null otherwise.
+  // The values a parameter may take when its schema lists them all (an enum, or alternatives
+  // that are all enums, such as a role or the empty "any"); null when any value is free text.
   function enumOf(obj) {
     const s = deref(obj);
     if (s.enum) return s.enum;
     const alts = s.anyOf || s.oneOf;
     if (!alts) return null;
-    const values = alts.flatMap((a) => enumOf(a) || []);
-    return values.length ? values : null;
+    const lists = alts.map(enumOf);
+    if (lists.some((l) => l === null)) return null;
+    const values = lists.flat();
+    return values.some((v) => v !== '') ? values : null;
   }
 
   function refName(obj) {
