@@ -236,6 +236,9 @@ def main():
         ["bash", os.path.join(ROOT, "scripts/run.sh")], cwd=ROOT, stdout=banner,
         stderr=subprocess.STDOUT, start_new_session=True)
     failures = 0
+    # The commands run as in a reader's shell, not as a sub-make of `make test`.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
     try:
         deadline = time.time() + 600
         if not all(wait_port(p, deadline) for p in (8000, 8001, 9000)):
@@ -265,7 +268,7 @@ def main():
                 run = subprocess.run(
                     ["bash", "-c", f"set -a; source {state.name}; {{\n{text}\n}} 2>&1\n"
                      f"declare -px | grep -vE '^declare -[a-zA-Z]*r' > {state.name}.next"],
-                    cwd=ROOT, capture_output=True, text=True, timeout=120)
+                    cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
                 if ":8001" in text:
                     # A reader pastes the next command after key-admin answered; the gateway
                     # sees a key change within a quarter of a second (README, "Keys").
