@@ -49,6 +49,8 @@ pub struct RawAdminConfig {
     /// How long a successful admin-key verification is remembered (the change feed drops entries
     /// sooner when a key changes).
     pub auth_cache_ttl_seconds: u64,
+    /// The operator console (`/console`).
+    pub console: RawConsole,
     pub key_store: RawKeyStore,
     pub jwt: RawJwt,
 }
@@ -66,8 +68,32 @@ impl Default for RawAdminConfig {
             logging: RawLogging::default(),
             hashing: RawHashing::default(),
             auth_cache_ttl_seconds: 30,
+            console: RawConsole::default(),
             key_store: RawKeyStore::default(),
             jwt: RawJwt::default(),
+        }
+    }
+}
+
+/// `console:` in YAML: the operator console's sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConsole {
+    /// A console session ends this long after sign-in.
+    pub session_ttl_seconds: u64,
+    /// Mark the session cookie `Secure` (set it when key-admin is reached over TLS, through a
+    /// proxy that terminates it).
+    pub secure_cookie: bool,
+    /// Failed sign-ins allowed per client address and minute before `429`.
+    pub failed_sign_ins_per_minute: u64,
+}
+
+impl Default for RawConsole {
+    fn default() -> Self {
+        Self {
+            session_ttl_seconds: 900,
+            secure_cookie: false,
+            failed_sign_ins_per_minute: 10,
         }
     }
 }
@@ -92,6 +118,15 @@ impl Default for RawHashing {
 }
 
 /// The key-admin service's effective configuration. `Serialize` prints it with secrets masked.
+/// The operator console's sessions.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsoleSettings {
+    #[serde(serialize_with = "crate::parse::secs", rename = "session_ttl_seconds")]
+    pub session_ttl: Duration,
+    pub secure_cookie: bool,
+    pub failed_sign_ins_per_minute: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct AdminConfig {
     pub config_file: Option<PathBuf>,
@@ -123,6 +158,7 @@ pub struct AdminConfig {
         rename = "auth_cache_ttl_seconds"
     )]
     pub auth_cache_ttl: Duration,
+    pub console: ConsoleSettings,
     /// YAML path → the environment variable that set it, for error messages.
     #[serde(skip)]
     pub set_by_env: BTreeMap<&'static str, &'static str>,
@@ -276,6 +312,14 @@ fn validate(
     for (path, v) in [
         ("shutdown_timeout_seconds", raw.shutdown_timeout_seconds),
         ("auth_cache_ttl_seconds", raw.auth_cache_ttl_seconds),
+        (
+            "console.session_ttl_seconds",
+            raw.console.session_ttl_seconds,
+        ),
+        (
+            "console.failed_sign_ins_per_minute",
+            raw.console.failed_sign_ins_per_minute,
+        ),
     ] {
         if v == 0 {
             return Err(ConfigError::invalid(
@@ -350,6 +394,11 @@ fn validate(
         },
         hashing,
         auth_cache_ttl: Duration::from_secs(raw.auth_cache_ttl_seconds),
+        console: ConsoleSettings {
+            session_ttl: Duration::from_secs(raw.console.session_ttl_seconds),
+            secure_cookie: raw.console.secure_cookie,
+            failed_sign_ins_per_minute: raw.console.failed_sign_ins_per_minute,
+        },
         set_by_env,
     })
 }

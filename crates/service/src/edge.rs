@@ -108,7 +108,11 @@ pub fn stamp(
         process_time(elapsed),
     );
     if let Some(sec) = security {
-        sec.apply(headers, template.starts_with("/docs"));
+        // The docs pages and key-admin's console run their own (same-origin) script.
+        sec.apply(
+            headers,
+            template.starts_with("/docs") || template.starts_with("/console"),
+        );
     }
 }
 

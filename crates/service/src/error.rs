@@ -65,6 +65,8 @@ codes! {
     Forbidden => "forbidden", FORBIDDEN, "Forbidden";
     ModelNotAllowed => "model_not_allowed", FORBIDDEN, "Model not allowed";
     RateLimited => "rate_limited", TOO_MANY_REQUESTS, "Rate limit exceeded";
+    SessionExpired => "session_expired", UNAUTHORIZED, "Session expired";
+    CsrfInvalid => "csrf_token_invalid", FORBIDDEN, "CSRF token missing or wrong";
     TokenLimitExceeded => "token_limit_exceeded", TOO_MANY_REQUESTS, "Token limit exceeded";
     ConcurrencyLimitExceeded => "concurrency_limit_exceeded", TOO_MANY_REQUESTS, "Too many requests in flight";
     NotFound => "not_found", NOT_FOUND, "Not found";

@@ -39,6 +39,9 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/keys/{id}/usage", &["GET"]),
     ("/v1/tokens", &["POST"]),
     ("/v1/audit", &["GET"]),
+    ("/console", &["GET"]),
+    ("/console/session", &["GET", "POST", "DELETE"]),
+    ("/console/{asset}", &["GET"]),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +166,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/v1/audit")
             .route(web::get().to(handlers::audit))
             .default_service(method_not_allowed(allow("/v1/audit"))),
+    )
+    .service(
+        web::resource("/console")
+            .route(web::get().to(crate::console::page))
+            .default_service(method_not_allowed(allow("/console"))),
+    )
+    .service(
+        web::resource("/console/session")
+            .route(web::get().to(crate::console::current))
+            .route(web::post().to(crate::console::sign_in))
+            .route(web::delete().to(crate::console::sign_out))
+            .default_service(method_not_allowed(allow("/console/session"))),
+    )
+    .service(
+        web::resource("/console/{asset}")
+            .route(web::get().to(crate::console::asset))
+            .default_service(method_not_allowed(allow("/console/{asset}"))),
     );
 }
 

@@ -118,7 +118,14 @@ async fn verify(state: &AppState, req: &HttpRequest) -> Result<Caller, Refusal> 
     );
     let credential = match presented {
         Ok(Some(c)) => c,
-        Ok(None) => return Err(AdminError::MissingCredential.into()),
+        // No key: a console session may stand for one (its cookie, and its CSRF token on a
+        // state-changing call).
+        Ok(None) => {
+            return match crate::console::session_caller(state, req).await {
+                Some(result) => result.map_err(Refusal::from),
+                None => Err(AdminError::MissingCredential.into()),
+            };
+        }
         Err(_) => {
             return Err(AdminError::InvalidCredential {
                 reason: "malformed",
@@ -126,7 +133,15 @@ async fn verify(state: &AppState, req: &HttpRequest) -> Result<Caller, Refusal> 
             .into());
         }
     };
-    let value: &str = &credential.value;
+    verify_value(state, &credential.value).await
+}
+
+/// Verifies a presented key (a console sign-in's, or a header's).
+pub async fn verify_key(state: &AppState, key: &str) -> Result<Caller, AdminError> {
+    verify_value(state, key).await.map_err(|r| r.err)
+}
+
+async fn verify_value(state: &AppState, value: &str) -> Result<Caller, Refusal> {
     let masked = Some(mask_secret(value));
     let claimed_id = match format::parse(value) {
         Ok(p) => Some(p.id.to_string()),
@@ -175,6 +190,8 @@ async fn refused(state: &AppState, req: &HttpRequest, r: Refusal) -> AdminError 
         AdminError::MissingCredential => "missing",
         AdminError::InvalidCredential { reason } => reason,
         AdminError::Forbidden(_) => "forbidden",
+        AdminError::SessionExpired => "session_expired",
+        AdminError::CsrfInvalid => "csrf",
         _ => "error",
     };
     state

@@ -28,6 +28,15 @@ pub enum AdminError {
         reason: &'static str,
     },
     Forbidden(String),
+    /// A console session cookie that names no live session (expired, signed out, or its key
+    /// revoked).
+    SessionExpired,
+    /// A state-changing console call without the session's CSRF token.
+    CsrfInvalid,
+    /// Too many failed console sign-ins from one address.
+    SignInsLimited {
+        retry_after_secs: u64,
+    },
     NotFound,
     KeyNotFound(String),
     JwtDisabled,
@@ -69,6 +78,9 @@ impl ApiError for AdminError {
             AdminError::InvalidCredential { reason: "expired" } => Code::ExpiredCredentials,
             AdminError::InvalidCredential { .. } => Code::InvalidCredentials,
             AdminError::Forbidden(_) => Code::Forbidden,
+            AdminError::SessionExpired => Code::SessionExpired,
+            AdminError::CsrfInvalid => Code::CsrfInvalid,
+            AdminError::SignInsLimited { .. } => Code::RateLimited,
             AdminError::NotFound => Code::NotFound,
             AdminError::KeyNotFound(_) => Code::KeyNotFound,
             AdminError::JwtDisabled => Code::JwtDisabled,
@@ -100,6 +112,15 @@ impl ApiError for AdminError {
             }
             AdminError::InvalidCredential { .. } => "The API key is not valid".into(),
             AdminError::Forbidden(d) => d.clone(),
+            AdminError::SessionExpired => {
+                "The console session has ended (expired, signed out, or its key was revoked); sign in again".into()
+            }
+            AdminError::CsrfInvalid => {
+                "A console session's state-changing call must carry its X-CSRF-Token".into()
+            }
+            AdminError::SignInsLimited { retry_after_secs } => format!(
+                "Too many failed sign-ins from this address; retry in {retry_after_secs} seconds"
+            ),
             AdminError::NotFound => "No route matches this path".into(),
             AdminError::KeyNotFound(id) => format!("No key with id {id}"),
             AdminError::JwtDisabled => {
@@ -122,6 +143,12 @@ impl ApiError for AdminError {
             }
             AdminError::PayloadTooLarge { limit } => {
                 body.insert("limit_bytes".into(), json!(limit));
+            }
+            AdminError::SignInsLimited { retry_after_secs } => {
+                body.insert(
+                    "retry_after".into(),
+                    json!(format!("{retry_after_secs} seconds")),
+                );
             }
             _ => {}
         }
@@ -171,6 +198,9 @@ impl ResponseError for AdminError {
         Realm::ADMIN.challenge(&mut res, self.code());
         if let AdminError::MethodNotAllowed { allow } = self {
             res.insert_header((header::ALLOW, allow.as_str()));
+        }
+        if let AdminError::SignInsLimited { retry_after_secs } = self {
+            res.insert_header((header::RETRY_AFTER, *retry_after_secs));
         }
         res.body(render(self, None))
     }

@@ -9,6 +9,7 @@
 //! - [`middleware`]: the edge (request id, trusted hosts, JSON errors, security headers, access
 //!   log); [`auth`]: the `Admin` / `AnyKey` extractors.
 //! - [`keys`], [`tokens`], [`handlers`]: the routes; [`validate`]: field-by-field body parsing.
+//! - [`console`]: the operator console page and its sign-in sessions.
 //! - [`mint`]: key generation and hashing shared by the API, the bootstrap and the CLI.
 //! - [`cli`]: `infergate-admin serve | check-config | keys …`.
 //! - [`error`]: every failure and its JSON rendering, in one place.
@@ -21,6 +22,7 @@ pub mod app;
 pub mod auth;
 pub mod bootstrap;
 pub mod cli;
+pub mod console;
 pub mod error;
 pub mod handlers;
 pub mod keys;

@@ -48,6 +48,8 @@ pub struct AppState {
     pub drain: infergate_service::run::Drain,
     /// Why the last audit append failed, until one succeeds (readiness fails meanwhile).
     audit_failure: std::sync::Mutex<Option<String>>,
+    /// The operator console's sign-in sessions ([`crate::console`]).
+    pub sessions: crate::console::Sessions,
 }
 
 impl std::fmt::Debug for AppState {
@@ -126,6 +128,11 @@ impl AppState {
             started: Instant::now(),
             drain: Default::default(),
             audit_failure: std::sync::Mutex::new(None),
+            sessions: crate::console::Sessions::new(
+                cfg.console.session_ttl,
+                cfg.console.failed_sign_ins_per_minute,
+                Arc::new(infergate_ratelimit::SystemClock),
+            ),
             cfg,
         })
     }

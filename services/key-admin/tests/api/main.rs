@@ -6,6 +6,7 @@
 mod audit;
 mod auth;
 mod basics;
+mod console;
 mod helpers;
 mod keys;
 mod redis;
