@@ -4,7 +4,8 @@
 #
 #   scripts/deps.sh run    curl, openssl and python3 (the README tour uses them)
 #   scripts/deps.sh test   the above, plus redis-server (tests start their own), promtool (alert
-#                          rules), chromium (the docs pages, in a real browser), python3-venv (schemathesis and the OpenAI SDK run from a
+#                          rules), chromium and chromium-driver (the docs pages and the console, in a real browser
+#                          over WebDriver), python3-venv (schemathesis and the OpenAI SDK run from a
 #                          virtualenv, from PyPI), kubectl with kustomize (the manifests), and
 #                          rustfmt and clippy
 #
@@ -21,7 +22,7 @@ profile=${1:-test}
 # tool → Debian package
 declare -a tools=(curl:curl openssl:openssl python3:python3)
 if [[ $profile == test ]]; then
-  tools+=(redis-server:redis-server promtool:prometheus chromium:chromium)
+  tools+=(redis-server:redis-server promtool:prometheus chromium:chromium chromedriver:chromium-driver)
 fi
 
 missing=()

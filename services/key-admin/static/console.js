@@ -249,6 +249,8 @@
     $('minted-key').value = key;
     $('minted').hidden = false;
     show('mint');
+    $('minted').scrollIntoView();
+    $('minted-key').focus();
   }
 
   $('mint-form').addEventListener('submit', async (ev) => {
