@@ -320,6 +320,7 @@ fn list_query(role: Option<Role>, state: Option<KeyState>, now: DateTime<Utc>) -
         offset: 0,
         limit: LIST_PAGE,
         now,
+        ..ListQuery::default()
     }
 }
 

@@ -13,6 +13,10 @@ use crate::{AuditEntry, KeyPatch, KeyRecord, KeyState, KeyStoreError, StoredKey}
 pub struct ListQuery {
     pub role: Option<Role>,
     pub state: Option<KeyState>,
+    /// Only keys whose name contains this (case-insensitively) or whose id starts with it.
+    pub search: Option<String>,
+    /// Deleted keys (tombstones) too; they are left out by default.
+    pub include_deleted: bool,
     pub offset: usize,
     pub limit: usize,
     /// The instant states are judged at.
@@ -24,6 +28,8 @@ impl Default for ListQuery {
         Self {
             role: None,
             state: None,
+            search: None,
+            include_deleted: false,
             offset: 0,
             limit: 100,
             now: Utc::now(),
@@ -127,8 +133,14 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug {
 
 /// Applies a [`ListQuery`] to records (for backends that filter in process).
 pub fn page_of(mut all: Vec<KeyRecord>, q: &ListQuery) -> Page {
+    let needle = q.search.as_deref().map(str::to_lowercase);
     all.retain(|r| {
-        q.role.is_none_or(|role| r.role == role) && q.state.is_none_or(|s| r.state(q.now) == s)
+        q.role.is_none_or(|role| r.role == role)
+            && q.state.is_none_or(|s| r.state(q.now) == s)
+            && (q.include_deleted || r.deleted_at.is_none())
+            && needle
+                .as_deref()
+                .is_none_or(|n| r.id.starts_with(n) || r.name.to_lowercase().contains(n))
     });
     all.sort_by(|a, b| {
         a.created_at

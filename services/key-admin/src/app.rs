@@ -37,6 +37,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/keys/{id}/revoke", &["POST"]),
     ("/v1/keys/{id}/rotate", &["POST"]),
     ("/v1/keys/{id}/usage", &["GET"]),
+    ("/v1/usage", &["GET"]),
     ("/v1/tokens", &["POST"]),
     ("/v1/audit", &["GET"]),
     ("/console", &["GET"]),
@@ -156,6 +157,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/v1/keys/{id}/usage")
             .route(web::get().to(keys::usage))
             .default_service(method_not_allowed(allow("/v1/keys/{id}/usage"))),
+    )
+    .service(
+        web::resource("/v1/usage")
+            .route(web::get().to(keys::top_usage))
+            .default_service(method_not_allowed(allow("/v1/usage"))),
     )
     .service(
         web::resource("/v1/tokens")

@@ -135,6 +135,7 @@ async fn mint_first(state: &AppState) -> Result<Option<GeneratedKey>, BootstrapE
             offset: 0,
             limit: 1,
             now: Utc::now(),
+            ..ListQuery::default()
         })
         .await?;
     if admins.total > 0 {

@@ -313,6 +313,7 @@ async fn list(state: &AppState, args: ListArgs) -> Result<(), CliError> {
                 offset: records.len(),
                 limit: 500,
                 now,
+                ..ListQuery::default()
             })
             .await
             .map_err(|e| CliError::Failed(e.to_string()))?;
@@ -322,8 +323,6 @@ async fn list(state: &AppState, args: ListArgs) -> Result<(), CliError> {
             break;
         }
     }
-    // Deleted keys are gone from the CLI as from the API (the store keeps their tombstones).
-    records.retain(|r| r.deleted_at.is_none());
     let mut out = std::io::stdout().lock();
     let write = |out: &mut std::io::StdoutLock<'_>, s: String| {
         writeln!(out, "{s}").map_err(|e| CliError::Failed(e.to_string()))

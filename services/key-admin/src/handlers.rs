@@ -115,6 +115,7 @@ pub async fn metrics(
                 offset: 0,
                 limit: 1,
                 now,
+                ..ListQuery::default()
             })
             .await?;
         state

@@ -171,11 +171,18 @@ pub async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AdminError> {
-    let q = validate::query(req.query_string(), &["role", "state", "offset", "limit"])?;
+    let q = validate::query(
+        req.query_string(),
+        &["role", "state", "q", "offset", "limit"],
+    )?;
     let now = Utc::now();
     let query = ListQuery {
         role: validate::role_param(&q)?,
         state: validate::state_param(&q)?,
+        search: q
+            .get("q")
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty()),
         offset: validate::usize_param(&q, "offset", 0, 0, usize::MAX)?,
         limit: validate::usize_param(
             &q,
@@ -185,14 +192,10 @@ pub async fn list(
             validate::LIST_LIMIT_MAX,
         )?,
         now,
+        include_deleted: false,
     };
     let page = state.store.list(&query).await?;
-    let items: Vec<Value> = page
-        .items
-        .iter()
-        .filter(|r| r.deleted_at.is_none())
-        .map(|r| record_json(r, now))
-        .collect();
+    let items: Vec<Value> = page.items.iter().map(|r| record_json(r, now)).collect();
     Ok(HttpResponse::Ok().json(json!({
         "items": items,
         "total": page.total,
@@ -250,6 +253,67 @@ pub async fn usage(
         "totals": totals,
         "days": usage.days,
     })))
+}
+
+/// `GET /v1/usage?days=N&limit=M`: the keys that made the most requests in the last `days`
+/// (1-31, default 30), most first, at most `limit` (1-100, default 10), with their tokens.
+pub async fn top_usage(
+    _admin: Admin,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    let q = validate::query(req.query_string(), &["days", "limit"])?;
+    let days = validate::usize_param(
+        &q,
+        "days",
+        30,
+        1,
+        infergate_keystore::usage::RETAINED_DAYS as usize,
+    )? as u64;
+    let limit = validate::usize_param(&q, "limit", 10, 1, 100)?;
+    let now = Utc::now();
+    let today = now.date_naive();
+    let mut rows = Vec::new();
+    let mut offset = 0;
+    loop {
+        let page = state
+            .store
+            .list(&ListQuery {
+                offset,
+                limit: 500,
+                now,
+                ..ListQuery::default()
+            })
+            .await?;
+        for r in &page.items {
+            let u = state.store.usage(&r.id, today, days).await?;
+            let (mut requests, mut input, mut output) = (0u64, 0u64, 0u64);
+            for d in &u.days {
+                requests += d.totals.requests;
+                input += d.totals.input_tokens;
+                output += d.totals.output_tokens;
+            }
+            if requests > 0 || input + output > 0 {
+                rows.push(json!({
+                    "id": &*r.id,
+                    "name": r.name,
+                    "role": r.role,
+                    "state": r.state(now).as_str(),
+                    "requests": requests,
+                    "input_tokens": input,
+                    "output_tokens": output,
+                    "last_used_at": u.last_used_at,
+                }));
+            }
+        }
+        offset += page.items.len();
+        if page.items.is_empty() || offset >= page.total {
+            break;
+        }
+    }
+    rows.sort_by_key(|r| std::cmp::Reverse(r["requests"].as_u64().unwrap_or(0)));
+    rows.truncate(limit);
+    Ok(HttpResponse::Ok().json(json!({"days_requested": days, "keys": rows})))
 }
 
 pub async fn update(

@@ -102,11 +102,11 @@
     const q = new URLSearchParams({ offset: keysOffset, limit: PAGE });
     if ($('f-role').value) q.set('role', $('f-role').value);
     if ($('f-state').value) q.set('state', $('f-state').value);
+    const needle = $('f-search').value.trim();
+    if (needle) q.set('q', needle);
     try {
       const page = await api('GET', '/v1/keys?' + q);
-      const needle = $('f-search').value.trim().toLowerCase();
-      const items = page.items.filter((k) => !needle
-        || k.name.toLowerCase().includes(needle) || k.id.includes(needle));
+      const items = page.items;
       const body = $('keys-table').querySelector('tbody');
       body.replaceChildren(...items.map((k) => {
         const tr = el('tr');
@@ -118,14 +118,24 @@
         return tr;
       }));
       $('keys-caption').textContent = page.total + ' key(s); showing ' + (page.total ? keysOffset + 1 : 0)
-        + '–' + Math.min(keysOffset + PAGE, page.total) + (needle ? ', filtered by "' + needle + '"' : '');
+        + '–' + Math.min(keysOffset + PAGE, page.total) + (needle ? ', matching "' + needle + '"' : '');
       $('prev-page').disabled = keysOffset === 0;
       $('next-page').disabled = keysOffset + PAGE >= page.total;
       show('keys');
       status('');
+      topKeys();
     } catch (e) {
       if (e.status !== 401) status('Could not list keys: ' + e.message, true);
     }
+  }
+
+  async function topKeys() {
+    try {
+      const top = await api('GET', '/v1/usage?days=30&limit=5');
+      $('top-keys').textContent = top.keys.length
+        ? 'Most used (30 days): ' + top.keys.map((k) => k.name + ' (' + k.requests + ' requests)').join(', ')
+        : 'No key was used in the last 30 days.';
+    } catch (_) { $('top-keys').textContent = ''; }
   }
 
   $('key-filters').addEventListener('submit', (ev) => { ev.preventDefault(); loadKeys(0); });
@@ -161,7 +171,11 @@
       $('e-tpd').value = rec.tokens_per_day || '';
       $('e-conc').value = rec.max_concurrent || '';
       $('e-models').value = (rec.models || []).join(', ');
-      chart(usage);
+      $('e-days').value = '';
+      $('e-meta').value = JSON.stringify(rec.metadata || {});
+      chart('usage-chart', usage, (d) => d.requests, 'requests');
+      chart('tokens-chart', usage, (d) => d.input_tokens + d.output_tokens, 'tokens');
+      summary(usage);
       show('key');
       status('');
     } catch (e) {
@@ -169,11 +183,11 @@
     }
   }
 
-  // Requests per day as plain SVG bars, drawn here (no library).
-  function chart(usage) {
+  // One value per day as plain SVG bars, drawn here (no library).
+  function chart(target, usage, value, unit) {
     const ns = 'http://www.w3.org/2000/svg';
     const days = usage.days || [];
-    const max = Math.max(1, ...days.map((d) => d.requests));
+    const max = Math.max(1, ...days.map(value));
     const svg = document.createElementNS(ns, 'svg');
     svg.setAttribute('viewBox', '0 0 300 100');
     svg.setAttribute('preserveAspectRatio', 'none');
@@ -181,19 +195,21 @@
     for (let i = 0; i < 30; i++) {
       const date = new Date(today.getTime() - (29 - i) * 86400000).toISOString().slice(0, 10);
       const d = days.find((x) => x.date === date);
-      const h = d ? Math.max(2, (d.requests / max) * 95) : 0;
+      const h = d && value(d) > 0 ? Math.max(2, (value(d) / max) * 95) : 0;
       const r = document.createElementNS(ns, 'rect');
       r.setAttribute('x', String(i * 10 + 1));
       r.setAttribute('y', String(100 - h));
       r.setAttribute('width', '8');
       r.setAttribute('height', String(h));
       const t = document.createElementNS(ns, 'title');
-      t.textContent = date + ': ' + (d ? d.requests : 0) + ' requests, '
-        + (d ? d.input_tokens + d.output_tokens : 0) + ' tokens';
+      t.textContent = date + ': ' + (d ? value(d) : 0) + ' ' + unit;
       r.append(t);
       svg.append(r);
     }
-    $('usage-chart').replaceChildren(svg);
+    $(target).replaceChildren(svg);
+  }
+
+  function summary(usage) {
     const t = usage.totals;
     $('usage-summary').textContent = t.requests + ' requests and ' + (t.input_tokens + t.output_tokens)
       + ' tokens in 30 days; today ' + usage.today.requests + ' requests.';
@@ -211,6 +227,13 @@
       max_concurrent: optNum($('e-conc').value),
       models: models($('e-models').value),
     };
+    const days = optNum($('e-days').value);
+    if (days === 0) patch.expires_at = null;
+    else if (days !== null) patch.expires_in_days = days;
+    try { patch.metadata = JSON.parse($('e-meta').value || '{}'); } catch (_) {
+      status('Metadata must be a JSON object.', true);
+      return;
+    }
     try {
       await api('PATCH', '/v1/keys/' + current.id, patch);
       await openKey(current.id);

@@ -282,6 +282,25 @@ async fn an_operator_manages_a_key_through_the_console() {
     assert!(summary.contains("today 1 requests"), "{summary}");
     shoot(&c, "05-key-page").await;
 
+    // Edit a field through the same API (a concurrency cap), and see it in the record.
+    fill(&c, "e-conc", "3").await;
+    click(&c, "#edit-form button[type=submit]").await;
+    until_text(&c, "status", "Saved").await;
+    let record = text_of(&c, "key-record").await;
+    assert!(
+        record.contains("max_concurrent\n3") || record.contains("max_concurrent 3"),
+        "{record}"
+    );
+
+    // The keys page names it among the most used.
+    click(&c, "nav [data-view=keys]").await;
+    until_text(&c, "top-keys", "console-made (1 requests)").await;
+    fill(&c, "f-search", &id).await;
+    click(&c, "#key-filters button[type=submit]").await;
+    until_text(&c, "keys-table", &id).await;
+    click(&c, &format!("a[href='#key/{id}']")).await;
+    until_text(&c, "key-title", &id).await;
+
     // Rotate: the new key is shown once.
     fill(&c, "grace", "0").await;
     click(&c, "#rotate").await;

@@ -158,6 +158,7 @@ pub async fn list_paginates_in_created_order(store: &Arc<dyn KeyStore>) {
             offset,
             limit,
             now,
+            ..ListQuery::default()
         };
         let page = list_page(store, CHECK, &q).await;
         let want = &expected[offset.min(total)..(offset + limit).min(total)];

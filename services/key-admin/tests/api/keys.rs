@@ -365,3 +365,86 @@ async fn usage_reports_the_days_flushed_their_totals_and_the_last_use() {
     let r = app.admin_get("/v1/keys/nosuchkey/usage").await;
     assert_error_shape(&r, 404, "key_not_found");
 }
+
+#[actix_web::test]
+async fn a_search_finds_keys_by_name_or_id_and_deleted_keys_are_not_counted() {
+    let app = spawn_app(&[]).await;
+    let (_, a) = app
+        .create(json!({"name": "Billing Service", "role": "user"}))
+        .await;
+    let (_, b) = app
+        .create(json!({"name": "search-ci", "role": "user"}))
+        .await;
+    let (_, gone) = app
+        .create(json!({"name": "billing-old", "role": "user"}))
+        .await;
+    let gone_id = gone["id"].as_str().unwrap();
+    assert_eq!(
+        app.delete(&format!("/v1/keys/{gone_id}"), Some(&app.admin_key))
+            .await
+            .status,
+        200
+    );
+    let names = |v: Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let v = app.admin_get("/v1/keys?q=billing").await.json();
+    assert_eq!(
+        names(v.clone()),
+        ["Billing Service"],
+        "case-insensitive, deleted left out"
+    );
+    assert_eq!(v["total"], 1, "the total counts what is listed");
+    let prefix = &b["id"].as_str().unwrap()[..6];
+    let v = app.admin_get(&format!("/v1/keys?q={prefix}")).await.json();
+    assert!(names(v).contains(&"search-ci".to_string()));
+    let all = app.admin_get("/v1/keys").await.json();
+    let total = all["total"].as_u64().unwrap();
+    assert_eq!(total as usize, all["items"].as_array().unwrap().len());
+    assert!(!all.to_string().contains(gone_id));
+    let _ = a;
+}
+
+#[actix_web::test]
+async fn the_most_used_keys_come_first() {
+    let app = spawn_app(&[]).await;
+    let today = Utc::now().date_naive();
+    let mut ids = Vec::new();
+    for (name, requests) in [("quiet", 1u64), ("busy", 50), ("idle", 0)] {
+        let (_, rec) = app.create(json!({"name": name, "role": "user"})).await;
+        let id = rec["id"].as_str().unwrap().to_string();
+        if requests > 0 {
+            app.state
+                .store
+                .record_usage(&[infergate_keystore::UsageDelta {
+                    id: id.clone(),
+                    date: today,
+                    requests,
+                    input_tokens: requests * 10,
+                    output_tokens: 0,
+                    last_used_at: Utc::now(),
+                }])
+                .await
+                .unwrap();
+        }
+        ids.push(id);
+    }
+    let v = app.admin_get("/v1/usage?days=7&limit=5").await.json();
+    let names: Vec<&str> = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["busy", "quiet"], "{v}");
+    assert_eq!(v["keys"][0]["requests"], 50);
+    assert_eq!(v["keys"][0]["input_tokens"], 500);
+    let one = app.admin_get("/v1/usage?limit=1").await.json();
+    assert_eq!(one["keys"].as_array().unwrap().len(), 1);
+    assert!(app.admin_get("/v1/usage?limit=0").await.status >= 400);
+}
