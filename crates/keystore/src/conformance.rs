@@ -103,6 +103,12 @@ pub async fn usage_adds_up_per_day_and_reports_the_last_use(store: &Arc<dyn KeyS
         requests,
         input_tokens: requests * 100,
         output_tokens: requests * 10,
+        refused: crate::usage::Refusals {
+            rate_limited: requests,
+            token_limited: 1,
+            concurrency_limited: 0,
+            forbidden: 2,
+        },
         last_used_at,
     };
     let later = delta(today, 3, at(12));
@@ -117,7 +123,7 @@ pub async fn usage_adds_up_per_day_and_reports_the_last_use(store: &Arc<dyn KeyS
         Ok(u) => u,
         Err(e) => fail(store, CHECK, format!("usage failed: {e}")),
     };
-    let days: Vec<(chrono::NaiveDate, u64, u64, u64)> = usage
+    let days: Vec<(chrono::NaiveDate, u64, u64, u64, u64, u64)> = usage
         .days
         .iter()
         .map(|d| {
@@ -126,12 +132,14 @@ pub async fn usage_adds_up_per_day_and_reports_the_last_use(store: &Arc<dyn KeyS
                 d.totals.requests,
                 d.totals.input_tokens,
                 d.totals.output_tokens,
+                d.totals.refused.rate_limited,
+                d.totals.refused.forbidden,
             )
         })
         .collect();
-    let mut want = vec![(today, 5, 500, 50)];
+    let mut want = vec![(today, 5, 500, 50, 5, 4)];
     if yesterday != today {
-        want.insert(0, (yesterday, 1, 100, 10));
+        want.insert(0, (yesterday, 1, 100, 10, 1, 2));
     }
     if days != want {
         fail(store, CHECK, format!("days {days:?}, expected {want:?}"));

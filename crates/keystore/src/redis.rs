@@ -489,6 +489,10 @@ impl KeyStore for RedisKeyStore {
                 .arg(d.output_tokens)
                 .arg(&keep)
                 .arg(ttl_ms)
+                .arg(d.refused.rate_limited)
+                .arg(d.refused.token_limited)
+                .arg(d.refused.concurrency_limited)
+                .arg(d.refused.forbidden)
                 .ignore();
         }
         self.call("record_usage", |mut c| {
@@ -531,6 +535,10 @@ impl KeyStore for RedisKeyStore {
                 "r" => day.requests = n,
                 "i" => day.input_tokens = n,
                 "o" => day.output_tokens = n,
+                "rl" => day.refused.rate_limited = n,
+                "tl" => day.refused.token_limited = n,
+                "cl" => day.refused.concurrency_limited = n,
+                "fb" => day.refused.forbidden = n,
                 _ => {}
             }
         }

@@ -19,7 +19,31 @@ pub struct UsageDelta {
     pub requests: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Requests the gateway refused, by reason.
+    pub refused: Refusals,
     pub last_used_at: DateTime<Utc>,
+}
+
+/// A key's refused requests by reason: a request limit, a token limit, a concurrency cap, or its
+/// role or model allowlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Refusals {
+    pub rate_limited: u64,
+    pub token_limited: u64,
+    pub concurrency_limited: u64,
+    pub forbidden: u64,
+}
+
+impl Refusals {
+    pub fn add(&mut self, o: &Refusals) {
+        self.rate_limited = self.rate_limited.saturating_add(o.rate_limited);
+        self.token_limited = self.token_limited.saturating_add(o.token_limited);
+        self.concurrency_limited = self
+            .concurrency_limited
+            .saturating_add(o.concurrency_limited);
+        self.forbidden = self.forbidden.saturating_add(o.forbidden);
+    }
 }
 
 /// One day's totals.
@@ -28,6 +52,8 @@ pub struct DayTotals {
     pub requests: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    #[serde(default)]
+    pub refused: Refusals,
 }
 
 impl DayTotals {
@@ -35,6 +61,15 @@ impl DayTotals {
         self.requests = self.requests.saturating_add(d.requests);
         self.input_tokens = self.input_tokens.saturating_add(d.input_tokens);
         self.output_tokens = self.output_tokens.saturating_add(d.output_tokens);
+        self.refused.add(&d.refused);
+    }
+
+    /// Adds another day's totals (for sums over days).
+    pub fn sum(&mut self, o: &DayTotals) {
+        self.requests = self.requests.saturating_add(o.requests);
+        self.input_tokens = self.input_tokens.saturating_add(o.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(o.output_tokens);
+        self.refused.add(&o.refused);
     }
 }
 
@@ -108,6 +143,7 @@ mod tests {
             requests,
             input_tokens: 10 * requests,
             output_tokens: 1,
+            refused: Refusals::default(),
             last_used_at: at.parse().unwrap(),
         }
     }

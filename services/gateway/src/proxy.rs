@@ -143,6 +143,10 @@ pub async fn forward(
         return Err(GatewayError::Internal("request context missing".into()));
     };
     let result = forward_with(&req, &mut ctx, payload, &state, &client).await;
+    // A key's refusals (its limits, its allowlist) count in its usage.
+    if let (Err(e), Some(auth), Some(usage)) = (&result, &ctx.auth, &state.usage) {
+        usage.refusal(&auth.record.id, e, state.clock.now_millis());
+    }
     req.extensions_mut().insert(ctx);
     result
 }

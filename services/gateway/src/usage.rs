@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use infergate_keystore::usage::Refusals;
 use infergate_keystore::{KeyStore, UsageDelta};
 
 /// How often counts are flushed to the key store.
@@ -25,6 +26,7 @@ struct Pending {
     requests: u64,
     input_tokens: u64,
     output_tokens: u64,
+    refused: Refusals,
     last_ms: u64,
 }
 
@@ -73,6 +75,20 @@ impl UsageRecorder {
         });
     }
 
+    /// A request of key `id` the gateway refused, for `error`'s reason (other errors are not
+    /// refusals of the key: they are not counted).
+    pub fn refusal(&self, id: &Arc<str>, error: &crate::error::GatewayError, now_ms: u64) {
+        use crate::error::GatewayError as E;
+        let field: fn(&mut Refusals) -> &mut u64 = match error {
+            E::RateLimited { .. } => |r| &mut r.rate_limited,
+            E::TokenLimited { .. } => |r| &mut r.token_limited,
+            E::ConcurrencyLimited { .. } => |r| &mut r.concurrency_limited,
+            E::Forbidden { .. } | E::ModelNotAllowed { .. } => |r| &mut r.forbidden,
+            _ => return,
+        };
+        self.with(id, now_ms, |p| *field(&mut p.refused) += 1);
+    }
+
     /// Takes everything counted so far.
     fn drain(&self) -> Vec<UsageDelta> {
         let mut out = Vec::new();
@@ -89,6 +105,7 @@ impl UsageRecorder {
                     requests: p.requests,
                     input_tokens: p.input_tokens,
                     output_tokens: p.output_tokens,
+                    refused: p.refused,
                     last_used_at: i64::try_from(p.last_ms)
                         .ok()
                         .and_then(DateTime::from_timestamp_millis)
@@ -110,6 +127,7 @@ impl UsageRecorder {
             p.requests += d.requests;
             p.input_tokens += d.input_tokens;
             p.output_tokens += d.output_tokens;
+            p.refused.add(&d.refused);
             p.last_ms = p
                 .last_ms
                 .max(u64::try_from(d.last_used_at.timestamp_millis()).unwrap_or(0));

@@ -235,9 +235,7 @@ pub async fn usage(
     let usage = state.store.usage(&id, today, days).await?;
     let mut totals = infergate_keystore::usage::DayTotals::default();
     for d in &usage.days {
-        totals.requests += d.totals.requests;
-        totals.input_tokens += d.totals.input_tokens;
-        totals.output_tokens += d.totals.output_tokens;
+        totals.sum(&d.totals);
     }
     let today_totals = usage
         .days

@@ -176,6 +176,7 @@
       chart('usage-chart', usage, (d) => d.requests, 'requests');
       chart('tokens-chart', usage, (d) => d.input_tokens + d.output_tokens, 'tokens');
       summary(usage);
+      refusals((usage.totals && usage.totals.refused) || {});
       show('key');
       status('');
     } catch (e) {
@@ -207,6 +208,30 @@
       svg.append(r);
     }
     $(target).replaceChildren(svg);
+  }
+
+  // Refused requests by reason: one labelled horizontal bar each.
+  function refusals(r) {
+    const ns = 'http://www.w3.org/2000/svg';
+    const reasons = [['rate_limited', 'request limit'], ['token_limited', 'token limit'],
+      ['concurrency_limited', 'concurrency cap'], ['forbidden', 'role or model']];
+    const max = Math.max(1, ...reasons.map(([k]) => r[k] || 0));
+    const svg = document.createElementNS(ns, 'svg');
+    svg.setAttribute('viewBox', '0 0 300 60');
+    reasons.forEach(([k, label], i) => {
+      const n = r[k] || 0;
+      const text = document.createElementNS(ns, 'text');
+      text.setAttribute('x', '0');
+      text.setAttribute('y', String(i * 15 + 10));
+      text.textContent = label + ': ' + n;
+      const bar = document.createElementNS(ns, 'rect');
+      bar.setAttribute('x', '90');
+      bar.setAttribute('y', String(i * 15 + 3));
+      bar.setAttribute('height', '9');
+      bar.setAttribute('width', String(n ? Math.max(1, (n / max) * 200) : 0));
+      svg.append(text, bar);
+    });
+    $('refusals-chart').replaceChildren(svg);
   }
 
   function summary(usage) {

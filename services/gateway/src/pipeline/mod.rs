@@ -238,9 +238,19 @@ pub async fn decide(
             deferred: Some(planned),
         });
     }
-    let rate = enforce(state, ctx, &planned).await?;
+    // A request refused here never reaches the guard's count of the key's requests.
+    let counted = |e: &GatewayError| {
+        if let Some(usage) = &state.usage {
+            let now = state.clock.now_millis();
+            usage.request(&record.id, now);
+            usage.refusal(&record.id, e, now);
+        }
+    };
+    let rate = enforce(state, ctx, &planned).await.inspect_err(counted)?;
     if !authorised {
-        return Err(Rejected::from(forbidden(ctx, &record, route)));
+        let e = forbidden(ctx, &record, route);
+        counted(&e);
+        return Err(Rejected::from(e));
     }
     Ok(Outcome {
         auth: Some(AuthInfo { record, source }),

@@ -454,6 +454,19 @@ async fn each_keys_requests_and_tokens_are_flushed_to_the_key_store() {
         used += r.json()["usage"]["total_tokens"].as_u64().unwrap();
     }
     assert_eq!(app.get("/v1/models", Some(&plain)).await.status, 200);
+    // Refusals count by reason: a reservation too large, a route the role may not call.
+    let r = app
+        .post(
+            "/v1/chat/completions",
+            Some(&key),
+            &chat("x", json!({"max_tokens": 500_000})),
+        )
+        .await;
+    assert_eq!(r.status, 429);
+    let r = app
+        .post("/models/load", Some(&key), r#"{"model":"echo-1"}"#)
+        .await;
+    assert_eq!(r.status, 403);
     // The settlements that count the tokens run as the responses end.
     eventually(LIMIT, "the calls settle", || async {
         app.state.metrics.tokens.settlements.get() == 3
@@ -472,7 +485,12 @@ async fn each_keys_requests_and_tokens_are_flushed_to_the_key_store() {
     let today = chrono::Utc::now().date_naive();
     let usage = store.usage(&id, today, 30).await.unwrap();
     let day = usage.days.last().unwrap().totals;
-    assert_eq!(day.requests, 3);
+    assert_eq!(day.refused.token_limited, 1);
+    assert_eq!(day.refused.forbidden, 1);
+    assert_eq!(
+        day.requests, 5,
+        "every request the key made, refused or not"
+    );
     assert_eq!(day.input_tokens + day.output_tokens, used);
     assert!(usage.last_used_at.is_some());
     // A key without a token budget has its requests counted, not its tokens.

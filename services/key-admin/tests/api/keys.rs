@@ -333,6 +333,7 @@ async fn usage_reports_the_days_flushed_their_totals_and_the_last_use() {
         requests,
         input_tokens: requests * 40,
         output_tokens: requests * 8,
+        refused: Default::default(),
         last_used_at: last,
     };
     app.state
@@ -427,6 +428,7 @@ async fn the_most_used_keys_come_first() {
                     requests,
                     input_tokens: requests * 10,
                     output_tokens: 0,
+                    refused: Default::default(),
                     last_used_at: Utc::now(),
                 }])
                 .await
