@@ -176,13 +176,20 @@ pub async fn list(
         &["role", "state", "q", "offset", "limit"],
     )?;
     let now = Utc::now();
+    let search = q
+        .get("q")
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    if search.as_ref().is_some_and(|s| s.chars().count() > 200) {
+        return Err(AdminError::validation(
+            "q",
+            "must be at most 200 characters",
+        ));
+    }
     let query = ListQuery {
         role: validate::role_param(&q)?,
         state: validate::state_param(&q)?,
-        search: q
-            .get("q")
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty()),
+        search,
         offset: validate::usize_param(&q, "offset", 0, 0, usize::MAX)?,
         limit: validate::usize_param(
             &q,

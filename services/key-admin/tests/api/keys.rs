@@ -408,6 +408,10 @@ async fn a_search_finds_keys_by_name_or_id_and_deleted_keys_are_not_counted() {
     let total = all["total"].as_u64().unwrap();
     assert_eq!(total as usize, all["items"].as_array().unwrap().len());
     assert!(!all.to_string().contains(gone_id));
+    let r = app
+        .admin_get(&format!("/v1/keys?q={}", "x".repeat(201)))
+        .await;
+    assert_error_shape(&r, 422, "validation_error");
     let _ = a;
 }
 
