@@ -165,6 +165,17 @@ pub struct TokenSettings {
     pub per_day: LimitMode,
     /// A metered route's path (one of [`METERED_PATHS`]) → its per-key budget.
     pub routes: BTreeMap<String, RouteBudget>,
+    pub tokenizer: Tokenizer,
+}
+
+/// How prompt text is counted for a reservation (docs/ratelimit.md, "The estimate's bound").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tokenizer {
+    /// OpenAI's tokenizer for OpenAI model names, the byte bound for every other model.
+    Auto,
+    /// The byte bound for every model.
+    Bytes,
 }
 
 /// The routes whose calls spend model tokens, as `rate_limit.tokens.routes` names them.

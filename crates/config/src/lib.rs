@@ -36,7 +36,8 @@ pub use admin::{AdminConfig, load_admin};
 pub use gateway::{
     AuthSettings, BodyLimits, ConcurrencySettings, ConnectionLimits, CorsSettings, GatewayConfig,
     LimitMode, LogFormat, LogSettings, METERED_PATHS, RateLimitSettings, RoleBudget, RoleBudgets,
-    RouteBudget, Storage, TlsSettings, TokenCount, TokenSettings, UpstreamSettings, load_gateway,
+    RouteBudget, Storage, TlsSettings, TokenCount, TokenSettings, Tokenizer, UpstreamSettings,
+    load_gateway,
 };
 pub use keys::{ExternalIssuer, JwtAlgorithm, JwtSettings, KeyStoreBackend, KeyStoreSettings};
 pub use secret::Secret;

@@ -192,6 +192,9 @@ pub struct RawTokens {
     pub per_day: String,
     /// A metered route's path → a budget per key on that route, beside the key's own.
     pub routes: BTreeMap<String, RawRouteBudget>,
+    /// How prompt text is counted: `auto` (OpenAI's tokenizer for OpenAI model names, the byte
+    /// bound otherwise) or `bytes` (the byte bound always).
+    pub tokenizer: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -212,6 +215,7 @@ impl Default for RawTokens {
             per_minute: "enforce".into(),
             per_day: "enforce".into(),
             routes: BTreeMap::new(),
+            tokenizer: "auto".into(),
         }
     }
 }

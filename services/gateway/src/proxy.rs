@@ -257,10 +257,12 @@ async fn forward_with(
             crate::pipeline::limit::enforce(state, ctx, &plan).await?;
         } else {
             let t = &state.limits.tokens;
+            let model = parsed.as_ref().and_then(|v| v.get("model")?.as_str());
             let rules = crate::metering::estimate::EstimateRules {
                 image_tokens: t.image_tokens,
                 prompt_overhead_tokens: t.prompt_overhead_tokens,
                 default_max_output_tokens: t.default_max_output_tokens,
+                text: crate::metering::estimate::TextCounter::for_model(t.tokenizer, model),
             };
             let estimate = parsed
                 .as_ref()

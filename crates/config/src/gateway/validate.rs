@@ -502,8 +502,20 @@ fn budgets(
             },
         );
     }
+    let tokenizer = match t.tokenizer.trim().to_ascii_lowercase().as_str() {
+        "auto" => Tokenizer::Auto,
+        "bytes" => Tokenizer::Bytes,
+        _ => {
+            return Err(ConfigError::invalid(
+                name("rate_limit.tokens.tokenizer"),
+                &t.tokenizer,
+                "auto or bytes",
+            ));
+        }
+    };
     let tokens = TokenSettings {
         routes,
+        tokenizer,
         count,
         default_max_output_tokens: t.default_max_output_tokens,
         image_tokens: t.image_tokens,

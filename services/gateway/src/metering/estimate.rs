@@ -5,10 +5,12 @@
 //!
 //! No tokenizer is exact for every model the gateway fronts (Llama, Mistral, Qwen, Gemma and
 //! GPT tokenizers disagree by 30 % and more on the same text), and a count from the wrong
-//! tokenizer can be *lower* than the upstream's, so the estimate is a bound instead:
+//! tokenizer can be *lower* than the upstream's, so the estimate is a bound, made tight where
+//! the tokenizer is known ([`TextCounter`]: OpenAI's own tables for OpenAI model names):
 //!
-//! - every string (message text, tool schemas, names) counts its UTF-8 bytes plus one, every
-//!   object key its bytes, every number its decimal digits, every other scalar one;
+//! - every string (message text, tool schemas, names) counts its UTF-8 bytes plus one (or its
+//!   BPE tokens plus one), every object key its bytes, every number its decimal digits, every
+//!   other scalar one;
 //! - every object and array adds two, for the special tokens a chat template wraps around a
 //!   message or a tool;
 //! - every request adds `prompt_overhead_tokens` (default 32) for the template's fixed text;
@@ -28,11 +30,73 @@ use infergate_policy::Schema;
 use serde_json::{Map, Value};
 
 /// How the bound is computed (`rate_limit.tokens`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct EstimateRules {
     pub image_tokens: u64,
     pub prompt_overhead_tokens: u64,
     pub default_max_output_tokens: u64,
+    /// How a string of text is counted.
+    pub text: TextCounter,
+}
+
+/// How a string of prompt text is counted: its UTF-8 bytes (an upper bound for every
+/// byte-level and byte-fallback tokenizer), or, for a model whose tokenizer is known and
+/// embedded (OpenAI's o200k and cl100k BPE tables, from tiktoken-rs), that tokenizer's count.
+#[derive(Clone, Copy)]
+pub enum TextCounter {
+    Bytes,
+    Bpe(&'static tiktoken_rs::CoreBPE),
+}
+
+impl std::fmt::Debug for TextCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TextCounter::Bytes => "Bytes",
+            TextCounter::Bpe(_) => "Bpe",
+        })
+    }
+}
+
+impl TextCounter {
+    /// The counter for a request naming `model`: OpenAI's tokenizer for OpenAI model names
+    /// (`tokenizer: auto`), the byte bound for every other model or with `tokenizer: bytes`.
+    /// The tables are loaded on the first request that needs them.
+    pub fn for_model(tokenizer: infergate_config::Tokenizer, model: Option<&str>) -> Self {
+        if tokenizer == infergate_config::Tokenizer::Bytes {
+            return TextCounter::Bytes;
+        }
+        let Some(model) = model.map(str::to_ascii_lowercase) else {
+            return TextCounter::Bytes;
+        };
+        const O200K: &[&str] = &[
+            "gpt-4o",
+            "gpt-4.1",
+            "gpt-4.5",
+            "gpt-5",
+            "chatgpt-4o",
+            "gpt-oss",
+            "o1",
+            "o3",
+            "o4",
+        ];
+        const CL100K: &[&str] = &["gpt-4", "gpt-3.5", "text-embedding-3", "text-embedding-ada"];
+        if O200K.iter().any(|p| model.starts_with(p)) {
+            TextCounter::Bpe(tiktoken_rs::o200k_base_singleton())
+        } else if CL100K.iter().any(|p| model.starts_with(p)) {
+            TextCounter::Bpe(tiktoken_rs::cl100k_base_singleton())
+        } else {
+            TextCounter::Bytes
+        }
+    }
+
+    /// Tokens `s` may take, plus one (a tokenizer may split at a string's edges differently
+    /// when the template joins it to its neighbours).
+    fn count(&self, s: &str) -> u64 {
+        match self {
+            TextCounter::Bytes => s.len() as u64 + 1,
+            TextCounter::Bpe(bpe) => bpe.encode_ordinary(s).len() as u64 + 1,
+        }
+    }
 }
 
 /// One request's cost bound.
@@ -60,7 +124,7 @@ impl Estimate {
 /// Upper bound of the tokens `v` renders to (see the module doc).
 fn bound(v: &Value, rules: &EstimateRules) -> u64 {
     match v {
-        Value::String(s) => s.len() as u64 + 1,
+        Value::String(s) => rules.text.count(s),
         Value::Number(n) => digits(n),
         Value::Null | Value::Bool(_) => 1,
         Value::Array(items) => items
@@ -267,7 +331,44 @@ mod tests {
         image_tokens: 1000,
         prompt_overhead_tokens: 32,
         default_max_output_tokens: 256,
+        text: TextCounter::Bytes,
     };
+
+    #[test]
+    fn openai_models_are_counted_with_their_own_tokenizer() {
+        use infergate_config::Tokenizer;
+        let text = "The quick brown fox jumps over the lazy dog. ".repeat(20);
+        let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]});
+        let bpe = EstimateRules {
+            text: TextCounter::for_model(Tokenizer::Auto, Some("gpt-4o-mini")),
+            ..RULES
+        };
+        let by_bpe = estimate(Schema::ChatCompletions, &body, &bpe)
+            .unwrap()
+            .prompt;
+        let by_bytes = estimate(Schema::ChatCompletions, &body, &RULES)
+            .unwrap()
+            .prompt;
+        // o200k: about 10 tokens a sentence; the byte bound counts 45 bytes a sentence.
+        let exact = tiktoken_rs::o200k_base_singleton()
+            .encode_ordinary(&text)
+            .len() as u64;
+        assert!(
+            by_bpe >= exact && by_bpe < exact + 80,
+            "{by_bpe} vs {exact}"
+        );
+        assert!(by_bytes > 3 * by_bpe, "{by_bytes} vs {by_bpe}");
+        for model in ["llama-3.1-8b", "mistral-7b", "echo-1"] {
+            assert!(matches!(
+                TextCounter::for_model(Tokenizer::Auto, Some(model)),
+                TextCounter::Bytes
+            ));
+        }
+        assert!(matches!(
+            TextCounter::for_model(Tokenizer::Bytes, Some("gpt-4o")),
+            TextCounter::Bytes
+        ));
+    }
 
     #[test]
     fn the_prompt_bound_is_at_least_the_bytes_of_every_text() {
