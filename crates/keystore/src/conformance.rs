@@ -97,9 +97,10 @@ pub async fn usage_adds_up_per_day_and_reports_the_last_use(store: &Arc<dyn KeyS
             .map(|t| t.and_utc())
             .unwrap_or_else(Utc::now)
     };
-    let delta = |date, requests, last_used_at| crate::UsageDelta {
+    let delta = |date, requests, last_used_at: DateTime<Utc>| crate::UsageDelta {
         id: id.clone(),
         date,
+        minute: crate::usage::minute_of(last_used_at),
         requests,
         input_tokens: requests * 100,
         output_tokens: requests * 10,
@@ -154,6 +155,26 @@ pub async fn usage_adds_up_per_day_and_reports_the_last_use(store: &Arc<dyn KeyS
     match store.usage(&id, today, 1).await {
         Ok(u) if u.days.len() == 1 => {}
         other => fail(store, CHECK, format!("a one-day window gave {other:?}")),
+    }
+    // The current minute's counts, as of the flush.
+    let now = Utc::now();
+    let this_minute = crate::UsageDelta {
+        id: id.clone(),
+        date: now.date_naive(),
+        minute: crate::usage::minute_of(now),
+        requests: 7,
+        input_tokens: 70,
+        output_tokens: 0,
+        refused: crate::usage::Refusals::default(),
+        last_used_at: now,
+    };
+    if let Err(e) = store.record_usage(&[this_minute]).await {
+        fail(store, CHECK, format!("record_usage failed: {e}"));
+    }
+    match store.usage(&id, now.date_naive(), 30).await {
+        // Tolerates a flush that straddled a minute boundary just now.
+        Ok(u) if u.current_minute.requests == 7 || u.previous_minute.requests == 7 => {}
+        other => fail(store, CHECK, format!("the current minute gave {other:?}")),
     }
     match store.usage(&new_id(), today, 30).await {
         Ok(u) if u == crate::KeyUsage::default() => {}

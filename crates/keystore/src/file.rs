@@ -457,7 +457,7 @@ impl KeyStore for FileKeyStore {
             Ok(inner
                 .read_usage()?
                 .get(&id)
-                .map(|b| b.report(today, days))
+                .map(|b| b.report(today, days, crate::usage::minute_of(chrono::Utc::now())))
                 .unwrap_or_default())
         })
         .await

@@ -145,7 +145,7 @@ impl KeyStore for MemoryKeyStore {
     ) -> Result<crate::KeyUsage, KeyStoreError> {
         Ok(lock(&self.usage)
             .get(id)
-            .map(|b| b.report(today, days))
+            .map(|b| b.report(today, days, crate::usage::minute_of(chrono::Utc::now())))
             .unwrap_or_default())
     }
 

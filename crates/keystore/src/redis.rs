@@ -493,6 +493,7 @@ impl KeyStore for RedisKeyStore {
                 .arg(d.refused.token_limited)
                 .arg(d.refused.concurrency_limited)
                 .arg(d.refused.forbidden)
+                .arg(d.minute)
                 .ignore();
         }
         self.call("record_usage", |mut c| {
@@ -527,6 +528,17 @@ impl KeyStore for RedisKeyStore {
             let Some((date, kind)) = field.split_once(':') else {
                 continue;
             };
+            // `m<minute>:r|i|o`: the last two minutes.
+            if let Some(minute) = date.strip_prefix('m').and_then(|m| m.parse::<u64>().ok()) {
+                let t = book.minutes.entry(minute).or_default();
+                match kind {
+                    "r" => t.requests = n,
+                    "i" => t.input_tokens = n,
+                    "o" => t.output_tokens = n,
+                    _ => {}
+                }
+                continue;
+            }
             let Ok(date) = date.parse::<chrono::NaiveDate>() else {
                 continue;
             };
@@ -542,7 +554,7 @@ impl KeyStore for RedisKeyStore {
                 _ => {}
             }
         }
-        Ok(book.report(today, days))
+        Ok(book.report(today, days, crate::usage::minute_of(chrono::Utc::now())))
     }
 
     fn changes(&self) -> broadcast::Receiver<KeyChange> {

@@ -16,6 +16,8 @@ pub const RETAINED_DAYS: u64 = 31;
 pub struct UsageDelta {
     pub id: String,
     pub date: NaiveDate,
+    /// The minute (Unix minutes: ms / 60,000) the counts fell in, for the current windows.
+    pub minute: u64,
     pub requests: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -81,11 +83,19 @@ pub struct DayUsage {
     pub totals: DayTotals,
 }
 
-/// A key's usage as a store reports it: days with any use, oldest first.
+/// A key's usage as a store reports it: days with any use, oldest first, and the current and
+/// previous minute (the windows a per-minute limit slides over), as of the last flush.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct KeyUsage {
     pub last_used_at: Option<DateTime<Utc>>,
     pub days: Vec<DayUsage>,
+    pub current_minute: DayTotals,
+    pub previous_minute: DayTotals,
+}
+
+/// The Unix minute of `t`.
+pub fn minute_of(t: DateTime<Utc>) -> u64 {
+    u64::try_from(t.timestamp()).unwrap_or(0) / 60
 }
 
 /// One key's usage as a store that keeps it in process (memory, file) holds it.
@@ -93,6 +103,9 @@ pub struct KeyUsage {
 pub struct UsageBook {
     pub last_used_at: Option<DateTime<Utc>>,
     pub days: BTreeMap<NaiveDate, DayTotals>,
+    /// The last two minutes with use (Unix minute → totals).
+    #[serde(default)]
+    pub minutes: BTreeMap<u64, DayTotals>,
 }
 
 /// The first day still kept on `today`.
@@ -111,10 +124,14 @@ impl UsageBook {
         }
         let keep = first_kept(today);
         self.days.retain(|date, _| *date >= keep);
+        self.minutes.entry(d.minute).or_default().add(d);
+        // Only this minute and the one before can be a current window.
+        let now = minute_of(Utc::now());
+        self.minutes.retain(|m, _| *m + 1 >= now);
     }
 
-    /// The last `days` days up to `today`.
-    pub fn report(&self, today: NaiveDate, days: u64) -> KeyUsage {
+    /// The last `days` days up to `today`, and the minute `now_minute` and the one before.
+    pub fn report(&self, today: NaiveDate, days: u64, now_minute: u64) -> KeyUsage {
         let from = today
             .checked_sub_days(Days::new(days.clamp(1, RETAINED_DAYS) - 1))
             .unwrap_or(NaiveDate::MIN);
@@ -128,6 +145,12 @@ impl UsageBook {
                     totals: *totals,
                 })
                 .collect(),
+            current_minute: self.minutes.get(&now_minute).copied().unwrap_or_default(),
+            previous_minute: self
+                .minutes
+                .get(&now_minute.saturating_sub(1))
+                .copied()
+                .unwrap_or_default(),
         }
     }
 }
@@ -140,6 +163,7 @@ mod tests {
         UsageDelta {
             id: "k".into(),
             date,
+            minute: minute_of(at.parse().unwrap()),
             requests,
             input_tokens: 10 * requests,
             output_tokens: 1,
@@ -156,7 +180,11 @@ mod tests {
         book.add(&delta(old, 5, "2026-11-01T10:00:00Z"), old);
         book.add(&delta(today, 2, "2026-12-03T10:00:00Z"), today);
         book.add(&delta(today, 3, "2026-12-03T09:00:00Z"), today);
-        let r = book.report(today, 30);
+        let r = book.report(
+            today,
+            30,
+            minute_of("2026-12-03T10:00:30Z".parse().unwrap()),
+        );
         assert_eq!(r.days.len(), 1, "the 1 November is past retention");
         assert_eq!(r.days[0].totals.requests, 5);
         assert_eq!(r.days[0].totals.input_tokens, 50);
@@ -164,6 +192,18 @@ mod tests {
             r.last_used_at.unwrap().to_rfc3339(),
             "2026-12-03T10:00:00+00:00"
         );
-        assert_eq!(book.report(today, 1).days.len(), 1);
+        let _ = r;
+        // The current windows: this minute and the one before, by the wall clock.
+        let now = Utc::now();
+        let mut book = UsageBook::default();
+        let at = |t: DateTime<Utc>| t.to_rfc3339();
+        book.add(&delta(now.date_naive(), 4, &at(now)), now.date_naive());
+        let old = now - chrono::Duration::minutes(90);
+        book.add(&delta(old.date_naive(), 9, &at(old)), now.date_naive());
+        let r = book.report(now.date_naive(), 30, minute_of(now));
+        assert_eq!(r.current_minute.requests, 4);
+        assert_eq!(r.previous_minute.requests, 0);
+        assert_eq!(book.minutes.len(), 1, "an hour-old minute is not kept");
+        assert_eq!(book.report(today, 1, 0).days.len(), 1);
     }
 }

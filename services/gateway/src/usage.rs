@@ -11,7 +11,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use infergate_keystore::usage::Refusals;
 use infergate_keystore::{KeyStore, UsageDelta};
 
@@ -19,7 +19,7 @@ use infergate_keystore::{KeyStore, UsageDelta};
 pub const FLUSH_EVERY: Duration = Duration::from_secs(10);
 
 const SHARDS: usize = 16;
-const DAY_MS: u64 = 86_400_000;
+const MINUTE_MS: u64 = 60_000;
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Pending {
@@ -30,6 +30,7 @@ struct Pending {
     last_ms: u64,
 }
 
+/// Keyed by key id and Unix minute (the day follows from the minute).
 type Shard = HashMap<(Arc<str>, u64), Pending>;
 
 /// The counts not yet flushed, by key id and UTC day.
@@ -57,7 +58,7 @@ impl UsageRecorder {
     fn with(&self, id: &Arc<str>, now_ms: u64, f: impl FnOnce(&mut Pending)) {
         let shard = (self.hasher.hash_one(&**id) as usize) % SHARDS;
         let mut map = lock(&self.shards[shard]);
-        let p = map.entry((id.clone(), now_ms / DAY_MS)).or_default();
+        let p = map.entry((id.clone(), now_ms / MINUTE_MS)).or_default();
         p.last_ms = p.last_ms.max(now_ms);
         f(p);
     }
@@ -94,14 +95,15 @@ impl UsageRecorder {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let taken = std::mem::take(&mut *lock(shard));
-            out.extend(taken.into_iter().filter_map(|((id, day), p)| {
-                let date = i64::try_from(day)
+            out.extend(taken.into_iter().filter_map(|((id, minute), p)| {
+                let date = i64::try_from(minute)
                     .ok()
-                    .and_then(|d| DateTime::from_timestamp(d * 86_400, 0))
+                    .and_then(|m| DateTime::from_timestamp(m * 60, 0))
                     .map(|t| t.date_naive())?;
                 Some(UsageDelta {
                     id: id.to_string(),
                     date,
+                    minute,
                     requests: p.requests,
                     input_tokens: p.input_tokens,
                     output_tokens: p.output_tokens,
@@ -120,10 +122,9 @@ impl UsageRecorder {
     fn restore(&self, batch: Vec<UsageDelta>) {
         for d in batch {
             let id: Arc<str> = Arc::from(d.id.as_str());
-            let day = day_of(d.date);
             let shard = (self.hasher.hash_one(&*id) as usize) % SHARDS;
             let mut map = lock(&self.shards[shard]);
-            let p = map.entry((id, day)).or_default();
+            let p = map.entry((id, d.minute)).or_default();
             p.requests += d.requests;
             p.input_tokens += d.input_tokens;
             p.output_tokens += d.output_tokens;
@@ -147,13 +148,6 @@ impl UsageRecorder {
     }
 }
 
-fn day_of(date: NaiveDate) -> u64 {
-    let secs = date
-        .and_hms_opt(0, 0, 0)
-        .map_or(0, |t| t.and_utc().timestamp());
-    u64::try_from(secs).unwrap_or(0) / 86_400
-}
-
 /// Flushes `recorder` into `store` every [`FLUSH_EVERY`] until the returned handle is aborted
 /// (the application flushes once more itself when it stops).
 pub fn spawn_flusher(
@@ -174,6 +168,8 @@ pub fn spawn_flusher(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const DAY_MS: u64 = 86_400_000;
     use infergate_keystore::MemoryKeyStore;
 
     #[tokio::test]
@@ -186,9 +182,12 @@ mod tests {
         }
         r.tokens(&a, 10, 2, t + 1);
         r.request(&b, t - DAY_MS);
+        r.request(&a, t + MINUTE_MS);
         let mut batch = r.drain();
-        batch.sort_by(|x, y| x.id.cmp(&y.id));
-        assert_eq!(batch.len(), 2);
+        batch.sort_by(|x, y| (&x.id, x.minute).cmp(&(&y.id, y.minute)));
+        assert_eq!(batch.len(), 3, "a's two minutes and b's");
+        assert_eq!(batch[1].requests, 1, "a's next minute");
+        batch.remove(1);
         assert_eq!(
             (
                 batch[0].requests,

@@ -254,6 +254,9 @@ pub async fn usage(
         "id": &*id,
         "days_requested": days,
         "last_used_at": usage.last_used_at,
+        // The windows a per-minute limit slides over, as of the gateways' last flush.
+        "current_minute": usage.current_minute,
+        "previous_minute": usage.previous_minute,
         "today": today_totals,
         "totals": totals,
         "days": usage.days,

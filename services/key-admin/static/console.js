@@ -237,7 +237,9 @@
   function summary(usage) {
     const t = usage.totals;
     $('usage-summary').textContent = t.requests + ' requests and ' + (t.input_tokens + t.output_tokens)
-      + ' tokens in 30 days; today ' + usage.today.requests + ' requests.';
+      + ' tokens in 30 days; today ' + usage.today.requests + ' requests; this minute '
+      + usage.current_minute.requests + ' requests and '
+      + (usage.current_minute.input_tokens + usage.current_minute.output_tokens) + ' tokens.';
   }
 
   $('edit-form').addEventListener('submit', async (ev) => {

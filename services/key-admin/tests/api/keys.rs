@@ -330,6 +330,7 @@ async fn usage_reports_the_days_flushed_their_totals_and_the_last_use() {
     let delta = |date, requests| infergate_keystore::UsageDelta {
         id: id.clone(),
         date,
+        minute: infergate_keystore::usage::minute_of(last),
         requests,
         input_tokens: requests * 40,
         output_tokens: requests * 8,
@@ -344,6 +345,10 @@ async fn usage_reports_the_days_flushed_their_totals_and_the_last_use() {
     let v = app.admin_get(&format!("/v1/keys/{id}/usage")).await.json();
     assert_eq!(v["days"].as_array().unwrap().len(), 2, "{v}");
     assert_eq!(v["today"]["requests"], 12);
+    // Both deltas were flushed this minute (the test's clock): the current window holds them.
+    let minute = v["current_minute"]["requests"].as_u64().unwrap()
+        + v["previous_minute"]["requests"].as_u64().unwrap();
+    assert_eq!(minute, 40, "{v}");
     assert_eq!(v["totals"]["requests"], 40);
     assert_eq!(v["totals"]["input_tokens"], 1600);
     assert_eq!(v["days"][0]["date"], today.pred_opt().unwrap().to_string());
@@ -429,6 +434,7 @@ async fn the_most_used_keys_come_first() {
                 .record_usage(&[infergate_keystore::UsageDelta {
                     id: id.clone(),
                     date: today,
+                    minute: infergate_keystore::usage::minute_of(Utc::now()),
                     requests,
                     input_tokens: requests * 10,
                     output_tokens: 0,
