@@ -114,19 +114,31 @@ async fn until_text(c: &Client, id: &str, needle: &str) -> String {
     panic!("#{id} never said {needle:?}; it says {last:?}");
 }
 
+/// The element, once the page shows it (views appear after their data arrived).
+async fn shown(c: &Client, locator: Locator<'_>) -> fantoccini::elements::Element {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(e) = c.find(locator).await
+            && e.is_displayed().await.unwrap_or(false)
+        {
+            return e;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{locator:?} never shown"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn fill(c: &Client, id: &str, value: &str) {
-    let e = c.find(Locator::Id(id)).await.unwrap();
+    let e = shown(c, Locator::Id(id)).await;
     e.clear().await.unwrap();
     e.send_keys(value).await.unwrap();
 }
 
 async fn click(c: &Client, css: &str) {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    shown(c, Locator::Css(css)).await.click().await.unwrap();
 }
 
 /// A gateway on the same key store, on loopback.
