@@ -289,10 +289,7 @@ impl ServiceError for GatewayError {
 
 /// Adds the rate-limit headers for `status` (the tightest limit) to a response.
 pub fn rate_limit_headers(headers: &mut header::HeaderMap, status: &LimitStatus, now_millis: u64) {
-    let reset_in = status
-        .reset_at_millis
-        .saturating_sub(now_millis)
-        .div_ceil(1000);
+    let reset_in = reset_in_secs(status, now_millis);
     let limit = HeaderValue::from(status.limit);
     let remaining = HeaderValue::from(status.remaining);
     headers.insert(
@@ -321,31 +318,52 @@ pub fn rate_limit_headers(headers: &mut header::HeaderMap, status: &LimitStatus,
         header::HeaderName::from_static("x-ratelimit-reset-requests"),
         reset_duration(reset_in),
     );
+    ietf_headers(headers, status, reset_in, false);
+}
+
+/// Whole seconds until `status`'s window ends.
+fn reset_in_secs(status: &LimitStatus, now_millis: u64) -> u64 {
+    status
+        .reset_at_millis
+        .saturating_sub(now_millis)
+        .div_ceil(1000)
+}
+
+/// The IETF `RateLimit-Policy` and `RateLimit` entries of `status`: set (the request policy)
+/// or `append`ed beside it (the token policy).
+fn ietf_headers(
+    headers: &mut header::HeaderMap,
+    status: &LimitStatus,
+    reset_in: u64,
+    append: bool,
+) {
     let name = dimension_name(status.dimension);
-    headers.insert(
+    let policy = formatted(format_args!(
+        "\"{name}\";q={};w={}",
+        status.limit,
+        status.window.as_secs()
+    ));
+    let current = formatted(format_args!(
+        "\"{name}\";r={};t={reset_in}",
+        status.remaining
+    ));
+    let (p, r) = (
         header::HeaderName::from_static("ratelimit-policy"),
-        formatted(format_args!(
-            "\"{name}\";q={};w={}",
-            status.limit,
-            status.window.as_secs()
-        )),
-    );
-    headers.insert(
         header::HeaderName::from_static("ratelimit"),
-        formatted(format_args!(
-            "\"{name}\";r={};t={reset_in}",
-            status.remaining
-        )),
     );
+    if append {
+        headers.append(p, policy);
+        headers.append(r, current);
+    } else {
+        headers.insert(p, policy);
+        headers.insert(r, current);
+    }
 }
 
 /// Adds the token-limit headers for `status` (the tightest token limit): OpenAI's
 /// `x-ratelimit-*-tokens`, and the token policy beside the request one in the IETF headers.
 pub fn token_limit_headers(headers: &mut header::HeaderMap, status: &LimitStatus, now_millis: u64) {
-    let reset_in = status
-        .reset_at_millis
-        .saturating_sub(now_millis)
-        .div_ceil(1000);
+    let reset_in = reset_in_secs(status, now_millis);
     headers.insert(
         header::HeaderName::from_static("x-ratelimit-limit-tokens"),
         HeaderValue::from(status.limit),
@@ -358,22 +376,7 @@ pub fn token_limit_headers(headers: &mut header::HeaderMap, status: &LimitStatus
         header::HeaderName::from_static("x-ratelimit-reset-tokens"),
         reset_duration(reset_in),
     );
-    let name = dimension_name(status.dimension);
-    headers.append(
-        header::HeaderName::from_static("ratelimit-policy"),
-        formatted(format_args!(
-            "\"{name}\";q={};w={}",
-            status.limit,
-            status.window.as_secs()
-        )),
-    );
-    headers.append(
-        header::HeaderName::from_static("ratelimit"),
-        formatted(format_args!(
-            "\"{name}\";r={};t={reset_in}",
-            status.remaining
-        )),
-    );
+    ietf_headers(headers, status, reset_in, true);
 }
 
 /// Whole seconds as OpenAI writes a reset: `45s`, `6m0s`, `1h2m3s`.

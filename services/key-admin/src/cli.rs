@@ -365,23 +365,41 @@ async fn list(state: &AppState, args: ListArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn delete(state: &AppState, id: &str) -> Result<(), CliError> {
-    let result = crate::keys::delete_key(state, id).await;
-    let (success, detail) = match &result {
-        Ok(was_revoked) => (true, json!({"was_revoked": was_revoked})),
+/// Audits a CLI action on key `id`: its detail on success, its error code on failure.
+async fn audit_action<T>(
+    state: &AppState,
+    action: &str,
+    id: &str,
+    result: &Result<T, AdminError>,
+    detail: impl FnOnce(&T) -> Value,
+) -> Result<(), CliError> {
+    let (success, detail) = match result {
+        Ok(v) => (true, detail(v)),
         Err(e) => (false, json!({"error": e.code().name()})),
     };
     state
         .audit(
             CLI_ACTOR,
-            "delete",
+            action,
             Some(id.to_string()),
             None,
             success,
             detail,
         )
         .await
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+        .map_err(|e| CliError::Failed(e.to_string()))
+}
+
+async fn delete(state: &AppState, id: &str) -> Result<(), CliError> {
+    let result = crate::keys::delete_key(state, id).await;
+    audit_action(
+        state,
+        "delete",
+        id,
+        &result,
+        |was_revoked| json!({"was_revoked": was_revoked}),
+    )
+    .await?;
     result?;
     println!("deleted {id}");
     Ok(())
@@ -389,21 +407,14 @@ async fn delete(state: &AppState, id: &str) -> Result<(), CliError> {
 
 async fn revoke(state: &AppState, id: &str) -> Result<(), CliError> {
     let result = revoke_key(state, id).await;
-    let (success, detail) = match &result {
-        Ok((_, already)) => (true, json!({"already_revoked": already})),
-        Err(e) => (false, json!({"error": e.code().name()})),
-    };
-    state
-        .audit(
-            CLI_ACTOR,
-            "revoke",
-            Some(id.to_string()),
-            None,
-            success,
-            detail,
-        )
-        .await
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+    audit_action(
+        state,
+        "revoke",
+        id,
+        &result,
+        |(_, already)| json!({"already_revoked": already}),
+    )
+    .await?;
     let (record, already) = result?;
     if already {
         println!(

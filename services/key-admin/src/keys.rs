@@ -220,6 +220,12 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(record_json(&record, Utc::now())))
 }
 
+/// The `days` of a usage query: 1 to the days a store keeps, default 30.
+fn usage_days(q: &std::collections::BTreeMap<String, String>) -> Result<u64, AdminError> {
+    let max = infergate_keystore::usage::RETAINED_DAYS as usize;
+    Ok(validate::usize_param(q, "days", 30, 1, max)? as u64)
+}
+
 /// `GET /v1/keys/{id}/usage?days=N`: requests and tokens per UTC day (the last `days`, 1-31,
 /// default 30), their totals, and when the key was last used — as the gateways flushed them
 /// (every few seconds; tokens for keys with a token budget).
@@ -230,13 +236,7 @@ pub async fn usage(
     id: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
     let q = validate::query(req.query_string(), &["days"])?;
-    let days = validate::usize_param(
-        &q,
-        "days",
-        30,
-        1,
-        infergate_keystore::usage::RETAINED_DAYS as usize,
-    )? as u64;
+    let days = usage_days(&q)?;
     fetch(&state, &id).await?;
     let today = Utc::now().date_naive();
     let usage = state.store.usage(&id, today, days).await?;
@@ -271,13 +271,7 @@ pub async fn top_usage(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AdminError> {
     let q = validate::query(req.query_string(), &["days", "limit"])?;
-    let days = validate::usize_param(
-        &q,
-        "days",
-        30,
-        1,
-        infergate_keystore::usage::RETAINED_DAYS as usize,
-    )? as u64;
+    let days = usage_days(&q)?;
     let limit = validate::usize_param(&q, "limit", 10, 1, 100)?;
     let now = Utc::now();
     let today = now.date_naive();
@@ -295,21 +289,19 @@ pub async fn top_usage(
             .await?;
         for r in &page.items {
             let u = state.store.usage(&r.id, today, days).await?;
-            let (mut requests, mut input, mut output) = (0u64, 0u64, 0u64);
+            let mut t = infergate_keystore::usage::DayTotals::default();
             for d in &u.days {
-                requests += d.totals.requests;
-                input += d.totals.input_tokens;
-                output += d.totals.output_tokens;
+                t.sum(&d.totals);
             }
-            if requests > 0 || input + output > 0 {
+            if t.requests > 0 || t.input_tokens + t.output_tokens > 0 {
                 rows.push(json!({
                     "id": &*r.id,
                     "name": r.name,
                     "role": r.role,
                     "state": r.state(now).as_str(),
-                    "requests": requests,
-                    "input_tokens": input,
-                    "output_tokens": output,
+                    "requests": t.requests,
+                    "input_tokens": t.input_tokens,
+                    "output_tokens": t.output_tokens,
                     "last_used_at": u.last_used_at,
                 }));
             }

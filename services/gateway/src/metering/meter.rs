@@ -267,7 +267,6 @@ impl<S> Metered<S> {
                 }
             }
         }
-        self.reservation.completed = true;
     }
 }
 

@@ -93,7 +93,6 @@ pub struct Reservation {
     /// The upstream answered with a success status (else nothing ran: nothing is charged).
     pub(crate) responded: bool,
     pub(crate) streamed: bool,
-    pub(crate) completed: bool,
     pub(crate) cut: bool,
 }
 
@@ -471,7 +470,6 @@ pub async fn admit(
             body_bytes: 0,
             responded: false,
             streamed: false,
-            completed: false,
             cut: false,
         }
     });
