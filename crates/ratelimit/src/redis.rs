@@ -92,7 +92,7 @@ use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Cmd, ErrorKind, RedisError, ServerErrorKind};
 use async_trait::async_trait;
 use deadpool::Runtime;
-use deadpool::managed::Pool;
+use deadpool::managed::{Pool, QueueMode};
 use tokio::time::{Instant, timeout_at};
 
 use crate::Clock;
@@ -139,8 +139,9 @@ pub struct RedisLimiterConfig {
     /// Deadline of one check or peek, taking a connection included. Well under
     /// a request's budget: a slow limiter is treated as an unavailable one.
     pub timeout: Duration,
-    /// Most connections held. Each is multiplexed, so this bounds concurrent
-    /// calls in flight rather than throughput.
+    /// Most connections held. Each is multiplexed and shared by the calls in
+    /// flight, so more than one is made only when calls start while none is
+    /// ready (at start-up, or after a connection failed).
     pub pool_size: usize,
     /// `None`: the scripts read Redis `TIME` (one clock for all replicas).
     /// `Some`: this clock's reading is sent with every call (tests).
@@ -277,6 +278,8 @@ impl RedisLimiter {
         })?;
         let pool = Pool::builder(Manager { inner })
             .max_size(cfg.pool_size)
+            // The connection used last is the one shared (see redis/pool.rs).
+            .queue_mode(QueueMode::Lifo)
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| unavailable(format!("cannot build the Redis pool: {e}")))?;
@@ -347,12 +350,24 @@ impl RedisLimiter {
 
     /// The Redis key holding `check`'s bucket.
     pub fn key_name(&self, check: &LimitCheck) -> String {
-        format!(
+        let mut name = Vec::new();
+        self.write_key_name(&mut name, check);
+        String::from_utf8_lossy(&name).into_owned()
+    }
+
+    /// [`key_name`](Self::key_name) written into `buf` (cleared first): the hot path reuses
+    /// one buffer for all of a call's keys instead of a `String` each.
+    fn write_key_name(&self, buf: &mut Vec<u8>, check: &LimitCheck) {
+        use std::io::Write as _;
+        buf.clear();
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            buf,
             "{}{}:{}ms",
             self.key_prefix,
             check.key,
             check.spec.period_ms()
-        )
+        );
     }
 
     /// The Redis key holding a lease's slots: a sorted set of lease ids scored by expiry.
@@ -360,17 +375,17 @@ impl RedisLimiter {
         format!("{}{}", self.key_prefix, lease.key)
     }
 
-    /// The clock argument of the scripts: `""` asks for Redis `TIME`.
-    fn now_arg(&self) -> Result<String, RateLimitError> {
+    /// The clock argument of the scripts: `None` (sent as `""`) asks for Redis `TIME`.
+    fn now_arg(&self) -> Result<Option<u64>, RateLimitError> {
         match &self.clock {
-            None => Ok(String::new()),
+            None => Ok(None),
             Some(clock) => {
                 let now = clock.now_millis();
                 // Beyond 2^53 the script could not hold it exactly (year 287396).
                 if now > MAX_EXACT {
                     return Err(unavailable("clock reading out of range"));
                 }
-                Ok(now.to_string())
+                Ok(Some(now))
             }
         }
     }
@@ -381,19 +396,22 @@ impl RedisLimiter {
     }
 
     /// Runs one of our scripts and returns its integer array, within the
-    /// per-call deadline; see the module doc for retries.
-    async fn run_script(
+    /// per-call deadline; see the module doc for retries. `fill` writes the
+    /// call's key count, keys and arguments after `EVALSHA <sha>`.
+    async fn run_script<F>(
         &self,
         sha: &str,
         body: &str,
-        keys: &[String],
-        args: &[String],
-    ) -> Result<Vec<i64>, RateLimitError> {
+        fill: F,
+    ) -> Result<Vec<i64>, RateLimitError>
+    where
+        F: Fn(&mut Cmd) + Sync,
+    {
         let deadline = Instant::now() + self.timeout;
         loop {
             let mut conn = self.take_connection(deadline).await?;
             let reused = conn.reused();
-            let attempt = timeout_at(deadline, self.eval(conn.conn(), sha, body, keys, args)).await;
+            let attempt = timeout_at(deadline, self.eval(conn.conn(), sha, body, &fill)).await;
             // A timed-out connection is left unhealthy, so the pool discards
             // it: a late reply is not worth keeping a possibly wedged socket.
             let Ok(result) = attempt else {
@@ -423,21 +441,20 @@ impl RedisLimiter {
 
     /// `EVALSHA`, then `EVAL` with the body if the server lost its script
     /// cache (restart, `SCRIPT FLUSH`, failover); `EVAL` also caches it again.
-    async fn eval(
+    async fn eval<F>(
         &self,
         conn: &mut MultiplexedConnection,
         sha: &str,
         body: &str,
-        keys: &[String],
-        args: &[String],
-    ) -> Result<Vec<i64>, RedisError> {
+        fill: &F,
+    ) -> Result<Vec<i64>, RedisError>
+    where
+        F: Fn(&mut Cmd) + Sync,
+    {
         let build = |verb: &str, script: &str| {
             let mut cmd = Cmd::new();
-            cmd.arg(verb)
-                .arg(script)
-                .arg(keys.len())
-                .arg(keys)
-                .arg(args);
+            cmd.arg(verb).arg(script);
+            fill(&mut cmd);
             cmd
         };
         self.round_trips.fetch_add(1, Ordering::Relaxed);
@@ -488,10 +505,20 @@ fn view_at(window: Option<Window>, now_ms: u64, grid: Grid) -> View {
 }
 
 /// A check's window offset as the scripts take it: -1 for a sliding window.
-fn offset_arg(check: &LimitCheck) -> String {
-    check
-        .fixed_offset_ms
-        .map_or_else(|| "-1".to_owned(), |o| o.to_string())
+/// Appends the clock argument (see [`RedisLimiter::now_arg`]).
+fn arg_now(cmd: &mut Cmd, now: Option<u64>) {
+    match now {
+        Some(ms) => cmd.arg(ms),
+        None => cmd.arg(""),
+    };
+}
+
+/// Appends a check's fixed-window offset, `-1` for a sliding window.
+fn arg_offset(cmd: &mut Cmd, check: &LimitCheck) {
+    match check.fixed_offset_ms {
+        Some(offset) => cmd.arg(offset),
+        None => cmd.arg(-1),
+    };
 }
 
 #[async_trait]
@@ -590,38 +617,42 @@ impl RateLimiter for RedisLimiter {
         if settlement.adjustments.is_empty() && settlement.release.is_none() {
             return Ok(());
         }
-        let mut keys: Vec<String> = settlement
-            .adjustments
-            .iter()
-            .map(|a| self.key_name(&a.check))
-            .collect();
-        let mut args = Vec::with_capacity(3 + 4 * settlement.adjustments.len());
-        args.push(self.now_arg()?);
-        args.push(settlement.adjustments.len().to_string());
-        for a in settlement.adjustments {
-            let grid = a.check.grid();
-            args.push(grid.period_ms.to_string());
-            args.push(offset_arg(&a.check));
-            args.push(grid.start(a.charged_at_ms).to_string());
-            args.push(a.delta.to_string());
-        }
-        if let Some(lease) = settlement.release {
-            keys.push(self.lease_key_name(lease));
-            args.push(lease.id.to_string());
-        }
-        self.run_script(&self.settle_sha, SETTLE_SCRIPT, &keys, &args)
+        let now = self.now_arg()?;
+        let fill = |cmd: &mut Cmd| {
+            let mut name = Vec::with_capacity(96);
+            cmd.arg(settlement.adjustments.len() + usize::from(settlement.release.is_some()));
+            for a in settlement.adjustments {
+                self.write_key_name(&mut name, &a.check);
+                cmd.arg(&name[..]);
+            }
+            if let Some(lease) = settlement.release {
+                cmd.arg(self.lease_key_name(lease));
+            }
+            arg_now(cmd, now);
+            cmd.arg(settlement.adjustments.len());
+            for a in settlement.adjustments {
+                let grid = a.check.grid();
+                cmd.arg(grid.period_ms);
+                arg_offset(cmd, &a.check);
+                cmd.arg(grid.start(a.charged_at_ms)).arg(a.delta);
+            }
+            if let Some(lease) = settlement.release {
+                cmd.arg(lease.id);
+            }
+        };
+        self.run_script(&self.settle_sha, SETTLE_SCRIPT, fill)
             .await
             .map(|_| ())
     }
 
     async fn renew(&self, lease: &crate::Lease) -> Result<(), RateLimitError> {
-        let keys = [self.lease_key_name(lease)];
-        let args = [
-            self.now_arg()?,
-            lease.id.to_string(),
-            lease.ttl_ms().to_string(),
-        ];
-        self.run_script(&self.renew_sha, RENEW_SCRIPT, &keys, &args)
+        let now = self.now_arg()?;
+        let fill = |cmd: &mut Cmd| {
+            cmd.arg(1).arg(self.lease_key_name(lease));
+            arg_now(cmd, now);
+            cmd.arg(lease.id).arg(lease.ttl_ms());
+        };
+        self.run_script(&self.renew_sha, RENEW_SCRIPT, fill)
             .await
             .map(|_| ())
     }
@@ -638,33 +669,39 @@ impl RedisLimiter {
         checks: &[LimitCheck],
         lease: Option<&crate::Lease>,
     ) -> Result<(Decision, Option<crate::LeaseStatus>, u64), RateLimitError> {
-        let mut keys: Vec<String> = checks.iter().map(|c| self.key_name(c)).collect();
-        let mut args = Vec::with_capacity(8 + 5 * checks.len());
-        args.push(self.now_arg()?);
-        args.push(self.jitter_ms().to_string());
-        args.push(guards.to_string());
-        args.push(checks.len().to_string());
-        for check in checks {
-            args.push(check.spec.period_ms().to_string());
-            args.push(check.spec.limit.min(MAX_EXACT).to_string());
-            args.push(check.cost.min(MAX_EXACT).to_string());
-            args.push(offset_arg(check));
-            args.push(if check.shadow { "1" } else { "0" }.to_owned());
-        }
-        if let Some(lease) = lease {
-            keys.push(self.lease_key_name(lease));
-            args.push(lease.cap.min(MAX_EXACT).to_string());
-            args.push(lease.id.to_string());
-            args.push(lease.ttl_ms().to_string());
-            args.push(if lease.shadow { "1" } else { "0" }.to_owned());
-        }
+        let now = self.now_arg()?;
+        let jitter = self.jitter_ms();
+        let fill = |cmd: &mut Cmd| {
+            let mut name = Vec::with_capacity(96);
+            cmd.arg(checks.len() + usize::from(lease.is_some()));
+            for check in checks {
+                self.write_key_name(&mut name, check);
+                cmd.arg(&name[..]);
+            }
+            if let Some(lease) = lease {
+                cmd.arg(self.lease_key_name(lease));
+            }
+            arg_now(cmd, now);
+            cmd.arg(jitter).arg(guards).arg(checks.len());
+            for check in checks {
+                cmd.arg(check.spec.period_ms())
+                    .arg(check.spec.limit.min(MAX_EXACT))
+                    .arg(check.cost.min(MAX_EXACT));
+                arg_offset(cmd, check);
+                cmd.arg(u8::from(check.shadow));
+            }
+            if let Some(lease) = lease {
+                cmd.arg(lease.cap.min(MAX_EXACT))
+                    .arg(lease.id)
+                    .arg(lease.ttl_ms())
+                    .arg(u8::from(lease.shadow));
+            }
+        };
         // Before sending, so the cache's estimate of Redis time runs ahead
         // rather than behind: it may then send a request Redis refuses, but
         // never refuses one Redis would admit.
         let sent = std::time::Instant::now();
-        let mut reply = self
-            .run_script(&self.check_sha, CHECK_SCRIPT, &keys, &args)
-            .await?;
+        let mut reply = self.run_script(&self.check_sha, CHECK_SCRIPT, fill).await?;
         // The one field that may be negative: in_flight is -1 without a lease.
         let in_flight = match reply.get_mut(2) {
             Some(v) => std::mem::replace(v, 0),
@@ -719,18 +756,17 @@ impl RedisLimiter {
             return Ok(status);
         }
         let grid = check.grid();
-        let keys = [self.key_name(check)];
-        let args = [
-            self.now_arg()?,
-            grid.period_ms.to_string(),
-            offset_arg(check),
-        ];
+        let now = self.now_arg()?;
+        let fill = |cmd: &mut Cmd| {
+            let mut name = Vec::with_capacity(96);
+            self.write_key_name(&mut name, check);
+            cmd.arg(1).arg(&name[..]);
+            arg_now(cmd, now);
+            cmd.arg(grid.period_ms);
+            arg_offset(cmd, check);
+        };
         let sent = std::time::Instant::now();
-        let reply = unsigned(
-            &self
-                .run_script(&self.peek_sha, PEEK_SCRIPT, &keys, &args)
-                .await?,
-        )?;
+        let reply = unsigned(&self.run_script(&self.peek_sha, PEEK_SCRIPT, fill).await?)?;
         let Some((&now_ms, fields)) = reply.split_first() else {
             return Err(unavailable("unexpected script reply"));
         };

@@ -173,6 +173,44 @@ async fn one_round_trip_per_decision_and_none_for_a_cached_refusal() {
 /// A guarded check (the gateway's "key limit, unless the client IP is out of failed-auth
 /// budget") decides as peek-then-check does on the memory backend, charges only the checks, and
 /// costs one round trip.
+/// `total_connections_received` of `INFO stats`.
+async fn connections_received(conn: &mut MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// Concurrent calls share the limiter's connection (their commands are pipelined on it) instead
+/// of each taking one of its own, and sharing changes no decision.
+#[tokio::test]
+async fn concurrent_calls_share_one_connection_and_stay_exact() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let limiter = RedisLimiter::connect(&server.url(), patient("share", Some(clock.clone())))
+        .await
+        .unwrap();
+    let mut conn = raw(&server).await;
+    let before = connections_received(&mut conn).await;
+    let check = [key_check("k", spec(150, 60))];
+    let decisions = futures_util::future::join_all((0..200).map(|_| limiter.check(&check))).await;
+    let admitted = decisions
+        .iter()
+        .filter(|d| d.as_ref().unwrap().allowed)
+        .count();
+    assert_eq!(admitted, 150, "exactly the limit admitted");
+    // One EVALSHA per decision until the bucket is full; the refusals after it come from the
+    // local deny cache or Redis, never more than one command each.
+    assert!(limiter.round_trips() <= 1 + 200);
+    // The pool may hold 16; the one `connect` made served all 200 (our raw one counted first).
+    let made = connections_received(&mut conn).await - before;
+    assert_eq!(made, 0, "200 concurrent calls opened {made} connection(s)");
+}
+
 #[tokio::test]
 async fn guarded_checks_are_one_round_trip_and_never_charge_the_guard() {
     let server = RedisServer::start();

@@ -10,6 +10,10 @@ use infergate_config::{ConfigError, EXIT_CONFIG, ProcessEnv, load_gateway};
 use infergate_gateway::{Application, StartupError};
 use infergate_service::run::ReadyFile;
 
+/// mimalloc's per-thread free lists instead of glibc's arenas: see Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "infergate-gateway",

@@ -2,9 +2,15 @@
 //! trusted until a call through it fails, instead of deadpool-redis's `PING` per checkout, which
 //! would double the round trips of every decision), and the background warm-up that lets a slow
 //! connect finish after a call gave up on it.
+//!
+//! A call does not hold its connection exclusively: it clones the multiplexed handle and puts the
+//! connection straight back, so concurrent calls share the most recently used one (the pool is
+//! LIFO) and their commands leave in one write and come back in one read. Holding a connection
+//! per call made every decision its own `writev` and `recv` and its own wake-up of redis-server,
+//! which cost more of the gateway's core than the decision itself (docs/performance.md).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ::redis::RedisError;
 use ::redis::aio::MultiplexedConnection;
@@ -18,35 +24,38 @@ use crate::RateLimitError;
 pub(super) struct Pooled {
     pub(super) conn: MultiplexedConnection,
     /// Set when a call through it failed or was abandoned; the pool then
-    /// discards it instead of handing it out again.
-    pub(super) broken: bool,
+    /// discards it instead of handing it out again. Shared with the calls
+    /// using it, which may end after it went back to the pool.
+    pub(super) broken: Arc<AtomicBool>,
 }
 
-/// A connection taken from the pool for one call. Unless the call marks it
-/// healthy, it is flagged broken when dropped, which also covers a call
-/// abandoned at its deadline or cancelled by its caller: a connection whose
-/// reply never came may be wedged (a silent network partition), and a
-/// multiplexed connection has no other way of noticing.
+/// A connection used by one call, shared with the other calls in flight.
+/// Unless the call marks it healthy, it is flagged broken when dropped, which
+/// also covers a call abandoned at its deadline or cancelled by its caller: a
+/// connection whose reply never came may be wedged (a silent network
+/// partition), and a multiplexed connection has no other way of noticing.
 pub(super) struct Checkout {
-    pub(super) obj: Object<Manager>,
+    conn: MultiplexedConnection,
+    broken: Arc<AtomicBool>,
+    reused: bool,
     pub(super) healthy: bool,
 }
 
 impl Checkout {
     pub(super) fn conn(&mut self) -> &mut MultiplexedConnection {
-        &mut self.obj.conn
+        &mut self.conn
     }
 
     /// Whether the connection had served a call before this one.
     pub(super) fn reused(&self) -> bool {
-        Object::metrics(&self.obj).recycle_count > 0
+        self.reused
     }
 }
 
 impl Drop for Checkout {
     fn drop(&mut self) {
         if !self.healthy {
-            self.obj.broken = true;
+            self.broken.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -67,12 +76,12 @@ impl managed::Manager for Manager {
         let conn = managed::Manager::create(&self.inner).await?;
         Ok(Pooled {
             conn,
-            broken: false,
+            broken: Arc::new(AtomicBool::new(false)),
         })
     }
 
     async fn recycle(&self, conn: &mut Pooled, _: &Metrics) -> RecycleResult<RedisError> {
-        if conn.broken {
+        if conn.broken.load(Ordering::Relaxed) {
             return Err(RecycleError::message(
                 "a call through this connection failed",
             ));
@@ -82,14 +91,17 @@ impl managed::Manager for Manager {
 }
 
 impl RedisLimiter {
-    /// A pooled connection, within `deadline`.
+    /// A pooled connection, within `deadline`. The pool gets it back at once
+    /// (see the module doc); a broken one is discarded at its next checkout.
     pub(super) async fn take_connection(
         &self,
         deadline: Instant,
     ) -> Result<Checkout, RateLimitError> {
         match timeout_at(deadline, self.pool.get()).await {
             Ok(Ok(obj)) => Ok(Checkout {
-                obj,
+                conn: obj.conn.clone(),
+                broken: Arc::clone(&obj.broken),
+                reused: Object::metrics(&obj).recycle_count > 0,
                 healthy: false,
             }),
             Ok(Err(PoolError::Backend(e))) => Err(unavailable(describe(&e))),
