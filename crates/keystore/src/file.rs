@@ -275,12 +275,9 @@ impl Inner {
     fn record_usage(&self, batch: &[crate::UsageDelta]) -> Result<(), KeyStoreError> {
         let _file_lock = lock_exclusive(&self.lock_path)?;
         let mut books = self.read_usage()?;
-        let today = chrono::Utc::now().date_naive();
+        let now = chrono::Utc::now();
         for d in batch {
-            books
-                .entry(d.id.clone())
-                .or_default()
-                .add(d, today.max(d.date));
+            books.entry(d.id.clone()).or_default().add(d, now);
         }
         let text = serde_json::to_string(&books).map_err(|e| {
             io_error("write the usage file", &self.usage_path)(io::Error::other(e.to_string()))

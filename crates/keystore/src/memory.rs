@@ -126,13 +126,10 @@ impl KeyStore for MemoryKeyStore {
     }
 
     async fn record_usage(&self, batch: &[crate::UsageDelta]) -> Result<(), KeyStoreError> {
-        let today = chrono::Utc::now().date_naive();
+        let now = chrono::Utc::now();
         let mut usage = lock(&self.usage);
         for d in batch {
-            usage
-                .entry(d.id.clone())
-                .or_default()
-                .add(d, today.max(d.date));
+            usage.entry(d.id.clone()).or_default().add(d, now);
         }
         Ok(())
     }

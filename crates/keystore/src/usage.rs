@@ -116,8 +116,10 @@ pub fn first_kept(today: NaiveDate) -> NaiveDate {
 }
 
 impl UsageBook {
-    /// Adds a delta and drops days past retention.
-    pub fn add(&mut self, d: &UsageDelta, today: NaiveDate) {
+    /// Adds a delta and drops days past retention and minutes that can no longer be a current
+    /// window, both judged at `now` (a delta dated after `now`'s day counts as today).
+    pub fn add(&mut self, d: &UsageDelta, now: DateTime<Utc>) {
+        let today = now.date_naive().max(d.date);
         self.days.entry(d.date).or_default().add(d);
         if self.last_used_at.is_none_or(|t| t < d.last_used_at) {
             self.last_used_at = Some(d.last_used_at);
@@ -126,7 +128,7 @@ impl UsageBook {
         self.days.retain(|date, _| *date >= keep);
         self.minutes.entry(d.minute).or_default().add(d);
         // Only this minute and the one before can be a current window.
-        let now = minute_of(Utc::now());
+        let now = minute_of(now);
         self.minutes.retain(|m, _| *m + 1 >= now);
     }
 
@@ -177,9 +179,19 @@ mod tests {
         let today = NaiveDate::from_ymd_opt(2026, 12, 3).unwrap();
         let old = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
         let mut book = UsageBook::default();
-        book.add(&delta(old, 5, "2026-11-01T10:00:00Z"), old);
-        book.add(&delta(today, 2, "2026-12-03T10:00:00Z"), today);
-        book.add(&delta(today, 3, "2026-12-03T09:00:00Z"), today);
+        let at = |t: &str| t.parse::<DateTime<Utc>>().unwrap();
+        book.add(
+            &delta(old, 5, "2026-11-01T10:00:00Z"),
+            at("2026-11-01T10:00:00Z"),
+        );
+        book.add(
+            &delta(today, 2, "2026-12-03T10:00:00Z"),
+            at("2026-12-03T10:00:00Z"),
+        );
+        book.add(
+            &delta(today, 3, "2026-12-03T09:00:00Z"),
+            at("2026-12-03T10:00:10Z"),
+        );
         let r = book.report(
             today,
             30,
@@ -193,13 +205,12 @@ mod tests {
             "2026-12-03T10:00:00+00:00"
         );
         let _ = r;
-        // The current windows: this minute and the one before, by the wall clock.
-        let now = Utc::now();
+        // The current windows: this minute and the one before.
+        let now = at("2026-12-03T23:30:20Z");
         let mut book = UsageBook::default();
-        let at = |t: DateTime<Utc>| t.to_rfc3339();
-        book.add(&delta(now.date_naive(), 4, &at(now)), now.date_naive());
         let old = now - chrono::Duration::minutes(90);
-        book.add(&delta(old.date_naive(), 9, &at(old)), now.date_naive());
+        book.add(&delta(old.date_naive(), 9, &old.to_rfc3339()), old);
+        book.add(&delta(now.date_naive(), 4, &now.to_rfc3339()), now);
         let r = book.report(now.date_naive(), 30, minute_of(now));
         assert_eq!(r.current_minute.requests, 4);
         assert_eq!(r.previous_minute.requests, 0);
