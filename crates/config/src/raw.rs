@@ -155,6 +155,7 @@ pub struct RawRateLimit {
     pub redis_prefix: String,
     /// Per-call Redis timeout; a slower answer counts as a failure.
     pub redis_timeout_ms: u64,
+    /// Redis connections per worker thread (calls on a thread share one; see the limiter).
     pub redis_pool_size: usize,
     /// While Redis fails: `local` (in-memory, each replica its share), `open` or `closed`.
     pub failure_mode: String,
@@ -272,7 +273,7 @@ impl Default for RawRateLimit {
             sweep_interval_seconds: 30,
             redis_prefix: "infergate".into(),
             redis_timeout_ms: 50,
-            redis_pool_size: 16,
+            redis_pool_size: 1,
             failure_mode: "local".into(),
             expected_replicas: 1,
             breaker_failure_threshold: 3,

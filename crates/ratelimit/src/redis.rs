@@ -85,14 +85,12 @@
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Cmd, ErrorKind, RedisError, ServerErrorKind};
 use async_trait::async_trait;
-use deadpool::Runtime;
-use deadpool::managed::{Pool, QueueMode};
 use tokio::time::{Instant, timeout_at};
 
 use crate::Clock;
@@ -139,9 +137,10 @@ pub struct RedisLimiterConfig {
     /// Deadline of one check or peek, taking a connection included. Well under
     /// a request's budget: a slow limiter is treated as an unavailable one.
     pub timeout: Duration,
-    /// Most connections held. Each is multiplexed and shared by the calls in
-    /// flight, so more than one is made only when calls start while none is
-    /// ready (at start-up, or after a connection failed).
+    /// Most connections held per calling thread. One is multiplexed and shared
+    /// by the thread's calls in flight; with more, calls that start while none
+    /// is ready (at start-up, or after a connection failed) each make their
+    /// own instead of waiting for the one being made, and keep them.
     pub pool_size: usize,
     /// `None`: the scripts read Redis `TIME` (one clock for all replicas).
     /// `Some`: this clock's reading is sent with every call (tests).
@@ -159,7 +158,7 @@ impl Default for RedisLimiterConfig {
         Self {
             prefix: "infergate".into(),
             timeout: Duration::from_millis(50),
-            pool_size: 16,
+            pool_size: 1,
             clock: None,
             connect_timeout: Duration::from_secs(2),
             local_cache_capacity: 10_000,
@@ -169,7 +168,10 @@ impl Default for RedisLimiterConfig {
 
 /// The Redis backend; see the module documentation.
 pub struct RedisLimiter {
-    pool: Pool<Manager>,
+    /// One pool per thread that calls the limiter (see redis/pool.rs).
+    pools: thread_local::ThreadLocal<self::pool::ThreadPool>,
+    manager: Manager,
+    pool_size: usize,
     /// `{<prefix>:rl}:`, the start of every key name.
     key_prefix: String,
     timeout: Duration,
@@ -181,8 +183,6 @@ pub struct RedisLimiter {
     renew_sha: String,
     round_trips: AtomicU64,
     cache: LocalCache,
-    /// Set while a background task finishes a connection (see `warm_up`).
-    warming: Arc<AtomicBool>,
     jitter_seed: RandomState,
     jitter_counter: AtomicU64,
 }
@@ -193,7 +193,7 @@ impl fmt::Debug for RedisLimiter {
         f.debug_struct("RedisLimiter")
             .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
-            .field("pool", &self.pool.status())
+            .field("pool_size", &self.pool_size)
             .field("clock", &self.clock)
             .field("round_trips", &self.round_trips())
             .finish_non_exhaustive()
@@ -273,18 +273,19 @@ impl RedisLimiter {
             .set_connection_timeout(Some(cfg.connect_timeout))
             .set_response_timeout(None);
         // Not the parser's message: it may quote the URL.
-        let inner = deadpool_redis::Manager::new_with_config(url, conn_cfg).map_err(|_| {
+        let client = ::redis::Client::open(url).map_err(|_| {
             unavailable("invalid Redis URL: expected redis://[user:password@]host[:port][/db]")
         })?;
-        let pool = Pool::builder(Manager { inner })
-            .max_size(cfg.pool_size)
-            // The connection used last is the one shared (see redis/pool.rs).
-            .queue_mode(QueueMode::Lifo)
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| unavailable(format!("cannot build the Redis pool: {e}")))?;
+        let manager = Manager {
+            client,
+            config: conn_cfg,
+        };
+        // Built once here so that a bad setting fails now, not in the first call of each thread.
+        pool::build(manager.clone(), cfg.pool_size)?;
         Ok(Self {
-            pool,
+            pools: thread_local::ThreadLocal::new(),
+            manager,
+            pool_size: cfg.pool_size,
             key_prefix: format!("{{{}:rl}}:", cfg.prefix),
             timeout: cfg.timeout,
             connect_timeout: cfg.connect_timeout,
@@ -295,7 +296,6 @@ impl RedisLimiter {
             renew_sha: ::redis::Script::new(RENEW_SCRIPT).get_hash().to_owned(),
             round_trips: AtomicU64::new(0),
             cache: LocalCache::new(cfg.local_cache_capacity),
-            warming: Arc::new(AtomicBool::new(false)),
             jitter_seed: RandomState::new(),
             jitter_counter: AtomicU64::new(0),
         })

@@ -206,9 +206,52 @@ async fn concurrent_calls_share_one_connection_and_stay_exact() {
     // One EVALSHA per decision until the bucket is full; the refusals after it come from the
     // local deny cache or Redis, never more than one command each.
     assert!(limiter.round_trips() <= 1 + 200);
-    // The pool may hold 16; the one `connect` made served all 200 (our raw one counted first).
+    // The one connection `connect` made served all 200 (our raw one was counted before).
     let made = connections_received(&mut conn).await - before;
     assert_eq!(made, 0, "200 concurrent calls opened {made} connection(s)");
+}
+
+/// Each thread calling the limiter (an actix worker, each on its own single-threaded runtime)
+/// gets its own connection, driven on its own runtime, and the threads still share the buckets.
+#[test]
+fn each_calling_thread_has_its_own_connection() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0);
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let main = runtime();
+    let limiter = Arc::new(
+        main.block_on(RedisLimiter::connect(
+            &server.url(),
+            patient("threads", Some(clock.clone())),
+        ))
+        .unwrap(),
+    );
+    let mut conn = main.block_on(raw(&server));
+    let before = main.block_on(connections_received(&mut conn));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let limiter = Arc::clone(&limiter);
+            std::thread::spawn(move || {
+                let check = [key_check("k", spec(60, 60))];
+                runtime().block_on(async {
+                    futures_util::future::join_all((0..50).map(|_| limiter.check(&check)))
+                        .await
+                        .iter()
+                        .filter(|d| d.as_ref().unwrap().allowed)
+                        .count()
+                })
+            })
+        })
+        .collect();
+    let admitted: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(admitted, 60, "the two threads share the bucket");
+    let made = main.block_on(connections_received(&mut conn)) - before;
+    assert_eq!(made, 2, "one connection per calling thread");
 }
 
 #[tokio::test]

@@ -8,13 +8,21 @@
 //! LIFO) and their commands leave in one write and come back in one read. Holding a connection
 //! per call made every decision its own `writev` and `recv` and its own wake-up of redis-server,
 //! which cost more of the gateway's core than the decision itself (docs/performance.md).
+//!
+//! Each thread that calls the limiter has its own pool. A multiplexed connection is driven by a
+//! task on the runtime that made it; one pool shared by all of actix's single-threaded workers
+//! would put every worker's commands through the one worker that happened to make the shared
+//! connection, a cross-thread wake-up per call each way.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ::redis::RedisError;
 use ::redis::aio::MultiplexedConnection;
-use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
+use ::redis::{AsyncConnectionConfig, RedisError};
+use deadpool::Runtime;
+use deadpool::managed::{
+    self, Metrics, Object, Pool, PoolError, QueueMode, RecycleError, RecycleResult,
+};
 use tokio::time::{Instant, timeout_at};
 
 use super::{RedisLimiter, describe, timeout_error, unavailable};
@@ -60,12 +68,14 @@ impl Drop for Checkout {
     }
 }
 
-/// deadpool-redis's manager makes the connections; recycling is ours.
-/// deadpool-redis checks each connection with `UNWATCH` + `PING` whenever it
-/// leaves the pool, a second round trip per rate-limit decision. Here a
-/// connection is trusted until a call through it fails (see [`Checkout`]).
+/// Makes the connections, and trusts one until a call through it fails (see
+/// [`Checkout`]). deadpool-redis's manager checks each connection with
+/// `UNWATCH` + `PING` whenever it leaves the pool, a second round trip per
+/// rate-limit decision.
+#[derive(Clone)]
 pub(super) struct Manager {
-    pub(super) inner: deadpool_redis::Manager,
+    pub(super) client: ::redis::Client,
+    pub(super) config: AsyncConnectionConfig,
 }
 
 impl managed::Manager for Manager {
@@ -73,7 +83,10 @@ impl managed::Manager for Manager {
     type Error = RedisError;
 
     async fn create(&self) -> Result<Pooled, RedisError> {
-        let conn = managed::Manager::create(&self.inner).await?;
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
         Ok(Pooled {
             conn,
             broken: Arc::new(AtomicBool::new(false)),
@@ -90,14 +103,43 @@ impl managed::Manager for Manager {
     }
 }
 
+/// One thread's pool.
+pub(super) struct ThreadPool {
+    pool: Pool<Manager>,
+    /// Set while a background task finishes a connection (see `warm_up`).
+    warming: Arc<AtomicBool>,
+}
+
+/// A pool of at most `size` connections.
+pub(super) fn build(manager: Manager, size: usize) -> Result<ThreadPool, RateLimitError> {
+    let pool = Pool::builder(manager)
+        .max_size(size)
+        // The connection used last is the one shared (see the module doc).
+        .queue_mode(QueueMode::Lifo)
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| unavailable(format!("cannot build the Redis pool: {e}")))?;
+    Ok(ThreadPool {
+        pool,
+        warming: Arc::new(AtomicBool::new(false)),
+    })
+}
+
 impl RedisLimiter {
+    /// This thread's pool, made on its first call.
+    fn thread_pool(&self) -> Result<&ThreadPool, RateLimitError> {
+        self.pools
+            .get_or_try(|| build(self.manager.clone(), self.pool_size))
+    }
+
     /// A pooled connection, within `deadline`. The pool gets it back at once
     /// (see the module doc); a broken one is discarded at its next checkout.
     pub(super) async fn take_connection(
         &self,
         deadline: Instant,
     ) -> Result<Checkout, RateLimitError> {
-        match timeout_at(deadline, self.pool.get()).await {
+        let shard = self.thread_pool()?;
+        match timeout_at(deadline, shard.pool.get()).await {
             Ok(Ok(obj)) => Ok(Checkout {
                 conn: obj.conn.clone(),
                 broken: Arc::clone(&obj.broken),
@@ -107,27 +149,26 @@ impl RedisLimiter {
             Ok(Err(PoolError::Backend(e))) => Err(unavailable(describe(&e))),
             Ok(Err(e)) => Err(unavailable(format!("Redis pool: {e}"))),
             Err(_) => {
-                self.warm_up();
+                warm_up(shard, self.connect_timeout);
                 Err(timeout_error())
             }
         }
     }
+}
 
-    /// Finishes making a connection in the background after a call gave up
-    /// waiting for one. Without this, a connection that takes longer than
-    /// one call's budget to establish (a TLS handshake to a distant server)
-    /// would be abandoned by every call and the pool would never recover.
-    fn warm_up(&self) {
-        if self.warming.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let pool = self.pool.clone();
-        let warming = Arc::clone(&self.warming);
-        let limit = self.connect_timeout;
-        tokio::spawn(async move {
-            // Dropping the connection returns it to the pool for the next call.
-            let _ = tokio::time::timeout(limit, pool.get()).await;
-            warming.store(false, Ordering::Release);
-        });
+/// Finishes making a connection in the background after a call gave up
+/// waiting for one. Without this, a connection that takes longer than
+/// one call's budget to establish (a TLS handshake to a distant server)
+/// would be abandoned by every call and the pool would never recover.
+fn warm_up(shard: &ThreadPool, limit: std::time::Duration) {
+    if shard.warming.swap(true, Ordering::AcqRel) {
+        return;
     }
+    let pool = shard.pool.clone();
+    let warming = Arc::clone(&shard.warming);
+    tokio::spawn(async move {
+        // Dropping the connection returns it to the pool for the next call.
+        let _ = tokio::time::timeout(limit, pool.get()).await;
+        warming.store(false, Ordering::Release);
+    });
 }
