@@ -151,6 +151,24 @@ pub struct RedisLimiterConfig {
     pub connect_timeout: Duration,
     /// Most buckets remembered by the local deny cache; 0 turns it off.
     pub local_cache_capacity: usize,
+    /// Where each connection's driver task runs (see [`SpawnDriver`]); `None`: `tokio::spawn`.
+    pub spawn_driver: Option<SpawnDriver>,
+}
+
+/// A connection's driver: the task that writes the queued commands and hands the replies back.
+pub type DriverTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Spawns a new connection's driver, on the thread that made the connection (its pool is that
+/// thread's). A server that runs its request tasks in a `LocalSet` (actix) should spawn it there
+/// too: a task outside the set that wakes one inside goes through the runtime's `eventfd`, a
+/// `write` and an extra `epoll_wait` for every batch of replies (docs/performance.md).
+#[derive(Clone)]
+pub struct SpawnDriver(pub Arc<dyn Fn(DriverTask) + Send + Sync>);
+
+impl fmt::Debug for SpawnDriver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SpawnDriver(..)")
+    }
 }
 
 impl Default for RedisLimiterConfig {
@@ -162,6 +180,7 @@ impl Default for RedisLimiterConfig {
             clock: None,
             connect_timeout: Duration::from_secs(2),
             local_cache_capacity: 10_000,
+            spawn_driver: None,
         }
     }
 }
@@ -279,6 +298,8 @@ impl RedisLimiter {
         let manager = Manager {
             client,
             config: conn_cfg,
+            connect_timeout: cfg.connect_timeout,
+            spawn_driver: cfg.spawn_driver.clone(),
         };
         // Built once here so that a bad setting fails now, not in the first call of each thread.
         pool::build(manager.clone(), cfg.pool_size)?;

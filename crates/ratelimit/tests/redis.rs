@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use infergate_ratelimit::redis::{RedisLimiter, RedisLimiterConfig, TTL_JITTER_MAX_MS};
+use infergate_ratelimit::redis::{
+    RedisLimiter, RedisLimiterConfig, SpawnDriver, TTL_JITTER_MAX_MS,
+};
 use infergate_ratelimit::{
     BucketKey, Clock, Dimension, Guarded, LimitCheck, ManualClock, MemoryLimiter, RateLimitError,
     RateLimiter, RateSpec, Subject, conformance,
@@ -252,6 +254,43 @@ fn each_calling_thread_has_its_own_connection() {
     assert_eq!(admitted, 60, "the two threads share the bucket");
     let made = main.block_on(connections_received(&mut conn)) - before;
     assert_eq!(made, 2, "one connection per calling thread");
+}
+
+/// A connection's driver runs where the `spawn_driver` hook puts it, here in a `LocalSet` as the
+/// gateway's actix workers have (a `spawn_local` outside one would panic): the hook is called once
+/// for the thread's one connection, and the calls it drives decide exactly.
+#[test]
+fn drivers_run_where_the_hook_spawns_them() {
+    let server = RedisServer::start();
+    let spawned = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&spawned);
+    let cfg = RedisLimiterConfig {
+        spawn_driver: Some(SpawnDriver(Arc::new(move |driver| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::task::spawn_local(driver);
+        }))),
+        ..patient("hook", Some(ManualClock::new(T0)))
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    let admitted = local.block_on(&runtime, async {
+        let limiter = RedisLimiter::connect(&server.url(), cfg).await.unwrap();
+        let check = [key_check("k", spec(10, 60))];
+        futures_util::future::join_all((0..25).map(|_| limiter.check(&check)))
+            .await
+            .iter()
+            .filter(|d| d.as_ref().unwrap().allowed)
+            .count()
+    });
+    assert_eq!(admitted, 10);
+    assert_eq!(
+        spawned.load(Ordering::SeqCst),
+        1,
+        "one connection, one driver"
+    );
 }
 
 #[tokio::test]

@@ -257,7 +257,7 @@ async fn open_redis_limiter(
     cfg: &GatewayConfig,
     clock: Option<Arc<dyn infergate_ratelimit::Clock>>,
 ) -> Result<Arc<dyn infergate_ratelimit::RateLimiter>, StartupError> {
-    use infergate_ratelimit::redis::{RedisLimiter, RedisLimiterConfig};
+    use infergate_ratelimit::redis::{RedisLimiter, RedisLimiterConfig, SpawnDriver};
     let rl = &cfg.rate_limit;
     let url = rl
         .redis_url
@@ -271,6 +271,7 @@ async fn open_redis_limiter(
             timeout: rl.redis_timeout,
             pool_size: rl.redis_pool_size,
             clock,
+            spawn_driver: Some(SpawnDriver(Arc::new(spawn_in_local_set))),
             ..RedisLimiterConfig::default()
         },
     )
@@ -286,6 +287,23 @@ async fn open_redis_limiter(
         ))
     })?;
     Ok(Arc::new(limiter))
+}
+
+/// Runs a Redis connection's driver in the calling worker's `LocalSet`, with the request tasks
+/// it wakes: from outside the set every batch of replies would cost the worker an `eventfd`
+/// write and an extra `epoll_wait`. Actix's arbiter spawns it there even when the connection was
+/// made by a task outside the set (a settlement, a lease renewal).
+fn spawn_in_local_set(driver: infergate_ratelimit::redis::DriverTask) {
+    match actix_rt::Arbiter::try_current() {
+        Some(arbiter) => {
+            // False only while the worker stops; the connection's calls then fail like any
+            // broken connection's.
+            let _ = arbiter.spawn(driver);
+        }
+        None => {
+            tokio::spawn(driver);
+        }
+    }
 }
 
 impl Drains for AppState {

@@ -18,14 +18,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ::redis::aio::MultiplexedConnection;
-use ::redis::{AsyncConnectionConfig, RedisError};
+use ::redis::{AsyncConnectionConfig, ConnectionAddr, RedisError};
 use deadpool::Runtime;
 use deadpool::managed::{
     self, Metrics, Object, Pool, PoolError, QueueMode, RecycleError, RecycleResult,
 };
 use tokio::time::{Instant, timeout_at};
 
-use super::{RedisLimiter, describe, timeout_error, unavailable};
+use super::{RedisLimiter, SpawnDriver, describe, timeout_error, unavailable};
 use crate::RateLimitError;
 
 /// A connection as the pool holds it.
@@ -76,6 +76,51 @@ impl Drop for Checkout {
 pub(super) struct Manager {
     pub(super) client: ::redis::Client,
     pub(super) config: AsyncConnectionConfig,
+    pub(super) connect_timeout: std::time::Duration,
+    pub(super) spawn_driver: Option<SpawnDriver>,
+}
+
+impl Manager {
+    /// A plain TCP or Unix-socket connection, made here rather than by redis-rs so that its driver
+    /// runs where [`SpawnDriver`] says and Nagle is off (redis-rs leaves it on: with commands
+    /// multiplexed, a write made while an earlier one is unacknowledged would wait for its
+    /// reply). `None` for TLS, which redis-rs makes and drives itself.
+    async fn connect(&self) -> Result<Option<MultiplexedConnection>, RedisError> {
+        let info = self.client.get_connection_info();
+        let redis = info.redis_settings();
+        match info.addr() {
+            ConnectionAddr::Tcp(host, port) => {
+                let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+                stream.set_nodelay(true)?;
+                self.multiplex(redis, stream).await.map(Some)
+            }
+            ConnectionAddr::Unix(path) => {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                self.multiplex(redis, stream).await.map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn multiplex<C>(
+        &self,
+        redis: &::redis::RedisConnectionInfo,
+        stream: C,
+    ) -> Result<MultiplexedConnection, RedisError>
+    where
+        C: Unpin + tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        let (conn, driver) =
+            MultiplexedConnection::new_with_config(redis, stream, self.config.clone()).await?;
+        // The driver ends once every handle to the connection is gone.
+        match &self.spawn_driver {
+            Some(spawn) => (spawn.0)(Box::pin(driver)),
+            None => {
+                tokio::spawn(driver);
+            }
+        }
+        Ok(conn)
+    }
 }
 
 impl managed::Manager for Manager {
@@ -83,10 +128,22 @@ impl managed::Manager for Manager {
     type Error = RedisError;
 
     async fn create(&self) -> Result<Pooled, RedisError> {
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await?;
+        let made = tokio::time::timeout(self.connect_timeout, self.connect())
+            .await
+            .map_err(|_| {
+                RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connecting to Redis timed out",
+                ))
+            })??;
+        let conn = match made {
+            Some(conn) => conn,
+            None => {
+                self.client
+                    .get_multiplexed_async_connection_with_config(&self.config)
+                    .await?
+            }
+        };
         Ok(Pooled {
             conn,
             broken: Arc::new(AtomicBool::new(false)),
