@@ -231,7 +231,7 @@ pub fn service(
     // Without configured origins no browser may call cross-origin, so the CORS layer (and
     // the headers it adds to every response) is left out entirely.
     let cors_enabled = !st.cfg.cors.origins.is_empty();
-    let client = web::Data::new(proxy::client(&st));
+    let pool = web::Data::new(proxy::pool(&st));
     let cors = infergate_headers::cors(
         &st.cfg.cors.origins,
         st.cfg.cors.allow_credentials,
@@ -240,7 +240,7 @@ pub fn service(
     let default_limit = st.cfg.body_limits.default_bytes;
     App::new()
         .app_data(st)
-        .app_data(client)
+        .app_data(pool)
         .app_data(handlers::DOCS)
         .app_data(web::PayloadConfig::new(default_limit))
         // No actix routes: the route table is the only list ([`crate::pipeline::dispatch`]).

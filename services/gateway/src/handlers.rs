@@ -26,16 +26,16 @@ pub async fn health() -> HttpResponse {
 
 pub async fn health_detailed(
     state: web::Data<AppState>,
-    client: web::Data<awc::Client>,
+    pool: web::Data<crate::upstream::Pool>,
 ) -> HttpResponse {
-    let url = format!("{}/health", state.cfg.upstream.url);
-    let probe =
-        tokio::time::timeout(std::time::Duration::from_secs(2), client.get(url).send()).await;
+    let probe = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        pool.get_status("/health"),
+    )
+    .await;
     let upstream = match probe {
-        Ok(Ok(r)) if r.status().is_success() => {
-            json!({"status": "healthy", "http_status": r.status().as_u16()})
-        }
-        Ok(Ok(r)) => json!({"status": "unhealthy", "http_status": r.status().as_u16()}),
+        Ok(Ok(s)) if (200..300).contains(&s) => json!({"status": "healthy", "http_status": s}),
+        Ok(Ok(s)) => json!({"status": "unhealthy", "http_status": s}),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "upstream health probe failed");
             json!({"status": "unreachable"})

@@ -35,6 +35,7 @@ pub mod serve;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod upstream;
 pub mod usage;
 pub mod validate;
 

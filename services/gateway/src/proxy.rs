@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
-use awc::error::{ConnectError, SendRequestError};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use http_body::Body as _;
 use infergate_policy::strip_query_param;
 use infergate_telemetry::{method_label, outgoing_trace_headers, traceparent_trace_id};
 use tracing::Instrument;
@@ -26,6 +25,7 @@ use crate::error::GatewayError;
 use crate::pipeline::RequestCtx;
 use crate::state::AppState;
 use crate::telemetry::SPAN_TARGET;
+use crate::upstream::{Body as Outgoing, Pool, PoolConfig};
 use crate::validate::{check_body, parse_json};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the ones the
@@ -81,6 +81,18 @@ fn is_hop_by_hop(name: &HeaderName, connection_listed: &[String]) -> bool {
     HOP_BY_HOP.contains(&name.as_str()) || connection_listed.iter().any(|c| c == name.as_str())
 }
 
+/// The `Connection` tokens of an upstream response (`http` 1.x types).
+fn upstream_connection_tokens(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
 fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
     headers
         .get_all(header::CONNECTION)
@@ -91,34 +103,48 @@ fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-/// What goes to the upstream as the request body.
-enum Outgoing {
-    Empty,
-    Full(Bytes),
-    Stream(std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, actix_web::Error>>>>),
-}
-
 /// Upload paths whose forms name a model (files and upload parts carry none).
 fn carries_model(path: &str) -> bool {
     !(path.starts_with("/v1/files") || path.starts_with("/v1/uploads"))
 }
 
-/// Builds one HTTP client per worker (awc's client is not `Send`).
-pub fn client(state: &AppState) -> awc::Client {
+/// Builds one worker's connection pool to the upstream ([`crate::upstream`]). The URL was
+/// validated at startup, so this cannot fail on a configuration that started; should it, the
+/// pool points nowhere and every request is answered 502.
+pub fn pool(state: &AppState) -> Pool {
     let up = &state.cfg.upstream;
-    let connector = awc::Connector::new()
-        .timeout(up.connect_timeout)
-        .limit(up.max_connections)
-        .conn_keep_alive(Duration::from_secs(60))
-        .conn_lifetime(Duration::from_secs(600));
-    awc::Client::builder()
-        .connector(connector)
-        .disable_redirects()
-        // The gateway enforces its own time-to-headers and idle timeouts; awc's single timeout
-        // would also cut long streaming responses.
-        .disable_timeout()
-        .no_default_headers()
-        .finish()
+    let mut cfg = PoolConfig::from_url(&up.url, up.connect_timeout, up.max_connections)
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "upstream URL unusable");
+            PoolConfig {
+                authority: String::new(),
+                host: http::HeaderValue::from_static("invalid"),
+                base_path: String::new(),
+                credential: None,
+                connect_timeout: up.connect_timeout,
+                max_connections: up.max_connections,
+                idle_timeout: Duration::from_secs(60),
+                lifetime: Duration::from_secs(600),
+            }
+        });
+    cfg.credential = state.upstream_credential.as_ref().and_then(|(n, v)| {
+        Some((
+            http::HeaderName::from_bytes(n.as_str().as_bytes()).ok()?,
+            http::HeaderValue::from_bytes(v.as_bytes()).ok()?,
+        ))
+    });
+    Pool::new(cfg)
+}
+
+/// A request header as the upstream request's `http` 1.x types (actix's are `http` 0.2's).
+fn header_pair(
+    name: &HeaderName,
+    value: &HeaderValue,
+) -> Option<(http::HeaderName, http::HeaderValue)> {
+    Some((
+        http::HeaderName::from_bytes(name.as_str().as_bytes()).ok()?,
+        http::HeaderValue::from_bytes(value.as_bytes()).ok()?,
+    ))
 }
 
 /// With traces off: a valid incoming `traceparent` as it came, else a new one.
@@ -137,12 +163,12 @@ pub async fn forward(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-    client: web::Data<awc::Client>,
+    pool: web::Data<Pool>,
 ) -> Result<HttpResponse, GatewayError> {
     let Some(mut ctx) = req.extensions_mut().remove::<RequestCtx>() else {
         return Err(GatewayError::Internal("request context missing".into()));
     };
-    let result = forward_with(&req, &mut ctx, payload, &state, &client).await;
+    let result = forward_with(&req, &mut ctx, payload, &state, &pool).await;
     // A key's refusals (its limits, its allowlist) count in its usage.
     if let (Err(e), Some(auth), Some(usage)) = (&result, &ctx.auth, &state.usage) {
         usage.refusal(&auth.record.id, e, state.clock.now_millis());
@@ -156,7 +182,7 @@ async fn forward_with(
     ctx: &mut RequestCtx,
     payload: web::Payload,
     state: &AppState,
-    client: &awc::Client,
+    pool: &Pool,
 ) -> Result<HttpResponse, GatewayError> {
     let route = ctx
         .route
@@ -235,7 +261,7 @@ async fn forward_with(
                         }
                         parsed = Some(json);
                     }
-                    Outgoing::Full(body)
+                    Outgoing::Full(Some(body))
                 }
             },
         })
@@ -301,23 +327,37 @@ async fn forward_with(
     let mut body = body?;
     if let Some(bytes) = parsed_rewritten.take() {
         decoded = true;
-        body = Outgoing::Full(bytes);
+        body = Outgoing::Full(Some(bytes));
     }
 
-    let mut url = String::with_capacity(state.cfg.upstream.url.len() + req.uri().path().len() + 32);
-    url.push_str(&state.cfg.upstream.url);
-    url.push_str(req.uri().path());
+    // Origin-form: the upstream URL's base path, then the request's path and query.
+    let mut target = String::with_capacity(pool.base_path().len() + req.uri().path().len() + 32);
+    target.push_str(pool.base_path());
+    target.push_str(req.uri().path());
     if let Some(q) = req.uri().query() {
         // Stripped even when the query credential is switched off: a key a client put in the URL
         // must not reach the upstream's logs either way.
         let q = strip_query_param(q, "api_key");
         if !q.is_empty() {
-            url.push('?');
-            url.push_str(&q);
+            target.push('?');
+            target.push_str(&q);
         }
     }
-
-    let mut up = client.request(req.method().clone(), url);
+    let method = http::Method::from_bytes(req.method().as_str().as_bytes()).map_err(|_| {
+        GatewayError::MethodNotAllowed {
+            allow: route.methods.join(", "),
+        }
+    })?;
+    // actix accepted this path, and `http` 1.x parses what `http` 0.2 did.
+    let uri = http::Uri::try_from(target).map_err(|_| GatewayError::SuspiciousInput {
+        location: "path",
+        category: "encoding",
+    })?;
+    let mut up = http::Request::new(body);
+    *up.method_mut() = method;
+    *up.uri_mut() = uri;
+    let headers = up.headers_mut();
+    headers.reserve(req.headers().len() + 8);
     let listed = connection_tokens(req.headers());
     let from_trusted_proxy = ctx.origin.peer_trusted;
     for (name, value) in req.headers() {
@@ -332,15 +372,33 @@ async fn forward_with(
         {
             continue;
         }
-        up = up.append_header((name.clone(), value.clone()));
+        if let Some((n, v)) = header_pair(name, value) {
+            headers.append(n, v);
+        }
     }
-    let xff = ctx.origin.forwarded_for();
-    up = up.insert_header(("x-forwarded-for", xff));
+    headers.insert(http::header::HOST, pool.host().clone());
+    let set = |headers: &mut http::HeaderMap, name: &'static str, value: &[u8]| {
+        if let Ok(v) = http::HeaderValue::from_bytes(value) {
+            headers.insert(http::HeaderName::from_static(name), v);
+        }
+    };
+    set(
+        headers,
+        "x-forwarded-for",
+        ctx.origin.forwarded_for().as_bytes(),
+    );
     // The gateway states what it judged, never what an untrusted client claimed.
-    let proto = if ctx.origin.https { "https" } else { "http" };
-    up = up.insert_header(("x-forwarded-proto", proto));
-    up = up.insert_header(("x-real-ip", ctx.origin.client.to_string()));
-    up = up.insert_header(("x-request-id", &*ctx.request_id));
+    let proto: &'static str = if ctx.origin.https { "https" } else { "http" };
+    headers.insert(
+        http::HeaderName::from_static("x-forwarded-proto"),
+        http::HeaderValue::from_static(proto),
+    );
+    set(
+        headers,
+        "x-real-ip",
+        ctx.origin.client.to_string().as_bytes(),
+    );
+    set(headers, "x-request-id", ctx.request_id.as_bytes());
     let span = tracing::info_span!(
         target: SPAN_TARGET,
         "upstream",
@@ -354,7 +412,7 @@ async fn forward_with(
     );
     match outgoing_trace_headers(&span) {
         Some((parent, trace_state)) => {
-            if let Ok(uri) = state.cfg.upstream.url.parse::<awc::http::Uri>() {
+            if let Ok(uri) = state.cfg.upstream.url.parse::<http::Uri>() {
                 if let Some(host) = uri.host() {
                     span.record("server.address", host);
                 }
@@ -362,9 +420,9 @@ async fn forward_with(
                     span.record("server.port", i64::from(port));
                 }
             }
-            up = up.insert_header(("traceparent", parent));
+            set(headers, "traceparent", parent.as_bytes());
             if let Some(trace_state) = trace_state {
-                up = up.insert_header(("tracestate", trace_state));
+                set(headers, "tracestate", trace_state.as_bytes());
             }
         }
         None => {
@@ -372,28 +430,20 @@ async fn forward_with(
             if let Some(id) = parent.to_str().ok().and_then(traceparent_trace_id) {
                 ctx.forwarded_trace_id = Some(id.to_string());
             }
-            up = up.insert_header(("traceparent", parent));
+            set(headers, "traceparent", parent.as_bytes());
         }
     }
-    if let Some((name, value)) = &state.upstream_credential {
-        up = up.insert_header((name.clone(), value.clone()));
+    if let Some((name, value)) = pool.credential() {
+        headers.insert(name.clone(), value.clone());
     }
-    let up = up.no_decompress();
 
     let started = Instant::now();
-    let send = async {
-        match body {
-            Outgoing::Full(b) => up.send_body(b).await,
-            Outgoing::Stream(s) => up.send_stream(s).await,
-            Outgoing::Empty => up.send().await,
-        }
-    };
-    let result = tokio::time::timeout(state.cfg.upstream.timeout, send)
+    let result = tokio::time::timeout(state.cfg.upstream.timeout, pool.send(up))
         .instrument(span.clone())
         .await;
     if !span.is_disabled() {
         match &result {
-            Ok(Ok(r)) => {
+            Ok(Ok((r, _))) => {
                 span.record("http.response.status_code", i64::from(r.status().as_u16()));
                 if r.status().is_server_error() {
                     span.record("error.type", r.status().as_str());
@@ -402,13 +452,8 @@ async fn forward_with(
             }
             Ok(Err(_)) | Err(_) => {
                 let kind = match &result {
-                    Err(_)
-                    | Ok(Err(
-                        SendRequestError::Timeout
-                        | SendRequestError::Connect(ConnectError::Timeout),
-                    )) => "timeout",
-                    Ok(Err(SendRequestError::Connect(_))) => "connect",
-                    _ => "protocol",
+                    Ok(Err(e)) => e.kind(),
+                    _ => "timeout",
                 };
                 span.record("error.type", kind);
                 span.record("otel.status_code", "error");
@@ -436,13 +481,7 @@ async fn forward_with(
             return Err(GatewayError::UpstreamTimeout);
         }
         Ok(Err(e)) => {
-            let kind = match &e {
-                SendRequestError::Connect(ConnectError::Timeout) | SendRequestError::Timeout => {
-                    "timeout"
-                }
-                SendRequestError::Connect(_) => "connect",
-                _ => "protocol",
-            };
+            let kind = e.kind();
             metrics.upstream_errors.with_label_values(&[kind]).inc();
             tracing::warn!(request_id = %ctx.request_id, error = %e, kind, "upstream request failed");
             return Err(if kind == "timeout" {
@@ -453,56 +492,104 @@ async fn forward_with(
         }
         Ok(Ok(r)) => r,
     };
-    if response.status().is_informational() {
+    let (response, lease) = response;
+    let (head, incoming) = response.into_parts();
+    let Ok(status) = actix_web::http::StatusCode::from_u16(head.status.as_u16()) else {
+        metrics
+            .upstream_errors
+            .with_label_values(&["protocol"])
+            .inc();
+        return Err(GatewayError::UpstreamUnavailable(
+            "upstream answered with an invalid status".into(),
+        ));
+    };
+    if status.is_informational() {
         // No route is configured for upgrades: a 101 (or a stray 1xx) must not turn this
         // connection into a tunnel past every check.
         metrics
             .upstream_errors
             .with_label_values(&["protocol"])
             .inc();
-        tracing::warn!(request_id = %ctx.request_id, status = response.status().as_u16(), "upstream answered with an informational status; refused");
+        tracing::warn!(request_id = %ctx.request_id, status = status.as_u16(), "upstream answered with an informational status; refused");
         return Err(GatewayError::UpstreamUnavailable(
             "upstream switched protocols".into(),
         ));
     }
 
-    let status = response.status();
-    let sse = response
-        .headers()
-        .get(header::CONTENT_TYPE)
+    let sse = head
+        .headers
+        .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
     let mut out = HttpResponse::build(status);
-    let listed = connection_tokens(response.headers());
+    let listed = upstream_connection_tokens(&head.headers);
     let mut length = None;
-    for (name, value) in response.headers() {
-        if name == header::CONTENT_LENGTH {
+    for (name, value) in &head.headers {
+        if name == http::header::CONTENT_LENGTH {
             length = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
             continue;
         }
-        if is_hop_by_hop(name, &listed) {
+        if HOP_BY_HOP.contains(&name.as_str()) || listed.iter().any(|c| c == name.as_str()) {
             continue;
         }
-        out.append_header((name.clone(), value.clone()));
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_str().as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            out.append_header((n, v));
+        }
     }
     let idle = state.cfg.upstream.idle_timeout;
     let request_id = ctx.request_id.clone();
     let errors = metrics.upstream_errors.clone();
     // Each chunk must arrive within the idle timeout; a stalled upstream ends the stream instead of
     // holding the client forever.
-    let stream = futures_util::stream::unfold(Some(response), move |resp| {
+    // A response with no body (HEAD, 204, 304) frees its connection now: actix may never poll
+    // the stream of such a response, and a lease dropped unread closes the connection.
+    let reading = if incoming.is_end_stream() {
+        lease.release();
+        None
+    } else {
+        Some((incoming, lease))
+    };
+    let stream = futures_util::stream::unfold(reading, move |reading| {
         let request_id = request_id.clone();
         let errors = errors.clone();
         async move {
-            let mut resp = resp?;
-            match tokio::time::timeout(idle, resp.next()).await {
-                Ok(Some(Ok(chunk))) => Some((Ok::<Bytes, actix_web::Error>(chunk), Some(resp))),
+            let (mut body, lease) = reading?;
+            let next = async {
+                loop {
+                    match std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx))
+                        .await
+                    {
+                        // Trailers are not passed on (nor were they before).
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(chunk) => return Some(Ok(chunk)),
+                            Err(_) => continue,
+                        },
+                        Some(Err(e)) => return Some(Err(e)),
+                        None => return None,
+                    }
+                }
+            };
+            match tokio::time::timeout(idle, next).await {
+                // The last bytes of a sized body: free the connection now, as actix need not
+                // poll a stream whose length it was told past its last chunk.
+                Ok(Some(Ok(chunk))) if body.is_end_stream() => {
+                    lease.release();
+                    Some((Ok::<Bytes, actix_web::Error>(chunk), None))
+                }
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some((body, lease)))),
                 Ok(Some(Err(e))) => {
                     errors.with_label_values(&["body"]).inc();
                     tracing::warn!(request_id = %request_id, error = %e, "upstream body failed");
                     Some((Err(actix_web::error::ErrorBadGateway(e)), None))
                 }
-                Ok(None) => None,
+                Ok(None) => {
+                    // Read to the end: the connection serves the next request.
+                    lease.release();
+                    None
+                }
                 Err(_) => {
                     errors.with_label_values(&["idle_timeout"]).inc();
                     tracing::warn!(request_id = %request_id, "upstream stream idle timeout");

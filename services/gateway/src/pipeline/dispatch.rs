@@ -19,7 +19,7 @@ pub async fn dispatch(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-    client: web::Data<awc::Client>,
+    pool: web::Data<crate::upstream::Pool>,
 ) -> Result<HttpResponse, GatewayError> {
     let serve = req
         .extensions()
@@ -28,7 +28,7 @@ pub async fn dispatch(
         .map(|i| state.routes.routes()[i].serve);
     Ok(match serve.ok_or(GatewayError::NotFound)? {
         Serve::Health => handlers::health().await,
-        Serve::HealthDetailed => handlers::health_detailed(state, client).await,
+        Serve::HealthDetailed => handlers::health_detailed(state, pool).await,
         Serve::Ready => handlers::ready(state).await,
         Serve::Protected => handlers::protected(req, state).await,
         Serve::ApiTest => handlers::api_test(payload, req, state).await?,
@@ -37,6 +37,6 @@ pub async fn dispatch(
         Serve::OpenApi => docs::openapi(req).await,
         Serve::Docs => docs::page(req).await,
         Serve::DocsAsset => docs::asset::<GatewayError>(req).await?,
-        Serve::Upstream => proxy::forward(req, payload, state, client).await?,
+        Serve::Upstream => proxy::forward(req, payload, state, pool).await?,
     })
 }

@@ -94,6 +94,62 @@ async fn upstream_connections_are_reused() {
     );
 }
 
+/// An upstream that closes a kept-alive connection while it sits in the pool (its own idle
+/// timeout) costs the next request nothing: the gateway notices before writing to it and sends
+/// the request on a fresh connection. The upstream here answers one request per connection,
+/// without `Connection: close`, and reports each close.
+#[actix_web::test]
+async fn a_pooled_connection_the_upstream_closed_is_replaced_not_failed() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // The request head and its body (Content-Length of the chat body below).
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") || !buf.ends_with(b"}") {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let body = br#"{"id":"x","object":"chat.completion","choices":[]}"#;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body);
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            drop(stream);
+            let _ = closed_tx.send(());
+        }
+    });
+    let app = spawn_app_with(
+        &[],
+        Opts {
+            upstream_url: Some(format!("http://127.0.0.1:{port}")),
+            ..Default::default()
+        },
+    )
+    .await;
+    let chat = r#"{"model":"echo-1","messages":[{"role":"user","content":"ping"}]}"#;
+    for i in 0..3 {
+        let r = app.post("/v1/chat/completions", Some(USER_KEY), chat).await;
+        assert_eq!(
+            r.status,
+            200,
+            "request {i}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        // The upstream has closed the connection the gateway just pooled.
+        closed_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    }
+}
+
 #[actix_web::test]
 async fn sse_streams_through_unbuffered() {
     let upstream = UpstreamConfig {
