@@ -3,7 +3,7 @@
 //!
 //! - [`SecurityHeaders`]: the header set added to every response, built once at startup so the hot
 //!   path only clones pre-validated `HeaderValue`s (a reference-count bump each, no parsing).
-//! - [`cors`]: an `actix-cors` policy from configured origins.
+//! - [`CorsPolicy`]: the CORS policy from configured origins, its header values built once.
 //! - [`formatted`]: a header value formatted on the stack, for values that change per response.
 //!
 //! With `infergate-service` (the chassis), the only library crates that know actix-web: the header
@@ -11,7 +11,6 @@
 //! services build once, and the libraries below stay framework-free.
 #![forbid(unsafe_code)]
 
-use actix_cors::Cors;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// A header value formatted into a stack buffer, for values computed per response (timings,
@@ -102,42 +101,113 @@ impl SecurityHeaders {
     }
 }
 
-/// CORS policy: only `origins` get `Access-Control-Allow-Origin` (`*` means any origin, which the
-/// configuration refuses together with credentials); methods GET, POST, PUT, DELETE, OPTIONS; any
-/// request header; preflight cached `max_age_secs`.
-pub fn cors(origins: &[String], allow_credentials: bool, max_age_secs: usize) -> Cors {
-    let mut cors = Cors::default()
-        .allowed_methods(["GET", "POST", "PUT", "DELETE", "OPTIONS"])
-        .allow_any_header()
-        .expose_headers([
-            "x-request-id",
-            "x-process-time",
-            "x-ratelimit-limit",
-            "x-ratelimit-remaining",
-            "x-ratelimit-reset",
-            "x-ratelimit-limit-requests",
-            "x-ratelimit-remaining-requests",
-            "x-ratelimit-reset-requests",
-            "x-ratelimit-limit-tokens",
-            "x-ratelimit-remaining-tokens",
-            "x-ratelimit-reset-tokens",
-            "x-ratelimit-shadow",
-            "ratelimit",
-            "ratelimit-policy",
-            "retry-after",
-        ])
-        .max_age(max_age_secs);
-    if origins.iter().any(|o| o == "*") {
-        cors = cors.allow_any_origin().send_wildcard();
-    } else {
-        for origin in origins {
-            cors = cors.allowed_origin(origin);
+/// The CORS policy from configured origins, its header values built once. The gateway's CORS
+/// layer (`services/gateway/src/pipeline/cors.rs`) applies it; written here rather than taken
+/// from actix-cors, whose middleware boxed every request's future, re-checked the origin and
+/// re-inserted the same header set on every response (about 3 % of a proxied request's CPU,
+/// docs/performance.md), and answered foreign preflights in its own error shape.
+#[derive(Clone, Debug)]
+pub struct CorsPolicy {
+    origins: Vec<String>,
+    any_origin: bool,
+    credentials: Option<HeaderValue>,
+    methods: HeaderValue,
+    expose: HeaderValue,
+    max_age: HeaderValue,
+}
+
+/// The methods a preflight is told; a browser refuses the others itself.
+const CORS_METHODS: &str = "GET, POST, PUT, DELETE, OPTIONS";
+
+/// The response headers a browser script may read: request id, timing, every rate-limit header.
+const CORS_EXPOSE: &str = "x-request-id, x-process-time, x-ratelimit-limit, \
+x-ratelimit-remaining, x-ratelimit-reset, x-ratelimit-limit-requests, \
+x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, \
+x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens, x-ratelimit-shadow, ratelimit, \
+ratelimit-policy, retry-after";
+
+impl CorsPolicy {
+    /// `origins` as configured (`*` allows any, answered `*`); none: no cross-origin caller.
+    pub fn new(origins: &[String], allow_credentials: bool, max_age_secs: usize) -> Self {
+        CorsPolicy {
+            any_origin: origins.iter().any(|o| o == "*"),
+            origins: origins.to_vec(),
+            credentials: allow_credentials.then(|| HeaderValue::from_static("true")),
+            methods: HeaderValue::from_static(CORS_METHODS),
+            expose: HeaderValue::from_static(CORS_EXPOSE),
+            max_age: HeaderValue::from(max_age_secs as u64),
         }
     }
-    if allow_credentials {
-        cors = cors.supports_credentials();
+
+    /// Whether any origin is allowed at all (else the layer only refuses preflights).
+    pub fn enabled(&self) -> bool {
+        !self.origins.is_empty()
     }
-    cors
+
+    /// Whether `origin` may call: listed (ASCII case-insensitively, as origins compare) or `*`.
+    pub fn allows(&self, origin: &[u8]) -> bool {
+        self.any_origin
+            || self
+                .origins
+                .iter()
+                .any(|o| o.as_bytes().eq_ignore_ascii_case(origin))
+    }
+
+    fn allow_origin(&self, origin: &HeaderValue) -> HeaderValue {
+        if self.any_origin {
+            HeaderValue::from_static("*")
+        } else {
+            origin.clone()
+        }
+    }
+
+    /// The answer's headers to a preflight from an allowed `origin`: the origin, the methods, the
+    /// requested headers echoed (any header may be sent), credentials, max age.
+    pub fn preflight(
+        &self,
+        origin: &HeaderValue,
+        requested: Option<&HeaderValue>,
+        out: &mut HeaderMap,
+    ) {
+        out.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            self.allow_origin(origin),
+        );
+        out.insert(header::ACCESS_CONTROL_ALLOW_METHODS, self.methods.clone());
+        if let Some(h) = requested {
+            out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, h.clone());
+        }
+        if let Some(c) = &self.credentials {
+            out.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, c.clone());
+        }
+        out.insert(header::ACCESS_CONTROL_MAX_AGE, self.max_age.clone());
+        out.append(
+            header::VARY,
+            HeaderValue::from_static(
+                "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+            ),
+        );
+    }
+
+    /// Decorates an actual response. An allowed `origin` is told so, with the exposed headers
+    /// and credentials; with CORS on, every response varies by `Origin` (a cache must not hand
+    /// one origin's answer to another).
+    pub fn decorate(&self, origin: Option<&HeaderValue>, out: &mut HeaderMap) {
+        if !self.enabled() {
+            return;
+        }
+        if let Some(origin) = origin.filter(|o| self.allows(o.as_bytes())) {
+            out.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                self.allow_origin(origin),
+            );
+            out.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, self.expose.clone());
+            if let Some(c) = &self.credentials {
+                out.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, c.clone());
+            }
+        }
+        out.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
 }
 
 /// The JSON error body every infergate service answers with:

@@ -228,15 +228,7 @@ pub fn service(
         InitError = (),
     >,
 > {
-    // Without configured origins no browser may call cross-origin, so the CORS layer (and
-    // the headers it adds to every response) is left out entirely.
-    let cors_enabled = !st.cfg.cors.origins.is_empty();
     let pool = web::Data::new(proxy::pool(&st));
-    let cors = infergate_headers::cors(
-        &st.cfg.cors.origins,
-        st.cfg.cors.allow_credentials,
-        st.cfg.cors.max_age_seconds,
-    );
     let default_limit = st.cfg.body_limits.default_bytes;
     App::new()
         .app_data(st)
@@ -246,8 +238,7 @@ pub fn service(
         // No actix routes: the route table is the only list ([`crate::pipeline::dispatch`]).
         .default_service(web::to(crate::pipeline::dispatch::dispatch))
         .wrap(from_fn(guard))
-        .wrap(actix_web::middleware::Condition::new(cors_enabled, cors))
-        .wrap(from_fn(crate::pipeline::cors::refuse_foreign_preflights))
+        .wrap(from_fn(crate::pipeline::cors::cors))
         .wrap(from_fn(edge::<AppState>))
 }
 

@@ -53,6 +53,8 @@ pub struct AppState {
     /// The configured limits, templates resolved against the route table ([`crate::pipeline::plan`]).
     pub limits: crate::pipeline::plan::LimitRules,
     pub security_headers: Option<SecurityHeaders>,
+    /// The CORS policy, its header values built once ([`crate::pipeline::cors`]).
+    pub cors: infergate_headers::CorsPolicy,
     pub scanner: Scanner,
     pub metrics: Metrics,
     pub upstream_credential: Option<(HeaderName, HeaderValue)>,
@@ -243,6 +245,11 @@ impl AppState {
             .map(|_| Arc::new(crate::usage::UsageRecorder::default()));
         Ok(Self {
             security_headers: cfg.security_headers.then(SecurityHeaders::new),
+            cors: infergate_headers::CorsPolicy::new(
+                &cfg.cors.origins,
+                cfg.cors.allow_credentials,
+                cfg.cors.max_age_seconds,
+            ),
             hosts,
             routes,
             unmatched_route: Arc::from("unmatched"),

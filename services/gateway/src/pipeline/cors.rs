@@ -1,54 +1,61 @@
-//! CORS preflights from origins that are not allowed: one answer whatever the configuration,
-//! `400 cors_origin_not_allowed` in the gateway's JSON shape. Without this, a gateway with no
-//! origins configured (its CORS layer left out) would answer `405` from the router, and one with
-//! origins would answer actix-cors's own `400`; allowed preflights go on to actix-cors.
+//! CORS, before any credential is asked for: a preflight is answered here, `200` with the policy's
+//! headers for an allowed origin and `400 cors_origin_not_allowed` in the gateway's JSON shape for
+//! any other (one answer whatever the configuration: with no origins configured a preflight would
+//! otherwise reach the router's `405`); an actual request goes on, and its response is decorated
+//! for an allowed origin ([`infergate_headers::CorsPolicy`]). The edge around this adds the
+//! security headers, request id and access log to both.
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, header};
 use actix_web::middleware::Next;
-use actix_web::{Error, web};
+use actix_web::{Error, HttpResponse, web};
 
 use crate::error::GatewayError;
 use crate::state::AppState;
 
-/// Whether `origin` is one of the configured ones (`*` allows any).
-fn allowed(origins: &[String], origin: &[u8]) -> bool {
-    origins
-        .iter()
-        .any(|o| o == "*" || o.as_bytes().eq_ignore_ascii_case(origin))
-}
-
-pub async fn refuse_foreign_preflights(
+pub async fn cors(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
-    let h = req.headers();
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return Ok(req.error_response(GatewayError::Internal("application state missing".into())));
+    };
+    let policy = &state.cors;
+    let origin = req.headers().get(header::ORIGIN).cloned();
     if req.method() == Method::OPTIONS
-        && h.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
-        && let Some(origin) = h.get(header::ORIGIN)
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        && let Some(origin) = &origin
     {
-        let refused = req
-            .app_data::<web::Data<AppState>>()
-            .is_none_or(|st| !allowed(&st.cfg.cors.origins, origin.as_bytes()));
-        if refused {
+        if !policy.allows(origin.as_bytes()) {
             return Ok(req.error_response(GatewayError::CorsOriginNotAllowed));
         }
+        let mut res = HttpResponse::Ok().finish();
+        policy.preflight(
+            origin,
+            req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS),
+            res.headers_mut(),
+        );
+        return Ok(req.into_response(res));
     }
-    Ok(next.call(req).await?.map_into_boxed_body())
+    let mut res = next.call(req).await?.map_into_boxed_body();
+    policy.decorate(origin.as_ref(), res.headers_mut());
+    Ok(res)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::allowed;
+    use infergate_headers::CorsPolicy;
 
     #[test]
     fn origins_match_exactly_or_by_wildcard() {
-        let list = vec!["https://app.example.com".to_string()];
-        assert!(allowed(&list, b"https://app.example.com"));
-        assert!(allowed(&list, b"HTTPS://APP.EXAMPLE.COM"));
-        assert!(!allowed(&list, b"https://app.example.com.evil.test"));
-        assert!(!allowed(&[], b"https://app.example.com"));
-        assert!(allowed(&["*".to_string()], b"https://any.test"));
+        let list = CorsPolicy::new(&["https://app.example.com".to_string()], false, 600);
+        assert!(list.allows(b"https://app.example.com"));
+        assert!(list.allows(b"HTTPS://APP.EXAMPLE.COM"));
+        assert!(!list.allows(b"https://app.example.com.evil.test"));
+        assert!(!CorsPolicy::new(&[], false, 600).allows(b"https://app.example.com"));
+        assert!(CorsPolicy::new(&["*".to_string()], false, 600).allows(b"https://any.test"));
     }
 }

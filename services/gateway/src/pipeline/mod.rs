@@ -7,8 +7,8 @@
 //! - [`accept`] and [`screen`] run in the shared edge ([`edge`], [`infergate_service::edge`]),
 //!   which also decorates every response on the way out (JSON errors, request id, security
 //!   headers, metrics, access log).
-//! - CORS (actix-cors) answers preflights before any credential is asked for; [`cors`] refuses
-//!   those from origins that are not allowed first, one way whatever the configuration.
+//! - [`cors`] answers preflights before any credential is asked for (allowed origins `200`, any
+//!   other `400`, one way whatever the configuration) and decorates the responses of the rest.
 //! - [`decide`], below, is the rest read top to bottom: the route, [`authenticate`], the role's
 //!   permission ([`authorise`]), [`plan`] (a pure function) and [`limit`]. [`guard`] runs it as
 //!   middleware; the `Expect: 100-continue` hook ([`crate::serve`]) runs the same stages before

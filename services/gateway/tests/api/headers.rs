@@ -53,6 +53,24 @@ async fn cors_allows_only_configured_origins() {
         Some("https://app.example.com")
     );
     assert!(r.header("access-control-allow-credentials").is_none());
+    // A browser script may read the request id and the rate-limit state.
+    let exposed = r
+        .header("access-control-expose-headers")
+        .unwrap()
+        .to_string();
+    for h in [
+        "x-request-id",
+        "ratelimit",
+        "retry-after",
+        "x-ratelimit-remaining",
+    ] {
+        assert!(exposed.contains(h), "{h} not exposed: {exposed}");
+    }
+    assert_eq!(
+        r.header("vary"),
+        Some("Origin"),
+        "a cache must key on the origin"
+    );
 
     let req = app
         .client
@@ -61,6 +79,8 @@ async fn cors_allows_only_configured_origins() {
     let r = app.send(req, None).await;
     assert_eq!(r.status, 200);
     assert!(r.header("access-control-allow-origin").is_none());
+    assert!(r.header("access-control-expose-headers").is_none());
+    assert_eq!(r.header("vary"), Some("Origin"));
 
     let preflight = app
         .client
