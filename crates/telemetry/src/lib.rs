@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ids;
+pub mod json_line;
 pub mod writer;
 
 use std::io::IsTerminal;
@@ -220,8 +221,7 @@ fn install(settings: &LogSettings, provider: Option<&SdkTracerProvider>) -> Opti
         .with_target(false);
     let mut layers: Vec<BoxedLayer> = vec![match settings.format {
         LogFormat::Json => fmt
-            .json()
-            .flatten_event(true)
+            .event_format(json_line::JsonLine)
             .with_filter(log_filter)
             .boxed(),
         LogFormat::Text => fmt.with_filter(log_filter).boxed(),

@@ -50,8 +50,7 @@ fn pipeline(c: &mut Criterion) {
         use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::util::SubscriberInitExt;
         let log = tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
+            .event_format(infergate_telemetry::json_line::JsonLine)
             .with_writer(std::io::sink)
             .with_filter(LevelFilter::INFO.and(filter_fn(|m| {
                 m.target() != infergate_telemetry::SPAN_TARGET
