@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use actix_web::HttpMessage;
 use infergate_service::metrics::{HttpMetrics, LATENCY_BUCKETS, must};
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts};
+use std::sync::{Arc, OnceLock};
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+};
 
 /// What the gateway itself adds is usually well under a millisecond; a first-time argon2
 /// verification or a slow limiter backend moves it into the tens of milliseconds.
@@ -45,6 +49,33 @@ pub struct Metrics {
     pub limiter_breaker_opened: IntCounter,
     /// Token reservations, settlements, refusals and streams cut ([`crate::metering`]).
     pub tokens: TokenMetrics,
+    /// The children the hot path counts into, looked up in their vectors once, on first use
+    /// (a lookup hashes the labels and reads a lock every worker shares).
+    children: Arc<Children>,
+}
+
+/// See [`Metrics::children`]: `rate_decisions` by dimension and outcome, and per route-table
+/// index the `upstream_latency` and `gateway_added` histograms.
+#[derive(Default)]
+struct Children {
+    decisions: [[OnceLock<IntCounter>; 2]; 7],
+    upstream_latency: Vec<OnceLock<Histogram>>,
+    gateway_added: Vec<OnceLock<Histogram>>,
+}
+
+/// The index of a dimension in [`Children::decisions`]; exhaustive, so a new dimension is a
+/// compile error here rather than an index out of bounds.
+fn dimension_index(d: infergate_ratelimit::Dimension) -> usize {
+    use infergate_ratelimit::Dimension::*;
+    match d {
+        Ip => 0,
+        Key => 1,
+        Role => 2,
+        Endpoint => 3,
+        Tokens => 4,
+        TokensDaily => 5,
+        Concurrency => 6,
+    }
 }
 
 /// The metrics of token limits and concurrency caps. Labels: the metered `operation` (six names,
@@ -298,6 +329,27 @@ impl Metrics {
             limiter_fallback,
             limiter_breaker,
             limiter_breaker_opened,
+            children: Arc::default(),
+        }
+    }
+
+    /// Sizes the per-route children for a route table of `routes` entries.
+    pub fn with_routes(mut self, routes: usize) -> Self {
+        self.children = Arc::new(Children {
+            upstream_latency: (0..routes).map(|_| OnceLock::new()).collect(),
+            gateway_added: (0..routes).map(|_| OnceLock::new()).collect(),
+            ..Children::default()
+        });
+        self
+    }
+
+    /// The upstream time of route `index` (`template` its label).
+    pub fn upstream_latency_of(&self, index: usize, template: &str) -> Histogram {
+        match self.children.upstream_latency.get(index) {
+            Some(cell) => cell
+                .get_or_init(|| self.upstream_latency.with_label_values(&[template]))
+                .clone(),
+            None => self.upstream_latency.with_label_values(&[template]),
         }
     }
 
@@ -309,9 +361,12 @@ impl Metrics {
         allowed: bool,
     ) {
         if let Some(s) = tightest {
-            let outcome = if allowed { "allowed" } else { "denied" };
-            self.rate_decisions
-                .with_label_values(&[s.dimension.as_str(), outcome])
+            self.children.decisions[dimension_index(s.dimension)][usize::from(allowed)]
+                .get_or_init(|| {
+                    let outcome = if allowed { "allowed" } else { "denied" };
+                    self.rate_decisions
+                        .with_label_values(&[s.dimension.as_str(), outcome])
+                })
                 .inc();
         }
     }
@@ -320,14 +375,21 @@ impl Metrics {
     /// headers) minus the upstream time the proxy left in the request. Local routes and requests
     /// refused before the proxy have no upstream time and are not recorded.
     pub fn observe_added(&self, route: &str, total: Duration, req: &actix_web::HttpRequest) {
-        let upstream = req
+        let proxied = req
             .extensions()
             .get::<crate::pipeline::RequestCtx>()
-            .and_then(|c| c.upstream_time);
-        if let Some(upstream) = upstream {
-            self.gateway_added
-                .with_label_values(&[route])
-                .observe(total.saturating_sub(upstream).as_secs_f64());
+            .and_then(|c| Some((c.upstream_time?, c.route)));
+        if let Some((upstream, index)) = proxied {
+            let added = total.saturating_sub(upstream).as_secs_f64();
+            match index.and_then(|i| self.children.gateway_added.get(i)) {
+                Some(cell) => cell
+                    .get_or_init(|| self.gateway_added.with_label_values(&[route]))
+                    .observe(added),
+                None => self
+                    .gateway_added
+                    .with_label_values(&[route])
+                    .observe(added),
+            }
         }
     }
 

@@ -462,9 +462,9 @@ async fn forward_with(
     }
     drop(span);
     let metrics = &state.metrics;
+    let route_index = ctx.route.unwrap_or(usize::MAX);
     metrics
-        .upstream_latency
-        .with_label_values(&[&*route.template])
+        .upstream_latency_of(route_index, &route.template)
         .observe(started.elapsed().as_secs_f64());
     ctx.upstream_time = Some(started.elapsed());
     // A streamed upload the gateway cut off (deadline, limit, a refused model) is answered for

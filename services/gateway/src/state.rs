@@ -162,6 +162,7 @@ impl AppState {
     ) -> Result<Self, ConfigError> {
         let hosts = cfg.trusted_hosts.clone();
         let routes = cfg.auth.routes.clone();
+        let route_count = routes.routes().len();
         let api_key_header = cfg.auth.header.clone();
         let credential_rules = CredentialRules {
             header_name: cfg.auth.header_name.clone(),
@@ -264,7 +265,7 @@ impl AppState {
             clock,
             limits,
             scanner: Scanner::new(),
-            metrics: Metrics::new(),
+            metrics: Metrics::new().with_routes(route_count),
             upstream_credential,
             started: Instant::now(),
             static_key_count,
