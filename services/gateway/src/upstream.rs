@@ -127,6 +127,9 @@ pub struct PoolConfig {
     pub lifetime: Duration,
 }
 
+/// Most a connection's read buffer grows to (see [`Pool::connect`]).
+const READ_BUFFER_MAX: usize = 64 * 1024;
+
 struct Idle {
     sender: http1::SendRequest<Body>,
     born: Instant,
@@ -333,6 +336,10 @@ impl Pool {
         // Requests and responses are small and latency-bound.
         stream.set_nodelay(true).map_err(SendError::Connect)?;
         let (sender, conn) = http1::Builder::new()
+            // hyper's read buffer grows to ~400 KiB on a fast stream; the chunks it hands on are
+            // slices of it, so a few streams would hold megabytes. 64 KiB still reads a large
+            // response in few syscalls and bounds a response head at a size no model server nears.
+            .max_buf_size(READ_BUFFER_MAX)
             .handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .map_err(SendError::Protocol)?;
