@@ -108,6 +108,16 @@ def main():
         trips = [
             num(r["redis_calls"]) / num(r["requests"]) for r in redis_rows if num(r["redis_calls"]) and num(r["requests"])
         ]
+        # The gateway's own side of the comparison: its CPU per request with the memory limiter
+        # over that with Redis, round by round. req/s also depends on redis-server, which shares
+        # the load core with wrk and the upstream.
+        cm = [
+            num(mem_by_round[r["round"]]["cpu_us_per_req"]) / num(r["cpu_us_per_req"])
+            for r in redis_rows
+            if r["round"] in mem_by_round
+            and num(r["cpu_us_per_req"])
+            and num(mem_by_round[r["round"]]["cpu_us_per_req"]) is not None
+        ]
         lines = [num(r["log_lines"]) for r in by.get((scen, "infergate"), []) + redis_rows]
         reqs = [num(r["requests"]) for r in by.get((scen, "infergate"), []) + redis_rows]
         if rm:
@@ -115,6 +125,11 @@ def main():
                 f"  redis/memory req/s {med(rm):.2f}{spread(rm, '{:.2f}')}; "
                 f"Redis round trips per request {med(trips):.3f}"
             )
+            if cm:
+                print(
+                    f"  gateway CPU per request, memory/redis: {med(cm):.2f}{spread(cm, '{:.2f}')} "
+                    "(the limiter's cost on the gateway's own core)"
+                )
         if lines and all(x is not None for x in lines):
             print(f"  access log: {sum(lines):,.0f} lines written for {sum(reqs):,.0f} requests wrk completed")
         print("  (* load core saturated: wrk and the upstream, not the proxy, set that row's pace)")
