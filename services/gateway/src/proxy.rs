@@ -382,21 +382,24 @@ async fn forward_with(
             headers.insert(http::HeaderName::from_static(name), v);
         }
     };
-    set(
-        headers,
-        "x-forwarded-for",
-        ctx.origin.forwarded_for().as_bytes(),
-    );
+    // From an untrusted peer (the common case) both name the peer: formatted once, and the
+    // `String` becomes the header value without a copy.
+    let xff = http::HeaderValue::try_from(ctx.origin.forwarded_for()).ok();
+    let real_ip = if ctx.origin.peer_trusted {
+        http::HeaderValue::try_from(ctx.origin.client.to_string()).ok()
+    } else {
+        xff.clone()
+    };
+    for (name, value) in [("x-forwarded-for", xff), ("x-real-ip", real_ip)] {
+        if let Some(v) = value {
+            headers.insert(http::HeaderName::from_static(name), v);
+        }
+    }
     // The gateway states what it judged, never what an untrusted client claimed.
     let proto: &'static str = if ctx.origin.https { "https" } else { "http" };
     headers.insert(
         http::HeaderName::from_static("x-forwarded-proto"),
         http::HeaderValue::from_static(proto),
-    );
-    set(
-        headers,
-        "x-real-ip",
-        ctx.origin.client.to_string().as_bytes(),
     );
     set(headers, "x-request-id", ctx.request_id.as_bytes());
     let span = tracing::info_span!(
