@@ -63,6 +63,23 @@ struct Children {
     gateway_added: Vec<OnceLock<Histogram>>,
 }
 
+/// Observes `value` in route `index`'s child of `vec`, looked up once into `cells`; a request
+/// without a route index (none reaches here today) is looked up by its template.
+fn observe_route(
+    cells: &[OnceLock<Histogram>],
+    vec: &HistogramVec,
+    index: Option<usize>,
+    template: &str,
+    value: f64,
+) {
+    match index.and_then(|i| cells.get(i)) {
+        Some(cell) => cell
+            .get_or_init(|| vec.with_label_values(&[template]))
+            .observe(value),
+        None => vec.with_label_values(&[template]).observe(value),
+    }
+}
+
 /// The index of a dimension in [`Children::decisions`]; exhaustive, so a new dimension is a
 /// compile error here rather than an index out of bounds.
 fn dimension_index(d: infergate_ratelimit::Dimension) -> usize {
@@ -343,14 +360,15 @@ impl Metrics {
         self
     }
 
-    /// The upstream time of route `index` (`template` its label).
-    pub fn upstream_latency_of(&self, index: usize, template: &str) -> Histogram {
-        match self.children.upstream_latency.get(index) {
-            Some(cell) => cell
-                .get_or_init(|| self.upstream_latency.with_label_values(&[template]))
-                .clone(),
-            None => self.upstream_latency.with_label_values(&[template]),
-        }
+    /// Records a proxied request's upstream time (to response headers) under its route.
+    pub fn observe_upstream(&self, route: Option<usize>, template: &str, elapsed: Duration) {
+        observe_route(
+            &self.children.upstream_latency,
+            &self.upstream_latency,
+            route,
+            template,
+            elapsed.as_secs_f64(),
+        );
     }
 
     /// Counts one rate-limit decision under the dimension of its tightest status (the refusing
@@ -380,16 +398,13 @@ impl Metrics {
             .get::<crate::pipeline::RequestCtx>()
             .and_then(|c| Some((c.upstream_time?, c.route)));
         if let Some((upstream, index)) = proxied {
-            let added = total.saturating_sub(upstream).as_secs_f64();
-            match index.and_then(|i| self.children.gateway_added.get(i)) {
-                Some(cell) => cell
-                    .get_or_init(|| self.gateway_added.with_label_values(&[route]))
-                    .observe(added),
-                None => self
-                    .gateway_added
-                    .with_label_values(&[route])
-                    .observe(added),
-            }
+            observe_route(
+                &self.children.gateway_added,
+                &self.gateway_added,
+                index,
+                route,
+                total.saturating_sub(upstream).as_secs_f64(),
+            );
         }
     }
 

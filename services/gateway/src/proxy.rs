@@ -9,10 +9,10 @@
 //! and the `upstream` client span; with traces off a valid incoming one is passed on as it came,
 //! and one is made up when there is none.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::body::SizedStream;
-use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use http_body::Body as _;
@@ -25,7 +25,7 @@ use crate::error::GatewayError;
 use crate::pipeline::RequestCtx;
 use crate::state::AppState;
 use crate::telemetry::SPAN_TARGET;
-use crate::upstream::{Body as Outgoing, Pool, PoolConfig};
+use crate::upstream::{Body as Outgoing, Pool, header_pair};
 use crate::validate::{check_body, parse_json};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the ones the
@@ -77,26 +77,15 @@ const FROM_TRUSTED_PROXIES_ONLY: &[&str] = &[
     "fastly-client-ip",
 ];
 
-fn is_hop_by_hop(name: &HeaderName, connection_listed: &[String]) -> bool {
-    HOP_BY_HOP.contains(&name.as_str()) || connection_listed.iter().any(|c| c == name.as_str())
+fn is_hop_by_hop(name: &str, connection_listed: &[String]) -> bool {
+    HOP_BY_HOP.contains(&name) || connection_listed.iter().any(|c| c == name)
 }
 
-/// The `Connection` tokens of an upstream response (`http` 1.x types).
-fn upstream_connection_tokens(headers: &http::HeaderMap) -> Vec<String> {
-    headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect()
-}
-
-fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
-    headers
-        .get_all(header::CONNECTION)
-        .filter_map(|v| v.to_str().ok())
+/// The header names a message's `Connection` values list (as hop-by-hop), lowercased; the values
+/// come from actix's request or hyper's response, whose header types differ.
+fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
+    values
+        .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(','))
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty())
@@ -108,43 +97,10 @@ fn carries_model(path: &str) -> bool {
     !(path.starts_with("/v1/files") || path.starts_with("/v1/uploads"))
 }
 
-/// Builds one worker's connection pool to the upstream ([`crate::upstream`]). The URL was
-/// validated at startup, so this cannot fail on a configuration that started; should it, the
-/// pool points nowhere and every request is answered 502.
+/// Builds one worker's connection pool to the upstream ([`crate::upstream`]), from the settings
+/// finished at startup.
 pub fn pool(state: &AppState) -> Pool {
-    let up = &state.cfg.upstream;
-    let mut cfg = PoolConfig::from_url(&up.url, up.connect_timeout, up.max_connections)
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "upstream URL unusable");
-            PoolConfig {
-                authority: String::new(),
-                host: http::HeaderValue::from_static("invalid"),
-                base_path: String::new(),
-                credential: None,
-                connect_timeout: up.connect_timeout,
-                max_connections: up.max_connections,
-                idle_timeout: Duration::from_secs(60),
-                lifetime: Duration::from_secs(600),
-            }
-        });
-    cfg.credential = state.upstream_credential.as_ref().and_then(|(n, v)| {
-        Some((
-            http::HeaderName::from_bytes(n.as_str().as_bytes()).ok()?,
-            http::HeaderValue::from_bytes(v.as_bytes()).ok()?,
-        ))
-    });
-    Pool::new(cfg)
-}
-
-/// A request header as the upstream request's `http` 1.x types (actix's are `http` 0.2's).
-fn header_pair(
-    name: &HeaderName,
-    value: &HeaderValue,
-) -> Option<(http::HeaderName, http::HeaderValue)> {
-    Some((
-        http::HeaderName::from_bytes(name.as_str().as_bytes()).ok()?,
-        http::HeaderValue::from_bytes(value.as_bytes()).ok()?,
-    ))
+    Pool::new(state.upstream.clone())
 }
 
 /// With traces off: a valid incoming `traceparent` as it came, else a new one.
@@ -358,10 +314,14 @@ async fn forward_with(
     *up.uri_mut() = uri;
     let headers = up.headers_mut();
     headers.reserve(req.headers().len() + 8);
-    let listed = connection_tokens(req.headers());
+    let listed = connection_tokens(
+        req.headers()
+            .get_all(header::CONNECTION)
+            .map(HeaderValue::as_bytes),
+    );
     let from_trusted_proxy = ctx.origin.peer_trusted;
     for (name, value) in req.headers() {
-        if is_hop_by_hop(name, &listed)
+        if is_hop_by_hop(name.as_str(), &listed)
             || name == header::HOST
             || name == header::CONTENT_LENGTH
             || name == header::AUTHORIZATION
@@ -465,11 +425,9 @@ async fn forward_with(
     }
     drop(span);
     let metrics = &state.metrics;
-    let route_index = ctx.route.unwrap_or(usize::MAX);
-    metrics
-        .upstream_latency_of(route_index, &route.template)
-        .observe(started.elapsed().as_secs_f64());
-    ctx.upstream_time = Some(started.elapsed());
+    let upstream_time = started.elapsed();
+    metrics.observe_upstream(ctx.route, &route.template, upstream_time);
+    ctx.upstream_time = Some(upstream_time);
     // A streamed upload the gateway cut off (deadline, limit, a refused model) is answered for
     // what it was, not as an upstream failure.
     if let Some(e) = verdict.borrow_mut().take() {
@@ -525,14 +483,19 @@ async fn forward_with(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
     let mut out = HttpResponse::build(status);
-    let listed = upstream_connection_tokens(&head.headers);
+    let listed = connection_tokens(
+        head.headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .map(http::HeaderValue::as_bytes),
+    );
     let mut length = None;
     for (name, value) in &head.headers {
         if name == http::header::CONTENT_LENGTH {
             length = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
             continue;
         }
-        if HOP_BY_HOP.contains(&name.as_str()) || listed.iter().any(|c| c == name.as_str()) {
+        if is_hop_by_hop(name.as_str(), &listed) {
             continue;
         }
         if let (Ok(n), Ok(v)) = (

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::HeaderName;
 use infergate_config::{ConfigError, GatewayConfig};
 use infergate_headers::SecurityHeaders;
 use infergate_keystore::{
@@ -57,7 +57,8 @@ pub struct AppState {
     pub cors: infergate_headers::CorsPolicy,
     pub scanner: Scanner,
     pub metrics: Metrics,
-    pub upstream_credential: Option<(HeaderName, HeaderValue)>,
+    /// The upstream connection settings, finished once; each worker builds its pool from them.
+    pub upstream: crate::upstream::PoolConfig,
     pub started: Instant,
     pub static_key_count: usize,
     /// Open connections, per client address and in all.
@@ -77,6 +78,32 @@ impl std::fmt::Debug for AppState {
             .field("listen", &self.cfg.listen)
             .finish_non_exhaustive()
     }
+}
+
+/// The upstream URL and credential in hyper's `http` 1.x types, once.
+fn upstream_pool_config(cfg: &GatewayConfig) -> Result<crate::upstream::PoolConfig, ConfigError> {
+    let up = &cfg.upstream;
+    let mut pool =
+        crate::upstream::PoolConfig::from_url(&up.url, up.connect_timeout, up.max_connections)
+            .map_err(|e| {
+                invalid(
+                    cfg.setting_name("upstream.url"),
+                    up.url.clone(),
+                    format!("an http:// URL with a host ({e})"),
+                )
+            })?;
+    if let Some((name, value)) = &up.credential {
+        let (name, mut value) = crate::upstream::header_pair(name, value).ok_or_else(|| {
+            invalid(
+                cfg.setting_name("upstream.api_key"),
+                "(hidden)",
+                "a value usable in an HTTP header",
+            )
+        })?;
+        value.set_sensitive(true);
+        pool.credential = Some((name, value));
+    }
+    Ok(pool)
 }
 
 fn invalid(setting: &str, value: impl Into<String>, accepted: impl Into<String>) -> ConfigError {
@@ -239,7 +266,7 @@ impl AppState {
             route_budgets: crate::pipeline::plan::route_budgets(&rl.tokens),
         };
 
-        let upstream_credential = cfg.upstream.credential.clone();
+        let upstream = upstream_pool_config(&cfg)?;
 
         let usage = verifier
             .store()
@@ -266,7 +293,7 @@ impl AppState {
             limits,
             scanner: Scanner::new(),
             metrics: Metrics::new().with_routes(route_count),
-            upstream_credential,
+            upstream,
             started: Instant::now(),
             static_key_count,
             rate_limit_log: crate::telemetry::LogSampler::new(RATE_LIMIT_LOG_PER_SECOND),

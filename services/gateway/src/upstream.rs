@@ -85,6 +85,18 @@ impl HttpBody for Body {
     }
 }
 
+/// An actix (`http` 0.2) header as hyper's `http` 1.x types; `None` never happens for a header
+/// actix parsed or the configuration validated, as both crates accept the same bytes.
+pub fn header_pair(
+    name: &actix_web::http::header::HeaderName,
+    value: &actix_web::http::header::HeaderValue,
+) -> Option<(http::HeaderName, http::HeaderValue)> {
+    Some((
+        http::HeaderName::from_bytes(name.as_str().as_bytes()).ok()?,
+        http::HeaderValue::from_bytes(value.as_bytes()).ok()?,
+    ))
+}
+
 /// Why a request got no response.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
