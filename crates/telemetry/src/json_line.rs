@@ -305,14 +305,21 @@ mod tests {
             .with_writer(buf.clone())
             .with_ansi(false)
             .with_target(false);
-        let filter = tracing_subscriber::filter::LevelFilter::INFO;
+        // The production log filter: a callsite's interest is shared by every subscriber in the
+        // process, so a looser filter here would enable request spans in the other tests' ones.
+        let filter = || {
+            use tracing_subscriber::filter::FilterExt;
+            tracing_subscriber::filter::LevelFilter::INFO.and(
+                tracing_subscriber::filter::filter_fn(|m| m.target() != crate::SPAN_TARGET),
+            )
+        };
         if json_line {
             let s = tracing_subscriber::registry()
-                .with(layer.event_format(JsonLine).with_filter(filter));
+                .with(layer.event_format(JsonLine).with_filter(filter()));
             tracing::subscriber::with_default(s, events);
         } else {
             let s = tracing_subscriber::registry()
-                .with(layer.json().flatten_event(true).with_filter(filter));
+                .with(layer.json().flatten_event(true).with_filter(filter()));
             tracing::subscriber::with_default(s, events);
         }
         buf.lines()
