@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use actix_service::fn_service;
 use actix_web::body::BoxBody;
 use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::middleware::from_fn;
@@ -16,7 +17,6 @@ use infergate_ratelimit::SweeperGuard;
 
 use crate::handlers;
 use crate::keys;
-use crate::pipeline::guard;
 use crate::proxy;
 use crate::state::{AppState, Overrides};
 use crate::tls;
@@ -212,11 +212,11 @@ impl Application {
     }
 }
 
-/// The gateway as an actix `App`: the state, the one service (the route table's [`dispatch`]),
-/// and around it the guard, CORS and the edge. The server builds one per worker; the pipeline
-/// benchmark (`benches/pipeline.rs`) drives one without sockets.
+/// The gateway as an actix `App`: the state, the one service ([`serve`]: CORS, the decision,
+/// the route table's dispatch) and around it the edge. The server builds one per worker; the
+/// pipeline benchmark (`benches/pipeline.rs`) drives one without sockets.
 ///
-/// [`dispatch`]: crate::pipeline::dispatch::dispatch
+/// [`serve`]: crate::pipeline::serve
 pub fn service(
     st: web::Data<AppState>,
 ) -> App<
@@ -229,16 +229,12 @@ pub fn service(
     >,
 > {
     let pool = web::Data::new(proxy::pool(&st));
-    let default_limit = st.cfg.body_limits.default_bytes;
     App::new()
         .app_data(st)
         .app_data(pool)
         .app_data(handlers::DOCS)
-        .app_data(web::PayloadConfig::new(default_limit))
         // No actix routes: the route table is the only list ([`crate::pipeline::dispatch`]).
-        .default_service(web::to(crate::pipeline::dispatch::dispatch))
-        .wrap(from_fn(guard))
-        .wrap(from_fn(crate::pipeline::cors::cors))
+        .default_service(fn_service(crate::pipeline::serve))
         .wrap(from_fn(edge::<AppState>))
 }
 

@@ -21,7 +21,7 @@ use std::io::Read;
 use std::rc::Rc;
 use std::time::Duration;
 
-use actix_web::web;
+use actix_web::dev::Payload;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use infergate_config::BodyLimits;
@@ -57,7 +57,7 @@ impl Pace {
 
 /// Reads a whole body, up to `limit` bytes, within the body deadline.
 pub async fn read(
-    mut payload: web::Payload,
+    mut payload: Payload,
     limits: &BodyLimits,
     limit: usize,
 ) -> Result<Bytes, GatewayError> {
@@ -84,7 +84,7 @@ pub async fn read(
 /// Reads a whole body ([`read`]) and undoes its `Content-Encoding` ([`decode`]); says whether
 /// anything was decoded (the header must then not be forwarded).
 pub async fn read_decoded(
-    payload: web::Payload,
+    payload: Payload,
     headers: &actix_web::http::header::HeaderMap,
     limits: &BodyLimits,
     limit: usize,
@@ -256,7 +256,7 @@ async fn parse_form(
 /// multipart `model` field against `rule` when there is one. On a violation the stream ends with
 /// an error (aborting the upstream request) and `verdict` says why.
 pub fn stream_upload(
-    payload: web::Payload,
+    payload: Payload,
     pace: Pace,
     limit: usize,
     rule: Option<ModelRule>,
@@ -298,7 +298,7 @@ pub fn stream_upload(
 /// One streamed upload in progress: everything it needs lives here, so no chunk costs a copy of
 /// the settings.
 struct Upload {
-    payload: web::Payload,
+    payload: Payload,
     pace: Pace,
     start: Instant,
     received: usize,

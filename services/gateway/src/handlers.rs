@@ -1,7 +1,7 @@
 //! Routes the gateway answers itself.
 
 use actix_web::http::header;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use infergate_policy::{extract_credential, mask_secret};
 use serde_json::json;
 
@@ -24,10 +24,7 @@ pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "healthy", "timestamp": now(), "version": VERSION}))
 }
 
-pub async fn health_detailed(
-    state: web::Data<AppState>,
-    pool: web::Data<crate::upstream::Pool>,
-) -> HttpResponse {
+pub async fn health_detailed(state: &AppState, pool: &crate::upstream::Pool) -> HttpResponse {
     let probe = tokio::time::timeout(
         std::time::Duration::from_secs(2),
         pool.get_status("/health"),
@@ -62,7 +59,7 @@ pub async fn health_detailed(
 
 /// Readiness: 503 while draining (so load balancers stop routing here before the process exits);
 /// 200 otherwise, reporting `degraded` while rate limits are decided by the fallback.
-pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+pub fn ready(state: &AppState) -> HttpResponse {
     if state.drain.is_draining() {
         return HttpResponse::ServiceUnavailable()
             .json(json!({"status": "draining", "timestamp": now()}));
@@ -95,12 +92,8 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
-pub async fn protected(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let auth = req
-        .extensions()
-        .get::<RequestCtx>()
-        .and_then(|c| c.auth.clone());
-    let Some(auth) = auth else {
+pub fn protected(req: &HttpRequest, state: &AppState, ctx: &RequestCtx) -> HttpResponse {
+    let Some(auth) = &ctx.auth else {
         return HttpResponse::Ok().json(json!({
             "message": "Authentication is disabled on this gateway",
             "authenticated": false,
@@ -129,9 +122,9 @@ pub async fn protected(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
 }
 
 pub async fn api_test(
-    payload: web::Payload,
-    req: HttpRequest,
-    state: web::Data<AppState>,
+    payload: actix_web::dev::Payload,
+    req: &HttpRequest,
+    state: &AppState,
 ) -> Result<HttpResponse, GatewayError> {
     let limits = &state.cfg.body_limits;
     let limit = limits.for_route("/api/test");
@@ -158,9 +151,9 @@ pub async fn api_test(
     })))
 }
 
-pub async fn api_status(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+pub fn api_status(state: &AppState, ctx: &RequestCtx) -> HttpResponse {
     let cfg = &state.cfg;
-    let caller = req.extensions().get::<RequestCtx>().and_then(|c| c.auth.as_ref()).map(|a| {
+    let caller = ctx.auth.as_ref().map(|a| {
         json!({"key_id": a.record.id, "role": a.record.role, "rate_limit": state.limits.key_limit(&a.record)})
     });
     let mut methods = vec!["header", "bearer"];

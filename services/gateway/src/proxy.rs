@@ -12,8 +12,9 @@
 use std::time::Instant;
 
 use actix_web::body::SizedStream;
+use actix_web::dev::Payload;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 use http_body::Body as _;
 use infergate_policy::strip_query_param;
@@ -116,27 +117,24 @@ fn traceparent(incoming: Option<&HeaderValue>) -> HeaderValue {
 /// Forwards the request upstream. The request context is taken for the call (not cloned) and
 /// put back whatever the outcome: the edge's access log and metrics read it.
 pub async fn forward(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    pool: web::Data<Pool>,
+    req: &HttpRequest,
+    payload: Payload,
+    state: &AppState,
+    pool: &Pool,
+    ctx: &mut RequestCtx,
 ) -> Result<HttpResponse, GatewayError> {
-    let Some(mut ctx) = req.extensions_mut().remove::<RequestCtx>() else {
-        return Err(GatewayError::Internal("request context missing".into()));
-    };
-    let result = forward_with(&req, &mut ctx, payload, &state, &pool).await;
+    let result = forward_with(req, ctx, payload, state, pool).await;
     // A key's refusals (its limits, its allowlist) count in its usage.
     if let (Err(e), Some(auth), Some(usage)) = (&result, &ctx.auth, &state.usage) {
         usage.refusal(&auth.record.id, e, state.clock.now_millis());
     }
-    req.extensions_mut().insert(ctx);
     result
 }
 
 async fn forward_with(
     req: &HttpRequest,
     ctx: &mut RequestCtx,
-    payload: web::Payload,
+    payload: Payload,
     state: &AppState,
     pool: &Pool,
 ) -> Result<HttpResponse, GatewayError> {

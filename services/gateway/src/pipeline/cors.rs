@@ -5,44 +5,39 @@
 //! for an allowed origin ([`infergate_headers::CorsPolicy`]). The edge around this adds the
 //! security headers, request id and access log to both.
 
-use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::{Method, header};
-use actix_web::middleware::Next;
-use actix_web::{Error, HttpResponse, web};
+use actix_web::http::Method;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse};
+use infergate_headers::CorsPolicy;
 
 use crate::error::GatewayError;
-use crate::state::AppState;
 
-pub async fn cors(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
-    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
-        return Ok(req.error_response(GatewayError::Internal("application state missing".into())));
-    };
-    let policy = &state.cors;
-    let origin = req.headers().get(header::ORIGIN).cloned();
-    if req.method() == Method::OPTIONS
-        && req
+/// The answer to a preflight (an `OPTIONS` with `Access-Control-Request-Method` and an
+/// `Origin`); `None` for any other request, which goes on and is decorated by
+/// [`CorsPolicy::decorate`] once answered ([`super::serve`]).
+pub fn preflight(
+    policy: &CorsPolicy,
+    req: &HttpRequest,
+    origin: Option<&HeaderValue>,
+) -> Option<HttpResponse> {
+    let origin = origin?;
+    if req.method() != Method::OPTIONS
+        || !req
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
-        && let Some(origin) = &origin
     {
-        if !policy.allows(origin.as_bytes()) {
-            return Ok(req.error_response(GatewayError::CorsOriginNotAllowed));
-        }
-        let mut res = HttpResponse::Ok().finish();
-        policy.preflight(
-            origin,
-            req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS),
-            res.headers_mut(),
-        );
-        return Ok(req.into_response(res));
+        return None;
     }
-    let mut res = next.call(req).await?.map_into_boxed_body();
-    policy.decorate(origin.as_ref(), res.headers_mut());
-    Ok(res)
+    if !policy.allows(origin.as_bytes()) {
+        return Some(HttpResponse::from_error(GatewayError::CorsOriginNotAllowed));
+    }
+    let mut res = HttpResponse::Ok().finish();
+    policy.preflight(
+        origin,
+        req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS),
+        res.headers_mut(),
+    );
+    Some(res)
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! registers no actix routes: the table is the only list of routes, so a path exists exactly
 //! when it is in the table, and no regex runs per request.
 
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::dev::Payload;
+use actix_web::{HttpRequest, HttpResponse, web};
 use infergate_policy::Serve;
 use infergate_service::docs;
 
@@ -13,30 +14,38 @@ use crate::pipeline::RequestCtx;
 use crate::proxy;
 use crate::state::AppState;
 
-/// The app's only service. The guard has refused unmatched paths and methods already; a
-/// request reaching here without a found route is answered 404 all the same.
+/// Serves a request [`super::decide`] admitted. A request reaching here without a found route
+/// (it was refused before) is answered 404 all the same.
 pub async fn dispatch(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    pool: web::Data<crate::upstream::Pool>,
+    req: &HttpRequest,
+    payload: Payload,
+    state: &web::Data<AppState>,
+    ctx: &mut RequestCtx,
 ) -> Result<HttpResponse, GatewayError> {
-    let serve = req
-        .extensions()
-        .get::<RequestCtx>()
-        .and_then(|ctx| ctx.route.filter(|_| ctx.method_allowed))
+    let serve = ctx
+        .route
+        .filter(|_| ctx.method_allowed)
         .map(|i| state.routes.routes()[i].serve);
     Ok(match serve.ok_or(GatewayError::NotFound)? {
         Serve::Health => handlers::health().await,
-        Serve::HealthDetailed => handlers::health_detailed(state, pool).await,
-        Serve::Ready => handlers::ready(state).await,
-        Serve::Protected => handlers::protected(req, state).await,
+        Serve::HealthDetailed => handlers::health_detailed(state, pool(req)?).await,
+        Serve::Ready => handlers::ready(state),
+        Serve::Protected => handlers::protected(req, state, ctx),
         Serve::ApiTest => handlers::api_test(payload, req, state).await?,
-        Serve::ApiStatus => handlers::api_status(req, state).await,
-        Serve::Metrics => handlers::metrics(state).await,
-        Serve::OpenApi => docs::openapi(req).await,
-        Serve::Docs => docs::page(req).await,
-        Serve::DocsAsset => docs::asset::<GatewayError>(req).await?,
-        Serve::Upstream => proxy::forward(req, payload, state, pool).await?,
+        Serve::ApiStatus => handlers::api_status(state, ctx),
+        Serve::Metrics => handlers::metrics(state.clone()).await,
+        Serve::OpenApi => docs::openapi(req.clone()).await,
+        Serve::Docs => docs::page(req.clone()).await,
+        Serve::DocsAsset => docs::asset::<GatewayError>(req.clone()).await?,
+        // Boxed: the proxy's future is the largest of all, and would otherwise be moved with
+        // every future it is awaited in.
+        Serve::Upstream => Box::pin(proxy::forward(req, payload, state, pool(req)?, ctx)).await?,
     })
+}
+
+/// This worker's connection pool to the upstream (the app's data, one per worker).
+fn pool(req: &HttpRequest) -> Result<&crate::upstream::Pool, GatewayError> {
+    req.app_data::<web::Data<crate::upstream::Pool>>()
+        .map(|p| p.get_ref())
+        .ok_or_else(|| GatewayError::Internal("upstream pool missing".into()))
 }

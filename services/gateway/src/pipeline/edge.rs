@@ -39,7 +39,7 @@ impl EdgeService for AppState {
             Some(ctx) if ctx.early.is_some() => (ctx, None),
             Some(ctx) => (ctx, Some(Ok(()))),
             None => {
-                let (ctx, checked) = request_ctx(self, &Head::of(req));
+                let (ctx, checked) = request_ctx(self, &Head::of(req.request()));
                 (ctx, Some(checked))
             }
         };
@@ -57,7 +57,7 @@ impl EdgeService for AppState {
         (ctx, path_checked): Self::Ctx,
     ) -> Result<(), GatewayError> {
         let checked = match path_checked {
-            Some(path) => pre_checks(self, &Head::of(req), &ctx, path),
+            Some(path) => pre_checks(self, &Head::of(req.request()), &ctx, path),
             None => Ok(()),
         };
         req.extensions_mut().insert(ctx);

@@ -7,13 +7,19 @@
 //! - [`accept`] and [`screen`] run in the shared edge ([`edge`], [`infergate_service::edge`]),
 //!   which also decorates every response on the way out (JSON errors, request id, security
 //!   headers, metrics, access log).
-//! - [`cors`] answers preflights before any credential is asked for (allowed origins `200`, any
-//!   other `400`, one way whatever the configuration) and decorates the responses of the rest.
-//! - [`decide`], below, is the rest read top to bottom: the route, [`authenticate`], the role's
-//!   permission ([`authorise`]), [`plan`] (a pure function) and [`limit`]. [`guard`] runs it as
-//!   middleware; the `Expect: 100-continue` hook ([`crate::serve`]) runs the same stages before
-//!   the body is sent.
-//! - [`dispatch`] hands the request to what serves its route: a local handler or the proxy.
+//! - [`serve`], below, is the one service inside the edge, and the rest of a request's path read
+//!   top to bottom: [`cors`] answers preflights before any credential is asked for (allowed
+//!   origins `200`, any other `400`, one way whatever the configuration); [`decide`] picks the
+//!   route, [`authenticate`]s, checks the role's permission ([`authorise`]), [`plan`]s (a pure
+//!   function) and [`limit`]s; [`dispatch`] hands the request to what serves its route (a local
+//!   handler or the proxy); the response gets its rate-limit and CORS headers. The
+//!   `Expect: 100-continue` hook ([`crate::serve`]) runs the same [`decide`] before the body is
+//!   sent.
+//!
+//! One service rather than a middleware per stage: each actix middleware layer boxes the future
+//! of the layers inside it and moves the request through another `ServiceRequest`, and the
+//! request context is taken out of the request once, here, instead of at every layer
+//! (docs/performance.md).
 //!
 //! What a stage establishes travels in [`RequestCtx`]. With traces on, the edge opens the
 //! request's server span and the stages their `authenticate` and `rate_limit` children; see
@@ -34,11 +40,10 @@ pub use screen::pre_checks;
 
 use std::sync::Arc;
 
-use actix_web::body::{BoxBody, MessageBody};
+use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
-use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage, web};
+use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse, web};
 use infergate_keystore::KeyRecord;
 use infergate_policy::CredentialSource;
 use infergate_ratelimit::LimitStatus;
@@ -65,12 +70,13 @@ pub struct RequestCtx {
     pub origin: crate::client_ip::Origin,
     /// The verified identity, once [`decide`] has authenticated the request.
     pub auth: Option<AuthInfo>,
-    /// The `Expect: 100-continue` hook's decision, for the service to proceed with.
-    pub early: Option<PreDecided>,
+    /// The `Expect: 100-continue` hook's decision, for the service to proceed with. Boxed, as is
+    /// `deferred`: both are rare, and the context is moved whole between stages.
+    pub early: Option<Box<PreDecided>>,
     /// The request counts of a key with a token budget or concurrency cap, left for the proxy to
     /// decide with the token reservation and the slot in one limiter call
     /// ([`crate::metering::admit`]).
-    pub deferred: Option<plan::Plan>,
+    pub deferred: Option<Box<plan::Plan>>,
     /// The trace id the proxy sent upstream in the `traceparent` it made or passed on, when
     /// traces are off: the access log names it so gateway and upstream logs can be joined.
     pub forwarded_trace_id: Option<String>,
@@ -114,7 +120,7 @@ pub struct Head<'a> {
 }
 
 impl<'a> Head<'a> {
-    fn of(req: &'a ServiceRequest) -> Self {
+    pub(crate) fn of(req: &'a HttpRequest) -> Self {
         Head {
             method: req.method(),
             uri: req.uri(),
@@ -135,34 +141,20 @@ impl<'a> Head<'a> {
 /// The pipeline's decision, made early by the `Expect: 100-continue` hook: the service then
 /// proceeds with it instead of deciding again (which would charge the limits twice).
 #[derive(Debug)]
-pub struct PreDecided {
-    auth: Option<AuthInfo>,
-    rate: Option<LimitStatus>,
-    deferred: Option<plan::Plan>,
-}
+pub struct PreDecided(Outcome);
 
-fn state_of(req: &ServiceRequest) -> Result<web::Data<AppState>, Error> {
-    req.app_data::<web::Data<AppState>>()
-        .cloned()
-        .ok_or_else(|| actix_web::error::ErrorInternalServerError("application state missing"))
-}
-
-/// What the guard decided for a request that may proceed.
-#[derive(Default)]
+/// What [`decide`] decided for a request that may proceed.
+#[derive(Debug, Default)]
 pub struct Outcome {
     auth: Option<AuthInfo>,
     rate: Option<LimitStatus>,
-    deferred: Option<plan::Plan>,
+    deferred: Option<Box<plan::Plan>>,
 }
 
 impl Outcome {
     /// Kept for the service to proceed with (see [`PreDecided`]).
-    pub fn into_pre_decided(self) -> PreDecided {
-        PreDecided {
-            auth: self.auth,
-            rate: self.rate,
-            deferred: self.deferred,
-        }
+    pub fn into_pre_decided(self) -> Box<PreDecided> {
+        Box::new(PreDecided(self))
     }
 }
 
@@ -235,7 +227,7 @@ pub async fn decide(
         return Ok(Outcome {
             auth: Some(AuthInfo { record, source }),
             rate: None,
-            deferred: Some(planned),
+            deferred: Some(Box::new(planned)),
         });
     }
     // A request refused here never reaches the guard's count of the key's requests.
@@ -259,44 +251,61 @@ pub async fn decide(
     })
 }
 
-pub async fn guard(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
-    let state = state_of(&req)?;
-    // Taken, not cloned, and put back before anything answers: the edge reads it on the way out.
-    let Some(mut ctx) = req.extensions_mut().remove::<RequestCtx>() else {
-        return Ok(req.error_response(GatewayError::Internal("request context missing".into())));
+/// The one service inside the edge: CORS, then [`decide`], then the route's server
+/// ([`dispatch`]), then the response's rate-limit and CORS headers. The edge has accepted and
+/// screened the request and left its [`RequestCtx`] in the request's extensions; it is taken out
+/// once for the whole path and put back for the edge's access log.
+pub async fn serve(req: ServiceRequest) -> Result<ServiceResponse<BoxBody>, Error> {
+    let (req, payload) = req.into_parts();
+    let (Some(state), Some(mut ctx)) = (
+        req.app_data::<web::Data<AppState>>().cloned(),
+        req.extensions_mut().remove::<RequestCtx>(),
+    ) else {
+        let err = GatewayError::Internal("application state or request context missing".into());
+        return Ok(ServiceResponse::new(req, HttpResponse::from_error(err)));
     };
-    let decided = match ctx.early.take() {
-        Some(p) => Ok(Outcome {
-            auth: p.auth,
-            rate: p.rate,
-            deferred: p.deferred,
-        }),
-        None => decide(&state, &Head::of(&req), &ctx).await,
-    };
-    match decided {
-        Err(Rejected { err, rate }) => {
-            req.extensions_mut().insert(ctx);
-            let mut res = req.error_response(err);
-            if let Some(status) = rate {
-                rate_limit_headers(res.headers_mut(), &status, state.clock.now_millis());
-            }
-            Ok(res)
+    let origin = req.headers().get(header::ORIGIN);
+    let res = match cors::preflight(&state.cors, &req, origin) {
+        Some(res) => res,
+        None => {
+            let mut res = admit_and_serve(&state, &req, payload, &mut ctx).await;
+            state.cors.decorate(origin, res.headers_mut());
+            res
         }
+    };
+    req.extensions_mut().insert(ctx);
+    Ok(ServiceResponse::new(req, res))
+}
+
+/// [`decide`] (or the `Expect: 100-continue` hook's decision), then the route's server; a
+/// refusal or a failure becomes its error response (rendered by the edge), with the rate-limit
+/// headers of the limit the request was counted against.
+async fn admit_and_serve(
+    state: &web::Data<AppState>,
+    req: &HttpRequest,
+    payload: actix_web::dev::Payload,
+    ctx: &mut RequestCtx,
+) -> HttpResponse {
+    let decided = match ctx.early.take() {
+        Some(pre) => Ok(pre.0),
+        None => decide(state, &Head::of(req), ctx).await,
+    };
+    let (mut res, rate) = match decided {
+        Err(Rejected { err, rate }) => (HttpResponse::from_error(err), rate),
         Ok(outcome) => {
             if let (Some(usage), Some(auth)) = (&state.usage, &outcome.auth) {
                 usage.request(&auth.record.id, state.clock.now_millis());
             }
             ctx.auth = outcome.auth;
             ctx.deferred = outcome.deferred;
-            req.extensions_mut().insert(ctx);
-            let mut res = next.call(req).await?.map_into_boxed_body();
-            if let Some(status) = outcome.rate {
-                rate_limit_headers(res.headers_mut(), &status, state.clock.now_millis());
-            }
-            Ok(res)
+            let res = dispatch::dispatch(req, payload, state, ctx)
+                .await
+                .unwrap_or_else(HttpResponse::from_error);
+            (res, outcome.rate)
         }
+    };
+    if let Some(status) = rate {
+        rate_limit_headers(res.headers_mut(), &status, state.clock.now_millis());
     }
+    res
 }
