@@ -416,8 +416,8 @@ impl RedisLimiter {
         self.jitter_seed.hash_one(n) % (TTL_JITTER_MAX_MS + 1)
     }
 
-    /// Runs one of our scripts and returns its integer array, within the
-    /// per-call deadline; see the module doc for retries. `fill` writes the
+    /// Runs one of our scripts and returns its integers ([`Integers`]), within
+    /// the per-call deadline; see the module doc for retries. `fill` writes the
     /// call's key count, keys and arguments after `EVALSHA <sha>`.
     async fn run_script<F>(
         &self,
@@ -479,19 +479,43 @@ impl RedisLimiter {
             cmd
         };
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        match build("EVALSHA", sha).query_async(conn).await {
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.round_trips.fetch_add(1, Ordering::Relaxed);
-                build("EVAL", body).query_async(conn).await
-            }
-            other => other,
-        }
+        let reply: Result<Integers, RedisError> =
+            match build("EVALSHA", sha).query_async(conn).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    self.round_trips.fetch_add(1, Ordering::Relaxed);
+                    build("EVAL", body).query_async(conn).await
+                }
+                other => other,
+            };
+        reply.map(|r| r.0)
     }
 
     /// The injected clock, if any; without one the local cache estimates
     /// Redis's clock from the replies it saw.
     fn local_clock(&self) -> Option<&dyn Clock> {
         self.clock.as_deref()
+    }
+}
+
+/// A script's integers: an array of them, or (check.lua, the hot one) one bulk string of them
+/// separated by spaces, which redis-rs parses in one step where an array costs it a parser
+/// step per element.
+struct Integers(Vec<i64>);
+
+impl ::redis::FromRedisValue for Integers {
+    fn from_redis_value(v: ::redis::Value) -> Result<Self, ::redis::ParsingError> {
+        match v {
+            ::redis::Value::BulkString(bytes) => {
+                let text = std::str::from_utf8(&bytes)
+                    .map_err(|_| ::redis::ParsingError::from("script reply is not UTF-8"))?;
+                text.split(' ')
+                    .map(|n| n.parse::<i64>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Integers)
+                    .map_err(|_| ::redis::ParsingError::from("script reply is not integers"))
+            }
+            other => Vec::<i64>::from_redis_value(other).map(Integers),
+        }
     }
 }
 

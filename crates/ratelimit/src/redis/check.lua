@@ -22,7 +22,10 @@
 -- each bucket as stored once this call is done, so the caller derives every
 -- reported number with the same code as the memory backend, and whether it
 -- admitted (a shadow limit's verdict); in_flight is the slots held afterwards
--- (-1 without a lease).
+-- (-1 without a lease). The integers come as one bulk string, separated by
+-- spaces, not as an array: a client parses a string in one step and an array
+-- element by element, and this script runs on every limited request
+-- (docs/performance.md).
 --
 -- Lua numbers are doubles: integers are exact below 2^53, which covers
 -- times, periods (<= 1 year), counts and clamped limits, but not their
@@ -159,4 +162,8 @@ for i = 1, n do
   out[#out + 1] = v.p
   out[#out + 1] = v.admits and 1 or 0
 end
-return out
+-- '%d' truncates as Redis's own conversion of a Lua number in an array does.
+for i = 1, #out do
+  out[i] = string.format('%d', out[i])
+end
+return table.concat(out, ' ')
