@@ -78,19 +78,27 @@ const FROM_TRUSTED_PROXIES_ONLY: &[&str] = &[
     "fastly-client-ip",
 ];
 
-fn is_hop_by_hop(name: &str, connection_listed: &[String]) -> bool {
-    HOP_BY_HOP.contains(&name) || connection_listed.iter().any(|c| c == name)
+fn is_hop_by_hop(name: &str, connection: &ConnectionValues<'_>) -> bool {
+    HOP_BY_HOP.contains(&name) || connection.lists(name)
 }
 
-/// The header names a message's `Connection` values list (as hop-by-hop), lowercased; the values
-/// come from actix's request or hyper's response, whose header types differ.
-fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
-    values
-        .filter_map(|v| std::str::from_utf8(v).ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect()
+/// A message's `Connection` values, whose comma-separated names are hop-by-hop too; read in
+/// place, not copied (nearly every upstream response carries one, `keep-alive`). The values come
+/// from actix's request or hyper's response, whose header types differ.
+struct ConnectionValues<'a>(smallvec::SmallVec<[&'a [u8]; 2]>);
+
+impl<'a> ConnectionValues<'a> {
+    fn of(values: impl Iterator<Item = &'a [u8]>) -> Self {
+        Self(values.collect())
+    }
+
+    /// Whether `name` (a header name, lowercase) is listed.
+    fn lists(&self, name: &str) -> bool {
+        self.0.iter().any(|v| {
+            v.split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+        })
+    }
 }
 
 /// Upload paths whose forms name a model (files and upload parts carry none).
@@ -312,7 +320,7 @@ async fn forward_with(
     *up.uri_mut() = uri;
     let headers = up.headers_mut();
     headers.reserve(req.headers().len() + 8);
-    let listed = connection_tokens(
+    let listed = ConnectionValues::of(
         req.headers()
             .get_all(header::CONNECTION)
             .map(HeaderValue::as_bytes),
@@ -481,7 +489,7 @@ async fn forward_with(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
     let mut out = HttpResponse::build(status);
-    let listed = connection_tokens(
+    let listed = ConnectionValues::of(
         head.headers
             .get_all(http::header::CONNECTION)
             .iter()
