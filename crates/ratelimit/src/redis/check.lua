@@ -162,8 +162,7 @@ for i = 1, n do
   out[#out + 1] = v.p
   out[#out + 1] = v.admits and 1 or 0
 end
--- '%d' truncates as Redis's own conversion of a Lua number in an array does.
-for i = 1, #out do
-  out[i] = string.format('%d', out[i])
-end
-return table.concat(out, ' ')
+-- One string.format for the whole reply: '%d' truncates as Redis's own
+-- conversion of a Lua number in an array does, and one call costs the server
+-- less than a call (or table.concat's '%.14g') per element.
+return string.format(string.rep('%d ', #out - 1) .. '%d', unpack(out))
