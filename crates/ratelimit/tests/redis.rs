@@ -361,6 +361,69 @@ async fn guarded_checks_are_one_round_trip_and_never_charge_the_guard() {
     }
 }
 
+/// A bucket's TTL is set when its window starts (two periods from then is how long its counts
+/// matter), not on every charge: a charge in the same window leaves it, one in the next window
+/// sets it again. Saves the server a command on nearly every check.
+#[tokio::test]
+async fn a_bucket_ttl_is_set_when_its_window_starts_not_on_every_charge() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0 + 1_500);
+    let limiter = RedisLimiter::connect(&server.url(), patient("ttl", Some(clock.clone())))
+        .await
+        .unwrap();
+    let mut conn = raw(&server).await;
+    let check = key_check("id:ttl", spec(100, 60));
+    let key = limiter.key_name(&check);
+    let pttl = |mut conn: MultiplexedConnection, key: String| async move {
+        redis::cmd("PTTL")
+            .arg(&key)
+            .query_async::<i64>(&mut conn)
+            .await
+            .unwrap()
+    };
+    assert!(
+        limiter
+            .check(std::slice::from_ref(&check))
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(
+        pttl(conn.clone(), key.clone()).await > 100_000,
+        "a new bucket gets its TTL"
+    );
+
+    // Marked short; a charge in the same window leaves the mark.
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(&key)
+        .arg(30_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(10));
+    assert!(
+        limiter
+            .check(std::slice::from_ref(&check))
+            .await
+            .unwrap()
+            .allowed
+    );
+    let kept = pttl(conn.clone(), key.clone()).await;
+    assert!(kept > 0 && kept <= 30_000, "same window: PTTL {kept}");
+
+    // The next window starts: two periods again.
+    clock.advance(Duration::from_secs(60));
+    assert!(
+        limiter
+            .check(std::slice::from_ref(&check))
+            .await
+            .unwrap()
+            .allowed
+    );
+    let renewed = pttl(conn.clone(), key.clone()).await;
+    assert!(renewed > 100_000, "next window: PTTL {renewed}");
+}
+
 #[tokio::test]
 async fn key_names_hash_tags_and_ttls() {
     let server = RedisServer::start();

@@ -143,11 +143,17 @@ if allowed then
     if first then
       v.exists, v.s, v.c, v.p = 1, first.s, first.c, first.p
     else
+      -- A new bucket, or one whose window moved on, gets its TTL; a charge in
+      -- the window it already holds keeps it (HSET leaves a TTL as it is).
+      local starts = v.exists == 0 or v.s ~= v.start
       v.exists, v.s, v.c, v.p = 1, v.start, v.cur + v.cost, v.prev
       redis.call('HSET', key, 's', int(v.s), 'c', int(v.c), 'p', int(v.p))
-      -- Two periods is how long the counts can matter (window.rs is_expired);
-      -- the lag keeps that true when the clock reads behind the window.
-      redis.call('PEXPIRE', key, int(2 * v.period + v.lag + jitter))
+      if starts then
+        -- Two periods from the window's first write is how long its counts
+        -- can matter (window.rs is_expired); the lag keeps that true when the
+        -- clock reads behind the window.
+        redis.call('PEXPIRE', key, int(2 * v.period + v.lag + jitter))
+      end
       charged[key] = v
     end
   end
