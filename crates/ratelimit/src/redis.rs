@@ -45,10 +45,11 @@
 //! - [`BucketKey`]'s `Display` percent-escapes `:` and `%` inside ids, roles and
 //!   routes, so distinct buckets never share a name.
 //!
-//! Every write sets a TTL of two periods (after which counts can no longer
-//! affect a decision) plus up to [`TTL_JITTER_MAX_MS`] of jitter, so keys
-//! written in one burst do not all expire in the same instant. Idle clients
-//! leave nothing behind.
+//! The first write in each window sets a TTL of two periods (after which the
+//! window's counts can no longer affect a decision) plus up to
+//! [`TTL_JITTER_MAX_MS`] of jitter, so keys written in one burst do not all
+//! expire in the same instant; later writes in that window leave it. Idle
+//! clients leave nothing behind.
 //!
 //! # Clock
 //!
@@ -105,7 +106,7 @@ mod pool;
 use self::deny::LocalCache;
 use self::pool::Manager;
 
-/// Upper bound of the random extra TTL given to each write.
+/// Upper bound of the random extra TTL given to a bucket when its window starts.
 pub const TTL_JITTER_MAX_MS: u64 = 1_000;
 
 /// Largest integer every Lua number (a double) represents exactly.
