@@ -374,24 +374,21 @@ async fn a_bucket_ttl_is_set_when_its_window_starts_not_on_every_charge() {
     let mut conn = raw(&server).await;
     let check = key_check("id:ttl", spec(100, 60));
     let key = limiter.key_name(&check);
-    let pttl = |mut conn: MultiplexedConnection, key: String| async move {
-        redis::cmd("PTTL")
-            .arg(&key)
-            .query_async::<i64>(&mut conn)
-            .await
-            .unwrap()
+    // Charges the bucket once, then reads its PTTL.
+    let charge = |mut conn: MultiplexedConnection| {
+        let (limiter, check, key) = (&limiter, &check, &key);
+        async move {
+            let decision = limiter.check(std::slice::from_ref(check)).await.unwrap();
+            assert!(decision.allowed);
+            redis::cmd("PTTL")
+                .arg(key)
+                .query_async::<i64>(&mut conn)
+                .await
+                .unwrap()
+        }
     };
-    assert!(
-        limiter
-            .check(std::slice::from_ref(&check))
-            .await
-            .unwrap()
-            .allowed
-    );
-    assert!(
-        pttl(conn.clone(), key.clone()).await > 100_000,
-        "a new bucket gets its TTL"
-    );
+    let first = charge(conn.clone()).await;
+    assert!(first > 100_000, "a new bucket gets its TTL: PTTL {first}");
 
     // Marked short; a charge in the same window leaves the mark.
     let _: () = redis::cmd("PEXPIRE")
@@ -401,26 +398,12 @@ async fn a_bucket_ttl_is_set_when_its_window_starts_not_on_every_charge() {
         .await
         .unwrap();
     clock.advance(Duration::from_secs(10));
-    assert!(
-        limiter
-            .check(std::slice::from_ref(&check))
-            .await
-            .unwrap()
-            .allowed
-    );
-    let kept = pttl(conn.clone(), key.clone()).await;
+    let kept = charge(conn.clone()).await;
     assert!(kept > 0 && kept <= 30_000, "same window: PTTL {kept}");
 
     // The next window starts: two periods again.
     clock.advance(Duration::from_secs(60));
-    assert!(
-        limiter
-            .check(std::slice::from_ref(&check))
-            .await
-            .unwrap()
-            .allowed
-    );
-    let renewed = pttl(conn.clone(), key.clone()).await;
+    let renewed = charge(conn.clone()).await;
     assert!(renewed > 100_000, "next window: PTTL {renewed}");
 }
 
