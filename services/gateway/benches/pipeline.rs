@@ -1,9 +1,9 @@
 //! The gateway's request pipeline in process, without sockets: a request goes through the edge
 //! (request id, screening: trusted host, path, query and header signatures), then the one service
 //! inside it: CORS, the decision (route, key authentication from the verifier's cache,
-//! permission, per-key and endpoint limits), a handler that reads and validates a JSON body, and the decoration on the way out
-//! (security headers, rate-limit headers, metrics, the access log formatted as JSON into a
-//! sink). A regression in any stage shows here as time per request, with no load generator and
+//! permission, per-key and endpoint limits), a handler that reads and validates a JSON body,
+//! and the decoration on the way out (security headers, rate-limit headers, metrics, the access
+//! log formatted as JSON into a sink). A regression in any stage shows here as time per request, with no load generator and
 //! no noise from the network.
 //!
 //! `cargo bench -p infergate-gateway --bench pipeline` (or `make bench-pipeline`).

@@ -64,10 +64,11 @@ pub async fn read(
 ) -> Result<Bytes, GatewayError> {
     let start = Instant::now();
     let pace = Pace::of(limits);
+    // The body while it is one chunk; once a second arrives, both go to `buf`.
     let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     loop {
-        let received = first.as_ref().map_or(0, Bytes::len) + buf.len();
+        let received = first.as_ref().map_or(buf.len(), Bytes::len);
         let deadline = pace.deadline(start, received);
         let chunk = match tokio::time::timeout_at(deadline, payload.next()).await {
             Err(_) => return Err(GatewayError::BodyTimeout),
@@ -79,15 +80,14 @@ pub async fn read(
         if received + chunk.len() > limit {
             return Err(GatewayError::PayloadTooLarge { limit });
         }
-        match first.take() {
-            None if buf.is_empty() => first = Some(chunk),
-            held => {
-                if let Some(held) = held {
-                    buf.reserve(held.len() + chunk.len());
-                    buf.extend_from_slice(&held);
-                }
-                buf.extend_from_slice(&chunk);
-            }
+        if let Some(held) = first.take() {
+            buf.reserve(held.len() + chunk.len());
+            buf.extend_from_slice(&held);
+            buf.extend_from_slice(&chunk);
+        } else if buf.is_empty() {
+            first = Some(chunk);
+        } else {
+            buf.extend_from_slice(&chunk);
         }
     }
     Ok(first.unwrap_or_else(|| buf.freeze()))

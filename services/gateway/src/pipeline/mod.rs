@@ -230,7 +230,7 @@ pub async fn decide(
             deferred: Some(Box::new(planned)),
         });
     }
-    // A request refused here never reaches the guard's count of the key's requests.
+    // A request refused here never reaches `serve`'s count of the key's requests.
     let counted = |e: &GatewayError| {
         if let Some(usage) = &state.usage {
             let now = state.clock.now_millis();
@@ -257,8 +257,9 @@ pub async fn decide(
 /// once for the whole path and put back for the edge's access log.
 pub async fn serve(req: ServiceRequest) -> Result<ServiceResponse<BoxBody>, Error> {
     let (req, payload) = req.into_parts();
+    // Borrowed from the app, not cloned: no shared counter touched per request.
     let (Some(state), Some(mut ctx)) = (
-        req.app_data::<web::Data<AppState>>().cloned(),
+        req.app_data::<web::Data<AppState>>(),
         req.extensions_mut().remove::<RequestCtx>(),
     ) else {
         let err = GatewayError::Internal("application state or request context missing".into());
@@ -268,7 +269,7 @@ pub async fn serve(req: ServiceRequest) -> Result<ServiceResponse<BoxBody>, Erro
     let res = match cors::preflight(&state.cors, &req, origin) {
         Some(res) => res,
         None => {
-            let mut res = admit_and_serve(&state, &req, payload, &mut ctx).await;
+            let mut res = admit_and_serve(state, &req, payload, &mut ctx).await;
             state.cors.decorate(origin, res.headers_mut());
             res
         }
