@@ -2,8 +2,6 @@
 //! FastAPI seed's `model_name`), and each item of a batch. A body naming no model is refused
 //! too: the upstream's default model may not be one the key may use.
 
-use serde_json::Value;
-
 /// The model a body named (none, when it named none) that its key may not use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelRefused {
@@ -15,33 +13,25 @@ pub fn model_allowed(allowed: &[String], model: &str) -> bool {
     allowed.iter().any(|a| a == model)
 }
 
-/// Checks every model `body` names against `allowed`.
-pub fn check_models(body: &Value, allowed: &[String]) -> Result<(), ModelRefused> {
-    match body.get("requests").and_then(Value::as_array) {
-        Some(items) => items.iter().try_for_each(|i| check_model(i, allowed)),
-        None => check_model(body, allowed),
-    }
-}
-
-/// One body's (or batch item's) `model`; `model_name` is the seed's name for it (`POST
-/// /models/load`; body validation allows one of the two, never both).
-fn check_model(v: &Value, allowed: &[String]) -> Result<(), ModelRefused> {
-    let named = v
-        .get("model")
-        .or_else(|| v.get("model_name"))
-        .and_then(Value::as_str);
-    match named {
+/// Checks the models a body names against `allowed`: one entry per request the body holds (the
+/// body itself, or each item of a batch), `None` for one that names no model. Reading the names
+/// out of the body is the caller's (the gateway reads them from the borrowed document it
+/// validated, `model` or else the FastAPI seed's `model_name`).
+pub fn check_models<'a>(
+    named: impl IntoIterator<Item = Option<&'a str>>,
+    allowed: &[String],
+) -> Result<(), ModelRefused> {
+    named.into_iter().try_for_each(|name| match name {
         Some(model) if model_allowed(allowed, model) => Ok(()),
         other => Err(ModelRefused {
             model: other.map(str::to_string),
         }),
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn allowed() -> Vec<String> {
         vec!["llama".into(), "qwen".into()]
@@ -49,26 +39,25 @@ mod tests {
 
     #[test]
     fn every_named_model_must_be_allowed() {
-        assert!(check_models(&json!({"model": "llama"}), &allowed()).is_ok());
-        assert!(check_models(&json!({"model_name": "qwen"}), &allowed()).is_ok());
+        assert!(check_models([Some("llama")], &allowed()).is_ok());
+        assert!(check_models([Some("llama"), Some("qwen")], &allowed()).is_ok());
         assert_eq!(
-            check_models(&json!({"model": "gpt"}), &allowed()),
+            check_models([Some("gpt")], &allowed()),
             Err(ModelRefused {
                 model: Some("gpt".into())
             })
         );
+        // A request naming no model is refused: the upstream's default may not be allowed.
         assert_eq!(
-            check_models(&json!({"prompt": "hi"}), &allowed()),
+            check_models([None], &allowed()),
             Err(ModelRefused { model: None })
         );
-        let batch = json!({"requests": [{"model": "llama"}, {"model": "gpt"}]});
         assert_eq!(
-            check_models(&batch, &allowed()),
+            check_models([Some("llama"), Some("gpt"), None], &allowed()),
             Err(ModelRefused {
                 model: Some("gpt".into())
             })
         );
-        assert!(check_models(&json!({"requests": [{"model": "qwen"}]}), &allowed()).is_ok());
         // Names are exact: no prefix, case or pattern matching.
         assert!(!model_allowed(&allowed(), "Llama"));
         assert!(!model_allowed(&allowed(), "llama-70b"));

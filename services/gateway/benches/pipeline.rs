@@ -106,5 +106,25 @@ fn pipeline(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, pipeline);
+/// What the proxy does with a JSON body before forwarding it: the strict parse (borrowed, no
+/// value tree), the route's schema and a key's model allowlist; beside it, for scale, serde_json
+/// building its `Value` tree of the same body (what the gateway did before, without the
+/// duplicate-key check).
+fn body(c: &mut Criterion) {
+    use infergate_gateway::validate::{check_body, check_models, parse_json};
+    let chat = br#"{"model": "dev-model", "messages": [{"role": "user", "content": "hello from wrk, the infergate load test"}], "max_tokens": 16}"#;
+    let allowed = vec!["dev-model".to_string()];
+    c.bench_function("body/chat: strict parse, schema, allowlist", |b| {
+        b.iter(|| {
+            let json = parse_json(black_box(chat)).unwrap();
+            check_body(infergate_policy::Schema::ChatCompletions, &json).unwrap();
+            check_models(&json, &allowed).unwrap();
+        })
+    });
+    c.bench_function("body/chat: serde_json::Value (reference)", |b| {
+        b.iter(|| black_box(serde_json::from_slice::<serde_json::Value>(black_box(chat)).unwrap()))
+    });
+}
+
+criterion_group!(benches, pipeline, body);
 criterion_main!(benches);

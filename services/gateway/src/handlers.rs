@@ -133,7 +133,8 @@ pub async fn api_test(
     check_body(infergate_policy::Schema::ApiTest, &value)?;
     let iterations = value
         .get("iterations")
-        .and_then(crate::validate::whole_number)
+        .and_then(crate::json::Json::as_number)
+        .and_then(crate::validate::whole)
         .unwrap_or(1);
     let timeout = value
         .get("timeout")
@@ -143,7 +144,7 @@ pub async fn api_test(
         "success": true,
         "test_id": &*infergate_telemetry::ids::request_id(),
         "received_data": {
-            "test_name": value["test_name"],
+            "test_name": value.get("test_name").and_then(crate::json::Json::as_str),
             "iterations": iterations,
             "timeout": timeout,
         },

@@ -27,7 +27,7 @@ use crate::pipeline::RequestCtx;
 use crate::state::AppState;
 use crate::telemetry::SPAN_TARGET;
 use crate::upstream::{Body as Outgoing, Pool, header_pair};
-use crate::validate::{check_body, parse_json};
+use crate::validate::{check_body, check_models, parse_json};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the ones the
 /// gateway sets itself.
@@ -168,8 +168,6 @@ async fn forward_with(
             .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
     let verdict = crate::body::Verdict::default();
     let mut decoded = false;
-    // The parsed JSON body, for the token estimate and a rewrite (default cap, include_usage).
-    let mut parsed: Option<serde_json::Value> = None;
     let mut parsed_rewritten: Option<Bytes> = None;
     let body = async {
         Ok::<_, GatewayError>(match *req.method() {
@@ -211,17 +209,12 @@ async fn forward_with(
                     // allowlist).
                     let skip = *req.method() == actix_web::http::Method::DELETE && body.is_empty();
                     if !skip {
+                        // Read in place (borrowed, no value tree); the bytes are what is sent.
                         let json = parse_json(&body)?;
                         check_body(route.schema, &json)?;
                         if let Some(allowed) = allowed_models {
-                            infergate_policy::check_models(&json, allowed).map_err(|refused| {
-                                GatewayError::ModelNotAllowed {
-                                    model: refused.model,
-                                    allowed: allowed.join(", "),
-                                }
-                            })?;
+                            check_models(&json, allowed)?;
                         }
-                        parsed = Some(json);
                     }
                     Outgoing::Full(Some(body))
                 }
@@ -244,6 +237,13 @@ async fn forward_with(
             // Refused for its body, the request still counts, as any refused request does.
             crate::pipeline::limit::enforce(state, ctx, &plan).await?;
         } else {
+            // A metered key's body, as a value tree: the estimate reads it, a rewrite (default
+            // cap, include_usage) edits it. It passed the strict parse above, so this parse
+            // reads the same document.
+            let mut parsed: Option<serde_json::Value> = match &body {
+                Ok(Outgoing::Full(Some(bytes))) => serde_json::from_slice(bytes).ok(),
+                _ => None,
+            };
             let t = &state.limits.tokens;
             let model = parsed.as_ref().and_then(|v| v.get("model")?.as_str());
             let rules = crate::metering::estimate::EstimateRules {
