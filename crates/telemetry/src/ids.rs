@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use actix_web::http::header::HeaderValue;
 use rand::Rng;
 
 /// A fresh random (version 4) UUID, hyphenated lower case: the request id of a request that
@@ -31,7 +30,7 @@ pub fn random_u64() -> u64 {
 
 /// A fresh W3C `traceparent` (`00-<trace id>-<parent id>-01`, sampled) for a request that
 /// continues no trace, with traces off: the upstream's logs can still be joined to ours.
-pub fn traceparent() -> HeaderValue {
+pub fn traceparent() -> Traceparent {
     let mut ids = [0u8; 32];
     rand::rng().fill_bytes(&mut ids);
     // All-zero ids are invalid; one bit makes sure (the odds of needing it are 2^-128).
@@ -47,7 +46,19 @@ pub fn traceparent() -> HeaderValue {
     let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
     out[3..35].copy_from_slice(trace.as_bytes());
     out[36..52].copy_from_slice(parent.as_bytes());
-    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
+    Traceparent(out)
+}
+
+/// A `traceparent` value made by [`traceparent`], on the stack: the caller copies it into the
+/// header map it sends (no value made and copied again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Traceparent([u8; 55]);
+
+impl Traceparent {
+    pub fn as_str(&self) -> &str {
+        // Always ASCII: the template and lower-case hex digits.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -70,7 +81,7 @@ mod tests {
         let a = traceparent();
         let b = traceparent();
         assert_ne!(a, b);
-        let s = a.to_str().unwrap();
+        let s = a.as_str();
         assert_eq!(s.len(), 55);
         let trace = traceparent_trace_id(s).unwrap();
         assert_eq!(trace, &s[3..35]);

@@ -290,7 +290,17 @@ impl ServiceError for GatewayError {
 /// Adds the rate-limit headers for `status` (the tightest limit) to a response.
 pub fn rate_limit_headers(headers: &mut header::HeaderMap, status: &LimitStatus, now_millis: u64) {
     let reset_in = reset_in_secs(status, now_millis);
-    let limit = HeaderValue::from(status.limit);
+    let (limit, reset_at, reset_requests) = LAST.with_borrow_mut(|last| {
+        (
+            last.limit
+                .get(status.limit, || HeaderValue::from(status.limit)),
+            last.reset_at
+                .get(status.reset_at_millis.div_ceil(1000), || {
+                    HeaderValue::from(status.reset_at_millis.div_ceil(1000))
+                }),
+            last.reset_in.get(reset_in, || reset_duration(reset_in)),
+        )
+    });
     let remaining = HeaderValue::from(status.remaining);
     headers.insert(
         header::HeaderName::from_static("x-ratelimit-limit"),
@@ -302,7 +312,7 @@ pub fn rate_limit_headers(headers: &mut header::HeaderMap, status: &LimitStatus,
     );
     headers.insert(
         header::HeaderName::from_static("x-ratelimit-reset"),
-        HeaderValue::from(status.reset_at_millis.div_ceil(1000)),
+        reset_at,
     );
     // OpenAI's names, which its SDKs and tooling read: the same request limit, the reset as a
     // duration (`6m0s`) rather than a time.
@@ -316,9 +326,47 @@ pub fn rate_limit_headers(headers: &mut header::HeaderMap, status: &LimitStatus,
     );
     headers.insert(
         header::HeaderName::from_static("x-ratelimit-reset-requests"),
-        reset_duration(reset_in),
+        reset_requests,
     );
     ietf_headers(headers, status, reset_in, false);
+}
+
+/// The rate-limit header values a worker thread answered with last, by what they were made
+/// from. The limit, its policy and the reset change only with the limit or once a second, so
+/// a busy worker formats and allocates them once, not per response; a clone shares the bytes.
+/// The counts left (`remaining`, `r=`) change with every request and are formatted each time.
+#[derive(Default)]
+struct LastValues {
+    limit: Last<u64>,
+    reset_at: Last<u64>,
+    reset_in: Last<u64>,
+    policy: Last<(Dimension, u64, u64)>,
+}
+
+thread_local! {
+    static LAST: std::cell::RefCell<LastValues> = std::cell::RefCell::new(LastValues::default());
+}
+
+/// One remembered header value and the key it was made from.
+struct Last<K>(Option<(K, HeaderValue)>);
+
+impl<K> Default for Last<K> {
+    fn default() -> Self {
+        Last(None)
+    }
+}
+
+impl<K: PartialEq> Last<K> {
+    fn get(&mut self, key: K, make: impl FnOnce() -> HeaderValue) -> HeaderValue {
+        match &self.0 {
+            Some((k, v)) if *k == key => v.clone(),
+            _ => {
+                let v = make();
+                self.0 = Some((key, v.clone()));
+                v
+            }
+        }
+    }
 }
 
 /// Whole seconds until `status`'s window ends.
@@ -338,11 +386,12 @@ fn ietf_headers(
     append: bool,
 ) {
     let name = dimension_name(status.dimension);
-    let policy = formatted(format_args!(
-        "\"{name}\";q={};w={}",
-        status.limit,
-        status.window.as_secs()
-    ));
+    let key = (status.dimension, status.limit, status.window.as_secs());
+    let policy = LAST.with_borrow_mut(|last| {
+        last.policy.get(key, || {
+            formatted(format_args!("\"{name}\";q={};w={}", key.1, key.2))
+        })
+    });
     let current = formatted(format_args!(
         "\"{name}\";r={};t={reset_in}",
         status.remaining
@@ -464,5 +513,80 @@ mod tests {
         ] {
             assert_eq!(reset_duration(secs), text, "{secs}");
         }
+    }
+
+    #[test]
+    fn remembered_values_follow_the_limit_they_were_made_from() {
+        let status = |dimension, limit, remaining, window_secs, reset_at_millis| LimitStatus {
+            dimension,
+            limit,
+            remaining,
+            window: std::time::Duration::from_secs(window_secs),
+            reset_at_millis,
+            retry_after: std::time::Duration::ZERO,
+        };
+        let headers = |s: &LimitStatus, now: u64| {
+            let mut h = header::HeaderMap::new();
+            rate_limit_headers(&mut h, s, now);
+            let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+            [
+                "x-ratelimit-limit",
+                "x-ratelimit-remaining",
+                "x-ratelimit-reset",
+                "x-ratelimit-reset-requests",
+                "ratelimit-policy",
+                "ratelimit",
+            ]
+            .map(|n| get(n).unwrap_or_default())
+        };
+        // The same limit twice, then each thing a remembered value is made from changed alone.
+        let a = status(Dimension::Key, 60, 59, 60, 120_000);
+        let expect_a = [
+            "60",
+            "59",
+            "120",
+            "1m0s",
+            "\"key\";q=60;w=60",
+            "\"key\";r=59;t=60",
+        ];
+        assert_eq!(headers(&a, 60_000), expect_a);
+        assert_eq!(headers(&a, 60_000), expect_a);
+        assert_eq!(
+            headers(&status(Dimension::Key, 60, 58, 60, 120_000), 61_000),
+            [
+                "60",
+                "58",
+                "120",
+                "59s",
+                "\"key\";q=60;w=60",
+                "\"key\";r=58;t=59"
+            ]
+        );
+        assert_eq!(
+            headers(&status(Dimension::Key, 100, 99, 60, 180_000), 120_000),
+            [
+                "100",
+                "99",
+                "180",
+                "1m0s",
+                "\"key\";q=100;w=60",
+                "\"key\";r=99;t=60"
+            ]
+        );
+        assert_eq!(
+            headers(&status(Dimension::Key, 100, 99, 3600, 180_000), 120_000)[4],
+            "\"key\";q=100;w=3600"
+        );
+        assert_eq!(
+            headers(&status(Dimension::Ip, 100, 99, 3600, 180_000), 120_000)[4],
+            "\"ip\";q=100;w=3600"
+        );
+        // Another thread starts with nothing remembered and answers for its own limits.
+        let other =
+            std::thread::spawn(move || headers(&status(Dimension::Key, 7, 6, 60, 120_000), 60_000))
+                .join()
+                .unwrap();
+        assert_eq!(other[0], "7");
+        assert_eq!(headers(&a, 60_000), expect_a);
     }
 }

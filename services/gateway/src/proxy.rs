@@ -112,16 +112,6 @@ pub fn pool(state: &AppState) -> Pool {
     Pool::new(state.upstream.clone())
 }
 
-/// With traces off: a valid incoming `traceparent` as it came, else a new one.
-fn traceparent(incoming: Option<&HeaderValue>) -> HeaderValue {
-    if let Some(v) = incoming
-        && v.to_str().is_ok_and(|s| traceparent_trace_id(s).is_some())
-    {
-        return v.clone();
-    }
-    infergate_telemetry::ids::traceparent()
-}
-
 /// Forwards the request upstream, recording in the request context what the edge's access log
 /// and metrics read (the trace id sent, the upstream's time) and counting a key's refusals.
 pub async fn forward(
@@ -395,10 +385,22 @@ async fn forward_with(
             }
         }
         None => {
-            let parent = traceparent(req.headers().get("traceparent"));
-            if let Some(id) = parent.to_str().ok().and_then(traceparent_trace_id) {
-                ctx.forwarded_trace_id = Some(id.to_string());
-            }
+            // A valid incoming `traceparent` as it came, else a new one; either way the trace id
+            // is the 32 digits after the version, which the access log names.
+            let incoming = req
+                .headers()
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| traceparent_trace_id(v).is_some());
+            let made;
+            let parent = match incoming {
+                Some(v) => v,
+                None => {
+                    made = infergate_telemetry::ids::traceparent();
+                    made.as_str()
+                }
+            };
+            ctx.forwarded_trace_id = parent.get(3..35).map(str::to_string);
             set(headers, "traceparent", parent.as_bytes());
         }
     }
