@@ -61,6 +61,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use siphasher::sip128::{Hash128, Hasher128, SipHasher13};
 
 use crate::decision::{Decision, LimitStatus};
 use crate::key::{BucketKey, LimitCheck};
@@ -76,10 +77,10 @@ pub const SHARDS: usize = 64;
 /// Checks with at most this many limits find their shards without allocating.
 const INLINE_CHECKS: usize = 16;
 
-/// A bucket's identity in the map: two independent keyed 64-bit hashes of its key and period
-/// (the 128-bit fingerprint), not the key itself. A key with its route scope and client takes
-/// 56 bytes and the table's spare capacity multiplies that; the fingerprint takes 16, which is
-/// what keeps a million tracked clients under 256 MiB. Both hashers are seeded at random per
+/// A bucket's identity in the map: a keyed 128-bit hash of its key and period (the
+/// fingerprint; SipHash-1-3 with its 128-bit output), not the key itself. A key with its route
+/// scope and client takes 56 bytes and the table's spare capacity multiplies that; the
+/// fingerprint takes 16, which is what keeps a million tracked clients under 256 MiB. The hash is keyed at random per
 /// process, so nobody can aim two buckets at one fingerprint; by chance, two of a million
 /// buckets share one with odds below 2^-88.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +120,19 @@ impl Hasher for PassThroughHasher {
     }
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
+    }
+}
+
+/// A fresh secret fingerprint key, from the OS (std's per-process hasher keys, themselves from
+/// the OS, should that fail: a limiter is never left without a secret key).
+fn fingerprint_key() -> [u64; 2] {
+    let mut bytes = [0u8; 16];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => {
+            let (a, b) = bytes.split_at(8);
+            [a, b].map(|half| u64::from_le_bytes(half.try_into().unwrap_or_default()))
+        }
+        Err(_) => [0u64, 1].map(|i| RandomState::new().hash_one(i)),
     }
 }
 
@@ -163,12 +177,12 @@ fn consume_in(map: &mut ShardMap, id: Fingerprint, grid: Grid, cost: u64, now_ms
 /// gateway instances.
 pub struct MemoryLimiter {
     clock: Arc<dyn Clock>,
-    // The two halves of a bucket's [`Fingerprint`], independently keyed. The
-    // shard comes from the second, placement in the map from the first: were
-    // they correlated, every map would see keys whose hashes share the bits
-    // hashbrown uses for its control bytes.
-    map_hasher: RandomState,
-    shard_hasher: RandomState,
+    // The secret key of bucket [`Fingerprint`]s (SipHash-1-3 with a 128-bit
+    // output, one pass over key and period). The shard comes from the second
+    // half, placement in the map from the first: the halves are independent
+    // outputs of the one hash, so no map sees keys whose hashes share the
+    // bits hashbrown uses for its control bytes.
+    fingerprint_key: [u64; 2],
     shards: Box<[Mutex<ShardMap>]>,
     /// Concurrency slots held: per key, each lease's id and expiry. One mutex, taken before any
     /// shard (so never in the opposite order), and only by requests with a concurrency cap.
@@ -201,8 +215,7 @@ impl MemoryLimiter {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             clock,
-            map_hasher: RandomState::new(),
-            shard_hasher: RandomState::new(),
+            fingerprint_key: fingerprint_key(),
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(HashMap::with_hasher(PassThrough)))
                 .collect(),
@@ -314,10 +327,11 @@ impl MemoryLimiter {
 
     /// The bucket's fingerprint and the shard that holds it.
     fn locate(&self, key: &BucketKey, period_ms: u64) -> (Fingerprint, usize) {
-        let id = Fingerprint([
-            self.map_hasher.hash_one((key, period_ms)),
-            self.shard_hasher.hash_one((key, period_ms)),
-        ]);
+        let [k0, k1] = self.fingerprint_key;
+        let mut hasher = SipHasher13::new_with_keys(k0, k1);
+        (key, period_ms).hash(&mut hasher);
+        let Hash128 { h1, h2 } = hasher.finish128();
+        let id = Fingerprint([h1, h2]);
         // SHARDS is 64, so the top six bits select a shard uniformly.
         let shard = (id.0[1] >> (u64::BITS - SHARDS.trailing_zeros())) as usize;
         (id, shard)

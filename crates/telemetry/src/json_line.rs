@@ -148,11 +148,15 @@ impl<W: Write> Write for Escaped<'_, W> {
     }
 }
 
-/// `s` as the inside of a JSON string, escaped as serde_json escapes it.
+/// `s` as the inside of a JSON string, escaped as serde_json escapes it. Runs of bytes that need
+/// no escape are found eight at a time ([`clean_run`]) and written whole.
 fn escape(out: &mut impl Write, s: &str) -> fmt::Result {
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        i += clean_run(&bytes[i..]);
+        let Some(&b) = bytes.get(i) else { break };
         let esc: &str = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -162,7 +166,10 @@ fn escape(out: &mut impl Write, s: &str) -> fmt::Result {
             0x08 => "\\b",
             0x0c => "\\f",
             0x00..=0x1f => "",
-            _ => continue,
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         // Only ASCII bytes end a run, so `start..i` is on character boundaries.
         out.write_str(&s[start..i])?;
@@ -171,9 +178,35 @@ fn escape(out: &mut impl Write, s: &str) -> fmt::Result {
         } else {
             out.write_str(esc)?;
         }
-        start = i + 1;
+        i += 1;
+        start = i;
     }
     out.write_str(&s[start..])
+}
+
+/// How many leading bytes of `bytes` are, eight at a time, sure to need no escape: a word is
+/// skipped when none of its bytes is below 0x20, a `"` or a `\`. The tests are the usual
+/// SWAR ones ("has a byte less than n", "has a zero byte" after an XOR); they can report a
+/// byte that is not there only above one that is, so a word they pass is clean, and the
+/// caller checks the bytes after the run one by one.
+fn clean_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut n = 0;
+    for word in bytes.chunks_exact(8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        let w = u64::from_le_bytes(w);
+        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+        let quote = zero_byte(w ^ (ONES * u64::from(b'"')));
+        let backslash = zero_byte(w ^ (ONES * u64::from(b'\\')));
+        if control | quote | backslash != 0 {
+            break;
+        }
+        n += 8;
+    }
+    n
 }
 
 thread_local! {
@@ -380,11 +413,27 @@ mod tests {
             "\n\r\t\u{8}\u{c}",
             "\u{0}\u{1f}\u{7f}",
             "é ✓ 🦀",
+            // Runs longer than a word, with the byte to escape at each place in one.
+            "0123456789abcdef\"0123456789abcdef",
+            "01234567\\",
+            "abcdefghijklmnopqrstuvwxyz\u{1}é✓🦀 \u{7f}\u{80}ÿ",
+            "/v1/chat/completions?x=ab\tcd",
         ] {
             let mut ours = String::new();
             escape(&mut ours, s).expect("escapes");
             let theirs = serde_json::to_string(s).expect("serializes");
             assert_eq!(format!("\"{ours}\""), theirs);
+        }
+        // Every byte that needs an escape, at every offset of a 24-byte string.
+        for special in ['"', '\\', '\n', '\u{0}', '\u{1f}', '\u{8}'] {
+            for at in 0..24 {
+                let mut s: String = "x".repeat(24);
+                s.replace_range(at..at + 1, &special.to_string());
+                let mut ours = String::new();
+                escape(&mut ours, &s).expect("escapes");
+                let theirs = serde_json::to_string(&s).expect("serializes");
+                assert_eq!(format!("\"{ours}\""), theirs, "{special:?} at {at}");
+            }
         }
     }
 }
