@@ -178,7 +178,7 @@ pub async fn edge<S: EdgeService>(
         http.request.method = method_label(&method),
         http.route = Empty,
         http.response.status_code = Empty,
-        client.address = %client,
+        client.address = %infergate_telemetry::ip::Text(client),
         infergate.request_id = %request_id,
         infergate.key_id = Empty,
     );
@@ -281,7 +281,7 @@ pub async fn edge<S: EdgeService>(
         route = %label,
         status = status.as_u16(),
         duration_ms = elapsed.as_secs_f64() * 1000.0,
-        client_ip = %client,
+        client_ip = %infergate_telemetry::ip::Text(client),
         key_id = key_id.as_deref().unwrap_or("-"),
         "request"
     );

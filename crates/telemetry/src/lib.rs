@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ids;
+pub mod ip;
 pub mod json_line;
 pub mod writer;
 

@@ -162,13 +162,14 @@ impl Origin {
     /// and the peer (just the peer when it is not trusted). What a client wrote left of itself is
     /// dropped.
     pub fn forwarded_for(&self) -> String {
+        use infergate_telemetry::ip::{Text, to_string};
+        use std::fmt::Write;
         if !self.peer_trusted {
-            return self.peer.to_string();
+            return to_string(self.peer);
         }
-        let mut out = self.client.to_string();
+        let mut out = to_string(self.client);
         for hop in self.trusted_hops.iter().chain(std::iter::once(&self.peer)) {
-            out.push_str(", ");
-            out.push_str(&hop.to_string());
+            let _ = write!(out, ", {}", Text(*hop));
         }
         out
     }

@@ -342,7 +342,7 @@ async fn forward_with(
     // `String` becomes the header value without a copy.
     let xff = http::HeaderValue::try_from(ctx.origin.forwarded_for()).ok();
     let real_ip = if ctx.origin.peer_trusted {
-        http::HeaderValue::try_from(ctx.origin.client.to_string()).ok()
+        http::HeaderValue::try_from(infergate_telemetry::ip::to_string(ctx.origin.client)).ok()
     } else {
         xff.clone()
     };

@@ -115,7 +115,7 @@ fn refusal(
         route = %template,
         status = status.as_u16(),
         duration_ms = elapsed.as_secs_f64() * 1000.0,
-        client_ip = %ctx.origin.client,
+        client_ip = %infergate_telemetry::ip::Text(ctx.origin.client),
         key_id = "-",
         expect = "100-continue",
         "request"
