@@ -3,7 +3,7 @@
 CARGO ?= cargo
 CONFIG ?= config/gateway.yaml
 
-.PHONY: run test fmt lint check-config bench bench-pipeline build clean
+.PHONY: run test fmt lint check-config bench bench-pipeline bench-instructions build clean
 
 ## Build and start the dev upstream and the gateway with the shipped config (installing curl,
 ## openssl and python3 for the README tour when missing: scripts/deps.sh).
@@ -44,6 +44,11 @@ bench:
 ## The request pipeline in process, no sockets (criterion): time per request through every stage.
 bench-pipeline:
 	$(CARGO) bench -p infergate-gateway --bench pipeline
+
+## Instructions per request under callgrind (fast scenario): a before/after figure the machine's
+## noise does not move. `make bench-instructions BINS="old-build new-build"` compares builds.
+bench-instructions:
+	@scripts/bench/instructions.sh $(BINS)
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# `make bench-instructions`: the gateway's instructions per request under callgrind, on the fast
+# scenario of `make bench` (POST /v1/chat/completions with every policy on and the JSON access log
+# to a file, in front of the nginx stub).
+#
+# Why: on this shared machine a change worth 2 % of the gateway's CPU is inside the noise of any
+# timed run (nginx's own CPU per request moves by 15 % between runs). Instructions counted by
+# callgrind do not move: the same binary reads the same figure to within ~0.1 % run after run, so
+# a before/after pair of builds says what a change bought. Counting starts after a warm-up
+# (callgrind's instrumentation is switched on for the measured run only) and is divided by the
+# requests wrk completed; every thread of the gateway is counted (the log writer too).
+#
+# Read it as a relative figure. callgrind counts each byte a `rep stosb` stores as an instruction
+# (actix-http zeroes a 3 KiB header index for every parse: ~18 k of the count) and runs the
+# software SHA-256 where the CPU has SHA extensions (~7 k); both are in every build alike.
+#
+# Usage: scripts/bench/instructions.sh [GATEWAY_BIN...]   (default: the release build made here)
+#   BENCH_CG_DURATION  measured seconds per binary (default 10)
+#   BENCH_NO_INSTALL   1 = never call apt-get (fail if valgrind/wrk/nginx/curl are missing)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+DURATION=${BENCH_CG_DURATION:-10}
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() {
+  printf 'bench-instructions: %s\n' "$*" >&2
+  exit 1
+}
+
+missing=()
+for tool in valgrind callgrind_annotate wrk nginx curl taskset; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+  [[ ${BENCH_NO_INSTALL:-0} == 1 ]] && die "missing tools: ${missing[*]} (BENCH_NO_INSTALL=1)"
+  [[ $(id -u) -eq 0 ]] || die "missing tools: ${missing[*]}; run as root or: sudo apt-get install valgrind wrk nginx-light curl"
+  log "installing valgrind wrk nginx-light curl with apt-get"
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind wrk nginx-light curl >/dev/null ||
+    die "apt-get install failed"
+fi
+
+if (($# == 0)); then
+  log "building the release gateway"
+  cargo build --release -q -p infergate-gateway
+  set -- "$ROOT/target/release/infergate-gateway"
+fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/infergate-instructions.XXXXXX")
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [[ -f $TMP/stub.pid ]] && kill "$(cat "$TMP/stub.pid")" 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_up() { # URL: polls until it answers (valgrind starts slowly)
+  local i
+  for ((i = 0; i < 300; i++)); do
+    curl -sf -o /dev/null --max-time 2 "$1" && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+# The nginx stub upstream, as make bench starts it, on CPU 0.
+STUB_PORT=$(free_port)
+USER_DIRECTIVE="# (not root)"
+[[ $(id -u) -eq 0 ]] && USER_DIRECTIVE="user $(id -un) $(id -gn);"
+mkdir -p "$TMP/stub-tmp"
+head -c 1048576 /dev/zero >"$TMP/1mib.bin"
+sed -e "s|@TMP@|$TMP|g" -e "s|@PORT@|$STUB_PORT|g" -e "s|@USER_DIRECTIVE@|$USER_DIRECTIVE|g" \
+  scripts/bench/nginx-stub.conf.template >"$TMP/stub.conf"
+taskset -c 0 nginx -p "$TMP" -e "$TMP/stub-error.log" -c "$TMP/stub.conf" || die "the nginx stub did not start"
+wait_up "http://127.0.0.1:$STUB_PORT/health" || die "the nginx stub did not answer"
+
+USER_KEY="igk_bench_user_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
+cat >"$TMP/gateway.yaml" <<'YAML'
+rate_limit:
+  endpoints:
+    /v1/*: 1000000000/minute
+YAML
+
+printf '%-60s %10s %14s\n' "gateway" "requests" "instr/request"
+for bin in "$@"; do
+  [[ -x $bin ]] || die "not an executable: $bin"
+  port=$(free_port)
+  out=$TMP/callgrind.out
+  rm -f "$out"*
+  (
+    cd "$TMP"
+    exec env -i PATH="$PATH" HOME="${HOME:-/root}" \
+      INFERGATE_LISTEN="127.0.0.1:$port" \
+      INFERGATE_UPSTREAM="http://127.0.0.1:$STUB_PORT" \
+      INFERGATE_WORKERS=1 \
+      INFERGATE_KEYS_FILE="$TMP/no-such-keys-file.yaml" \
+      API_KEYS="$USER_KEY:user" \
+      RATE_LIMIT_DEFAULT=1000000000/minute \
+      RATE_LIMIT_AUTHENTICATED=1000000000/minute \
+      CORS_ORIGINS=https://app.bench.example \
+      LOG_LEVEL=info LOG_FORMAT=json \
+      taskset -c 1 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
+      "$bin" --config "$TMP/gateway.yaml"
+  ) >"$TMP/gateway.log" 2>&1 &
+  gw=$!
+  PIDS+=("$gw")
+  wait_up "http://127.0.0.1:$port/health" || die "the gateway under callgrind did not answer (see $TMP/gateway.log)"
+  load() {
+    taskset -c 0 wrk -t1 -c8 -d"$1"s -s scripts/bench/chat.lua -H "X-API-Key: $USER_KEY" "http://127.0.0.1:$port"
+  }
+  load 3 >/dev/null
+  callgrind_control -i on "$gw" >/dev/null 2>&1
+  result=$(load "$DURATION")
+  callgrind_control -i off "$gw" >/dev/null 2>&1
+  callgrind_control -d "$gw" >/dev/null 2>&1
+  kill "$gw" 2>/dev/null || true
+  wait "$gw" 2>/dev/null || true
+  requests=$(awk '/requests in/ {print $1}' <<<"$result")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$result")
+  [[ -z $non2xx ]] || die "$bin: $non2xx non-2xx answers"
+  dump=$(ls "$out".1 "$out".*.1 2>/dev/null | head -1 || true)
+  [[ -n $dump && -n $requests ]] || die "$bin: no callgrind dump or wrk count"
+  total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  printf '%-60s %10s %14s\n' "$bin" "$requests" "$((total / requests))"
+done
