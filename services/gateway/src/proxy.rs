@@ -29,57 +29,71 @@ use crate::telemetry::SPAN_TARGET;
 use crate::upstream::{Body as Outgoing, Pool, header_pair};
 use crate::validate::{check_body, check_models, parse_json};
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the ones the
-/// gateway sets itself.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+// The header lists below are `match`es, not slices searched with `contains`: the compiler
+// turns a match on a string into a test of its length, then of its bytes, where `contains`
+// compares every entry in turn, for each header of each request.
 
-/// Request headers the gateway never passes on: the ones it sets itself from what it judged
-/// (client address, scheme, request id, trace), and the ones that would make the upstream act on
-/// another method or path than the one that was authorised.
-const NEVER_FORWARDED: &[&str] = &[
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-real-ip",
-    "x-request-id",
-    "traceparent",
-    "expect",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-original-url",
-    "x-original-method",
-    "x-rewrite-url",
-];
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+fn is_hop_by_hop_name(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
-/// Request headers that describe the client's connection as a proxy saw it: believed (and passed
-/// on) only from a trusted proxy, dropped from anyone else.
-const FROM_TRUSTED_PROXIES_ONLY: &[&str] = &[
-    "forwarded",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-server",
-    "x-forwarded-ssl",
-    "x-forwarded-scheme",
-    "x-client-ip",
-    "x-cluster-client-ip",
-    "true-client-ip",
-    "cf-connecting-ip",
-    "fastly-client-ip",
-];
+/// What the gateway does with a request header, by its name (besides the hop-by-hop ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Passing {
+    On,
+    /// Never passed on: the headers the gateway sets itself from what it judged (client
+    /// address, scheme, request id, trace), and the ones that would make the upstream act on
+    /// another method or path than the one that was authorised.
+    Never,
+    /// Headers that describe the client's connection as a proxy saw it: believed (and passed on)
+    /// only from a trusted proxy, dropped from anyone else.
+    FromTrustedProxiesOnly,
+}
+
+fn passing(name: &str) -> Passing {
+    match name {
+        "x-forwarded-for"
+        | "x-forwarded-proto"
+        | "x-real-ip"
+        | "x-request-id"
+        | "traceparent"
+        | "expect"
+        | "x-http-method-override"
+        | "x-http-method"
+        | "x-method-override"
+        | "x-original-url"
+        | "x-original-method"
+        | "x-rewrite-url" => Passing::Never,
+        "forwarded"
+        | "x-forwarded-host"
+        | "x-forwarded-port"
+        | "x-forwarded-prefix"
+        | "x-forwarded-server"
+        | "x-forwarded-ssl"
+        | "x-forwarded-scheme"
+        | "x-client-ip"
+        | "x-cluster-client-ip"
+        | "true-client-ip"
+        | "cf-connecting-ip"
+        | "fastly-client-ip" => Passing::FromTrustedProxiesOnly,
+        _ => Passing::On,
+    }
+}
 
 fn is_hop_by_hop(name: &str, connection: &ConnectionValues<'_>) -> bool {
-    HOP_BY_HOP.contains(&name) || connection.lists(name)
+    is_hop_by_hop_name(name) || connection.lists(name)
 }
 
 /// A message's `Connection` values, whose comma-separated names are hop-by-hop too; read in
@@ -323,8 +337,11 @@ async fn forward_with(
             || name == header::AUTHORIZATION
             || *name == state.api_key_header
             || (decoded && name == header::CONTENT_ENCODING)
-            || NEVER_FORWARDED.contains(&name.as_str())
-            || (!from_trusted_proxy && FROM_TRUSTED_PROXIES_ONLY.contains(&name.as_str()))
+            || match passing(name.as_str()) {
+                Passing::On => false,
+                Passing::Never => true,
+                Passing::FromTrustedProxiesOnly => !from_trusted_proxy,
+            }
         {
             continue;
         }
@@ -624,4 +641,70 @@ async fn forward_with(
         );
     }
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_headers_are_sorted_by_name() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            assert!(is_hop_by_hop_name(name), "{name}");
+            assert_eq!(passing(name), Passing::On, "{name}");
+        }
+        for name in [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-real-ip",
+            "x-request-id",
+            "traceparent",
+            "expect",
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+            "x-original-url",
+            "x-original-method",
+            "x-rewrite-url",
+        ] {
+            assert_eq!(passing(name), Passing::Never, "{name}");
+        }
+        for name in [
+            "forwarded",
+            "x-forwarded-host",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-forwarded-server",
+            "x-forwarded-ssl",
+            "x-forwarded-scheme",
+            "x-client-ip",
+            "x-cluster-client-ip",
+            "true-client-ip",
+            "cf-connecting-ip",
+            "fastly-client-ip",
+        ] {
+            assert_eq!(passing(name), Passing::FromTrustedProxiesOnly, "{name}");
+        }
+        for name in [
+            "content-type",
+            "origin",
+            "accept",
+            "x-forwarded",
+            "tes",
+            "x-real-ip2",
+        ] {
+            assert!(!is_hop_by_hop_name(name), "{name}");
+            assert_eq!(passing(name), Passing::On, "{name}");
+        }
+    }
 }
