@@ -158,7 +158,11 @@ impl Scanner {
 
     /// Scans a header value.
     pub fn scan_header(&self, value: &[u8]) -> Result<(), GatewayError> {
-        let text = String::from_utf8_lossy(value);
+        // Nearly every value is valid UTF-8 (ASCII): validating is cheaper than the lossy walk.
+        let text = match std::str::from_utf8(value) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(value),
+        };
         let text = decoded(&text, false);
         match self.category(&text, false) {
             Some(category) => Err(GatewayError::SuspiciousInput {
