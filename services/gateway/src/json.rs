@@ -113,7 +113,8 @@ impl<'a> Json<'a> {
         matches!(self, Json::Number(_))
     }
 
-    /// The same document as a `serde_json::Value` (owned), for what must build JSON from it.
+    /// The same document as a `serde_json::Value` (owned): how the tests hold this parser to
+    /// serde_json's reading of the same bytes.
     pub fn to_value(&self) -> Value {
         match self {
             Json::Null => Value::Null,
