@@ -274,11 +274,13 @@ pub async fn edge<S: EdgeService>(
         }
         infergate_telemetry::trace_id(&span)
     };
+    // Strings as `&str` fields, not `%` ones: the log line escapes a `&str` as it is, where a
+    // `Display` field is formatted through `core::fmt` first (the same text either way).
     tracing::info!(
-        request_id = %request_id,
+        request_id = &*request_id,
         trace_id = trace_id.as_deref().unwrap_or("-"),
-        method = %method,
-        route = %label,
+        method = method.as_str(),
+        route = label,
         status = status.as_u16(),
         duration_ms = elapsed.as_secs_f64() * 1000.0,
         client_ip = %infergate_telemetry::ip::Text(client),

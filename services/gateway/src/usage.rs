@@ -2,23 +2,24 @@
 //! [`FLUSH_EVERY`] and on shutdown), never a write per request: key-admin's
 //! `GET /v1/keys/{id}/usage` reads what was flushed.
 //!
-//! Counting is a few hash operations under one of [`SHARDS`] mutexes chosen by the key id, so
-//! workers serving different keys rarely meet. A flush the store refuses is put back and tried
-//! again with the next one.
+//! Each worker thread counts into its own map (a `ThreadLocal`), under a mutex only the flush
+//! ever contends for: requests of one hot key on every worker meet no shared lock and no shared
+//! counter. A hit clones nothing (the map is looked up by the id's `&str`). The flush merges the
+//! threads' counts per key and minute; a flush the store refuses is put back and tried again with
+//! the next one.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use infergate_keystore::usage::Refusals;
 use infergate_keystore::{KeyStore, UsageDelta};
+use thread_local::ThreadLocal;
 
 /// How often counts are flushed to the key store.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(10);
 
-const SHARDS: usize = 16;
 const MINUTE_MS: u64 = 60_000;
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -30,37 +31,52 @@ struct Pending {
     last_ms: u64,
 }
 
-/// Keyed by key id and Unix minute (the day follows from the minute).
-type Shard = HashMap<(Arc<str>, u64), Pending>;
-
-/// The counts not yet flushed, by key id and UTC day.
-#[derive(Debug)]
-pub struct UsageRecorder {
-    hasher: RandomState,
-    shards: Box<[Mutex<Shard>]>,
-}
-
-impl Default for UsageRecorder {
-    fn default() -> Self {
-        Self {
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
+impl Pending {
+    fn merge(&mut self, o: &Pending) {
+        self.requests = self.requests.saturating_add(o.requests);
+        self.input_tokens = self.input_tokens.saturating_add(o.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(o.output_tokens);
+        self.refused.add(&o.refused);
+        self.last_ms = self.last_ms.max(o.last_ms);
     }
 }
 
-fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+/// One thread's counts: per key id, per Unix minute (the day follows from the minute; between
+/// two flushes a key has one or two minutes).
+type Counts = HashMap<Arc<str>, Vec<(u64, Pending)>>;
+
+/// The counts not yet flushed, by key id and UTC day.
+#[derive(Debug, Default)]
+pub struct UsageRecorder {
+    local: ThreadLocal<Mutex<Counts>>,
+}
+
+fn lock(m: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
     // Entries are plain counters: a panic elsewhere cannot leave one half-written.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl UsageRecorder {
     fn with(&self, id: &Arc<str>, now_ms: u64, f: impl FnOnce(&mut Pending)) {
-        let shard = (self.hasher.hash_one(&**id) as usize) % SHARDS;
-        let mut map = lock(&self.shards[shard]);
-        let p = map.entry((id.clone(), now_ms / MINUTE_MS)).or_default();
-        p.last_ms = p.last_ms.max(now_ms);
-        f(p);
+        let mut map = lock(self.local.get_or_default());
+        if !map.contains_key(&**id) {
+            map.insert(id.clone(), Vec::new());
+        }
+        let Some(minutes) = map.get_mut(&**id) else {
+            return;
+        };
+        let minute = now_ms / MINUTE_MS;
+        let i = match minutes.iter().position(|(m, _)| *m == minute) {
+            Some(i) => i,
+            None => {
+                minutes.push((minute, Pending::default()));
+                minutes.len() - 1
+            }
+        };
+        if let Some((_, p)) = minutes.get_mut(i) {
+            p.last_ms = p.last_ms.max(now_ms);
+            f(p);
+        }
     }
 
     /// One request made with key `id`.
@@ -90,12 +106,20 @@ impl UsageRecorder {
         self.with(id, now_ms, |p| *field(&mut p.refused) += 1);
     }
 
-    /// Takes everything counted so far.
+    /// Takes everything counted so far, every thread's, merged per key and minute.
     fn drain(&self) -> Vec<UsageDelta> {
-        let mut out = Vec::new();
-        for shard in self.shards.iter() {
-            let taken = std::mem::take(&mut *lock(shard));
-            out.extend(taken.into_iter().filter_map(|((id, minute), p)| {
+        let mut merged: HashMap<(Arc<str>, u64), Pending> = HashMap::new();
+        for cell in self.local.iter() {
+            let taken = std::mem::take(&mut *lock(cell));
+            for (id, minutes) in taken {
+                for (minute, p) in minutes {
+                    merged.entry((id.clone(), minute)).or_default().merge(&p);
+                }
+            }
+        }
+        merged
+            .into_iter()
+            .filter_map(|((id, minute), p)| {
                 let date = i64::try_from(minute)
                     .ok()
                     .and_then(|m| DateTime::from_timestamp(m * 60, 0))
@@ -113,25 +137,27 @@ impl UsageRecorder {
                         .and_then(DateTime::from_timestamp_millis)
                         .unwrap_or_else(Utc::now),
                 })
-            }));
-        }
-        out
+            })
+            .collect()
     }
 
-    /// Puts a batch the store refused back, to go with the next flush.
+    /// Puts a batch the store refused back (into the calling thread's counts), to go with the
+    /// next flush.
     fn restore(&self, batch: Vec<UsageDelta>) {
+        let mut map = lock(self.local.get_or_default());
         for d in batch {
-            let id: Arc<str> = Arc::from(d.id.as_str());
-            let shard = (self.hasher.hash_one(&*id) as usize) % SHARDS;
-            let mut map = lock(&self.shards[shard]);
-            let p = map.entry((id, d.minute)).or_default();
-            p.requests += d.requests;
-            p.input_tokens += d.input_tokens;
-            p.output_tokens += d.output_tokens;
-            p.refused.add(&d.refused);
-            p.last_ms = p
-                .last_ms
-                .max(u64::try_from(d.last_used_at.timestamp_millis()).unwrap_or(0));
+            let back = Pending {
+                requests: d.requests,
+                input_tokens: d.input_tokens,
+                output_tokens: d.output_tokens,
+                refused: d.refused,
+                last_ms: u64::try_from(d.last_used_at.timestamp_millis()).unwrap_or(0),
+            };
+            let minutes = map.entry(Arc::from(d.id.as_str())).or_default();
+            match minutes.iter_mut().find(|(m, _)| *m == d.minute) {
+                Some((_, p)) => p.merge(&back),
+                None => minutes.push((d.minute, back)),
+            }
         }
     }
 
@@ -205,5 +231,41 @@ mod tests {
         assert!(r.drain().is_empty(), "flushed");
         let usage = store.usage("a", batch[0].date, 30).await.unwrap();
         assert_eq!(usage.days[0].totals.requests, 3);
+    }
+
+    #[test]
+    fn counts_from_every_thread_are_merged_per_key_and_minute() {
+        let r = Arc::new(UsageRecorder::default());
+        let a: Arc<str> = Arc::from("a");
+        let t = u64::try_from(Utc::now().timestamp_millis()).unwrap() / MINUTE_MS * MINUTE_MS;
+        let threads: Vec<_> = (0..4u64)
+            .map(|n| {
+                let (r, a) = (r.clone(), a.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..100 {
+                        r.request(&a, t + n);
+                    }
+                    r.tokens(&a, 1, 2, t + 10 + n);
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().unwrap();
+        }
+        r.request(&a, t + MINUTE_MS);
+        let mut batch = r.drain();
+        batch.sort_by_key(|d| d.minute);
+        assert_eq!(batch.len(), 2, "one delta a minute, whatever the threads");
+        assert_eq!(
+            (
+                batch[0].requests,
+                batch[0].input_tokens,
+                batch[0].output_tokens
+            ),
+            (400, 4, 8)
+        );
+        assert_eq!(batch[0].last_used_at.timestamp_millis() as u64, t + 13);
+        assert_eq!(batch[1].requests, 1);
+        assert!(r.drain().is_empty());
     }
 }
