@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use infergate_keystore::usage::Refusals;
+use infergate_keystore::usage::{DayTotals, Refusals};
 use infergate_keystore::{KeyStore, UsageDelta};
 use thread_local::ThreadLocal;
 
@@ -22,21 +22,16 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(10);
 
 const MINUTE_MS: u64 = 60_000;
 
+/// A key's counts in one minute: the store's own totals, and when it was last used.
 #[derive(Debug, Default, Clone, Copy)]
 struct Pending {
-    requests: u64,
-    input_tokens: u64,
-    output_tokens: u64,
-    refused: Refusals,
+    totals: DayTotals,
     last_ms: u64,
 }
 
 impl Pending {
     fn merge(&mut self, o: &Pending) {
-        self.requests = self.requests.saturating_add(o.requests);
-        self.input_tokens = self.input_tokens.saturating_add(o.input_tokens);
-        self.output_tokens = self.output_tokens.saturating_add(o.output_tokens);
-        self.refused.add(&o.refused);
+        self.totals.sum(&o.totals);
         self.last_ms = self.last_ms.max(o.last_ms);
     }
 }
@@ -81,14 +76,15 @@ impl UsageRecorder {
 
     /// One request made with key `id`.
     pub fn request(&self, id: &Arc<str>, now_ms: u64) {
-        self.with(id, now_ms, |p| p.requests += 1);
+        self.with(id, now_ms, |p| p.totals.requests += 1);
     }
 
     /// Tokens a request of key `id` was charged at settlement.
     pub fn tokens(&self, id: &Arc<str>, input: u64, output: u64, now_ms: u64) {
         self.with(id, now_ms, |p| {
-            p.input_tokens = p.input_tokens.saturating_add(input);
-            p.output_tokens = p.output_tokens.saturating_add(output);
+            let t = &mut p.totals;
+            t.input_tokens = t.input_tokens.saturating_add(input);
+            t.output_tokens = t.output_tokens.saturating_add(output);
         });
     }
 
@@ -103,7 +99,7 @@ impl UsageRecorder {
             E::Forbidden { .. } | E::ModelNotAllowed { .. } => |r| &mut r.forbidden,
             _ => return,
         };
-        self.with(id, now_ms, |p| *field(&mut p.refused) += 1);
+        self.with(id, now_ms, |p| *field(&mut p.totals.refused) += 1);
     }
 
     /// Takes everything counted so far, every thread's, merged per key and minute.
@@ -128,10 +124,10 @@ impl UsageRecorder {
                     id: id.to_string(),
                     date,
                     minute,
-                    requests: p.requests,
-                    input_tokens: p.input_tokens,
-                    output_tokens: p.output_tokens,
-                    refused: p.refused,
+                    requests: p.totals.requests,
+                    input_tokens: p.totals.input_tokens,
+                    output_tokens: p.totals.output_tokens,
+                    refused: p.totals.refused,
                     last_used_at: i64::try_from(p.last_ms)
                         .ok()
                         .and_then(DateTime::from_timestamp_millis)
@@ -147,10 +143,12 @@ impl UsageRecorder {
         let mut map = lock(self.local.get_or_default());
         for d in batch {
             let back = Pending {
-                requests: d.requests,
-                input_tokens: d.input_tokens,
-                output_tokens: d.output_tokens,
-                refused: d.refused,
+                totals: DayTotals {
+                    requests: d.requests,
+                    input_tokens: d.input_tokens,
+                    output_tokens: d.output_tokens,
+                    refused: d.refused,
+                },
                 last_ms: u64::try_from(d.last_used_at.timestamp_millis()).unwrap_or(0),
             };
             let minutes = map.entry(Arc::from(d.id.as_str())).or_default();
