@@ -56,6 +56,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=bench/gateway-setup.sh
+. scripts/bench/gateway-setup.sh
 
 DURATION=${BENCH_DURATION:-10s}
 WARMUP=${BENCH_WARMUP:-2s}
@@ -461,39 +463,15 @@ start_gateway() {
   PROXY_NAME=$name
   local dir=$TMP/gateway-$name
   mkdir -p "$dir"
-  # Endpoint limits are YAML-only: every route the bench calls has one (raised so nothing is
-  # refused), so the per-endpoint bucket is counted on every request.
-  cat >"$dir/gateway.yaml" <<'YAML'
-rate_limit:
-  endpoints:
-    /health: 1000/minute
-    /inference: 1000000000/minute
-    /inference/batch: 100/minute
-    /metrics: 100000/minute
-    /models: 200/minute
-    /models/load: 10/minute
-    /v1/*: 1000000000/minute
-YAML
+  gateway_setup "$dir" "$PROXY_PORT" "$upstream_port" "$USER_KEY:user,$ADMIN_KEY:admin" "$CORS_ORIGIN"
   # GATEWAY_EXTRA_YAML: more settings under rate_limit (a token budget, for the streamed figure).
   printf '%s' "${GATEWAY_EXTRA_YAML:-}" >>"$dir/gateway.yaml"
   PROXY_LOG=$dir/gateway.log
-  # A clean environment and a temp working directory: no .env, RUST_LOG or INFERGATE_* leaks in.
+  # A clean environment and a temp working directory (scripts/bench/gateway-setup.sh).
   (
     cd "$dir"
-    exec env -i PATH="$PATH" HOME="${HOME:-/root}" \
-      INFERGATE_LISTEN="127.0.0.1:$PROXY_PORT" \
-      INFERGATE_UPSTREAM="http://127.0.0.1:$upstream_port" \
-      INFERGATE_WORKERS=1 \
-      INFERGATE_KEYS_FILE="$dir/no-such-keys-file.yaml" \
-      API_KEYS="$USER_KEY:user,$ADMIN_KEY:admin" \
-      RATE_LIMIT_DEFAULT=1000000000/minute \
-      RATE_LIMIT_AUTHENTICATED=1000000000/minute \
-      RATE_LIMIT_ADMIN=1000000000/minute \
-      RATE_LIMIT_FAILURE_MODE=closed \
+    exec env -i "${GATEWAY_ENV[@]}" \
       RATE_LIMIT_REDIS_TIMEOUT_MS="$REDIS_TIMEOUT_MS" \
-      CORS_ORIGINS="$CORS_ORIGIN" \
-      LOG_LEVEL=info \
-      LOG_FORMAT=json \
       "$@" \
       "${PIN_PROXY[@]}" "$GATEWAY_BIN" --config "$dir/gateway.yaml"
   ) >"$PROXY_LOG" 2>&1 &

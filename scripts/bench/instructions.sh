@@ -20,6 +20,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
+# shellcheck source=gateway-setup.sh
+. scripts/bench/gateway-setup.sh
 DURATION=${BENCH_CG_DURATION:-10}
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -77,11 +79,6 @@ taskset -c 0 nginx -p "$TMP" -e "$TMP/stub-error.log" -c "$TMP/stub.conf" || die
 wait_up "http://127.0.0.1:$STUB_PORT/health" || die "the nginx stub did not answer"
 
 USER_KEY="igk_bench_user_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
-cat >"$TMP/gateway.yaml" <<'YAML'
-rate_limit:
-  endpoints:
-    /v1/*: 1000000000/minute
-YAML
 
 printf '%-60s %10s %14s\n' "gateway" "requests" "instr/request"
 for bin in "$@"; do
@@ -89,18 +86,10 @@ for bin in "$@"; do
   port=$(free_port)
   out=$TMP/callgrind.out
   rm -f "$out"*
+  gateway_setup "$TMP" "$port" "$STUB_PORT" "$USER_KEY:user" https://app.bench.example
   (
     cd "$TMP"
-    exec env -i PATH="$PATH" HOME="${HOME:-/root}" \
-      INFERGATE_LISTEN="127.0.0.1:$port" \
-      INFERGATE_UPSTREAM="http://127.0.0.1:$STUB_PORT" \
-      INFERGATE_WORKERS=1 \
-      INFERGATE_KEYS_FILE="$TMP/no-such-keys-file.yaml" \
-      API_KEYS="$USER_KEY:user" \
-      RATE_LIMIT_DEFAULT=1000000000/minute \
-      RATE_LIMIT_AUTHENTICATED=1000000000/minute \
-      CORS_ORIGINS=https://app.bench.example \
-      LOG_LEVEL=info LOG_FORMAT=json \
+    exec env -i "${GATEWAY_ENV[@]}" \
       taskset -c 1 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
       "$bin" --config "$TMP/gateway.yaml"
   ) >"$TMP/gateway.log" 2>&1 &
