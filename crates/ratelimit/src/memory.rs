@@ -80,9 +80,9 @@ const INLINE_CHECKS: usize = 16;
 /// A bucket's identity in the map: a keyed 128-bit hash of its key and period (the
 /// fingerprint; SipHash-1-3 with its 128-bit output), not the key itself. A key with its route
 /// scope and client takes 56 bytes and the table's spare capacity multiplies that; the
-/// fingerprint takes 16, which is what keeps a million tracked clients under 256 MiB. The hash is keyed at random per
-/// process, so nobody can aim two buckets at one fingerprint; by chance, two of a million
-/// buckets share one with odds below 2^-88.
+/// fingerprint takes 16, which is what keeps a million tracked clients under 256 MiB. The hash
+/// is keyed at random per process, so nobody can aim two buckets at one fingerprint; by chance,
+/// two of a million buckets share one with odds below 2^-88.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Fingerprint([u64; 2]);
 

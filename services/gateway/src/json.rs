@@ -49,18 +49,6 @@ impl<'a> Object<'a> {
     pub fn get(&self, key: &str) -> Option<&Json<'a>> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Json<'a>)> {
-        self.0.iter().map(|(k, v)| (&**k, v))
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 impl<'a> Json<'a> {
@@ -334,7 +322,7 @@ mod tests {
         let members: Vec<String> = (0..40).map(|i| format!("\"k{i}\":{i}")).collect();
         let body = format!("{{{}}}", members.join(","));
         let doc = parse_strict(body.as_bytes()).unwrap();
-        assert_eq!(doc.as_object().map(Object::len), Some(40));
+        assert_eq!(doc.as_object().map(|o| o.0.len()), Some(40));
         assert_eq!(doc.get("k39").and_then(Json::as_number), Some(&39.into()));
         // Repeated before, at and after the point where the set takes over from the scan.
         for (i, escaped) in [(3, "k\\u0033"), (16, "k16"), (30, "k\\u00330")] {
@@ -352,7 +340,7 @@ mod tests {
             parse_strict(body.as_bytes())
                 .unwrap()
                 .as_object()
-                .map(Object::len),
+                .map(|o| o.0.len()),
             Some(100_000)
         );
     }

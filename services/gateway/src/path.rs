@@ -105,52 +105,26 @@ pub fn decode_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
         }
         Cow::Owned(String::from_utf8(out).map_err(|_| PathError::InvalidUtf8)?)
     };
-    // Nearly every path is ASCII: its checks then read bytes, not chars (a char's control and
-    // whitespace classes and the dot look-alikes only differ from the ASCII ones above U+007F).
-    let ascii = decoded.is_ascii();
-    let d = decoded.as_bytes();
-    let control = if ascii {
-        d.iter().any(|&b| b < 0x20 || b == 0x7f)
-    } else {
-        decoded.chars().any(char::is_control)
-    };
-    if control {
+    if decoded.chars().any(char::is_control) {
         return Err(PathError::ControlCharacter);
     }
-    if matches!(decoded, Cow::Owned(_))
-        && d.windows(3)
+    if matches!(decoded, Cow::Owned(_)) {
+        let d = decoded.as_bytes();
+        if d.windows(3)
             .any(|w| w[0] == b'%' && hex(w[1]).is_some() && hex(w[2]).is_some())
-    {
-        return Err(PathError::DoubleEncoding);
-    }
-    if ascii {
-        for seg in d.split(|&b| b == b'/' || b == b'\\') {
-            if seg.contains(&b';') {
-                return Err(PathError::SegmentParameter);
-            }
-            if is_ascii_dot_segment(seg) {
-                return Err(PathError::DotSegment);
-            }
+        {
+            return Err(PathError::DoubleEncoding);
         }
-    } else {
-        for seg in decoded.split(['/', '\\']) {
-            if seg.contains(';') {
-                return Err(PathError::SegmentParameter);
-            }
-            if is_dot_segment(seg) {
-                return Err(PathError::DotSegment);
-            }
+    }
+    for seg in decoded.split(['/', '\\']) {
+        if seg.contains(';') {
+            return Err(PathError::SegmentParameter);
+        }
+        if is_dot_segment(seg) {
+            return Err(PathError::DotSegment);
         }
     }
     Ok(decoded)
-}
-
-/// [`is_dot_segment`] for an ASCII segment: dots and whitespace, at least one dot.
-fn is_ascii_dot_segment(seg: &[u8]) -> bool {
-    seg.contains(&b'.')
-        && seg
-            .iter()
-            .all(|&b| b == b'.' || char::from(b).is_whitespace())
 }
 
 #[cfg(test)]
@@ -216,28 +190,6 @@ mod tests {
         ];
         for (p, want) in cases {
             assert_eq!(decode_path(p), Err(want), "{p}");
-        }
-    }
-
-    #[test]
-    fn the_ascii_checks_agree_with_the_char_checks() {
-        // Every ASCII byte in a segment of its own, beside dots and spaces, both ways.
-        for b in 0u8..0x80 {
-            let c = char::from(b);
-            let seg = format!("{c}");
-            assert_eq!(
-                is_ascii_dot_segment(seg.as_bytes()),
-                is_dot_segment(&seg),
-                "{b:#x}"
-            );
-            for seg in [format!(".{c}"), format!("{c}."), format!(" {c} ")] {
-                assert_eq!(
-                    is_ascii_dot_segment(seg.as_bytes()),
-                    is_dot_segment(&seg),
-                    "{seg:?}"
-                );
-            }
-            assert_eq!(b < 0x20 || b == 0x7f, c.is_control(), "{b:#x}");
         }
     }
 }

@@ -29,10 +29,6 @@ use crate::telemetry::SPAN_TARGET;
 use crate::upstream::{Body as Outgoing, Pool, header_pair};
 use crate::validate::{check_body, check_models, parse_json};
 
-// The header lists below are `match`es, not slices searched with `contains`: the compiler
-// turns a match on a string into a test of its length, then of its bytes, where `contains`
-// compares every entry in turn, for each header of each request.
-
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 fn is_hop_by_hop_name(name: &str) -> bool {
     matches!(
