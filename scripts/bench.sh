@@ -21,8 +21,8 @@
 #
 # CPU pinning (2 cores): the proxy under test alone on CPU 1; wrk, the upstream and redis-server
 # on CPU 0. Every row reports the proxy's own CPU time per request (utime+stime from
-# /proc/<pid>/stat over the measured run, divided by the requests wrk completed), its RSS, and how
-# busy each core was: a load core near 100 % means the load generator, not the proxy, set the
+# /proc/<pid>/stat over the measured run, divided by the requests wrk completed) and the kernel's
+# part of it (stime alone: the `kernel` column), its RSS, and how busy each core was: a load core near 100 % means the load generator, not the proxy, set the
 # pace of that row.
 #
 # Every scenario runs BENCH_ROUNDS times (default 3), targets interleaved within a round, so the
@@ -313,15 +313,18 @@ wait_ready() {
 # /proc readings: CPU time of processes, their resident size, how busy a core was.
 
 CLK_TCK=$(getconf CLK_TCK)
-# proc_ticks PID...: utime+stime (clock ticks) summed over the processes (all their threads).
+# proc_ticks PID...: "ALL SYS": utime+stime and stime alone (clock ticks), summed over the
+# processes (all their threads). The kernel's part is reported apart: on loopback a proxy's sends
+# run its peers' receive path and wake-ups, which no user-space change removes.
 proc_ticks() {
-  local t=0 p v
+  local t=0 s=0 p v
   for p in "$@"; do
     # After "pid (comm) " the fields start at state (3); utime and stime are fields 14 and 15.
-    v=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null) || continue
-    t=$((t + v))
+    v=$(awk '{ sub(/^.*\) /, ""); print $12 + $13, $13 }' "/proc/$p/stat" 2>/dev/null) || continue
+    t=$((t + ${v% *}))
+    s=$((s + ${v#* }))
   done
-  echo "$t"
+  echo "$t $s"
 }
 # proc_kib FIELD PID...: VmRSS or VmHWM (KiB) summed over the processes.
 proc_kib() {
@@ -566,7 +569,7 @@ to_ms() {
 }
 
 mkdir -p "$RESULTS_DIR"
-printf 'round\tscenario\ttarget\trps\tp50_ms\tp99_ms\trequests\tnon2xx\tcpu_us_per_req\trss_kib\tload_core_busy\tproxy_core_busy\tredis_calls\tlog_lines\n' >"$RUNS"
+printf 'round\tscenario\ttarget\trps\tp50_ms\tp99_ms\trequests\tnon2xx\tcpu_us_per_req\trss_kib\tload_core_busy\tproxy_core_busy\tredis_calls\tsys_us_per_req\tlog_lines\n' >"$RUNS"
 
 # run_wrk ROUND SCENARIO TARGET BASE [MODE]: one measured run (after a warm-up), one TSV row.
 #   MODE allowed (default): at most 1 % non-2xx. denied: the key is spent, at least 99 % 429s.
@@ -594,7 +597,7 @@ run_wrk() {
       die "wrk warm-up against $target failed or hung"
   fi
 
-  local calls0=0 calls1=0 lim0="" lim1="" ticks0=0 ticks1=0 c0a c0b c1a c1b
+  local calls0=0 calls1=0 lim0="" lim1="" ticks0="0 0" ticks1="0 0" c0a c0b c1a c1b
   if ((REDIS_BACKED)); then
     sleep 0.3 # the warm-up's last requests reach Redis before counting starts
     lim0=$(limiter_counters)
@@ -628,9 +631,10 @@ run_wrk() {
   LAST_REQUESTS=$total
   [[ -n $errors ]] && NOTES+=("round $round, $scenario, $target: wrk socket errors: $errors")
 
-  local cpu_us=- rss=- calls=-
+  local cpu_us=- sys_us=- rss=- calls=-
   if ((${#PROXY_PIDS[@]})) && ((total > 0)); then
-    cpu_us=$(awk -v t=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$total" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+    cpu_us=$(awk -v t=$((${ticks1% *} - ${ticks0% *})) -v hz="$CLK_TCK" -v n="$total" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+    sys_us=$(awk -v t=$((${ticks1#* } - ${ticks0#* })) -v hz="$CLK_TCK" -v n="$total" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
     rss=$(proc_kib VmRSS "${PROXY_PIDS[@]}")
   fi
   if ((REDIS_BACKED)); then
@@ -661,9 +665,9 @@ run_wrk() {
   elif ((total == 0 || non2xx * 100 > total)); then
     FAILURES+=("round $round, $scenario, $target: $non2xx of $total responses were not 2xx (more than 1 %)")
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\n' "$round" "$scenario" "$target" "$rps" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\n' "$round" "$scenario" "$target" "$rps" \
     "$p50" "$p99" "$total" "$non2xx" "$cpu_us" "$rss" "$(busy_pct "$c0a" "$c0b")" "$(busy_pct "$c1a" "$c1b")" \
-    "$calls" >>"$RUNS"
+    "$calls" "$sys_us" >>"$RUNS"
 }
 
 # The log check: every request wrk completed (plus the few the checks sent) has its line, written
@@ -753,7 +757,7 @@ if ((WITH_EXTRAS)); then
     grep -q 'Non-2xx' <<<"$out" && FAILURES+=("streamed chat ($1): $(grep 'Non-2xx' <<<"$out")")
     printf '%s %s %s\n' "$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")" \
       "$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")" \
-      "$(awk -v t=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="$total" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')"
+      "$(awk -v t=$((${ticks1% *} - ${ticks0% *})) -v hz="$CLK_TCK" -v n="$total" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')"
   }
   models_up=${UPSTREAM_PORT_OF[models]}
   start_gateway infergate-stream "$models_up" RATE_LIMIT_STORAGE=memory

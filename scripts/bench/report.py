@@ -61,7 +61,7 @@ def main():
         print()
         print(f"{scen}: {title}")
         print(
-            f"  {'target':<16}{'req/s':>22}{'p50 ms':>8}{'p99 ms':>8}{'CPU us/req':>20}"
+            f"  {'target':<16}{'req/s':>22}{'p50 ms':>8}{'p99 ms':>8}{'CPU us/req':>20}{'kernel':>8}"
             f"{'RSS MiB':>9}{'load core':>11}{'proxy core':>12}{'req/s/nginx':>13}{'CPU/nginx':>11}"
         )
         nginx_by_round = {r["round"]: r for r in by.get((scen, "nginx"), [])}
@@ -72,6 +72,9 @@ def main():
                 continue
             rps = [num(r["rps"]) for r in rows]
             cpu = [num(r["cpu_us_per_req"]) for r in rows]
+            # The kernel's part of the CPU per request (stime); runs.tsv files written before
+            # the column existed show "-".
+            sys_us = [num(r.get("sys_us_per_req")) for r in rows]
             load = [num(r["load_core_busy"]) for r in rows]
             rr, cr, pr = [], [], []
             for r in rows:
@@ -92,6 +95,7 @@ def main():
                 f"{show(med([num(r['p50_ms']) for r in rows]), '{:.2f}'):>8}"
                 f"{show(med([num(r['p99_ms']) for r in rows]), '{:.2f}'):>8}"
                 f"{show(med(cpu), '{:.1f}') + spread(cpu, '{:.1f}'):>20}"
+                f"{show(med(sys_us), '{:.1f}'):>8}"
                 f"{show(None if rss is None else rss / 1024, '{:.1f}'):>9}"
                 f"{show(med(load), '{:.0f}%') + sat:>11}"
                 f"{show(med([num(r['proxy_core_busy']) for r in rows]), '{:.0f}%'):>12}"
