@@ -30,6 +30,8 @@ use crate::error::{ServiceError, render, render_status};
 use crate::metrics::HttpMetrics;
 use prometheus::IntGauge;
 
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
 /// The metric and log label of a request no route matched.
 pub const UNMATCHED: &str = "unmatched";
 
@@ -76,7 +78,9 @@ pub struct Admission<C> {
 /// The request id: a well-formed incoming `X-Request-ID` is kept (so a caller's id joins the
 /// logs), anything else is replaced by a fresh UUID.
 pub fn request_id(headers: &HeaderMap) -> Arc<str> {
-    match headers.get("x-request-id").and_then(valid_request_id) {
+    const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    // By a `HeaderName`, not a `&str`: a `&str` is parsed into a name on every lookup.
+    match headers.get(&X_REQUEST_ID).and_then(valid_request_id) {
         Some(id) => Arc::from(id),
         None => infergate_telemetry::ids::request_id(),
     }
@@ -119,11 +123,11 @@ pub fn stamp(
 /// `X-Process-Time`: seconds with microseconds (`0.000123`).
 fn process_time(elapsed: Duration) -> HeaderValue {
     let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-    infergate_headers::formatted(format_args!(
-        "{}.{:06}",
-        micros / 1_000_000,
-        micros % 1_000_000
-    ))
+    infergate_headers::Text::new()
+        .u64(micros / 1_000_000)
+        .str(".")
+        .u64_padded(micros % 1_000_000, 6)
+        .value()
 }
 
 /// Counts a request in flight for as long as it lives. A guard, not `inc`/`dec`: a future that is
@@ -259,7 +263,7 @@ pub async fn edge<S: EdgeService>(
         let req = res.request();
         S::forwarded_trace_id(req).or_else(|| {
             req.headers()
-                .get("traceparent")
+                .get(&TRACEPARENT)
                 .and_then(|v| v.to_str().ok())
                 .and_then(traceparent_trace_id)
                 .map(str::to_string)
@@ -276,6 +280,7 @@ pub async fn edge<S: EdgeService>(
     };
     // Strings as `&str` fields, not `%` ones: the log line escapes a `&str` as it is, where a
     // `Display` field is formatted through `core::fmt` first (the same text either way).
+    let client = infergate_telemetry::ip::text(client);
     tracing::info!(
         request_id = &*request_id,
         trace_id = trace_id.as_deref().unwrap_or("-"),
@@ -283,7 +288,7 @@ pub async fn edge<S: EdgeService>(
         route = label,
         status = status.as_u16(),
         duration_ms = elapsed.as_secs_f64() * 1000.0,
-        client_ip = %infergate_telemetry::ip::Text(client),
+        client_ip = client.as_str(),
         key_id = key_id.as_deref().unwrap_or("-"),
         "request"
     );

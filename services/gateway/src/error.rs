@@ -392,10 +392,14 @@ fn ietf_headers(
             formatted(format_args!("\"{name}\";q={};w={}", key.1, key.2))
         })
     });
-    let current = formatted(format_args!(
-        "\"{name}\";r={};t={reset_in}",
-        status.remaining
-    ));
+    let current = infergate_headers::Text::new()
+        .str("\"")
+        .str(name)
+        .str("\";r=")
+        .u64(status.remaining)
+        .str(";t=")
+        .u64(reset_in)
+        .value();
     let (p, r) = (
         header::HeaderName::from_static("ratelimit-policy"),
         header::HeaderName::from_static("ratelimit"),

@@ -29,6 +29,9 @@ use crate::telemetry::SPAN_TARGET;
 use crate::upstream::{Body as Outgoing, Pool, header_pair};
 use crate::validate::{check_body, check_models, parse_json};
 
+/// Looked up by name, not by `&str` (a `&str` is parsed into a name on every lookup).
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 fn is_hop_by_hop_name(name: &str) -> bool {
     matches!(
@@ -402,7 +405,7 @@ async fn forward_with(
             // is the 32 digits after the version, which the access log names.
             let incoming = req
                 .headers()
-                .get("traceparent")
+                .get(&TRACEPARENT)
                 .and_then(|v| v.to_str().ok())
                 .filter(|v| traceparent_trace_id(v).is_some());
             let made;

@@ -104,6 +104,7 @@ fn refusal(
         elapsed,
     );
     let method = &req.head().method;
+    let client = infergate_telemetry::ip::text(ctx.origin.client);
     state
         .metrics
         .http
@@ -115,7 +116,7 @@ fn refusal(
         route = %template,
         status = status.as_u16(),
         duration_ms = elapsed.as_secs_f64() * 1000.0,
-        client_ip = %infergate_telemetry::ip::Text(ctx.origin.client),
+        client_ip = client.as_str(),
         key_id = "-",
         expect = "100-continue",
         "request"
