@@ -37,8 +37,10 @@ impl Pending {
 }
 
 /// One thread's counts: per key id, per Unix minute (the day follows from the minute; between
-/// two flushes a key has one or two minutes).
-type Counts = HashMap<Arc<str>, Vec<(u64, Pending)>>;
+/// two flushes a key has one or two minutes). hashbrown's map for its `entry_ref` (one lookup a
+/// request, by `&str`) and its foldhash hasher: key ids are the key store's, not a client's, so
+/// SipHash's flood resistance buys nothing here.
+type Counts = hashbrown::HashMap<Arc<str>, Vec<(u64, Pending)>>;
 
 /// The counts not yet flushed, by key id and UTC day.
 #[derive(Debug, Default)]
@@ -54,12 +56,9 @@ fn lock(m: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
 impl UsageRecorder {
     fn with(&self, id: &Arc<str>, now_ms: u64, f: impl FnOnce(&mut Pending)) {
         let mut map = lock(self.local.get_or_default());
-        if !map.contains_key(&**id) {
-            map.insert(id.clone(), Vec::new());
-        }
-        let Some(minutes) = map.get_mut(&**id) else {
-            return;
-        };
+        // One lookup, by the id's text; the key is stored (a copy of the text) only the first
+        // time a key is counted after a flush.
+        let minutes = map.entry_ref(&**id).or_default();
         let minute = now_ms / MINUTE_MS;
         let i = match minutes.iter().position(|(m, _)| *m == minute) {
             Some(i) => i,
