@@ -16,7 +16,6 @@ use actix_web::dev::Payload;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
-use http_body::Body as _;
 use infergate_policy::strip_query_param;
 use infergate_telemetry::{method_label, outgoing_trace_headers, traceparent_trace_id};
 use tracing::Instrument;
@@ -529,68 +528,13 @@ async fn forward_with(
             out.append_header((n, v));
         }
     }
-    let idle = state.cfg.upstream.idle_timeout;
-    let request_id = ctx.request_id.clone();
-    let errors = metrics.upstream_errors.clone();
-    // Each chunk must arrive within the idle timeout; a stalled upstream ends the stream instead of
-    // holding the client forever.
-    // A response with no body (HEAD, 204, 304) frees its connection now: actix may never poll
-    // the stream of such a response, and a lease dropped unread closes the connection.
-    let reading = if incoming.is_end_stream() {
-        lease.release();
-        None
-    } else {
-        Some((incoming, lease))
-    };
-    let stream = futures_util::stream::unfold(reading, move |reading| {
-        let request_id = request_id.clone();
-        let errors = errors.clone();
-        async move {
-            let (mut body, lease) = reading?;
-            let next = async {
-                loop {
-                    match std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx))
-                        .await
-                    {
-                        // Trailers are not passed on (nor were they before).
-                        Some(Ok(frame)) => match frame.into_data() {
-                            Ok(chunk) => return Some(Ok(chunk)),
-                            Err(_) => continue,
-                        },
-                        Some(Err(e)) => return Some(Err(e)),
-                        None => return None,
-                    }
-                }
-            };
-            match tokio::time::timeout(idle, next).await {
-                // The last bytes of a sized body: free the connection now, as actix need not
-                // poll a stream whose length it was told past its last chunk.
-                Ok(Some(Ok(chunk))) if body.is_end_stream() => {
-                    lease.release();
-                    Some((Ok::<Bytes, actix_web::Error>(chunk), None))
-                }
-                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some((body, lease)))),
-                Ok(Some(Err(e))) => {
-                    errors.with_label_values(&["body"]).inc();
-                    tracing::warn!(request_id = %request_id, error = %e, "upstream body failed");
-                    Some((Err(actix_web::error::ErrorBadGateway(e)), None))
-                }
-                Ok(None) => {
-                    // Read to the end: the connection serves the next request.
-                    lease.release();
-                    None
-                }
-                Err(_) => {
-                    errors.with_label_values(&["idle_timeout"]).inc();
-                    tracing::warn!(request_id = %request_id, "upstream stream idle timeout");
-                    Some((
-                        Err(actix_web::error::ErrorGatewayTimeout("upstream idle")),
-                        None,
-                    ))
-                }
-            }
-        }
-    });
+    let stream = crate::upstream::response_body(
+        incoming,
+        lease,
+        state.cfg.upstream.idle_timeout,
+        ctx.request_id.clone(),
+        metrics.upstream_errors.clone(),
+    );
     let Some(admitted) = admitted else {
         return Ok(match length {
             Some(len) => out.body(SizedStream::new(len, stream)),

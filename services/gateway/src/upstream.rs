@@ -8,11 +8,11 @@
 //! the worker's own (built with the worker's `App`, like everything `!Send` in it), and each
 //! connection's task runs in the worker's `LocalSet` with the requests it serves.
 //!
-//! A connection goes back to the pool only once its response body has been read to the end; a
-//! response abandoned half way (the client hung up, a stream cut at its token budget) closes it,
-//! so the upstream sees the abort. A pooled connection the upstream closed while it sat idle is
-//! noticed before a request is written to it (hyper hands an unsent request back), and the request
-//! goes out on a fresh connection instead of failing.
+//! A connection goes back to the pool only once its response body has been read to the end
+//! ([`response_body`]); a response abandoned half way (the client hung up, a stream cut at its
+//! token budget) closes it, so the upstream sees the abort. A pooled connection the upstream
+//! closed while it sat idle is noticed before a request is written to it (hyper hands an unsent
+//! request back), and the request goes out on a fresh connection instead of failing.
 
 use std::cell::RefCell;
 use std::pin::Pin;
@@ -187,6 +187,76 @@ impl Lease {
             }
         }
     }
+}
+
+/// A response body as the client is sent it, chunk by chunk as the upstream sends it: each chunk
+/// must arrive within `idle` (a stalled upstream ends the stream instead of holding the client
+/// forever), and the connection goes back to the pool once the body was read to the end.
+/// Failures are counted in `errors` by kind and logged with the request's id.
+pub fn response_body(
+    incoming: hyper::body::Incoming,
+    lease: Lease,
+    idle: Duration,
+    request_id: Arc<str>,
+    errors: prometheus::IntCounterVec,
+) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
+    // A response with no body (HEAD, 204, 304) frees its connection now: actix may never poll
+    // the stream of such a response, and a lease dropped unread closes the connection.
+    let reading = if incoming.is_end_stream() {
+        lease.release();
+        None
+    } else {
+        Some((incoming, lease))
+    };
+    futures_util::stream::unfold(reading, move |reading| {
+        let request_id = request_id.clone();
+        let errors = errors.clone();
+        async move {
+            let (mut body, lease) = reading?;
+            let next = async {
+                loop {
+                    match std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx))
+                        .await
+                    {
+                        // Trailers are not passed on (nor were they before).
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(chunk) => return Some(Ok(chunk)),
+                            Err(_) => continue,
+                        },
+                        Some(Err(e)) => return Some(Err(e)),
+                        None => return None,
+                    }
+                }
+            };
+            match tokio::time::timeout(idle, next).await {
+                // The last bytes of a sized body: free the connection now, as actix need not
+                // poll a stream whose length it was told past its last chunk.
+                Ok(Some(Ok(chunk))) if body.is_end_stream() => {
+                    lease.release();
+                    Some((Ok::<Bytes, actix_web::Error>(chunk), None))
+                }
+                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some((body, lease)))),
+                Ok(Some(Err(e))) => {
+                    errors.with_label_values(&["body"]).inc();
+                    tracing::warn!(request_id = %request_id, error = %e, "upstream body failed");
+                    Some((Err(actix_web::error::ErrorBadGateway(e)), None))
+                }
+                Ok(None) => {
+                    // Read to the end: the connection serves the next request.
+                    lease.release();
+                    None
+                }
+                Err(_) => {
+                    errors.with_label_values(&["idle_timeout"]).inc();
+                    tracing::warn!(request_id = %request_id, "upstream stream idle timeout");
+                    Some((
+                        Err(actix_web::error::ErrorGatewayTimeout("upstream idle")),
+                        None,
+                    ))
+                }
+            }
+        }
+    })
 }
 
 impl PoolConfig {
