@@ -3,7 +3,7 @@
 CARGO ?= cargo
 CONFIG ?= config/gateway.yaml
 
-.PHONY: run test fmt lint check-config bench bench-pipeline bench-instructions build clean
+.PHONY: run test fmt lint check-config bench bench-pipeline bench-instructions bench-redis-instructions build clean
 
 ## Build and start the dev upstream and the gateway with the shipped config (installing curl,
 ## openssl and python3 for the README tour when missing: scripts/deps.sh).
@@ -49,6 +49,11 @@ bench-pipeline:
 ## noise does not move. `make bench-instructions BINS="old-build new-build"` compares builds.
 bench-instructions:
 	@scripts/bench/instructions.sh $(BINS)
+
+## redis-server's instructions per rate-limit check (check.lua) under callgrind; `REVS="HEAD~3 ''"`
+## compares git revisions with the working tree.
+bench-redis-instructions:
+	@scripts/bench/redis-instructions.sh $(REVS)
 
 clean:
 	$(CARGO) clean

@@ -365,7 +365,7 @@ async fn guarded_checks_are_one_round_trip_and_never_charge_the_guard() {
 /// matter), not on every charge: a charge in the same window leaves it, one in the next window
 /// sets it again. Saves the server a command on nearly every check.
 #[tokio::test]
-async fn a_bucket_ttl_is_set_when_its_window_starts_not_on_every_charge() {
+async fn a_bucket_ttl_and_fields_are_set_when_its_window_starts_count_alone_after() {
     let server = RedisServer::start();
     let clock = ManualClock::new(T0 + 1_500);
     let limiter = RedisLimiter::connect(&server.url(), patient("ttl", Some(clock.clone())))
@@ -387,8 +387,22 @@ async fn a_bucket_ttl_is_set_when_its_window_starts_not_on_every_charge() {
                 .unwrap()
         }
     };
+    // The bucket as stored: a charge in the window it holds writes only the count.
+    let stored = |mut conn: MultiplexedConnection| {
+        let key = &key;
+        async move {
+            redis::cmd("HMGET")
+                .arg(key)
+                .arg(&["s", "c", "p"][..])
+                .query_async::<(u64, u64, u64)>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    let window = (T0 + 1_500) / 60_000 * 60_000;
     let first = charge(conn.clone()).await;
     assert!(first > 100_000, "a new bucket gets its TTL: PTTL {first}");
+    assert_eq!(stored(conn.clone()).await, (window, 1, 0));
 
     // Marked short; a charge in the same window leaves the mark.
     let _: () = redis::cmd("PEXPIRE")
@@ -400,11 +414,17 @@ async fn a_bucket_ttl_is_set_when_its_window_starts_not_on_every_charge() {
     clock.advance(Duration::from_secs(10));
     let kept = charge(conn.clone()).await;
     assert!(kept > 0 && kept <= 30_000, "same window: PTTL {kept}");
+    assert_eq!(stored(conn.clone()).await, (window, 2, 0));
 
     // The next window starts: two periods again.
     clock.advance(Duration::from_secs(60));
     let renewed = charge(conn.clone()).await;
     assert!(renewed > 100_000, "next window: PTTL {renewed}");
+    assert_eq!(stored(conn.clone()).await, (window + 60_000, 1, 2));
+    // And once more in that window: the count alone moves, the previous one stays.
+    clock.advance(Duration::from_secs(1));
+    charge(conn.clone()).await;
+    assert_eq!(stored(conn.clone()).await, (window + 60_000, 2, 2));
 }
 
 #[tokio::test]

@@ -77,22 +77,29 @@ end
 -- window.rs allows iff remaining(limit) >= cost, that is
 --   prev * (period - elapsed) + (cur + cost) * period <= limit * period,
 -- rearranged so that no term goes negative.
-local function admits(v, period, limit, cost)
-  if v.cur + cost > limit then
+local function admits(cur, prev, elapsed, period, limit, cost)
+  if cur + cost > limit then
     return false
   end
-  local slack = limit - v.cur - cost
-  if v.prev <= slack then
+  local slack = limit - cur - cost
+  if prev <= slack then
     -- prev * (period - elapsed) <= prev * period <= slack * period
     return true
   end
-  return product_le(v.prev, period - v.elapsed, slack, period)
+  return product_le(prev, period - elapsed, slack, period)
 end
 
+-- '%d' writes an integer below 2^53 exactly, as '%.0f' would, without
+-- formatting a double.
 local function int(x)
-  return string.format('%.0f', x)
+  return string.format('%d', x)
 end
 
+-- Each check's bucket, in one flat array, STRIDE values a check from index
+-- STRIDE * (i - 1): exists, s, c, p as stored once this call is done, then
+-- start, lag, cur, prev (the view `read` rolled), period, cost, and 1 if it
+-- admits (a shadow limit's verdict too).
+local STRIDE = 11
 local jitter = tonumber(ARGV[2])
 local guards = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
@@ -103,15 +110,16 @@ for i = 1, n do
   local period = tonumber(ARGV[base])
   local limit = tonumber(ARGV[base + 1])
   local cost = tonumber(ARGV[base + 2])
-  local offset = tonumber(ARGV[base + 3])
-  local shadow = ARGV[base + 4] == '1'
-  local v = load(KEYS[i], period, offset)
-  v.period, v.cost = period, cost
-  v.admits = admits(v, period, limit, cost)
-  views[i] = v
-  if not (v.admits or shadow) then
+  local exists, s, c, p, start, elapsed, lag, cur, prev =
+    read(KEYS[i], period, tonumber(ARGV[base + 3]))
+  local ok = admits(cur, prev, elapsed, period, limit, cost)
+  if not (ok or ARGV[base + 4] == '1') then
     allowed = false
   end
+  local o = STRIDE * (i - 1)
+  views[o + 1], views[o + 2], views[o + 3], views[o + 4] = exists, s, c, p
+  views[o + 5], views[o + 6], views[o + 7], views[o + 8] = start, lag, cur, prev
+  views[o + 9], views[o + 10], views[o + 11] = period, cost, ok and 1 or 0
 end
 
 local in_flight = -1
@@ -138,35 +146,42 @@ if allowed then
   local charged = {}
   for i = guards + 1, n do
     local key = KEYS[i]
-    local v = views[i]
+    local o = STRIDE * (i - 1)
     local first = charged[key]
     if first then
-      v.exists, v.s, v.c, v.p = 1, first.s, first.c, first.p
+      views[o + 1], views[o + 2] = 1, views[first + 2]
+      views[o + 3], views[o + 4] = views[first + 3], views[first + 4]
     else
-      -- A new bucket, or one whose window moved on, gets its TTL; a charge in
-      -- the window it already holds keeps it (HSET leaves a TTL as it is).
-      local starts = v.exists == 0 or v.s ~= v.start
-      v.exists, v.s, v.c, v.p = 1, v.start, v.cur + v.cost, v.prev
-      redis.call('HSET', key, 's', int(v.s), 'c', int(v.c), 'p', int(v.p))
-      if starts then
-        -- Two periods from the window's first write is how long its counts
-        -- can matter (window.rs is_expired); the lag keeps that true when the
-        -- clock reads behind the window.
-        redis.call('PEXPIRE', key, int(2 * v.period + v.lag + jitter))
+      local exists, s, p = views[o + 1], views[o + 2], views[o + 4]
+      local start, lag, cur, prev = views[o + 5], views[o + 6], views[o + 7], views[o + 8]
+      local c = cur + views[o + 10]
+      if exists == 1 and s == start and p == prev then
+        -- The window it holds: only the count changes (HSET leaves the TTL).
+        redis.call('HSET', key, 'c', int(c))
+      else
+        redis.call('HSET', key, 's', int(start), 'c', int(c), 'p', int(prev))
+        if exists == 0 or s ~= start then
+          -- A new bucket, or one whose window moved on, gets its TTL: two
+          -- periods from the window's first write is how long its counts can
+          -- matter (window.rs is_expired); the lag keeps that true when the
+          -- clock reads behind the window.
+          redis.call('PEXPIRE', key, int(2 * views[o + 9] + lag + jitter))
+        end
       end
-      charged[key] = v
+      views[o + 1], views[o + 2], views[o + 3], views[o + 4] = 1, start, c, prev
+      charged[key] = o
     end
   end
 end
 
 local out = {allowed and 1 or 0, now, in_flight}
 for i = 1, n do
-  local v = views[i]
-  out[#out + 1] = v.exists
-  out[#out + 1] = v.s
-  out[#out + 1] = v.c
-  out[#out + 1] = v.p
-  out[#out + 1] = v.admits and 1 or 0
+  local o = STRIDE * (i - 1)
+  out[#out + 1] = views[o + 1]
+  out[#out + 1] = views[o + 2]
+  out[#out + 1] = views[o + 3]
+  out[#out + 1] = views[o + 4]
+  out[#out + 1] = views[o + 11]
 end
 -- One string.format for the whole reply: '%d' truncates as Redis's own
 -- conversion of a Lua number in an array does, and one call costs the server

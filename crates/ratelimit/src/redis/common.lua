@@ -24,7 +24,9 @@ end
 -- read as empty rather than fail every request or confuse the rolling
 -- below; the next allowed request overwrites it.
 local function whole(x)
-  return x ~= nil and x >= 0 and x <= 9007199254740991 and x == math.floor(x)
+  -- `x % 1` rather than math.floor: an operator, not a call (the same test
+  -- for a non-negative number).
+  return x ~= nil and x >= 0 and x <= 9007199254740991 and x % 1 == 0
 end
 
 -- The start of the window holding `now`: epoch-aligned for a sliding window
@@ -48,31 +50,30 @@ local function on_grid(s, period, offset)
 end
 
 -- The bucket stored at `key` and its counts rolled forward to `now`
--- (View::of in window.rs, View::fresh for a missing key). `s, c, p` are the
--- stored fields as read; `start, elapsed, lag, cur, prev` the rolled view.
--- A fixed window (offset >= 0) keeps no previous count.
-local function load(key, period, offset)
+-- (View::of in window.rs, View::fresh for a missing key), as nine values:
+-- exists, s, c, p (the stored fields as read; a fixed window keeps no previous
+-- count, so its p reads 0), then start, elapsed, lag, cur, prev (the rolled
+-- view). Values rather than a table: check.lua reads every limited request's
+-- buckets, and a table per bucket was a fair part of the script's cost.
+local function read(key, period, offset)
   offset = offset or -1
   local fixed = offset >= 0
   local f = redis.call('HMGET', key, 's', 'c', 'p')
   local s, c, p = tonumber(f[1]), tonumber(f[2]), tonumber(f[3])
-  local start_now = window_start(period, offset)
-  local v = {exists = 0, s = 0, c = 0, p = 0, start = start_now,
-             elapsed = now - start_now, lag = 0, cur = 0, prev = 0}
+  local start = window_start(period, offset)
   if not (whole(s) and whole(c) and whole(p) and on_grid(s, period, offset)) then
-    return v
+    return 0, 0, 0, 0, start, now - start, 0, 0, 0
   end
-  v.exists, v.s, v.c, v.p = 1, s, c, p
   if fixed then
-    v.p = 0
+    p = 0
   end
-  if start_now < s then
+  if start < s then
     -- The clock is behind the stored window: judge at the window's start.
-    v.start, v.elapsed, v.lag, v.cur, v.prev = s, 0, s - now, c, v.p
-  elseif start_now == s then
-    v.cur, v.prev = c, v.p
-  elseif not fixed and start_now == s + period then
-    v.prev = c
+    return 1, s, c, p, s, 0, s - now, c, p
+  elseif start == s then
+    return 1, s, c, p, start, now - start, 0, c, p
+  elseif not fixed and start == s + period then
+    return 1, s, c, p, start, now - start, 0, 0, c
   end
-  return v
+  return 1, s, c, p, start, now - start, 0, 0, 0
 end

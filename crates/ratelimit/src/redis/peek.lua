@@ -7,5 +7,5 @@
 --
 -- Returns {now, exists, s, c, p}.
 
-local v = load(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3]) or -1)
-return {now, v.exists, v.s, v.c, v.p}
+local exists, s, c, p = read(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3]) or -1)
+return {now, exists, s, c, p}
