@@ -67,24 +67,16 @@ impl Fields<'_, '_> {
             return None;
         }
         let name = name.strip_prefix("r#").unwrap_or(name);
-        // A name is nearly always a plain identifier: `,"name":` goes out in one write.
-        let mut key = [0u8; 48];
-        self.result = match key.get_mut(..name.len() + 4) {
-            Some(slot) if is_clean(name) => {
-                slot[..2].copy_from_slice(b",\"");
-                slot[2..2 + name.len()].copy_from_slice(name.as_bytes());
-                slot[2 + name.len()..].copy_from_slice(b"\":");
-                // Copied from a `&str` with ASCII around it.
-                std::str::from_utf8(slot)
-                    .map_err(|_| fmt::Error)
-                    .and_then(|k| self.out.write_str(k))
-            }
-            _ => (|| {
-                self.out.write_str(",\"")?;
+        // A name is nearly always a plain identifier, written as it is; only others are escaped.
+        self.result = (|| {
+            self.out.write_str(",\"")?;
+            if is_clean(name) {
+                self.out.write_str(name)?;
+            } else {
                 escape(self.out, name)?;
-                self.out.write_str("\":")
-            })(),
-        };
+            }
+            self.out.write_str("\":")
+        })();
         self.result.is_ok().then_some(())
     }
 
