@@ -363,7 +363,8 @@ async fn guarded_checks_are_one_round_trip_and_never_charge_the_guard() {
 
 /// A bucket's TTL is set when its window starts (two periods from then is how long its counts
 /// matter), not on every charge: a charge in the same window leaves it, one in the next window
-/// sets it again. Saves the server a command on nearly every check.
+/// sets it again. Saves the server a command on nearly every check. And a charge in the window
+/// the bucket holds writes its count alone; the stored fields are checked after each charge.
 #[tokio::test]
 async fn a_bucket_ttl_and_fields_are_set_when_its_window_starts_count_alone_after() {
     let server = RedisServer::start();

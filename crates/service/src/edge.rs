@@ -22,15 +22,15 @@ use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpRequest, web};
 use infergate_headers::SecurityHeaders;
-use infergate_telemetry::{SPAN_TARGET, continue_remote_trace, method_label, traceparent_trace_id};
+use infergate_telemetry::{
+    SPAN_TARGET, TRACEPARENT, continue_remote_trace, method_label, traceparent_trace_id,
+};
 use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::error::{ServiceError, render, render_status};
 use crate::metrics::HttpMetrics;
 use prometheus::IntGauge;
-
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The metric and log label of a request no route matched.
 pub const UNMATCHED: &str = "unmatched";

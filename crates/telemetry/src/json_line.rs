@@ -349,7 +349,7 @@ mod tests {
             "a \\ \"message\" with\ttabs é ✓"
         );
         tracing::info!(bytes = ?b"ab", "debug of bytes");
-        // Numbers as serde_json writes them, and names that need escaping or are long.
+        // Numbers as serde_json writes them, and names that need escaping or span several words.
         tracing::info!(
             tenth = 0.1f64,
             big = 1e21f64,
@@ -363,7 +363,7 @@ mod tests {
             i_min = i64::MIN,
             no = false,
             "we\"ird key\n" = 1u8,
-            a_field_name_longer_than_the_forty_four_bytes_of_the_key_buffer = 2u8,
+            a_field_name_of_many_words_longer_than_a_swar_word_or_two = 2u8,
             "numbers"
         );
         tracing::debug!("filtered out at info");

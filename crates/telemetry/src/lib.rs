@@ -282,7 +282,7 @@ impl Injector for Carrier {
 /// Makes `span` a child of the caller's span when the request carries a valid W3C
 /// `traceparent`. Call it before the span is first entered.
 pub fn continue_remote_trace(span: &Span, headers: &HeaderMap) {
-    if span.is_disabled() || !headers.contains_key("traceparent") {
+    if span.is_disabled() || !headers.contains_key(&TRACEPARENT) {
         return;
     }
     let cx = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
@@ -309,6 +309,10 @@ pub fn outgoing_trace_headers(span: &Span) -> Option<(HeaderValue, Option<Header
         .and_then(|s| HeaderValue::from_str(&s).ok());
     Some((parent, state))
 }
+
+/// The W3C `traceparent` header, as a name: a `&str` lookup parses the name on every call.
+pub const TRACEPARENT: actix_web::http::header::HeaderName =
+    actix_web::http::header::HeaderName::from_static("traceparent");
 
 /// The trace id of `span` as 32 hex digits, when it is exported.
 pub fn trace_id(span: &Span) -> Option<String> {

@@ -17,7 +17,9 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 use infergate_policy::strip_query_param;
-use infergate_telemetry::{method_label, outgoing_trace_headers, traceparent_trace_id};
+use infergate_telemetry::{
+    TRACEPARENT, method_label, outgoing_trace_headers, traceparent_trace_id,
+};
 use tracing::Instrument;
 use tracing::field::Empty;
 
@@ -27,9 +29,6 @@ use crate::state::AppState;
 use crate::telemetry::SPAN_TARGET;
 use crate::upstream::{Body as Outgoing, Pool, header_pair};
 use crate::validate::{check_body, check_models, parse_json};
-
-/// Looked up by name, not by `&str` (a `&str` is parsed into a name on every lookup).
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 fn is_hop_by_hop_name(name: &str) -> bool {

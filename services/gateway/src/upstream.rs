@@ -200,60 +200,79 @@ pub fn response_body(
     request_id: Arc<str>,
     errors: prometheus::IntCounterVec,
 ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
+    /// What the stream holds between chunks (moved from one to the next, not cloned).
+    struct Reading {
+        body: hyper::body::Incoming,
+        lease: Lease,
+        request_id: Arc<str>,
+        errors: prometheus::IntCounterVec,
+    }
     // A response with no body (HEAD, 204, 304) frees its connection now: actix may never poll
     // the stream of such a response, and a lease dropped unread closes the connection.
     let reading = if incoming.is_end_stream() {
         lease.release();
         None
     } else {
-        Some((incoming, lease))
+        Some(Reading {
+            body: incoming,
+            lease,
+            request_id,
+            errors,
+        })
     };
-    futures_util::stream::unfold(reading, move |reading| {
-        let request_id = request_id.clone();
-        let errors = errors.clone();
-        async move {
-            let (mut body, lease) = reading?;
-            let next = async {
-                loop {
-                    match std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx))
-                        .await
-                    {
-                        // Trailers are not passed on (nor were they before).
-                        Some(Ok(frame)) => match frame.into_data() {
-                            Ok(chunk) => return Some(Ok(chunk)),
-                            Err(_) => continue,
-                        },
-                        Some(Err(e)) => return Some(Err(e)),
-                        None => return None,
-                    }
+    futures_util::stream::unfold(reading, move |reading| async move {
+        let Reading {
+            mut body,
+            lease,
+            request_id,
+            errors,
+        } = reading?;
+        let next = async {
+            loop {
+                match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                    // Trailers are not passed on (nor were they before).
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(chunk) => return Some(Ok(chunk)),
+                        Err(_) => continue,
+                    },
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => return None,
                 }
-            };
-            match tokio::time::timeout(idle, next).await {
-                // The last bytes of a sized body: free the connection now, as actix need not
-                // poll a stream whose length it was told past its last chunk.
-                Ok(Some(Ok(chunk))) if body.is_end_stream() => {
-                    lease.release();
-                    Some((Ok::<Bytes, actix_web::Error>(chunk), None))
-                }
-                Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some((body, lease)))),
-                Ok(Some(Err(e))) => {
-                    errors.with_label_values(&["body"]).inc();
-                    tracing::warn!(request_id = %request_id, error = %e, "upstream body failed");
-                    Some((Err(actix_web::error::ErrorBadGateway(e)), None))
-                }
-                Ok(None) => {
-                    // Read to the end: the connection serves the next request.
-                    lease.release();
-                    None
-                }
-                Err(_) => {
-                    errors.with_label_values(&["idle_timeout"]).inc();
-                    tracing::warn!(request_id = %request_id, "upstream stream idle timeout");
-                    Some((
-                        Err(actix_web::error::ErrorGatewayTimeout("upstream idle")),
-                        None,
-                    ))
-                }
+            }
+        };
+        match tokio::time::timeout(idle, next).await {
+            // The last bytes of a sized body: free the connection now, as actix need not poll
+            // a stream whose length it was told past its last chunk.
+            Ok(Some(Ok(chunk))) if body.is_end_stream() => {
+                lease.release();
+                Some((Ok::<Bytes, actix_web::Error>(chunk), None))
+            }
+            Ok(Some(Ok(chunk))) => {
+                let rest = Reading {
+                    body,
+                    lease,
+                    request_id,
+                    errors,
+                };
+                Some((Ok(chunk), Some(rest)))
+            }
+            Ok(Some(Err(e))) => {
+                errors.with_label_values(&["body"]).inc();
+                tracing::warn!(request_id = %request_id, error = %e, "upstream body failed");
+                Some((Err(actix_web::error::ErrorBadGateway(e)), None))
+            }
+            Ok(None) => {
+                // Read to the end: the connection serves the next request.
+                lease.release();
+                None
+            }
+            Err(_) => {
+                errors.with_label_values(&["idle_timeout"]).inc();
+                tracing::warn!(request_id = %request_id, "upstream stream idle timeout");
+                Some((
+                    Err(actix_web::error::ErrorGatewayTimeout("upstream idle")),
+                    None,
+                ))
             }
         }
     })

@@ -48,6 +48,18 @@ pub struct UsageRecorder {
     local: ThreadLocal<Mutex<Counts>>,
 }
 
+/// A key's counts in `minute`, added when the key has none for it yet.
+fn minute_of(minutes: &mut Vec<(u64, Pending)>, minute: u64) -> &mut Pending {
+    let i = match minutes.iter().position(|(m, _)| *m == minute) {
+        Some(i) => i,
+        None => {
+            minutes.push((minute, Pending::default()));
+            minutes.len() - 1
+        }
+    };
+    &mut minutes[i].1
+}
+
 fn lock(m: &Mutex<Counts>) -> MutexGuard<'_, Counts> {
     // Entries are plain counters: a panic elsewhere cannot leave one half-written.
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -58,19 +70,9 @@ impl UsageRecorder {
         let mut map = lock(self.local.get_or_default());
         // One lookup, by the id's text; the key is stored (a copy of the text) only the first
         // time a key is counted after a flush.
-        let minutes = map.entry_ref(&**id).or_default();
-        let minute = now_ms / MINUTE_MS;
-        let i = match minutes.iter().position(|(m, _)| *m == minute) {
-            Some(i) => i,
-            None => {
-                minutes.push((minute, Pending::default()));
-                minutes.len() - 1
-            }
-        };
-        if let Some((_, p)) = minutes.get_mut(i) {
-            p.last_ms = p.last_ms.max(now_ms);
-            f(p);
-        }
+        let p = minute_of(map.entry_ref(&**id).or_default(), now_ms / MINUTE_MS);
+        p.last_ms = p.last_ms.max(now_ms);
+        f(p);
     }
 
     /// One request made with key `id`.
@@ -150,11 +152,7 @@ impl UsageRecorder {
                 },
                 last_ms: u64::try_from(d.last_used_at.timestamp_millis()).unwrap_or(0),
             };
-            let minutes = map.entry(Arc::from(d.id.as_str())).or_default();
-            match minutes.iter_mut().find(|(m, _)| *m == d.minute) {
-                Some((_, p)) => p.merge(&back),
-                None => minutes.push((d.minute, back)),
-            }
+            minute_of(map.entry_ref(d.id.as_str()).or_default(), d.minute).merge(&back);
         }
     }
 

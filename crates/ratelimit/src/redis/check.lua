@@ -95,11 +95,6 @@ local function int(x)
   return string.format('%d', x)
 end
 
--- Each check's bucket, in one flat array, STRIDE values a check from index
--- STRIDE * (i - 1): exists, s, c, p as stored once this call is done, then
--- start, lag, cur, prev (the view `read` rolled), period, cost, and 1 if it
--- admits (a shadow limit's verdict too).
-local STRIDE = 11
 local jitter = tonumber(ARGV[2])
 local guards = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
@@ -119,10 +114,10 @@ for i = 1, n do
   if not (ok or ARGV[base + 4] == '1') then
     allowed = false
   end
-  local o = STRIDE * (i - 1)
-  views[o + 1], views[o + 2], views[o + 3], views[o + 4] = exists, s, c, p
-  views[o + 5], views[o + 6], views[o + 7], views[o + 8] = start, lag, cur, prev
-  views[o + 9], views[o + 10], views[o + 11] = period, cost, ok and 1 or 0
+  -- exists, s, c, p: the bucket as stored once this call is done; start, lag,
+  -- cur, prev: the view `read` rolled.
+  views[i] = {exists = exists, s = s, c = c, p = p, start = start, lag = lag,
+              cur = cur, prev = prev, period = period, cost = cost, admits = ok}
 end
 
 local in_flight = -1
@@ -149,42 +144,39 @@ if allowed then
   local charged = {}
   for i = guards + 1, n do
     local key = KEYS[i]
-    local o = STRIDE * (i - 1)
+    local v = views[i]
     local first = charged[key]
     if first then
-      views[o + 1], views[o + 2] = 1, views[first + 2]
-      views[o + 3], views[o + 4] = views[first + 3], views[first + 4]
+      v.exists, v.s, v.c, v.p = 1, first.s, first.c, first.p
     else
-      local exists, s, p = views[o + 1], views[o + 2], views[o + 4]
-      local start, lag, cur, prev = views[o + 5], views[o + 6], views[o + 7], views[o + 8]
-      local c = cur + views[o + 10]
-      if exists == 1 and s == start and p == prev then
+      local c = v.cur + v.cost
+      if v.exists == 1 and v.s == v.start and v.p == v.prev then
         -- The window it holds: only the count changes (HSET leaves the TTL).
         redis.call('HSET', key, 'c', int(c))
       else
-        redis.call('HSET', key, 's', int(start), 'c', int(c), 'p', int(prev))
-        if exists == 0 or s ~= start then
+        redis.call('HSET', key, 's', int(v.start), 'c', int(c), 'p', int(v.prev))
+        if v.exists == 0 or v.s ~= v.start then
           -- A new bucket, or one whose window moved on, gets its TTL: two
           -- periods from the window's first write is how long its counts can
           -- matter (window.rs is_expired); the lag keeps that true when the
           -- clock reads behind the window.
-          redis.call('PEXPIRE', key, int(2 * views[o + 9] + lag + jitter))
+          redis.call('PEXPIRE', key, int(2 * v.period + v.lag + jitter))
         end
       end
-      views[o + 1], views[o + 2], views[o + 3], views[o + 4] = 1, start, c, prev
-      charged[key] = o
+      v.exists, v.s, v.c, v.p = 1, v.start, c, v.prev
+      charged[key] = v
     end
   end
 end
 
 local out = {allowed and 1 or 0, now, in_flight}
 for i = 1, n do
-  local o = STRIDE * (i - 1)
-  out[#out + 1] = views[o + 1]
-  out[#out + 1] = views[o + 2]
-  out[#out + 1] = views[o + 3]
-  out[#out + 1] = views[o + 4]
-  out[#out + 1] = views[o + 11]
+  local v = views[i]
+  out[#out + 1] = v.exists
+  out[#out + 1] = v.s
+  out[#out + 1] = v.c
+  out[#out + 1] = v.p
+  out[#out + 1] = v.admits and 1 or 0
 end
 -- One string.format for the whole reply: '%d' truncates as Redis's own
 -- conversion of a Lua number in an array does, and one call costs the server

@@ -53,8 +53,7 @@ end
 -- (View::of in window.rs, View::fresh for a missing key), as nine values:
 -- exists, s, c, p (the stored fields as read; a fixed window keeps no previous
 -- count, so its p reads 0), then start, elapsed, lag, cur, prev (the rolled
--- view). Values rather than a table: check.lua reads every limited request's
--- buckets, and a table per bucket was a fair part of the script's cost.
+-- view). Values, not a table: each caller keeps only what it needs.
 local function read(key, period, offset)
   offset = offset or -1
   local fixed = offset >= 0
