@@ -72,31 +72,63 @@ impl Subject {
     }
 }
 
-/// Writes `s` with `%` and `:` percent-escaped, so that `:` can separate the
+/// Appends `s` with `%` and `:` percent-escaped, so that `:` can separate the
 /// parts of a [`BucketKey`] name unambiguously whatever a key id, role or
 /// route template contains.
-fn write_escaped(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
-    let mut rest = s;
-    while let Some(pos) = rest.find([':', '%']) {
-        f.write_str(&rest[..pos])?;
-        f.write_str(if rest.as_bytes()[pos] == b':' {
-            "%3A"
-        } else {
-            "%25"
-        })?;
+fn push_escaped(out: &mut Vec<u8>, s: &str) {
+    let mut rest = s.as_bytes();
+    while let Some(pos) = rest.iter().position(|&b| b == b':' || b == b'%') {
+        out.extend_from_slice(&rest[..pos]);
+        out.extend_from_slice(if rest[pos] == b':' { b"%3A" } else { b"%25" });
         rest = &rest[pos + 1..];
     }
-    f.write_str(rest)
+    out.extend_from_slice(rest);
+}
+
+/// Appends an address as `IpAddr`'s `Display` writes it. IPv4 digit by digit: a Redis-limited
+/// request names its client in a key on every call, and `core::fmt` costs several times this.
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(digits.format(octet).as_bytes());
+            }
+        }
+        // `::` compression and embedded IPv4 forms are std's to decide.
+        IpAddr::V6(v6) => {
+            use std::io::Write as _;
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// Text a name writer produced (every part is a `&str`), for the `Display` impls.
+fn write_name(f: &mut fmt::Formatter<'_>, write: impl FnOnce(&mut Vec<u8>)) -> fmt::Result {
+    let mut name = Vec::with_capacity(64);
+    write(&mut name);
+    f.write_str(std::str::from_utf8(&name).map_err(|_| fmt::Error)?)
+}
+
+impl Subject {
+    /// Appends the subject as a key name writes it: `ip:203.0.113.9`, `key:abc%3A1`.
+    pub fn write_name(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.kind().as_bytes());
+        out.push(b':');
+        match self {
+            Self::Ip(ip) => push_ip(out, *ip),
+            Self::Key(id) | Self::Role(id) => push_escaped(out, id),
+        }
+    }
 }
 
 impl fmt::Display for Subject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.kind())?;
-        f.write_str(":")?;
-        match self {
-            Self::Ip(ip) => write!(f, "{ip}"),
-            Self::Key(id) | Self::Role(id) => write_escaped(f, id),
-        }
+        write_name(f, |out| self.write_name(out))
     }
 }
 
@@ -148,23 +180,35 @@ impl BucketKey {
     }
 }
 
-/// Renders the key as a backend key name: `ip:203.0.113.9`, `key:abc123`,
-/// `endpoint:/inference:key:abc123`. The dimension is omitted when it equals
-/// the subject's kind; `:` and `%` inside ids, roles and scopes are
-/// percent-escaped so distinct keys always render differently.
-impl fmt::Display for BucketKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl BucketKey {
+    /// Appends the key's backend name: `ip:203.0.113.9`, `key:abc123`,
+    /// `endpoint:/inference:key:abc123`. The dimension is omitted when it
+    /// equals the subject's kind; `:` and `%` inside ids, roles and scopes are
+    /// percent-escaped so distinct keys always render differently. Bytes, not
+    /// `core::fmt`: the Redis backend names every bucket of every call.
+    pub fn write_name(&self, out: &mut Vec<u8>) {
+        let dimension = self.dimension.as_str();
         match &self.scope {
             Some(scope) => {
-                write!(f, "{}:", self.dimension)?;
-                write_escaped(f, scope)?;
-                write!(f, ":{}", self.subject)
+                out.extend_from_slice(dimension.as_bytes());
+                out.push(b':');
+                push_escaped(out, scope);
+                out.push(b':');
             }
-            None if self.dimension.as_str() == self.subject.kind() => {
-                write!(f, "{}", self.subject)
+            None if dimension == self.subject.kind() => {}
+            None => {
+                out.extend_from_slice(dimension.as_bytes());
+                out.push(b':');
             }
-            None => write!(f, "{}:{}", self.dimension, self.subject),
         }
+        self.subject.write_name(out);
+    }
+}
+
+/// The key's backend name ([`BucketKey::write_name`]).
+impl fmt::Display for BucketKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_name(f, |out| self.write_name(out))
     }
 }
 

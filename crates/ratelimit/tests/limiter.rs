@@ -595,8 +595,40 @@ fn bucket_keys_render_as_backend_names() {
         BucketKey::endpoint(Arc::from("/a:key"), Subject::Key(Arc::from("50%"))).to_string(),
         "endpoint:/a%3Akey:key:50%25"
     );
+    assert_eq!(
+        BucketKey::key(Arc::from("%:%::")).to_string(),
+        "key:%25%3A%25%3A%3A"
+    );
     assert_eq!(Dimension::Endpoint.as_str(), "endpoint");
     assert_eq!(Dimension::Ip.to_string(), "ip");
+}
+
+/// Addresses are written digit by digit, not by `core::fmt`: every octet width in every
+/// position, and IPv6's compressed and IPv4-mapped forms, read as `IpAddr` writes them (the
+/// names are shared with replicas of earlier versions through Redis).
+#[test]
+fn addresses_in_bucket_names_read_as_std_writes_them() {
+    let octets = [0u8, 1, 9, 10, 42, 99, 100, 199, 200, 255];
+    for (i, &a) in octets.iter().enumerate() {
+        for &b in &octets[i..] {
+            for addr in [[a, b, b, a], [b, a, a, b], [a, a, b, b], [b, b, a, a]] {
+                let ip = IpAddr::from(addr);
+                assert_eq!(BucketKey::ip(ip).to_string(), format!("ip:{ip}"));
+            }
+        }
+    }
+    for text in [
+        "::",
+        "::1",
+        "2001:db8::8:800:200c:417a",
+        "::ffff:192.0.2.128",
+        "fe80::1:2:3:4",
+    ] {
+        let ip: IpAddr = text.parse().unwrap();
+        let mut name = Vec::new();
+        BucketKey::ip(ip).write_name(&mut name);
+        assert_eq!(String::from_utf8(name).unwrap(), format!("ip:{ip}"));
+    }
 }
 
 #[test]
