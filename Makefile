@@ -46,7 +46,8 @@ bench-pipeline:
 	$(CARGO) bench -p infergate-gateway --bench pipeline
 
 ## Instructions per request under callgrind (fast scenario): a before/after figure the machine's
-## noise does not move. `make bench-instructions BINS="old-build new-build"` compares builds.
+## noise does not move. `make bench-instructions BINS="old-build new-build"` compares builds;
+## BENCH_CG_LIMITER=redis counts the Redis limiter's path (a private redis-server).
 bench-instructions:
 	@scripts/bench/instructions.sh $(BINS)
 

@@ -16,6 +16,8 @@
 #
 # Usage: scripts/bench/instructions.sh [GATEWAY_BIN...]   (default: the release build made here)
 #   BENCH_CG_DURATION  measured seconds per binary (default 10)
+#   BENCH_CG_LIMITER   memory (default) or redis: the Redis limiter against a private
+#                      redis-server on CPU 0 (what the Redis path costs the gateway's own core)
 #   BENCH_NO_INSTALL   1 = never call apt-get (fail if valgrind/wrk/nginx/curl are missing)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,6 +25,7 @@ ROOT=$PWD
 # shellcheck source=gateway-setup.sh
 . scripts/bench/gateway-setup.sh
 DURATION=${BENCH_CG_DURATION:-10}
+LIMITER=${BENCH_CG_LIMITER:-memory}
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() {
@@ -31,14 +34,17 @@ die() {
 }
 
 missing=()
-for tool in valgrind callgrind_annotate wrk nginx curl taskset; do
+[[ $LIMITER == memory || $LIMITER == redis ]] || die "BENCH_CG_LIMITER must be memory or redis, got '$LIMITER'"
+tools=(valgrind callgrind_annotate wrk nginx curl taskset)
+[[ $LIMITER == redis ]] && tools+=(redis-server redis-cli)
+for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if ((${#missing[@]})); then
   [[ ${BENCH_NO_INSTALL:-0} == 1 ]] && die "missing tools: ${missing[*]} (BENCH_NO_INSTALL=1)"
-  [[ $(id -u) -eq 0 ]] || die "missing tools: ${missing[*]}; run as root or: sudo apt-get install valgrind wrk nginx-light curl"
-  log "installing valgrind wrk nginx-light curl with apt-get"
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind wrk nginx-light curl >/dev/null ||
+  [[ $(id -u) -eq 0 ]] || die "missing tools: ${missing[*]}; run as root or: sudo apt-get install valgrind wrk nginx-light curl redis-server"
+  log "installing valgrind wrk nginx-light curl redis-server with apt-get"
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind wrk nginx-light curl redis-server >/dev/null ||
     die "apt-get install failed"
 fi
 
@@ -80,16 +86,34 @@ wait_up "http://127.0.0.1:$STUB_PORT/health" || die "the nginx stub did not answ
 
 USER_KEY="igk_bench_user_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
 
+# The Redis limiter's private redis-server, on CPU 0 as make bench runs it (no persistence).
+LIMITER_ENV=()
+if [[ $LIMITER == redis ]]; then
+  REDIS_PORT=$(free_port)
+  taskset -c 0 redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$TMP" --save "" \
+    --appendonly no --daemonize no --loglevel warning >"$TMP/redis.log" 2>&1 &
+  PIDS+=("$!")
+  for ((i = 0; i < 100; i++)); do
+    [[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] && break
+    sleep 0.1
+  done
+  [[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] || die "redis-server did not start: $(tail -n 5 "$TMP/redis.log")"
+  LIMITER_ENV=(RATE_LIMIT_STORAGE=redis "RATE_LIMIT_REDIS_URL=redis://127.0.0.1:$REDIS_PORT")
+fi
+
+printf 'limiter: %s\n' "$LIMITER"
 printf '%-60s %10s %14s\n' "gateway" "requests" "instr/request"
 for bin in "$@"; do
   [[ -x $bin ]] || die "not an executable: $bin"
+  # The gateway runs from $TMP: a relative path would name nothing there.
+  bin=$(realpath "$bin")
   port=$(free_port)
   out=$TMP/callgrind.out
   rm -f "$out"*
   gateway_setup "$TMP" "$port" "$STUB_PORT" "$USER_KEY:user" https://app.bench.example
   (
     cd "$TMP"
-    exec env -i "${GATEWAY_ENV[@]}" \
+    exec env -i "${GATEWAY_ENV[@]}" "${LIMITER_ENV[@]}" \
       taskset -c 1 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
       "$bin" --config "$TMP/gateway.yaml"
   ) >"$TMP/gateway.log" 2>&1 &
