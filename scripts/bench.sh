@@ -6,6 +6,10 @@
 #   nginx            wrk -> nginx (scripts/bench/nginx-gateway.conf.template: API keys by `map`
 #                    from X-API-Key and Bearer, limit_req per key and per IP, the security headers,
 #                    CORS for one origin, keep-alive upstream pool, buffered JSON access log)
+#   floor            wrk -> the gateway's parts with none of its policies
+#                    (services/gateway/examples/floor.rs: the same HTTP server, upstream pool and
+#                    header copying, no checks, no access log): what the parts cost, so that the
+#                    gateway's row minus this one is what its pipeline costs
 #   infergate        wrk -> infergate-gateway, RATE_LIMIT_STORAGE=memory
 #   infergate-redis  the same with RATE_LIMIT_STORAGE=redis (a private redis-server)
 # The gateway runs with every policy on: key auth, per-key and endpoint limits (raised so nothing
@@ -39,6 +43,7 @@
 #   BENCH_ROUNDS       rounds of every scenario (default 3; 0 = only the once-off figures)
 #   BENCH_SCENARIOS    which scenarios, space separated (default "fast slow models")
 #   BENCH_REDIS        1 (default) also measures the Redis limiter; 0 skips it
+#   BENCH_FLOOR        1 (default) also measures the floor (the gateway's parts, no policies); 0 skips it
 #   BENCH_EXTRAS       1 (default) the memory figures and the denied path; 0 skips them
 #   BENCH_THREADS      wrk -t (default 2: one wrk thread cannot keep 256 connections busy)
 #   BENCH_REDIS_TIMEOUT_MS  RATE_LIMIT_REDIS_TIMEOUT_MS of every gateway (default 50)
@@ -64,6 +69,7 @@ WARMUP=${BENCH_WARMUP:-2s}
 ROUNDS=${BENCH_ROUNDS:-3}
 SCENARIOS=${BENCH_SCENARIOS:-fast slow models}
 WITH_REDIS=${BENCH_REDIS:-1}
+WITH_FLOOR=${BENCH_FLOOR:-1}
 WITH_EXTRAS=${BENCH_EXTRAS:-1}
 THREADS=${BENCH_THREADS:-2}
 REDIS_TIMEOUT_MS=${BENCH_REDIS_TIMEOUT_MS:-50}
@@ -82,6 +88,7 @@ die() {
 [[ $ROUNDS =~ ^[0-9]+$ ]] || die "BENCH_ROUNDS must be a whole number (0: only the memory figures), got '$ROUNDS'"
 [[ $THREADS =~ ^[1-9][0-9]*$ ]] || die "BENCH_THREADS must be a positive integer, got '$THREADS'"
 [[ $WITH_REDIS == 0 || $WITH_REDIS == 1 ]] || die "BENCH_REDIS must be 0 or 1, got '$WITH_REDIS'"
+[[ $WITH_FLOOR == 0 || $WITH_FLOOR == 1 ]] || die "BENCH_FLOOR must be 0 or 1, got '$WITH_FLOOR'"
 [[ $WITH_EXTRAS == 0 || $WITH_EXTRAS == 1 ]] || die "BENCH_EXTRAS must be 0 or 1, got '$WITH_EXTRAS'"
 [[ $REDIS_TIMEOUT_MS =~ ^[1-9][0-9]*$ ]] || die "BENCH_REDIS_TIMEOUT_MS must be a positive integer, got '$REDIS_TIMEOUT_MS'"
 for s in $SCENARIOS; do
@@ -228,10 +235,12 @@ fi
 log "cargo build --release (gateway, dev upstream, the limiter's million_clients example)"
 cargo build --release -p infergate-gateway -p infergate-dev-upstream --bins
 cargo build --release -p infergate-ratelimit --example million_clients
+cargo build --release -p infergate-gateway --example floor
 GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$ROOT/target/release/infergate-gateway}
+FLOOR_BIN=$ROOT/target/release/examples/floor
 UPSTREAM_BIN=$ROOT/target/release/infergate-dev-upstream
 MILLION_BIN=$ROOT/target/release/examples/million_clients
-[[ -x $GATEWAY_BIN && -x $UPSTREAM_BIN && -x $MILLION_BIN ]] || die "release binaries not found under target/release"
+[[ -x $GATEWAY_BIN && -x $UPSTREAM_BIN && -x $MILLION_BIN && -x $FLOOR_BIN ]] || die "release binaries not found under target/release"
 
 # ---------------------------------------------------------------------------------------------
 # Process management: everything started here is killed on exit, success or failure.
@@ -454,6 +463,19 @@ start_nginx() { # UPSTREAM_PORT
   wait_ready "nginx" "$master" "http://127.0.0.1:$PROXY_PORT/health" "$TMP/nginx-error.log"
   PROXY_PIDS=("$master" $(pgrep -P "$master" || true))
   PROXY_LOG=$TMP/nginx-access.log
+}
+
+# start_floor UPSTREAM_PORT: the gateway's parts without its policies (examples/floor.rs).
+start_floor() {
+  pick_port
+  PROXY_PORT=$PICKED_PORT
+  PROXY_NAME=floor
+  "${PIN_PROXY[@]}" "$FLOOR_BIN" "127.0.0.1:$PROXY_PORT" "http://127.0.0.1:$1" >"$TMP/floor.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  wait_ready "floor" "$pid" "http://127.0.0.1:$PROXY_PORT/health" "$TMP/floor.log"
+  PROXY_PIDS=("$pid")
+  PROXY_LOG=
 }
 
 # start_gateway NAME UPSTREAM_PORT [VAR=VALUE ...]: one gateway with every policy on, plus the
@@ -688,7 +710,9 @@ if ((WITH_REDIS)); then
   REDIS_VERSION=$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')
   REDIS_ENV=(RATE_LIMIT_STORAGE=redis "RATE_LIMIT_REDIS_URL=redis://127.0.0.1:$REDIS_PORT")
 fi
-TARGETS=(direct nginx infergate)
+TARGETS=(direct nginx)
+((WITH_FLOOR)) && TARGETS+=(floor)
+TARGETS+=(infergate)
 ((WITH_REDIS)) && TARGETS+=(infergate-redis)
 
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -702,6 +726,13 @@ for ((round = 1; round <= ROUNDS; round++)); do
           continue
           ;;
         nginx) start_nginx "$up" ;;
+        floor)
+          # No checks to verify and no access log: measured, then stopped.
+          start_floor "$up"
+          run_wrk "$round" "$scenario" floor "http://127.0.0.1:$PROXY_PORT"
+          stop_pid "${PROXY_PIDS[0]}"
+          continue
+          ;;
         infergate) start_gateway infergate "$up" RATE_LIMIT_STORAGE=memory ;;
         infergate-redis) start_gateway infergate-redis "$up" "${REDIS_ENV[@]}" ;;
       esac

@@ -15,7 +15,7 @@ SCENARIOS = {
     "slow": "POST /v1/chat/completions, 256 connections, dev upstream with 50 ms latency",
     "models": "GET /v1/models, 32 connections, dev upstream (no latency)",
 }
-TARGETS = ["direct", "nginx", "infergate", "infergate-redis"]
+TARGETS = ["direct", "nginx", "floor", "infergate", "infergate-redis"]
 SATURATED = 95  # % busy: the core set the pace
 
 
@@ -122,6 +122,23 @@ def main():
             and num(r["cpu_us_per_req"])
             and num(mem_by_round[r["round"]]["cpu_us_per_req"]) is not None
         ]
+        # What the pipeline costs: the gateway's CPU per request over the floor's (its parts
+        # without the policies), round by round, and the user-space part of that difference.
+        floor_by_round = {r["round"]: r for r in by.get((scen, "floor"), [])}
+        pipe, pipe_user = [], []
+        for r in by.get((scen, "infergate"), []):
+            f = floor_by_round.get(r["round"])
+            if f is None:
+                continue
+            g_cpu, f_cpu = num(r["cpu_us_per_req"]), num(f["cpu_us_per_req"])
+            g_sys, f_sys = num(r.get("sys_us_per_req")), num(f.get("sys_us_per_req"))
+            if g_cpu is not None and f_cpu is not None:
+                pipe.append(g_cpu - f_cpu)
+                if g_sys is not None and f_sys is not None:
+                    pipe_user.append((g_cpu - g_sys) - (f_cpu - f_sys))
+        if pipe:
+            user = f", {med(pipe_user):.1f} of it user space" if pipe_user else ""
+            print(f"  pipeline (infergate minus floor): {med(pipe):.1f} us CPU a request{spread(pipe, '{:.1f}')}{user}")
         lines = [num(r["log_lines"]) for r in by.get((scen, "infergate"), []) + redis_rows]
         reqs = [num(r["requests"]) for r in by.get((scen, "infergate"), []) + redis_rows]
         if rm:
