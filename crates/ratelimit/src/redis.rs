@@ -102,9 +102,11 @@ use crate::{Guarded, RateLimitError, RateLimiter};
 
 mod deny;
 mod pool;
+mod reply;
 
 use self::deny::LocalCache;
 use self::pool::Manager;
+use self::reply::{Integers, stored, unsigned};
 
 /// Upper bound of the random extra TTL given to a bucket when its window starts.
 pub const TTL_JITTER_MAX_MS: u64 = 1_000;
@@ -393,9 +395,13 @@ impl RedisLimiter {
         buf.extend_from_slice(b"ms");
     }
 
-    /// The Redis key holding a lease's slots: a sorted set of lease ids scored by expiry.
-    pub fn lease_key_name(&self, lease: &crate::Lease) -> String {
-        format!("{}{}", self.key_prefix, lease.key)
+    /// The Redis key holding a lease's slots (a sorted set of lease ids scored by expiry),
+    /// written into `buf` (cleared first) as [`write_key_name`](Self::write_key_name) writes a
+    /// bucket's.
+    fn write_lease_key_name(&self, buf: &mut Vec<u8>, lease: &crate::Lease) {
+        buf.clear();
+        buf.extend_from_slice(self.key_prefix.as_bytes());
+        lease.key.write_name(buf);
     }
 
     /// The clock argument of the scripts: `None` (sent as `""`) asks for Redis `TIME`.
@@ -418,7 +424,7 @@ impl RedisLimiter {
         self.jitter_seed.hash_one(n) % (TTL_JITTER_MAX_MS + 1)
     }
 
-    /// Runs one of our scripts and returns its integers ([`Integers`]), within
+    /// Runs one of our scripts and returns its integers ([`reply::Integers`]), within
     /// the per-call deadline; see the module doc for retries. `fill` writes the
     /// call's key count, keys and arguments after `EVALSHA <sha>`.
     async fn run_script<F>(
@@ -498,77 +504,6 @@ impl RedisLimiter {
     /// Redis's clock from the replies it saw.
     fn local_clock(&self) -> Option<&dyn Clock> {
         self.clock.as_deref()
-    }
-}
-
-/// A script's integers: an array of them, or (check.lua, the hot one) one bulk string of them
-/// separated by spaces, which redis-rs parses in one step where an array costs it a parser
-/// step per element.
-struct Integers(Vec<i64>);
-
-impl ::redis::FromRedisValue for Integers {
-    fn from_redis_value(v: ::redis::Value) -> Result<Self, ::redis::ParsingError> {
-        match v {
-            ::redis::Value::BulkString(bytes) => parse_integers(&bytes)
-                .map(Integers)
-                .ok_or_else(|| ::redis::ParsingError::from("script reply is not integers")),
-            other => Vec::<i64>::from_redis_value(other).map(Integers),
-        }
-    }
-}
-
-/// Decimal integers separated by single spaces (`1 1765000000000 -1 1 ...`), each an optional
-/// `-` and 1 to 19 digits that fit an `i64`; anything else is `None`. By hand into a vector
-/// sized once: splitting the text and parsing each piece grew the vector four times a call.
-fn parse_integers(text: &[u8]) -> Option<Vec<i64>> {
-    let mut out = Vec::with_capacity(text.iter().filter(|&&b| b == b' ').count() + 1);
-    for field in text.split(|&b| b == b' ') {
-        let (negative, digits) = match field {
-            [b'-', rest @ ..] => (true, rest),
-            _ => (false, field),
-        };
-        if digits.is_empty() {
-            return None;
-        }
-        let mut value: i64 = 0;
-        for &d in digits {
-            if !d.is_ascii_digit() {
-                return None;
-            }
-            let digit = i64::from(d - b'0');
-            // Negative values accumulate downwards, so i64::MIN parses too.
-            value = value.checked_mul(10)?;
-            value = if negative {
-                value.checked_sub(digit)?
-            } else {
-                value.checked_add(digit)?
-            };
-        }
-        out.push(value);
-    }
-    Some(out)
-}
-
-/// Converts a script's integers to the non-negative values they must be.
-fn unsigned(values: &[i64]) -> Result<Vec<u64>, RateLimitError> {
-    values
-        .iter()
-        .map(|&v| u64::try_from(v).map_err(|_| unavailable("unexpected script reply")))
-        .collect()
-}
-
-/// A bucket as stored: `exists, s, c, p` from a script reply. The scripts
-/// only report window starts on the period's grid; anything else would break
-/// window.rs's arithmetic, so it is refused rather than trusted.
-fn stored(fields: &[u64], grid: Grid) -> Result<Option<Window>, RateLimitError> {
-    match *fields {
-        [0, _, _, _] => Ok(None),
-        [1, start_ms, current, previous] if grid.on_grid(start_ms) => Ok(Some(Window {
-            start_ms,
-            current,
-            previous,
-        })),
-        _ => Err(unavailable("unexpected script reply")),
     }
 }
 
@@ -701,7 +636,8 @@ impl RateLimiter for RedisLimiter {
                 cmd.arg(&name[..]);
             }
             if let Some(lease) = settlement.release {
-                cmd.arg(self.lease_key_name(lease));
+                self.write_lease_key_name(&mut name, lease);
+                cmd.arg(&name[..]);
             }
             arg_now(cmd, now);
             cmd.arg(settlement.adjustments.len());
@@ -723,7 +659,9 @@ impl RateLimiter for RedisLimiter {
     async fn renew(&self, lease: &crate::Lease) -> Result<(), RateLimitError> {
         let now = self.now_arg()?;
         let fill = |cmd: &mut Cmd| {
-            cmd.arg(1).arg(self.lease_key_name(lease));
+            let mut name = Vec::with_capacity(96);
+            self.write_lease_key_name(&mut name, lease);
+            cmd.arg(1).arg(&name[..]);
             arg_now(cmd, now);
             cmd.arg(lease.id).arg(lease.ttl_ms());
         };
@@ -735,8 +673,7 @@ impl RateLimiter for RedisLimiter {
 
 impl RedisLimiter {
     /// One run of the check script over `checks`, of which the first `guards` are only
-    /// required to admit, never charged.
-    /// and a concurrency slot taken when `lease` is given. Returns the decision, the lease's
+    /// required to admit, never charged, and a concurrency slot taken when `lease` is given. Returns the decision, the lease's
     /// status and the instant the script judged at.
     async fn decide(
         &self,
@@ -754,7 +691,8 @@ impl RedisLimiter {
                 cmd.arg(&name[..]);
             }
             if let Some(lease) = lease {
-                cmd.arg(self.lease_key_name(lease));
+                self.write_lease_key_name(&mut name, lease);
+                cmd.arg(&name[..]);
             }
             arg_now(cmd, now);
             cmd.arg(jitter).arg(guards).arg(checks.len());
@@ -904,44 +842,20 @@ mod tests {
             other.key_name(&ip),
             "{staging:eu:rl}:ip:203.0.113.9:60000ms"
         );
-    }
-
-    #[test]
-    fn script_replies_parse_as_std_parses_them_and_nothing_else() {
-        let std_parse = |text: &str| {
-            text.split(' ')
-                .map(|n| n.parse::<i64>().unwrap())
-                .collect::<Vec<_>>()
+        // A lease's slots: the prefix and the key's name, no period.
+        let lease = crate::Lease {
+            key: BucketKey::new(
+                crate::Dimension::Concurrency,
+                crate::Subject::Key(Arc::from("k:1")),
+            ),
+            cap: 2,
+            id: 7,
+            ttl: std::time::Duration::from_secs(30),
+            shadow: false,
         };
-        for text in [
-            "0",
-            "1 1765000000000 -1 1 1765000000000 7 3 1",
-            "-9223372036854775808 9223372036854775807 -0 007",
-            "9007199254740991 -1 0 0 0",
-        ] {
-            assert_eq!(
-                parse_integers(text.as_bytes()),
-                Some(std_parse(text)),
-                "{text}"
-            );
-        }
-        for bad in [
-            "",
-            " ",
-            "1  2",
-            "1 ",
-            " 1",
-            "-",
-            "+1",
-            "1a",
-            "1.0",
-            "--1",
-            "9223372036854775808",
-            "-9223372036854775809",
-            "99999999999999999999",
-        ] {
-            assert_eq!(parse_integers(bad.as_bytes()), None, "{bad:?}");
-        }
+        let mut name = vec![b'x'];
+        limiter.write_lease_key_name(&mut name, &lease);
+        assert_eq!(name, b"{infergate:rl}:concurrency:key:k%3A1");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use actix_web::body::{BoxBody, SizedStream};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use bytes::BytesMut;
 use futures_util::StreamExt;
+use infergate_gateway::proxy::is_hop_by_hop_name;
 use infergate_gateway::upstream::{Body, Pool, PoolConfig, header_pair, response_body};
 
 #[global_allocator]
@@ -27,20 +28,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Headers of one connection, not of the message: not forwarded either way.
+/// Not forwarded either way: the connection's own headers (as the proxy judges them by name)
+/// and the framing, which each side sets for itself.
 fn hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-            | "content-length"
-    )
+    is_hop_by_hop_name(name) || name == "host" || name == "content-length"
 }
 
 fn bad_gateway() -> Response<BoxBody> {

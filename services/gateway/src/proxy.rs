@@ -31,7 +31,7 @@ use crate::upstream::{Body as Outgoing, Pool, header_pair};
 use crate::validate::{check_body, check_models, parse_json};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-fn is_hop_by_hop_name(name: &str) -> bool {
+pub fn is_hop_by_hop_name(name: &str) -> bool {
     matches!(
         name,
         "connection"
