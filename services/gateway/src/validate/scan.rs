@@ -1,9 +1,12 @@
 //! Attack signatures in the path, query string and headers (see [`super`]): the [`Scanner`].
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::hash::BuildHasher;
 
 use percent_encoding::percent_decode_str;
 use regex::RegexSet;
+use thread_local::ThreadLocal;
 
 use crate::error::GatewayError;
 
@@ -44,6 +47,72 @@ pub struct Scanner {
     sqli: RegexSet,
     xss: RegexSet,
     traversal: RegexSet,
+    /// Paths and header values each worker thread found clean lately ([`Seen`]).
+    seen: ThreadLocal<RefCell<Seen>>,
+}
+
+/// What was scanned: the same bytes get different verdicts as a path (traversal counts) and as
+/// a header value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Path,
+    Header,
+}
+
+/// Slots of a thread's [`Seen`] table.
+const SEEN_SLOTS: usize = 256;
+/// Longer values are always scanned: the table's memory stays under 256 × 256 bytes a thread.
+const SEEN_MAX_LEN: usize = 256;
+
+/// Values a worker thread found clean lately. A client sends the same path and the same
+/// `Content-Type`, `Origin`, `User-Agent` and SDK headers on every request, and a verdict is a
+/// function of the bytes alone, so a value found clean is not scanned again while it stays here.
+///
+/// Direct-mapped: a value hashes (with a per-process random seed) to one slot, and a different
+/// clean value hashing there replaces it. Only clean verdicts are kept and a hit compares kind
+/// and bytes exactly, so the table can save a scan but never change a verdict: a flood of new
+/// values only evicts entries, and each of them is scanned as it would be without the table.
+#[derive(Debug)]
+struct Seen {
+    hasher: foldhash::fast::RandomState,
+    slots: Box<[Option<Clean>]>,
+}
+
+/// A value found clean, and as what.
+#[derive(Clone, Debug)]
+struct Clean {
+    kind: Kind,
+    value: Box<[u8]>,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Seen {
+            hasher: foldhash::fast::RandomState::default(),
+            slots: vec![None; SEEN_SLOTS].into_boxed_slice(),
+        }
+    }
+}
+
+impl Seen {
+    fn slot(&self, kind: Kind, value: &[u8]) -> usize {
+        // SEEN_SLOTS is a power of two: the low bits of the hash pick the slot.
+        (self.hasher.hash_one((kind, value)) as usize) & (SEEN_SLOTS - 1)
+    }
+
+    fn holds(&self, kind: Kind, value: &[u8]) -> bool {
+        matches!(&self.slots[self.slot(kind, value)], Some(c) if c.kind == kind && *c.value == *value)
+    }
+
+    fn remember(&mut self, kind: Kind, value: &[u8]) {
+        if value.len() <= SEEN_MAX_LEN {
+            let i = self.slot(kind, value);
+            self.slots[i] = Some(Clean {
+                kind,
+                value: value.into(),
+            });
+        }
+    }
 }
 
 impl Default for Scanner {
@@ -83,7 +152,24 @@ impl Scanner {
             sqli: build(SQLI),
             xss: build(XSS),
             traversal: build(TRAVERSAL),
+            seen: ThreadLocal::new(),
         }
+    }
+
+    /// `scan`'s verdict on `value`, skipped for a value this thread found clean lately.
+    fn judged(
+        &self,
+        kind: Kind,
+        value: &[u8],
+        scan: impl FnOnce() -> Result<(), GatewayError>,
+    ) -> Result<(), GatewayError> {
+        let seen = self.seen.get_or_default();
+        if seen.borrow().holds(kind, value) {
+            return Ok(());
+        }
+        scan()?;
+        seen.borrow_mut().remember(kind, value);
+        Ok(())
     }
 
     fn category(&self, text: &str, traversal: bool) -> Option<&'static str> {
@@ -107,14 +193,16 @@ impl Scanner {
 
     /// Scans a raw request path.
     pub fn scan_path(&self, raw_path: &str) -> Result<(), GatewayError> {
-        let text = decoded(raw_path, false);
-        match self.category(&text, true) {
-            Some(category) => Err(GatewayError::SuspiciousInput {
-                location: "path",
-                category,
-            }),
-            None => Ok(()),
-        }
+        self.judged(Kind::Path, raw_path.as_bytes(), || {
+            let text = decoded(raw_path, false);
+            match self.category(&text, true) {
+                Some(category) => Err(GatewayError::SuspiciousInput {
+                    location: "path",
+                    category,
+                }),
+                None => Ok(()),
+            }
+        })
     }
 
     /// Scans a raw query string, skipping the credential parameter (keys are checked elsewhere and
@@ -144,19 +232,21 @@ impl Scanner {
 
     /// Scans a header value.
     pub fn scan_header(&self, value: &[u8]) -> Result<(), GatewayError> {
-        // Nearly every value is valid UTF-8 (ASCII): validating is cheaper than the lossy walk.
-        let text = match std::str::from_utf8(value) {
-            Ok(text) => Cow::Borrowed(text),
-            Err(_) => String::from_utf8_lossy(value),
-        };
-        let text = decoded(&text, false);
-        match self.category(&text, false) {
-            Some(category) => Err(GatewayError::SuspiciousInput {
-                location: "headers",
-                category,
-            }),
-            None => Ok(()),
-        }
+        self.judged(Kind::Header, value, || {
+            // Nearly every value is valid UTF-8 (ASCII): validating is cheaper than the lossy walk.
+            let text = match std::str::from_utf8(value) {
+                Ok(text) => Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(value),
+            };
+            let text = decoded(&text, false);
+            match self.category(&text, false) {
+                Some(category) => Err(GatewayError::SuspiciousInput {
+                    location: "headers",
+                    category,
+                }),
+                None => Ok(()),
+            }
+        })
     }
 }
 
@@ -198,5 +288,49 @@ mod tests {
         );
         assert!(s.scan_header(b"<script>alert(1)</script>").is_err());
         assert!(s.scan_header(b"1; DROP TABLE users").is_err());
+    }
+
+    /// The table of values found clean saves scans, never verdicts: each value gets the verdict
+    /// of a scanner that has seen nothing, however often and in whatever order values come, with
+    /// far more values than slots (so entries collide and replace each other), and a value found
+    /// clean as a header is still judged again as a path.
+    #[test]
+    fn values_seen_clean_keep_their_verdicts() {
+        let s = Scanner::new();
+        let mut headers: Vec<Vec<u8>> = vec![
+            b"application/json".to_vec(),
+            b"../../etc/passwd".to_vec(),
+            b"<script>alert(1)</script>".to_vec(),
+            b"1; DROP TABLE users".to_vec(),
+            b"OpenAI/Python 1.54.0".to_vec(),
+            vec![b'a'; SEEN_MAX_LEN + 1],
+        ];
+        headers.extend((0..4 * SEEN_SLOTS).map(|i| format!("value-{i}").into_bytes()));
+        headers.extend((0..SEEN_SLOTS).map(|i| format!("x{i}' OR '1'='1").into_bytes()));
+        let verdict = |v: &[u8]| Scanner::new().scan_header(v).is_ok();
+        let expected: Vec<bool> = headers.iter().map(|v| verdict(v)).collect();
+        assert!(expected.contains(&false) && expected.contains(&true));
+        for round in 0..3 {
+            for (i, v) in headers.iter().enumerate().rev().skip(round) {
+                assert_eq!(
+                    s.scan_header(v).is_ok(),
+                    expected[i],
+                    "round {round}, header {i}"
+                );
+            }
+        }
+        // And it does save them: a clean value just scanned is held, a refused one never.
+        let held = |kind, v: &[u8]| s.seen.get().is_some_and(|t| t.borrow().holds(kind, v));
+        assert!(s.scan_header(b"application/json").is_ok());
+        assert!(held(Kind::Header, b"application/json"));
+        assert!(!held(Kind::Path, b"application/json"));
+        assert!(s.scan_header(b"1; DROP TABLE users").is_err());
+        assert!(!held(Kind::Header, b"1; DROP TABLE users"));
+        // Clean as a header (traversal is a property of paths), refused as a path, both ways.
+        assert!(s.scan_header(b"/v1/../admin").is_ok());
+        assert!(s.scan_path("/v1/../admin").is_err());
+        assert!(s.scan_path("/v1/chat/completions").is_ok());
+        assert!(s.scan_header(b"/v1/chat/completions").is_ok());
+        assert!(s.scan_path("/v1/../admin").is_err());
     }
 }
