@@ -1,6 +1,6 @@
 //! The JSON log line (`LOG_FORMAT=json`): the shape of tracing-subscriber's JSON formatter with
-//! `flatten_event(true)` and no target — `{"timestamp":…,"level":…,<fields in order>}` — written
-//! straight into the line buffer.
+//! `flatten_event(true)` and no target — `{"timestamp":…,"level":…,<fields in order>}` — built in
+//! a per-thread line buffer with direct writes and handed to the log writer in one piece.
 //!
 //! Written by hand because tracing-subscriber's formatter builds every line through serde: a
 //! `String` for the timestamp, another for each `%`/`?` field it formats before escaping it, and
@@ -35,31 +35,59 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        // Records bridged from the `log` crate have their level in their metadata too; their
-        // `log.*` fields (target, module, file) are left out, as tracing-subscriber leaves them.
-        let meta = event.metadata();
-        writer.write_str("{\"timestamp\":\"")?;
-        write_timestamp(&mut writer, SystemTime::now())?;
-        writer.write_str("\",\"level\":\"")?;
-        writer.write_str(meta.level().as_str())?;
-        writer.write_char('"')?;
-        let mut fields = Fields {
-            out: &mut writer,
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result?;
-        writer.write_str("}\n")
+        LINE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut line) => {
+                line.clear();
+                let written = write_line(&mut *line, event).and_then(|()| writer.write_str(&line));
+                if line.capacity() > LINE_KEPT {
+                    *line = String::new();
+                }
+                written
+            }
+            // The buffer in use: an event formatted while this thread formats another. tracing
+            // does not dispatch an event logged from inside another's formatting, so this is a
+            // guard against a panic, not a path taken.
+            Err(_) => write_line(&mut writer, event),
+        })
     }
 }
 
+thread_local! {
+    /// The line being formatted on this thread. Built here with direct `String` writes and
+    /// handed to the writer whole: each of a line's ~40 pieces written through the `Writer`
+    /// was a dynamic call (docs/performance.md).
+    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// A line buffer grown past this (one huge line) is not kept for the next.
+const LINE_KEPT: usize = 16 * 1024;
+
+/// `{"timestamp":…,"level":…,<fields>}` and the newline.
+fn write_line(out: &mut impl Write, event: &Event<'_>) -> fmt::Result {
+    // Records bridged from the `log` crate have their level in their metadata too; their
+    // `log.*` fields (target, module, file) are left out, as tracing-subscriber leaves them.
+    let meta = event.metadata();
+    out.write_str("{\"timestamp\":\"")?;
+    write_timestamp(out, SystemTime::now())?;
+    out.write_str("\",\"level\":\"")?;
+    out.write_str(meta.level().as_str())?;
+    out.write_char('"')?;
+    let mut fields = Fields {
+        out,
+        result: Ok(()),
+    };
+    event.record(&mut fields);
+    fields.result?;
+    out.write_str("}\n")
+}
+
 /// Writes each field as `,"name":value`.
-struct Fields<'a, 'w> {
-    out: &'a mut Writer<'w>,
+struct Fields<'a, W: Write> {
+    out: &'a mut W,
     result: fmt::Result,
 }
 
-impl Fields<'_, '_> {
+impl<W: Write> Fields<'_, W> {
     /// The field's key, or `None` for the ones the line leaves out.
     fn key(&mut self, field: &Field) -> Option<()> {
         let name = field.name();
@@ -93,7 +121,7 @@ fn is_clean(s: &str) -> bool {
     !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
-impl Visit for Fields<'_, '_> {
+impl<W: Write> Visit for Fields<'_, W> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if self.key(field).is_some() {
             self.result = (|| {
