@@ -767,6 +767,33 @@ async fn foreign_data_in_a_bucket_is_survived() {
         assert_eq!(limiter.peek(&check).await.unwrap().remaining, 2);
     }
 
+    // In the current window each stored count is read too, so each is judged: garbage in `c`
+    // or `p` makes the bucket empty as well (a `c` of -1 taken as it is would leave 3).
+    let start = (T0 + 5_000) / 60_000 * 60_000;
+    for (i, (c, p)) in [
+        ("-1", "0"),
+        ("1.5", "0"),
+        ("x", "0"),
+        ("0", "x"),
+        ("0", "2.5"),
+        ("0", "-7"),
+        ("0", "1e300"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let check = key_check(&format!("junk-now{i}"), spec(3, 60));
+        let _: () = redis::cmd("HSET")
+            .arg(limiter.key_name(&check))
+            .arg(&["s", &start.to_string(), "c", c, "p", p][..])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let d = limiter.check(std::slice::from_ref(&check)).await.unwrap();
+        assert!(d.allowed, "c={c} p={p}");
+        assert_eq!(d.statuses[0].remaining, 2, "c={c} p={p}");
+    }
+
     let wrong_type = key_check("string", spec(3, 60));
     let _: () = redis::cmd("SET")
         .arg(limiter.key_name(&wrong_type))

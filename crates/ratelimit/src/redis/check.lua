@@ -152,7 +152,8 @@ if allowed then
       local c = v.cur + v.cost
       if v.exists == 1 and v.s == v.start and v.p == v.prev then
         -- The window it holds: only the count changes (HSET leaves the TTL).
-        redis.call('HSET', key, 'c', int(c))
+        -- (string.format itself, not int(): one call fewer on every check.)
+        redis.call('HSET', key, 'c', string.format('%d', c))
       else
         redis.call('HSET', key, 's', int(v.start), 'c', int(c), 'p', int(v.prev))
         if v.exists == 0 or v.s ~= v.start then
