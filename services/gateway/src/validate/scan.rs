@@ -2,10 +2,11 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 
 use percent_encoding::percent_decode_str;
 use regex::RegexSet;
+use siphasher::sip128::{Hasher128, SipHasher13};
 use thread_local::ThreadLocal;
 
 use crate::error::GatewayError;
@@ -53,65 +54,70 @@ pub struct Scanner {
 
 /// What was scanned: the same bytes get different verdicts as a path (traversal counts) and as
 /// a header value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
-    Path,
-    Header,
+    Path = 0,
+    Header = 1,
 }
 
-/// Slots of a thread's [`Seen`] table.
+/// Slots of a thread's [`Seen`] table (a power of two: a fingerprint's low bits pick the slot).
 const SEEN_SLOTS: usize = 256;
-/// Longer values are always scanned: the table's memory stays under 256 × 256 bytes a thread.
-const SEEN_MAX_LEN: usize = 256;
 
 /// Values a worker thread found clean lately. A client sends the same path and the same
 /// `Content-Type`, `Origin`, `User-Agent` and SDK headers on every request, and a verdict is a
 /// function of the bytes alone, so a value found clean is not scanned again while it stays here.
 ///
-/// Direct-mapped: a value hashes (with a per-process random seed) to one slot, and a different
-/// clean value hashing there replaces it. Only clean verdicts are kept and a hit compares kind
-/// and bytes exactly, so the table can save a scan but never change a verdict: a flood of new
-/// values only evicts entries, and each of them is scanned as it would be without the table.
-#[derive(Debug)]
+/// A value is kept as a fingerprint, never as its bytes: a header the scanner reads may carry a
+/// secret (`Proxy-Authorization`, an upstream's own token), which must not outlive its request
+/// in memory. The fingerprint is SipHash-1-3 with a 128-bit output and a random key per thread
+/// (as the memory limiter fingerprints its buckets): nobody without the key can make a value
+/// that shares a clean one's fingerprint, and two values sharing one by chance is a 2^-128 event.
+///
+/// Direct-mapped: a fingerprint's low bits pick its slot, and a different clean value landing
+/// there replaces it. Only clean verdicts are kept, so the table can save a scan but never change
+/// a verdict: a flood of new values only evicts entries, each of them scanned as it would be
+/// without the table. 256 slots of 32 bytes a thread.
 struct Seen {
-    hasher: foldhash::fast::RandomState,
-    slots: Box<[Option<Clean>]>,
+    key: (u64, u64),
+    slots: Box<[Option<u128>]>,
 }
 
-/// A value found clean, and as what.
-#[derive(Clone, Debug)]
-struct Clean {
-    kind: Kind,
-    value: Box<[u8]>,
+impl std::fmt::Debug for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the key.
+        f.debug_struct("Seen").finish_non_exhaustive()
+    }
 }
 
 impl Default for Seen {
     fn default() -> Self {
+        // std's `RandomState` is keyed from the OS; two of its outputs make this table's key.
+        let random = std::hash::RandomState::new();
         Seen {
-            hasher: foldhash::fast::RandomState::default(),
+            key: (random.hash_one(0u8), random.hash_one(1u8)),
             slots: vec![None; SEEN_SLOTS].into_boxed_slice(),
         }
     }
 }
 
 impl Seen {
-    fn slot(&self, kind: Kind, value: &[u8]) -> usize {
-        // SEEN_SLOTS is a power of two: the low bits of the hash pick the slot.
-        (self.hasher.hash_one((kind, value)) as usize) & (SEEN_SLOTS - 1)
+    fn fingerprint(&self, kind: Kind, value: &[u8]) -> u128 {
+        let mut hasher = SipHasher13::new_with_keys(self.key.0, self.key.1);
+        hasher.write_u8(kind as u8);
+        hasher.write(value);
+        hasher.finish128().as_u128()
     }
 
-    fn holds(&self, kind: Kind, value: &[u8]) -> bool {
-        matches!(&self.slots[self.slot(kind, value)], Some(c) if c.kind == kind && *c.value == *value)
+    fn slot(fingerprint: u128) -> usize {
+        (fingerprint as usize) & (SEEN_SLOTS - 1)
     }
 
-    fn remember(&mut self, kind: Kind, value: &[u8]) {
-        if value.len() <= SEEN_MAX_LEN {
-            let i = self.slot(kind, value);
-            self.slots[i] = Some(Clean {
-                kind,
-                value: value.into(),
-            });
-        }
+    fn holds(&self, fingerprint: u128) -> bool {
+        self.slots[Self::slot(fingerprint)] == Some(fingerprint)
+    }
+
+    fn remember(&mut self, fingerprint: u128) {
+        self.slots[Self::slot(fingerprint)] = Some(fingerprint);
     }
 }
 
@@ -164,11 +170,12 @@ impl Scanner {
         scan: impl FnOnce() -> Result<(), GatewayError>,
     ) -> Result<(), GatewayError> {
         let seen = self.seen.get_or_default();
-        if seen.borrow().holds(kind, value) {
+        let fingerprint = seen.borrow().fingerprint(kind, value);
+        if seen.borrow().holds(fingerprint) {
             return Ok(());
         }
         scan()?;
-        seen.borrow_mut().remember(kind, value);
+        seen.borrow_mut().remember(fingerprint);
         Ok(())
     }
 
@@ -303,7 +310,7 @@ mod tests {
             b"<script>alert(1)</script>".to_vec(),
             b"1; DROP TABLE users".to_vec(),
             b"OpenAI/Python 1.54.0".to_vec(),
-            vec![b'a'; SEEN_MAX_LEN + 1],
+            vec![b'a'; 4096],
         ];
         headers.extend((0..4 * SEEN_SLOTS).map(|i| format!("value-{i}").into_bytes()));
         headers.extend((0..SEEN_SLOTS).map(|i| format!("x{i}' OR '1'='1").into_bytes()));
@@ -320,7 +327,12 @@ mod tests {
             }
         }
         // And it does save them: a clean value just scanned is held, a refused one never.
-        let held = |kind, v: &[u8]| s.seen.get().is_some_and(|t| t.borrow().holds(kind, v));
+        let held = |kind, v: &[u8]| {
+            s.seen.get().is_some_and(|t| {
+                let t = t.borrow();
+                t.holds(t.fingerprint(kind, v))
+            })
+        };
         assert!(s.scan_header(b"application/json").is_ok());
         assert!(held(Kind::Header, b"application/json"));
         assert!(!held(Kind::Path, b"application/json"));
