@@ -19,15 +19,6 @@ else
   now = tonumber(ARGV[1])
 end
 
--- A stored count that is not an integer in 0..2^53 makes the bucket read
--- as empty rather than fail every request; the next allowed request
--- overwrites it (settle.lua's test; read() below makes the same one inline).
-local function whole(x)
-  -- `x % 1` rather than math.floor: an operator, not a call (the same test
-  -- for a non-negative number).
-  return x ~= nil and x >= 0 and x <= 9007199254740991 and x % 1 == 0
-end
-
 -- The bucket stored at `key` and its counts rolled forward to `now`
 -- (View::of in window.rs, View::fresh for a missing key), as nine values:
 -- exists, s, c, p (the stored fields as read; a fixed window keeps no previous
@@ -55,7 +46,8 @@ local function read(key, period, offset)
   else
     start = now - (now - offset) % period
   end
-  -- A stored count or start that is not an integer in 0..2^53 (whole, above),
+  -- A stored count or start that is not an integer in 0..2^53 (`x % 1`, not a
+  -- math.floor call, tests for a whole number),
   -- or a start off the period's grid (Grid::on_grid: another program wrote the
   -- key), makes the bucket read as empty rather than fail every request or
   -- confuse the rolling below; the next allowed request overwrites it.

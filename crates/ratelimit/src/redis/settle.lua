@@ -15,6 +15,13 @@
 --
 -- Returns {now, adjusted, released}.
 
+-- A stored count that is not an integer in 0..2^53 (another program wrote
+-- the key) is left alone. `x % 1` rather than math.floor: an operator, not a
+-- call (the same test for a non-negative number).
+local function whole(x)
+  return x ~= nil and x >= 0 and x <= 9007199254740991 and x % 1 == 0
+end
+
 local n = tonumber(ARGV[2])
 local adjusted = 0
 for i = 1, n do

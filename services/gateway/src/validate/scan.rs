@@ -112,8 +112,15 @@ impl Seen {
         (fingerprint as usize) & (SEEN_SLOTS - 1)
     }
 
-    fn holds(&self, fingerprint: u128) -> bool {
-        self.slots[Self::slot(fingerprint)] == Some(fingerprint)
+    /// `Ok` when `value` was found clean as `kind` lately, else its fingerprint, to remember
+    /// once it is found clean.
+    fn lookup(&self, kind: Kind, value: &[u8]) -> Result<(), u128> {
+        let fingerprint = self.fingerprint(kind, value);
+        if self.slots[Self::slot(fingerprint)] == Some(fingerprint) {
+            Ok(())
+        } else {
+            Err(fingerprint)
+        }
     }
 
     fn remember(&mut self, fingerprint: u128) {
@@ -170,10 +177,10 @@ impl Scanner {
         scan: impl FnOnce() -> Result<(), GatewayError>,
     ) -> Result<(), GatewayError> {
         let seen = self.seen.get_or_default();
-        let fingerprint = seen.borrow().fingerprint(kind, value);
-        if seen.borrow().holds(fingerprint) {
-            return Ok(());
-        }
+        let fingerprint = match seen.borrow().lookup(kind, value) {
+            Ok(()) => return Ok(()),
+            Err(fingerprint) => fingerprint,
+        };
         scan()?;
         seen.borrow_mut().remember(fingerprint);
         Ok(())
@@ -328,10 +335,9 @@ mod tests {
         }
         // And it does save them: a clean value just scanned is held, a refused one never.
         let held = |kind, v: &[u8]| {
-            s.seen.get().is_some_and(|t| {
-                let t = t.borrow();
-                t.holds(t.fingerprint(kind, v))
-            })
+            s.seen
+                .get()
+                .is_some_and(|t| t.borrow().lookup(kind, v).is_ok())
         };
         assert!(s.scan_header(b"application/json").is_ok());
         assert!(held(Kind::Header, b"application/json"));
