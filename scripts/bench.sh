@@ -434,13 +434,14 @@ start_redis() {
   die "redis-server did not answer PING on 127.0.0.1:$REDIS_PORT within ${READY_DEADLINE_SECS}s"
 }
 
-# Script calls served so far: the sum of calls= of cmdstat_evalsha and cmdstat_eval.
+# Decision calls served so far: the sum of calls= of cmdstat_evalsha and cmdstat_eval (the hash
+# layout's scripts) and cmdstat_exec (the counters layout's MULTI blocks).
 redis_script_calls() {
   local out
   out=$(timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" INFO commandstats 2>/dev/null) ||
     die "redis-cli INFO commandstats failed against 127.0.0.1:$REDIS_PORT"
   tr -d '\r' <<<"$out" | awk -F'[:,=]' '
-    $1 == "cmdstat_evalsha" || $1 == "cmdstat_eval" { for (i = 2; i < NF; i++) if ($i == "calls") n += $(i + 1) }
+    $1 == "cmdstat_evalsha" || $1 == "cmdstat_eval" || $1 == "cmdstat_exec" { for (i = 2; i < NF; i++) if ($i == "calls") n += $(i + 1) }
     END { printf "%d\n", n }'
 }
 

@@ -82,6 +82,16 @@ pub enum Storage {
     Redis,
 }
 
+/// How the Redis limiter keeps its buckets; replicas sharing a prefix must agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisLayout {
+    /// One counter per bucket and window, judged by the gateway (the default).
+    Counters,
+    /// One hash per bucket, judged by a Lua script: releases before the counters layout.
+    Hashes,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RateLimitSettings {
     pub enabled: bool,
@@ -100,6 +110,7 @@ pub struct RateLimitSettings {
     )]
     pub sweep_interval: Duration,
     pub redis_prefix: String,
+    pub redis_layout: RedisLayout,
     #[serde(serialize_with = "crate::parse::millis", rename = "redis_timeout_ms")]
     pub redis_timeout: Duration,
     pub redis_pool_size: usize,

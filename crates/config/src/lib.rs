@@ -35,9 +35,9 @@ pub mod source;
 pub use admin::{AdminConfig, load_admin};
 pub use gateway::{
     AuthSettings, BodyLimits, ConcurrencySettings, ConnectionLimits, CorsSettings, GatewayConfig,
-    LimitMode, LogFormat, LogSettings, METERED_PATHS, RateLimitSettings, RoleBudget, RoleBudgets,
-    RouteBudget, Storage, TlsSettings, TokenCount, TokenSettings, Tokenizer, UpstreamSettings,
-    load_gateway,
+    LimitMode, LogFormat, LogSettings, METERED_PATHS, RateLimitSettings, RedisLayout, RoleBudget,
+    RoleBudgets, RouteBudget, Storage, TlsSettings, TokenCount, TokenSettings, Tokenizer,
+    UpstreamSettings, load_gateway,
 };
 pub use keys::{ExternalIssuer, JwtAlgorithm, JwtSettings, KeyStoreBackend, KeyStoreSettings};
 pub use secret::Secret;

@@ -153,6 +153,8 @@ pub struct RawRateLimit {
     pub sweep_interval_seconds: u64,
     /// Namespace of the limiter's Redis keys.
     pub redis_prefix: String,
+    /// How the limiter keeps its buckets in Redis: `counters` or `hashes`.
+    pub redis_layout: String,
     /// Per-call Redis timeout; a slower answer counts as a failure.
     pub redis_timeout_ms: u64,
     /// Redis connections per worker thread (calls on a thread share one; see the limiter).
@@ -272,6 +274,7 @@ impl Default for RawRateLimit {
             exempt_from_default: vec!["/health".into(), "/health/ready".into()],
             sweep_interval_seconds: 30,
             redis_prefix: "infergate".into(),
+            redis_layout: "counters".into(),
             redis_timeout_ms: 50,
             redis_pool_size: 1,
             failure_mode: "local".into(),

@@ -158,6 +158,7 @@ fn every_bad_setting_names_itself() {
         ("RATE_LIMIT_STORAGE", "etcd"),
         ("RATE_LIMIT_STORAGE", "redis"),
         ("RATE_LIMIT_REDIS_URL", "http://redis"),
+        ("RATE_LIMIT_REDIS_LAYOUT", "lists"),
         ("API_KEY_AUTH_ENABLED", "2"),
         ("CORS_ORIGINS", "not-an-origin"),
         ("CORS_ALLOW_CREDENTIALS", "sometimes"),
@@ -180,6 +181,21 @@ fn every_bad_setting_names_itself() {
         );
         assert!(!msg.contains('\n'), "one line: {msg}");
     }
+}
+
+/// The Redis limiter's layout: `counters` unless told otherwise, `hashes` for a rolling upgrade
+/// from a release before the setting (docs/ratelimit.md).
+#[test]
+fn redis_layout_defaults_to_counters() {
+    use infergate_config::RedisLayout;
+    let cfg = load(&[]).unwrap();
+    assert_eq!(cfg.rate_limit.redis_layout, RedisLayout::Counters);
+    let cfg = load(&[("RATE_LIMIT_REDIS_LAYOUT", "Hashes")]).unwrap();
+    assert_eq!(cfg.rate_limit.redis_layout, RedisLayout::Hashes);
+    let msg = load(&[("RATE_LIMIT_REDIS_LAYOUT", "lists")])
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("counters or hashes"), "{msg}");
 }
 
 #[test]

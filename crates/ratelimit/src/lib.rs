@@ -15,8 +15,8 @@
 //!   `X-RateLimit-*` and `Retry-After` headers.
 //! - [`memory`]: [`MemoryLimiter`], the sliding-window counter backend; its
 //!   module doc describes the algorithm and its accuracy.
-//! - [`redis`]: [`redis::RedisLimiter`], the same algorithm in Redis (one Lua
-//!   script per decision), shared by every gateway replica.
+//! - [`redis`]: [`redis::RedisLimiter`], the same algorithm in Redis (one call per decision:
+//!   counters charged and judged here, or a Lua script), shared by every gateway replica.
 //! - `conformance` (feature `conformance`): scripted and differential checks
 //!   that any backend decides exactly as the memory backend does.
 //! - `window` (private): the window arithmetic, kept storage-free so other

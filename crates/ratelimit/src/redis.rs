@@ -1,6 +1,12 @@
 //! A rate-limit backend shared by every gateway replica, kept in Redis.
 //!
-//! # Algorithm and exactness
+//! Two layouts ([`Layout`]): [`Layout::Counters`], the default, one integer per bucket and
+//! window judged by the gateway (redis/counters.rs, whose doc describes it), and
+//! [`Layout::Hashes`], one hash per bucket judged by Lua scripts, which the sections below
+//! describe. Connections, deadlines, retries and the local deny cache are this module's and
+//! serve both.
+//!
+//! # Algorithm and exactness (hashes)
 //!
 //! The same sliding-window counter as [`crate::memory`]: each bucket stores the
 //! start of its current epoch-aligned window and the counts of that window and
@@ -23,7 +29,7 @@
 //! 2^53 - 1, which changes no decision unless a single bucket counts 2^52
 //! requests within two periods (at a million requests a second, 142 years).
 //!
-//! # Keys
+//! # Keys (hashes)
 //!
 //! One Redis hash per bucket and period, fields `s` (window start, Unix ms), `c`
 //! and `p` (current and previous counts):
@@ -51,7 +57,7 @@
 //! expire in the same instant; later writes in that window leave it. Idle
 //! clients leave nothing behind.
 //!
-//! # Clock
+//! # Clock (hashes)
 //!
 //! With [`RedisLimiterConfig::clock`] left `None`, the scripts read Redis's
 //! `TIME`: one clock for every replica, so replicas whose clocks disagree still
@@ -100,6 +106,8 @@ use crate::key::LimitCheck;
 use crate::window::{Grid, View, Window};
 use crate::{Guarded, RateLimitError, RateLimiter};
 
+mod clock;
+mod counters;
 mod deny;
 mod pool;
 mod reply;
@@ -131,6 +139,19 @@ const RENEW_SCRIPT: &str = concat!(
     include_str!("redis/renew.lua")
 );
 
+/// How the buckets are kept in Redis. Replicas sharing a prefix must agree: two layouts count
+/// apart (see docs/configuration.md for a rolling upgrade).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Layout {
+    /// One counter per bucket and window, charged with `INCRBY` and judged by the gateway
+    /// (redis/counters.rs): a quarter of the script's cost to redis-server.
+    #[default]
+    Counters,
+    /// One hash per bucket, judged by a Lua script (this module's doc): how releases before
+    /// the counters layout kept them.
+    Hashes,
+}
+
 /// Settings of a [`RedisLimiter`].
 #[derive(Clone, Debug)]
 pub struct RedisLimiterConfig {
@@ -156,6 +177,8 @@ pub struct RedisLimiterConfig {
     pub local_cache_capacity: usize,
     /// Where each connection's driver task runs (see [`SpawnDriver`]); `None`: `tokio::spawn`.
     pub spawn_driver: Option<SpawnDriver>,
+    /// How buckets are kept (see [`Layout`]).
+    pub layout: Layout,
 }
 
 /// A connection's driver: the task that writes the queued commands and hands the replies back.
@@ -184,6 +207,7 @@ impl Default for RedisLimiterConfig {
             connect_timeout: Duration::from_secs(2),
             local_cache_capacity: 10_000,
             spawn_driver: None,
+            layout: Layout::default(),
         }
     }
 }
@@ -207,6 +231,11 @@ pub struct RedisLimiter {
     cache: LocalCache,
     jitter_seed: RandomState,
     jitter_counter: AtomicU64,
+    layout: Layout,
+    /// Redis's clock as estimated here (the counters layout without an injected clock).
+    server_clock: self::clock::ServerClock,
+    /// The latest instant a counters call was judged at: time never steps back.
+    latest_ms: AtomicU64,
 }
 
 impl fmt::Debug for RedisLimiter {
@@ -216,6 +245,7 @@ impl fmt::Debug for RedisLimiter {
             .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
             .field("pool_size", &self.pool_size)
+            .field("layout", &self.layout)
             .field("clock", &self.clock)
             .field("round_trips", &self.round_trips())
             .finish_non_exhaustive()
@@ -322,6 +352,9 @@ impl RedisLimiter {
             cache: LocalCache::new(cfg.local_cache_capacity),
             jitter_seed: RandomState::new(),
             jitter_counter: AtomicU64::new(0),
+            layout: cfg.layout,
+            server_clock: self::clock::ServerClock::new(),
+            latest_ms: AtomicU64::new(0),
         })
     }
 
@@ -343,16 +376,31 @@ impl RedisLimiter {
             .cmd("SCRIPT")
             .arg("LOAD")
             .arg(RENEW_SCRIPT);
+        // The counters layout learns Redis's clock in the same round trip.
+        let sync = self.layout == Layout::Counters && self.clock.is_none();
+        if sync {
+            pipe.cmd("TIME");
+        }
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let shas: Vec<String> = match timeout_at(deadline, pipe.query_async(conn.conn())).await {
-            Err(_) => return Err(timeout_error()),
-            Ok(Err(e)) => {
-                conn.healthy = !is_connection_error(&e);
-                return Err(unavailable(describe(&e)));
-            }
-            Ok(Ok(shas)) => shas,
-        };
+        let sent = self::clock::ServerClock::local_ms();
+        let mut reply: Vec<::redis::Value> =
+            match timeout_at(deadline, pipe.query_async(conn.conn())).await {
+                Err(_) => return Err(timeout_error()),
+                Ok(Err(e)) => {
+                    conn.healthy = !is_connection_error(&e);
+                    return Err(unavailable(describe(&e)));
+                }
+                Ok(Ok(reply)) => reply,
+            };
         conn.healthy = true;
+        if sync && let Some(time) = reply.pop() {
+            let received = self::clock::ServerClock::local_ms();
+            self.server_clock.observe(sent, received, &time);
+        }
+        let shas: Vec<String> = reply
+            .into_iter()
+            .map(|v| ::redis::from_redis_value(v).unwrap_or_default())
+            .collect();
         if shas
             != [
                 self.check_sha.as_str(),
@@ -436,11 +484,27 @@ impl RedisLimiter {
     where
         F: Fn(&mut Cmd) + Sync,
     {
+        let reply: Integers = self
+            .call(Request::Script {
+                sha,
+                body,
+                fill: &fill,
+            })
+            .await?;
+        Ok(reply.0)
+    }
+
+    /// Sends `request` and parses its reply as `T`, within the per-call deadline; see the
+    /// module doc for retries.
+    async fn call<T>(&self, request: Request<'_>) -> Result<T, RateLimitError>
+    where
+        T: ::redis::FromRedisValue + Send,
+    {
         let deadline = Instant::now() + self.timeout;
         loop {
             let mut conn = self.take_connection(deadline).await?;
             let reused = conn.reused();
-            let attempt = timeout_at(deadline, self.eval(conn.conn(), sha, body, &fill)).await;
+            let attempt = timeout_at(deadline, self.send(conn.conn(), &request)).await;
             // A timed-out connection is left unhealthy, so the pool discards
             // it: a late reply is not worth keeping a possibly wedged socket.
             let Ok(result) = attempt else {
@@ -468,18 +532,22 @@ impl RedisLimiter {
         }
     }
 
-    /// `EVALSHA`, then `EVAL` with the body if the server lost its script
-    /// cache (restart, `SCRIPT FLUSH`, failover); `EVAL` also caches it again.
-    async fn eval<F>(
+    /// One attempt at `request`. A script goes as `EVALSHA`, then as `EVAL` with the body if
+    /// the server lost its script cache (restart, `SCRIPT FLUSH`, failover); `EVAL` also caches
+    /// it again.
+    async fn send<T>(
         &self,
         conn: &mut MultiplexedConnection,
-        sha: &str,
-        body: &str,
-        fill: &F,
-    ) -> Result<Vec<i64>, RedisError>
+        request: &Request<'_>,
+    ) -> Result<T, RedisError>
     where
-        F: Fn(&mut Cmd) + Sync,
+        T: ::redis::FromRedisValue + Send,
     {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let (sha, body, fill) = match *request {
+            Request::Pipeline(pipe) => return pipe.query_async(conn).await,
+            Request::Script { sha, body, fill } => (sha, body, fill),
+        };
         let build = |verb: &str, script: &str| {
             // Sized for the usual call (a check of three buckets: 23 arguments, ~250 bytes), so
             // the buffers do not grow a step at a time.
@@ -488,16 +556,13 @@ impl RedisLimiter {
             fill(&mut cmd);
             cmd
         };
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let reply: Result<Integers, RedisError> =
-            match build("EVALSHA", sha).query_async(conn).await {
-                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    self.round_trips.fetch_add(1, Ordering::Relaxed);
-                    build("EVAL", body).query_async(conn).await
-                }
-                other => other,
-            };
-        reply.map(|r| r.0)
+        match build("EVALSHA", sha).query_async(conn).await {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.round_trips.fetch_add(1, Ordering::Relaxed);
+                build("EVAL", body).query_async(conn).await
+            }
+            other => other,
+        }
     }
 
     /// The injected clock, if any; without one the local cache estimates
@@ -505,6 +570,17 @@ impl RedisLimiter {
     fn local_clock(&self) -> Option<&dyn Clock> {
         self.clock.as_deref()
     }
+}
+
+/// What one call sends: one of our scripts, or plain commands (the counters layout).
+enum Request<'a> {
+    Script {
+        sha: &'a str,
+        body: &'a str,
+        /// Writes the call's key count, keys and arguments after `EVALSHA <sha>`.
+        fill: &'a (dyn Fn(&mut Cmd) + Sync),
+    },
+    Pipeline(&'a ::redis::Pipeline),
 }
 
 fn view_at(window: Option<Window>, now_ms: u64, grid: Grid) -> View {
@@ -627,6 +703,9 @@ impl RateLimiter for RedisLimiter {
         if settlement.adjustments.is_empty() && settlement.release.is_none() {
             return Ok(());
         }
+        if self.layout == Layout::Counters {
+            return self.settle_counters(settlement).await;
+        }
         let now = self.now_arg()?;
         let fill = |cmd: &mut Cmd| {
             let mut name = Vec::with_capacity(96);
@@ -681,6 +760,9 @@ impl RedisLimiter {
         checks: &[LimitCheck],
         lease: Option<&crate::Lease>,
     ) -> Result<(Decision, Option<crate::LeaseStatus>, u64), RateLimitError> {
+        if self.layout == Layout::Counters {
+            return self.decide_counters(guards, checks, lease).await;
+        }
         let now = self.now_arg()?;
         let jitter = self.jitter_ms();
         let fill = |cmd: &mut Cmd| {
@@ -769,21 +851,11 @@ impl RedisLimiter {
             return Ok(status);
         }
         let grid = check.grid();
-        let now = self.now_arg()?;
-        let fill = |cmd: &mut Cmd| {
-            let mut name = Vec::with_capacity(96);
-            self.write_key_name(&mut name, check);
-            cmd.arg(1).arg(&name[..]);
-            arg_now(cmd, now);
-            cmd.arg(grid.period_ms);
-            arg_offset(cmd, check);
-        };
         let sent = std::time::Instant::now();
-        let reply = unsigned(&self.run_script(&self.peek_sha, PEEK_SCRIPT, fill).await?)?;
-        let Some((&now_ms, fields)) = reply.split_first() else {
-            return Err(unavailable("unexpected script reply"));
+        let (window, now_ms) = match self.layout {
+            Layout::Counters => self.peek_counters(check).await?,
+            Layout::Hashes => self.peek_hash(check).await?,
         };
-        let window = stored(fields, grid)?;
         let status = view_at(window, now_ms, grid).status(check, true);
         self.cache.record(
             std::slice::from_ref(check),
@@ -793,6 +865,25 @@ impl RedisLimiter {
             status.is_exceeded(),
         );
         Ok(status)
+    }
+
+    /// The bucket as the peek script reads it, and the instant it read it at.
+    async fn peek_hash(&self, check: &LimitCheck) -> Result<(Option<Window>, u64), RateLimitError> {
+        let grid = check.grid();
+        let now = self.now_arg()?;
+        let fill = |cmd: &mut Cmd| {
+            let mut name = Vec::with_capacity(96);
+            self.write_key_name(&mut name, check);
+            cmd.arg(1).arg(&name[..]);
+            arg_now(cmd, now);
+            cmd.arg(grid.period_ms);
+            arg_offset(cmd, check);
+        };
+        let reply = unsigned(&self.run_script(&self.peek_sha, PEEK_SCRIPT, fill).await?)?;
+        let Some((&now_ms, fields)) = reply.split_first() else {
+            return Err(unavailable("unexpected script reply"));
+        };
+        Ok((stored(fields, grid)?, now_ms))
     }
 }
 
@@ -907,9 +998,17 @@ mod tests {
     #[tokio::test]
     async fn script_arithmetic_is_exact_on_large_values() {
         let server = infergate_testkit::RedisServer::start();
+        for layout in [Layout::Hashes, Layout::Counters] {
+            arithmetic_is_exact_in(&server, layout).await;
+        }
+    }
+
+    /// Both layouts: the script's limbs, and the counters layout's reading of the counts.
+    async fn arithmetic_is_exact_in(server: &infergate_testkit::RedisServer, layout: Layout) {
         let clock = ManualClock::new(T0);
         let cfg = RedisLimiterConfig {
-            prefix: "exact".into(),
+            layout,
+            prefix: format!("exact-{layout:?}"),
             timeout: Duration::from_secs(5),
             clock: Some(Arc::new(clock.clone())),
             local_cache_capacity: 0,
@@ -956,12 +1055,14 @@ mod tests {
         }
 
         let mut allowed = [0usize; 2];
+        let mut last = T0;
         for (round, &(secs, previous, current, limit, elapsed)) in cases.iter().enumerate() {
             let p = secs * 1_000;
-            // On the period's grid, as every stored start is.
-            let start = T0 + next(1_000) * p;
-            let start = start - start % p;
+            // On the period's grid, as every stored start is, and after the previous round's
+            // instant: the counters layout never steps back in time.
+            let start = (last + 1).div_ceil(p) * p + next(3) * p;
             let now = start + elapsed;
+            last = now;
             clock.set(now);
             // Every third round charges a token-sized cost: `cur + cost` against the same
             // limit moves the answer by exactly `cost - 1`, so take it off the current count.
@@ -980,17 +1081,30 @@ mod tests {
             )
             .costing(cost);
             let key = limiter.key_name(&check);
-            let _: () = ::redis::cmd("HSET")
-                .arg(&key)
-                .arg("s")
-                .arg(start)
-                .arg("c")
-                .arg(current)
-                .arg("p")
-                .arg(previous)
-                .query_async(&mut raw)
-                .await
-                .unwrap();
+            let mut write = ::redis::pipe();
+            match layout {
+                Layout::Hashes => {
+                    write
+                        .cmd("HSET")
+                        .arg(&key)
+                        .arg("s")
+                        .arg(start)
+                        .arg("c")
+                        .arg(current)
+                        .arg("p")
+                        .arg(previous);
+                }
+                Layout::Counters => {
+                    write
+                        .cmd("SET")
+                        .arg(format!("{key}:{start}"))
+                        .arg(current)
+                        .cmd("SET")
+                        .arg(format!("{key}:{}", start - p))
+                        .arg(previous);
+                }
+            }
+            let _: () = write.query_async(&mut raw).await.unwrap();
 
             let window = Window {
                 start_ms: start,

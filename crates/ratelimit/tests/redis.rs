@@ -10,11 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use infergate_ratelimit::redis::{
-    RedisLimiter, RedisLimiterConfig, SpawnDriver, TTL_JITTER_MAX_MS,
+    Layout, RedisLimiter, RedisLimiterConfig, SpawnDriver, TTL_JITTER_MAX_MS,
 };
 use infergate_ratelimit::{
     BucketKey, Clock, Dimension, Guarded, LimitCheck, ManualClock, MemoryLimiter, RateLimitError,
-    RateLimiter, RateSpec, Subject, conformance,
+    RateLimiter, RateSpec, Subject, conformance, conformance::Time,
 };
 use infergate_testkit::RedisServer;
 use redis::aio::MultiplexedConnection;
@@ -62,8 +62,17 @@ async fn calls(conn: &mut MultiplexedConnection, command: &str) -> u64 {
         .map_or(0, |n| n.parse().unwrap())
 }
 
+/// Decision calls the server ran: a script, or (the counters layout) a `MULTI` block.
 async fn script_calls(conn: &mut MultiplexedConnection) -> u64 {
-    calls(conn, "evalsha").await + calls(conn, "eval").await
+    calls(conn, "evalsha").await + calls(conn, "eval").await + calls(conn, "exec").await
+}
+
+/// [`patient`] in the given layout.
+fn patient_in(layout: Layout, prefix: &str, clock: Option<ManualClock>) -> RedisLimiterConfig {
+    RedisLimiterConfig {
+        layout,
+        ..patient(prefix, clock)
+    }
 }
 
 fn assert_unavailable(result: Result<impl std::fmt::Debug, RateLimitError>, what: &str) -> String {
@@ -83,14 +92,20 @@ fn hash_tag(key: &str) -> Option<&str> {
 fn redis_conformance_factory(
     url: String,
     local_cache_capacity: usize,
+    layout: Layout,
 ) -> impl Fn(ManualClock) -> std::pin::Pin<Box<dyn Future<Output = Arc<dyn RateLimiter>>>> {
     let n = Arc::new(AtomicUsize::new(0));
     move |clock| {
         let url = url.clone();
-        let prefix = format!("conf{}", n.fetch_add(1, Ordering::Relaxed));
+        // Apart per factory too: a test may run several on one server.
+        let prefix = format!(
+            "conf-{layout:?}-{local_cache_capacity}-{}",
+            n.fetch_add(1, Ordering::Relaxed)
+        );
         Box::pin(async move {
             let cfg = RedisLimiterConfig {
                 local_cache_capacity,
+                layout,
                 ..patient(&prefix, Some(clock))
             };
             Arc::new(RedisLimiter::connect(&url, cfg).await.unwrap()) as Arc<dyn RateLimiter>
@@ -98,36 +113,57 @@ fn redis_conformance_factory(
     }
 }
 
+/// Both layouts, with and without the local deny cache (every decision going to Redis).
 #[tokio::test]
 async fn redis_backend_conforms() {
     let server = RedisServer::start();
-    conformance::run_all(redis_conformance_factory(server.url(), 10_000)).await;
-}
-
-/// The script alone, with every decision going to Redis.
-#[tokio::test]
-async fn redis_backend_conforms_without_local_cache() {
-    let server = RedisServer::start();
-    conformance::run_all(redis_conformance_factory(server.url(), 0)).await;
+    for cache in [10_000, 0] {
+        let make = redis_conformance_factory(server.url(), cache, Layout::Hashes);
+        conformance::run(make, Time::MayStepBack).await;
+        let make = redis_conformance_factory(server.url(), cache, Layout::Counters);
+        conformance::run(make, Time::Forward).await;
+    }
 }
 
 #[tokio::test]
 async fn redis_backend_differential_with_other_seeds() {
     let server = RedisServer::start();
-    let make = redis_conformance_factory(server.url(), 10_000);
-    for seed in [1, 2] {
-        conformance::differential(&make, seed, 2_000).await;
+    for (layout, time) in [
+        (Layout::Hashes, Time::MayStepBack),
+        (Layout::Counters, Time::Forward),
+    ] {
+        let make = redis_conformance_factory(server.url(), 10_000, layout);
+        for seed in [1, 2] {
+            conformance::differential_in(&make, seed, 2_000, time).await;
+        }
     }
 }
 
 #[tokio::test]
 async fn one_round_trip_per_decision_and_none_for_a_cached_refusal() {
     let server = RedisServer::start();
+    // (allowed, calls sent) of five checks against a limit of 2: the counters layout gives the
+    // first refusal's charge back in a second call.
+    for (layout, refusal) in [(Layout::Hashes, 1), (Layout::Counters, 2)] {
+        let expect = [
+            (true, 1),
+            (true, 1),
+            (false, refusal),
+            // Known over the limit: refused without asking Redis.
+            (false, 0),
+            (false, 0),
+        ];
+        round_trips_in(&server, layout, expect).await;
+    }
+}
+
+async fn round_trips_in(server: &RedisServer, layout: Layout, expect: [(bool, u64); 5]) {
     let clock = ManualClock::new(T0);
-    let limiter = RedisLimiter::connect(&server.url(), patient("rt", Some(clock.clone())))
-        .await
-        .unwrap();
-    let mut conn = raw(&server).await;
+    let prefix = format!("rt-{layout:?}");
+    let cfg = patient_in(layout, &prefix, Some(clock.clone()));
+    let limiter = RedisLimiter::connect(&server.url(), cfg).await.unwrap();
+    let mut conn = raw(server).await;
+    let evals = calls(&mut conn, "eval").await;
     let checks = [
         key_check("k", spec(2, 60)),
         LimitCheck::new(
@@ -135,34 +171,26 @@ async fn one_round_trip_per_decision_and_none_for_a_cached_refusal() {
             spec(10, 60),
         ),
     ];
-
-    // (allowed, script calls sent)
-    for (i, (allowed, sent)) in [
-        (true, 1),
-        (true, 1),
-        (false, 1),
-        // Known over the limit: refused without asking Redis.
-        (false, 0),
-        (false, 0),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (i, (allowed, sent)) in expect.into_iter().enumerate() {
         let (before, trips) = (script_calls(&mut conn).await, limiter.round_trips());
         let d = limiter.check(&checks).await.unwrap();
-        assert_eq!(d.allowed, allowed, "check {i}");
-        assert_eq!(script_calls(&mut conn).await - before, sent, "check {i}");
-        assert_eq!(limiter.round_trips() - trips, sent, "check {i}");
+        assert_eq!(d.allowed, allowed, "{layout:?} check {i}");
+        assert_eq!(
+            script_calls(&mut conn).await - before,
+            sent,
+            "{layout:?} check {i}"
+        );
+        assert_eq!(limiter.round_trips() - trips, sent, "{layout:?} check {i}");
     }
     // Only EVALSHA: the scripts were loaded by `connect`.
-    assert_eq!(calls(&mut conn, "eval").await, 0);
+    assert_eq!(calls(&mut conn, "eval").await, evals);
 
     // A peek is one round trip, or none when the bucket is known to refuse.
-    let before = script_calls(&mut conn).await;
+    let trips = limiter.round_trips();
     assert_eq!(limiter.peek(&checks[1]).await.unwrap().remaining, 8);
-    assert_eq!(script_calls(&mut conn).await - before, 1);
+    assert_eq!(limiter.round_trips() - trips, 1);
     assert!(limiter.peek(&checks[0]).await.unwrap().is_exceeded());
-    assert_eq!(script_calls(&mut conn).await - before, 1);
+    assert_eq!(limiter.round_trips() - trips, 1);
 
     // Once the wait is over, the next check asks Redis again and is allowed.
     let wait = limiter.check(&checks).await.unwrap().retry_after();
@@ -205,9 +233,10 @@ async fn concurrent_calls_share_one_connection_and_stay_exact() {
         .filter(|d| d.as_ref().unwrap().allowed)
         .count();
     assert_eq!(admitted, 150, "exactly the limit admitted");
-    // One EVALSHA per decision until the bucket is full; the refusals after it come from the
-    // local deny cache or Redis, never more than one command each.
-    assert!(limiter.round_trips() <= 1 + 200);
+    // One call per decision until the bucket is full; the refusals after it come from the
+    // local deny cache or Redis, never more than two calls each (the counters layout gives a
+    // refused request's charge back in a second).
+    assert!(limiter.round_trips() <= 1 + 150 + 2 * 50);
     // The one connection `connect` made served all 200 (our raw one was counted before).
     let made = connections_received(&mut conn).await - before;
     assert_eq!(made, 0, "200 concurrent calls opened {made} connection(s)");
@@ -296,12 +325,22 @@ fn drivers_run_where_the_hook_spawns_them() {
 #[tokio::test]
 async fn guarded_checks_are_one_round_trip_and_never_charge_the_guard() {
     let server = RedisServer::start();
+    for layout in [Layout::Hashes, Layout::Counters] {
+        guarded_checks_in(&server, layout).await;
+    }
+}
+
+async fn guarded_checks_in(server: &RedisServer, layout: Layout) {
     let clock = ManualClock::new(T0);
-    let redis = RedisLimiter::connect(&server.url(), patient("guard", Some(clock.clone())))
-        .await
-        .unwrap();
+    let prefix = format!("guard-{layout:?}");
+    let redis = RedisLimiter::connect(
+        &server.url(),
+        patient_in(layout, &prefix, Some(clock.clone())),
+    )
+    .await
+    .unwrap();
     let memory = MemoryLimiter::new(Arc::new(clock.clone()));
-    let mut conn = raw(&server).await;
+    let mut conn = raw(server).await;
     let ip = LimitCheck::new(BucketKey::ip("10.0.0.9".parse().unwrap()), spec(3, 60));
     let key = [key_check("g", spec(100, 60))];
     for backend in [&redis as &dyn RateLimiter, &memory] {
@@ -322,7 +361,11 @@ async fn guarded_checks_are_one_round_trip_and_never_charge_the_guard() {
                 Guarded::Refused(s) => panic!("{name} {i}: refused {s:?}"),
             }
             if name == "redis" {
-                assert_eq!(script_calls(&mut conn).await - before, 1, "one round trip");
+                assert_eq!(
+                    script_calls(&mut conn).await - before,
+                    1,
+                    "{layout:?}: one round trip"
+                );
             }
         }
         assert_eq!(
@@ -365,13 +408,13 @@ async fn guarded_checks_are_one_round_trip_and_never_charge_the_guard() {
 /// matter), not on every charge: a charge in the same window leaves it, one in the next window
 /// sets it again. Saves the server a command on nearly every check. And a charge in the window
 /// the bucket holds writes its count alone; the stored fields are checked after each charge.
+/// The hash layout; `counters_keys_ttls_and_give_backs` is the counters layout's.
 #[tokio::test]
 async fn a_bucket_ttl_and_fields_are_set_when_its_window_starts_count_alone_after() {
     let server = RedisServer::start();
     let clock = ManualClock::new(T0 + 1_500);
-    let limiter = RedisLimiter::connect(&server.url(), patient("ttl", Some(clock.clone())))
-        .await
-        .unwrap();
+    let cfg = patient_in(Layout::Hashes, "ttl", Some(clock.clone()));
+    let limiter = RedisLimiter::connect(&server.url(), cfg).await.unwrap();
     let mut conn = raw(&server).await;
     let check = key_check("id:ttl", spec(100, 60));
     let key = limiter.key_name(&check);
@@ -428,13 +471,13 @@ async fn a_bucket_ttl_and_fields_are_set_when_its_window_starts_count_alone_afte
     assert_eq!(stored(conn.clone()).await, (window + 60_000, 2, 2));
 }
 
+/// The hash layout's keys; `counters_keys_ttls_and_give_backs` is the counters layout's.
 #[tokio::test]
 async fn key_names_hash_tags_and_ttls() {
     let server = RedisServer::start();
     let clock = ManualClock::new(T0 + 1_500);
-    let limiter = RedisLimiter::connect(&server.url(), patient("igw", Some(clock.clone())))
-        .await
-        .unwrap();
+    let cfg = patient_in(Layout::Hashes, "igw", Some(clock.clone()));
+    let limiter = RedisLimiter::connect(&server.url(), cfg).await.unwrap();
     let mut conn = raw(&server).await;
     let ip = LimitCheck::new(BucketKey::ip("203.0.113.9".parse().unwrap()), spec(10, 60));
     let burst = key_check("id:1", spec(5, 1));
@@ -570,9 +613,8 @@ async fn paused_server_times_out_instead_of_hanging() {
 async fn stopped_server_is_unavailable_and_restart_recovers() {
     let mut server = RedisServer::start();
     let clock = ManualClock::new(T0);
-    let limiter = RedisLimiter::connect(&server.url(), patient("restart", Some(clock.clone())))
-        .await
-        .unwrap();
+    let cfg = patient_in(Layout::Hashes, "restart", Some(clock.clone()));
+    let limiter = RedisLimiter::connect(&server.url(), cfg).await.unwrap();
     let check = [key_check("k", spec(3, 60))];
     assert!(limiter.check(&check).await.unwrap().allowed);
 
@@ -739,9 +781,8 @@ async fn backend_name_is_redis() {
 async fn foreign_data_in_a_bucket_is_survived() {
     let server = RedisServer::start();
     let clock = ManualClock::new(T0 + 5_000);
-    let limiter = RedisLimiter::connect(&server.url(), patient("junk", Some(clock)))
-        .await
-        .unwrap();
+    let cfg = patient_in(Layout::Hashes, "junk", Some(clock));
+    let limiter = RedisLimiter::connect(&server.url(), cfg).await.unwrap();
     let mut conn = raw(&server).await;
     // (s, c, p) as something else wrote them. In the current window each stored count is read
     // too, so each is judged: garbage in `c` or `p` makes the bucket empty as well (a `c` of -1
@@ -799,4 +840,202 @@ async fn foreign_data_in_a_bucket_is_survived() {
             .unwrap()
             .allowed
     );
+}
+
+/// The counters layout's foreign data: a count that is not an integer, in the previous or the
+/// current window's key, reads as zero; a current one is written over by the admitted charge.
+#[tokio::test]
+async fn counters_survive_foreign_data() {
+    let server = RedisServer::start();
+    let now = T0 + 5_000;
+    let cfg = patient_in(Layout::Counters, "junk", Some(ManualClock::new(now)));
+    let limiter = RedisLimiter::connect(&server.url(), cfg).await.unwrap();
+    let mut conn = raw(&server).await;
+    let start = now - now % 60_000;
+    let junk = [
+        "abc",
+        "1.5",
+        "-7",
+        "1e300",
+        "99999999999999999999",
+        "",
+        "a hash",
+    ];
+    let mut case = 0;
+    for (window, label) in [(start - 60_000, "previous"), (start, "current")] {
+        for value in junk {
+            case += 1;
+            let check = key_check(&format!("junk{case}"), spec(3, 60));
+            let key = format!("{}:{window}", limiter.key_name(&check));
+            let mut write = if value == "a hash" {
+                redis::cmd("HSET")
+            } else {
+                redis::cmd("SET")
+            };
+            if value == "a hash" {
+                write.arg(&key).arg("c").arg(1);
+            } else {
+                write.arg(&key).arg(value);
+            }
+            let _: () = write.query_async(&mut conn).await.unwrap();
+            let d = limiter.check(std::slice::from_ref(&check)).await.unwrap();
+            assert!(d.allowed, "{label} {value:?}");
+            assert_eq!(d.statuses[0].remaining, 2, "{label} {value:?}");
+            assert_eq!(
+                limiter.peek(&check).await.unwrap().remaining,
+                2,
+                "{label} {value:?}: the charge was kept"
+            );
+        }
+    }
+}
+
+/// The counters layout's keys: one per bucket, period and window start, under the hash tag,
+/// created by a window's first charge with two periods' TTL (a later charge leaves it); a
+/// refused request's charges are given back (its keys stay, at zero, until they expire); peeks
+/// write nothing; keys really expire.
+#[tokio::test]
+async fn counters_keys_ttls_and_give_backs() {
+    let server = RedisServer::start();
+    let now = T0 + 1_500;
+    let clock = ManualClock::new(now);
+    let cfg = patient_in(Layout::Counters, "igw", Some(clock.clone()));
+    let limiter = RedisLimiter::connect(&server.url(), cfg).await.unwrap();
+    let mut conn = raw(&server).await;
+    let ip = LimitCheck::new(BucketKey::ip("203.0.113.9".parse().unwrap()), spec(10, 60));
+    let burst = key_check("id:1", spec(5, 1));
+    let hourly = key_check("id:1", spec(1, 3_600));
+    let checks = [ip.clone(), burst.clone(), hourly.clone()];
+    assert!(limiter.check(&checks).await.unwrap().allowed);
+
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            format!("{{igw:rl}}:ip:203.0.113.9:60000ms:{T0}"),
+            format!("{{igw:rl}}:key:id%3A1:1000ms:{}", T0 + 1_000),
+            format!("{{igw:rl}}:key:id%3A1:3600000ms:{T0}"),
+        ]
+    );
+    let reader = conn.clone();
+    let pttl = |key: String| {
+        let mut conn = reader.clone();
+        async move {
+            let pttl: i64 = redis::cmd("PTTL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            u64::try_from(pttl).unwrap_or_else(|_| panic!("{key} has no TTL"))
+        }
+    };
+    let value = |key: String| {
+        let mut conn = reader.clone();
+        async move {
+            redis::cmd("GET")
+                .arg(&key)
+                .query_async::<i64>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    for (check, key) in checks.iter().zip(&keys) {
+        assert_eq!(hash_tag(key), Some("igw:rl"), "{key}");
+        let period_ms = u64::try_from(check.spec.period.as_millis()).unwrap();
+        let pttl = pttl(key.clone()).await;
+        // Two periods plus jitter, minus what elapsed since the write.
+        assert!(
+            pttl > 2 * period_ms - 1_000 && pttl <= 2 * period_ms + TTL_JITTER_MAX_MS,
+            "{key}: PTTL {pttl}"
+        );
+        assert_eq!(value(key.clone()).await, 1, "{key}");
+    }
+
+    // Marked short; a charge in the same window leaves the mark.
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(&keys[0])
+        .arg(30_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        limiter
+            .check(std::slice::from_ref(&ip))
+            .await
+            .unwrap()
+            .allowed
+    );
+    assert!(pttl(keys[0].clone()).await <= 30_000);
+    assert_eq!(value(keys[0].clone()).await, 2);
+
+    // Refused by the hourly limit: both charges given back, in a second call.
+    let fresh = key_check("fresh", spec(10, 60));
+    let trips = limiter.round_trips();
+    let refused = limiter
+        .check(&[hourly.clone(), fresh.clone()])
+        .await
+        .unwrap();
+    assert!(!refused.allowed);
+    assert_eq!(limiter.round_trips() - trips, 2);
+    assert_eq!(
+        value(keys[2].clone()).await,
+        1,
+        "the hourly count given back"
+    );
+    let fresh_key = format!("{}:{T0}", limiter.key_name(&fresh));
+    assert_eq!(value(fresh_key.clone()).await, 0, "fresh count given back");
+    assert!(pttl(fresh_key).await > 100_000, "and expiring");
+    assert_eq!(limiter.peek(&fresh).await.unwrap().remaining, 10);
+    // Peeks write nothing.
+    let count = |mut conn: MultiplexedConnection| async move {
+        redis::cmd("DBSIZE")
+            .query_async::<usize>(&mut conn)
+            .await
+            .unwrap()
+    };
+    let before = count(conn.clone()).await;
+    limiter
+        .peek(&key_check("peeked", spec(1, 60)))
+        .await
+        .unwrap();
+    assert_eq!(count(conn.clone()).await, before);
+
+    // Keys really expire: the 1-second window's is gone after two seconds and jitter.
+    let deadline = Instant::now() + Duration::from_millis(2 * 1_000 + TTL_JITTER_MAX_MS + 2_000);
+    loop {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(&keys[1])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !exists {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} never expired", keys[1]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The counters layout judges a clock that steps back at the latest instant it used: a window
+/// once left is never charged again (the hash layout judges at the stored window's start, the
+/// memory backend's way; `conformance::Time`).
+#[tokio::test]
+async fn counters_never_step_back_in_time() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0 + 60_000);
+    let cfg = patient_in(Layout::Counters, "back", Some(clock.clone()));
+    let limiter = RedisLimiter::connect(&server.url(), cfg).await.unwrap();
+    let check = [key_check("lagging", spec(3, 60))];
+    for _ in 0..3 {
+        assert!(limiter.check(&check).await.unwrap().allowed);
+    }
+    clock.set(T0 + 59_500);
+    let d = limiter.check(&check).await.unwrap();
+    assert!(!d.allowed, "the window of T0+60s still counts");
+    assert_eq!(d.statuses[0].reset_at_millis, T0 + 120_000);
 }

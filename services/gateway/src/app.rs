@@ -244,7 +244,7 @@ async fn open_redis_limiter(
     cfg: &GatewayConfig,
     clock: Option<Arc<dyn infergate_ratelimit::Clock>>,
 ) -> Result<Arc<dyn infergate_ratelimit::RateLimiter>, StartupError> {
-    use infergate_ratelimit::redis::{RedisLimiter, RedisLimiterConfig, SpawnDriver};
+    use infergate_ratelimit::redis::{Layout, RedisLimiter, RedisLimiterConfig, SpawnDriver};
     let rl = &cfg.rate_limit;
     let url = rl
         .redis_url
@@ -259,6 +259,10 @@ async fn open_redis_limiter(
             pool_size: rl.redis_pool_size,
             clock,
             spawn_driver: Some(SpawnDriver(Arc::new(spawn_in_local_set))),
+            layout: match rl.redis_layout {
+                infergate_config::RedisLayout::Counters => Layout::Counters,
+                infergate_config::RedisLayout::Hashes => Layout::Hashes,
+            },
             ..RedisLimiterConfig::default()
         },
     )

@@ -122,6 +122,11 @@ pub const ENV: &[EnvVar<RawConfig>] = &[
         rate_limit.redis_prefix = env::text
     ),
     var!(
+        "RATE_LIMIT_REDIS_LAYOUT",
+        "rate_limit.redis_layout",
+        rate_limit.redis_layout = env::text
+    ),
+    var!(
         "RATE_LIMIT_AUTHENTICATED",
         "rate_limit.authenticated",
         rate_limit.authenticated = env::text

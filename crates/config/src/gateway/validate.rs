@@ -186,6 +186,23 @@ pub(super) fn validate(
             ));
         }
     };
+    let redis_layout = match raw
+        .rate_limit
+        .redis_layout
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "counters" => RedisLayout::Counters,
+        "hashes" => RedisLayout::Hashes,
+        _ => {
+            return Err(ConfigError::invalid(
+                name("rate_limit.redis_layout"),
+                &raw.rate_limit.redis_layout,
+                "counters or hashes",
+            ));
+        }
+    };
     let (tokens, concurrency, roles) = budgets(&raw.rate_limit, &name)?;
     let redis_url = match raw.rate_limit.redis_url {
         Some(u) if !(u.starts_with("redis://") || u.starts_with("rediss://")) => {
@@ -401,6 +418,7 @@ pub(super) fn validate(
             exempt_from_default,
             sweep_interval: Duration::from_secs(raw.rate_limit.sweep_interval_seconds),
             redis_prefix: raw.rate_limit.redis_prefix.clone(),
+            redis_layout,
             redis_timeout: Duration::from_millis(raw.rate_limit.redis_timeout_ms),
             redis_pool_size: raw.rate_limit.redis_pool_size,
             failure_mode,

@@ -1,0 +1,451 @@
+//! The counters layout ([`Layout::Counters`](super::Layout), the default): one integer per bucket
+//! and window, charged with `INCRBY` and judged here by window.rs, instead of by a Lua script.
+//!
+//! # Keys
+//!
+//! ```text
+//! {<prefix>:rl}:<BucketKey>:<period ms>ms:<window start ms>
+//!     e.g. {infergate:rl}:ip:203.0.113.9:60000ms:1699920000000
+//! ```
+//!
+//! A key is created by the first charge of its window with a TTL of two periods plus up to
+//! [`TTL_JITTER_MAX_MS`](super::TTL_JITTER_MAX_MS) (`SET key 0 PX ttl NX`, then `INCRBY`: a key
+//! never exists without its TTL, and no Redis 7 option is needed), after which its count can no
+//! longer weigh in any estimate.
+//!
+//! # A check
+//!
+//! One `MULTI` block a call: per bucket, `GET` of the previous window's count (sliding windows
+//! only) and `SET … NX` + `INCRBY` of the current one by the check's cost (a guard, which is never
+//! charged, reads it with `GET`); with a concurrency lease, the sorted set's sweep, `ZADD`,
+//! `PEXPIRE` and `ZCARD`. redis-server spends about a quarter of the check script's instructions
+//! on it (docs/performance.md). The reply holds every bucket's count *including this request's
+//! charge*; the decision is window.rs's exact arithmetic on the counts before it, so a request
+//! decides exactly as the memory backend would on the same counts.
+//!
+//! A request refused by any bucket (or finding no free slot) gives everything back in a second
+//! call: `DECRBY` of each charge (after the same `SET … NX`, so a give-back landing after its
+//! key expired leaves no key without a TTL) and `ZREM` of its lease. Only refused requests that
+//! reach Redis pay it; the local deny cache answers most refusals without any call.
+//!
+//! Between the charge and the give-back, other requests see the refused one's charge: two
+//! requests racing for the last unit may both be refused where one would have fitted. The
+//! layout can refuse a little early under contention, never admit past a limit. A give-back that
+//! never lands (the replica died between the calls) over-counts until its window rolls out. A
+//! count below zero (only a give-back after expiry writes one, into a window nobody reads) reads
+//! as zero.
+//!
+//! # Time
+//!
+//! The instant is the caller's: an injected clock, or Redis's estimated by redis/clock.rs. It
+//! never goes backwards within a limiter (a clock stepping back is read as the latest instant
+//! already used), since a window once left is never charged again: unlike the hash layout, this
+//! one keeps no record of a later window to judge a lagging clock by.
+//!
+//! # Foreign data
+//!
+//! A count that is not an integer, or below zero before a charge (another program wrote the
+//! key), reads as zero. A charge that fails on one, or lands on one, is written over with the
+//! request's cost once the request is admitted, as the scripts overwrite a bucket they cannot
+//! read.
+
+use std::sync::atomic::Ordering;
+
+use ::redis::{Pipeline, Value};
+
+use super::clock::ServerClock;
+use super::{RedisLimiter, unavailable};
+use crate::decision::{Decision, LimitStatus};
+use crate::key::LimitCheck;
+use crate::window::{Grid, View, Window};
+use crate::{Lease, LeaseStatus, RateLimitError, Settlement};
+
+/// One distinct bucket of a check call: where its replies are and who charges it.
+struct Slot {
+    /// The first check naming it.
+    first: usize,
+    /// The window holding the call's instant.
+    start_ms: u64,
+    /// Reply index of the previous window's count; `None` for a fixed window (or the epoch's
+    /// first window), which has none that counts.
+    previous: Option<usize>,
+    /// Reply index of the current window's count: `INCRBY`'s when charged, else a `GET`'s.
+    current: usize,
+    /// The cost charged (its first check's, unless that is a guard: memory.rs's rule).
+    cost: Option<u64>,
+}
+
+/// A bucket's counts as the call found them, before its own charge.
+struct Counts {
+    window: Window,
+    /// The charge was made (it fails on a key holding something else than an integer).
+    charged: bool,
+}
+
+/// An integer reply, or a `GET`'s decimal string; `None` for anything else (another program's
+/// data, an error). A missing key counts zero.
+fn integer(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(n) => Some(*n),
+        Value::Nil => Some(0),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// A count as the arithmetic takes it: below zero is zero.
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// A charge as `INCRBY` takes it. A cost above `i64::MAX` never fits any limit's window anyway.
+fn charge(cost: u64) -> i64 {
+    i64::try_from(cost).unwrap_or(i64::MAX)
+}
+
+/// A window key's TTL: two periods (after which its count weighs nothing) and the jitter.
+fn ttl_ms(grid: Grid, jitter: u64) -> u64 {
+    grid.period_ms.saturating_mul(2).saturating_add(jitter)
+}
+
+/// Whether two checks count the same bucket (memory.rs compares key and period).
+fn same_bucket(a: &LimitCheck, b: &LimitCheck) -> bool {
+    a.spec.period_ms() == b.spec.period_ms() && a.key == b.key
+}
+
+impl RedisLimiter {
+    /// The instant a counters call is judged at, and whether it should carry a `TIME` (see
+    /// redis/clock.rs). Never earlier than one this limiter already used.
+    fn counters_now(&self) -> (u64, bool) {
+        let (now, sync) = match &self.clock {
+            Some(clock) => (clock.now_millis(), false),
+            None => self.server_clock.read(),
+        };
+        let latest = self.latest_ms.fetch_max(now, Ordering::Relaxed);
+        (now.max(latest), sync)
+    }
+
+    /// The counter of `check`'s bucket in the window starting at `start_ms`, written into `buf`.
+    fn write_window_key(&self, buf: &mut Vec<u8>, check: &LimitCheck, start_ms: u64) {
+        self.write_key_name(buf, check);
+        buf.push(b':');
+        buf.extend_from_slice(itoa::Buffer::new().format(start_ms).as_bytes());
+    }
+
+    /// Sends `pipe` (with a `TIME` at its end when `sync`) and returns its replies, `expected`
+    /// of them besides the `TIME`'s; feeds the `TIME` to the server clock.
+    async fn counters_call(
+        &self,
+        pipe: &mut Pipeline,
+        expected: usize,
+        sync: bool,
+    ) -> Result<Vec<Value>, RateLimitError> {
+        if sync {
+            pipe.cmd("TIME");
+        }
+        let sent = ServerClock::local_ms();
+        let mut reply: Vec<Value> = self.call(super::Request::Pipeline(pipe)).await?;
+        if reply.len() != expected + usize::from(sync) {
+            return Err(unavailable("unexpected reply"));
+        }
+        if sync && let Some(time) = reply.pop() {
+            self.server_clock
+                .observe(sent, ServerClock::local_ms(), &time);
+        }
+        Ok(reply)
+    }
+
+    /// [`decide`](RedisLimiter::decide) in the counters layout (see the module doc).
+    pub(super) async fn decide_counters(
+        &self,
+        guards: usize,
+        checks: &[LimitCheck],
+        lease: Option<&Lease>,
+    ) -> Result<(Decision, Option<LeaseStatus>, u64), RateLimitError> {
+        let (now, sync) = self.counters_now();
+        let jitter = self.jitter_ms();
+        let mut pipe = ::redis::pipe();
+        pipe.atomic().ignore_errors();
+        let mut replies = 0;
+        let mut slots: Vec<Slot> = Vec::with_capacity(checks.len());
+        let mut slot_of: Vec<usize> = Vec::with_capacity(checks.len());
+        let mut name = Vec::with_capacity(96);
+        for (i, check) in checks.iter().enumerate() {
+            if let Some(j) = checks[..i].iter().position(|c| same_bucket(c, check)) {
+                slot_of.push(slot_of[j]);
+                continue;
+            }
+            let grid = check.grid();
+            let start_ms = grid.start(now);
+            let previous = match grid.fixed_offset_ms {
+                None if start_ms >= grid.period_ms => {
+                    self.write_window_key(&mut name, check, start_ms - grid.period_ms);
+                    pipe.cmd("GET").arg(&name[..]);
+                    replies += 1;
+                    Some(replies - 1)
+                }
+                _ => None,
+            };
+            self.write_window_key(&mut name, check, start_ms);
+            let cost = (i >= guards).then_some(check.cost);
+            match cost {
+                Some(cost) => {
+                    pipe.cmd("SET")
+                        .arg(&name[..])
+                        .arg(0)
+                        .arg("PX")
+                        .arg(ttl_ms(grid, jitter))
+                        .arg("NX");
+                    pipe.cmd("INCRBY").arg(&name[..]).arg(charge(cost));
+                    replies += 2;
+                }
+                None => {
+                    pipe.cmd("GET").arg(&name[..]);
+                    replies += 1;
+                }
+            }
+            slots.push(Slot {
+                first: i,
+                start_ms,
+                previous,
+                current: replies - 1,
+                cost,
+            });
+            slot_of.push(slots.len() - 1);
+        }
+        if let Some(lease) = lease {
+            self.write_lease_key_name(&mut name, lease);
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(&name[..])
+                .arg("-inf")
+                .arg(now);
+            pipe.cmd("ZADD")
+                .arg(&name[..])
+                .arg(now.saturating_add(lease.ttl_ms()))
+                .arg(lease.id);
+            pipe.cmd("PEXPIRE")
+                .arg(&name[..])
+                .arg(lease.ttl_ms().saturating_add(jitter));
+            pipe.cmd("ZCARD").arg(&name[..]);
+            replies += 4;
+        }
+        // Before sending, so the cache's estimate of Redis time runs ahead rather than behind.
+        let sent = std::time::Instant::now();
+        let reply = self.counters_call(&mut pipe, replies, sync).await?;
+
+        let counts: Vec<Counts> = slots
+            .iter()
+            .map(|slot| {
+                let previous = slot
+                    .previous
+                    .map_or(0, |k| integer(&reply[k]).map_or(0, count));
+                let current = integer(&reply[slot.current]);
+                // A count below zero before the charge was not ours either: the charge is
+                // written over like one that failed.
+                let (current, charged) = match (slot.cost, current) {
+                    (Some(cost), Some(after)) if after >= charge(cost) => {
+                        (count(after - charge(cost)), true)
+                    }
+                    (None, Some(n)) => (count(n), false),
+                    _ => (0, false),
+                };
+                Counts {
+                    window: Window {
+                        start_ms: slot.start_ms,
+                        current,
+                        previous,
+                    },
+                    charged,
+                }
+            })
+            .collect();
+        // The slots held once this request's was added (ids are random: ZADD added one).
+        let held = match lease {
+            None => None,
+            Some(_) => match reply.last().and_then(integer).map(count) {
+                Some(held) if held >= 1 => Some(held),
+                _ => return Err(unavailable("unexpected reply")),
+            },
+        };
+        let slot_free = match (lease, held) {
+            (Some(lease), Some(held)) => lease.shadow || held - 1 < lease.cap,
+            _ => true,
+        };
+        let view = |i: usize, window: &Window| View::of(window, now, checks[i].grid());
+        let admits = |i: usize| {
+            let check = &checks[i];
+            view(i, &counts[slot_of[i]].window).admits(check.spec.limit, check.cost)
+        };
+        let allowed = slot_free && (0..checks.len()).all(|i| checks[i].shadow || admits(i));
+
+        let mut windows = Vec::with_capacity(checks.len());
+        let statuses: Vec<LimitStatus> = checks
+            .iter()
+            .enumerate()
+            .map(|(i, check)| {
+                let slot = &slots[slot_of[i]];
+                let found = &counts[slot_of[i]];
+                // As memory.rs reports it: every check of an admitted request sees its bucket's
+                // charge (made by the bucket's first check, which precedes it).
+                let mut window = found.window;
+                if allowed && let Some(cost) = slot.cost {
+                    window.current = window.current.saturating_add(cost);
+                }
+                windows.push(Some(window));
+                let would_admit = !check.shadow || admits(i);
+                view(i, &window).status(check, !allowed || !would_admit)
+            })
+            .collect();
+        let lease_status = match (lease, held) {
+            (Some(lease), Some(held)) => Some(LeaseStatus {
+                cap: lease.cap,
+                in_flight: if allowed { held } else { held - 1 },
+                acquired: slot_free,
+            }),
+            _ => None,
+        };
+
+        self.counters_follow_up(checks, &slots, &counts, allowed, lease, jitter)
+            .await;
+        // Costed and fixed-window buckets are settled later, which the cache cannot see.
+        if lease.is_none()
+            && checks
+                .iter()
+                .all(|c| c.cost == 1 && c.fixed_offset_ms.is_none())
+        {
+            self.cache.record(checks, &windows, now, sent, !allowed);
+        }
+        Ok((Decision { allowed, statuses }, lease_status, now))
+    }
+
+    /// What a check call leaves to do: a refused request's charges and slot given back, an
+    /// admitted one's charge written over another program's data. One more call, only then.
+    /// Best effort: a give-back that fails over-counts until its window rolls out.
+    async fn counters_follow_up(
+        &self,
+        checks: &[LimitCheck],
+        slots: &[Slot],
+        counts: &[Counts],
+        allowed: bool,
+        lease: Option<&Lease>,
+        jitter: u64,
+    ) {
+        let mut pipe = ::redis::pipe();
+        pipe.atomic().ignore_errors();
+        let mut name = Vec::with_capacity(96);
+        for (slot, found) in slots.iter().zip(counts) {
+            let Some(cost) = slot.cost else { continue };
+            let check = &checks[slot.first];
+            let ttl = ttl_ms(check.grid(), jitter);
+            self.write_window_key(&mut name, check, slot.start_ms);
+            match (allowed, found.charged) {
+                (false, true) => {
+                    pipe.cmd("SET")
+                        .arg(&name[..])
+                        .arg(0)
+                        .arg("PX")
+                        .arg(ttl)
+                        .arg("NX");
+                    pipe.cmd("DECRBY").arg(&name[..]).arg(charge(cost));
+                }
+                (true, false) => {
+                    pipe.cmd("SET")
+                        .arg(&name[..])
+                        .arg(charge(cost))
+                        .arg("PX")
+                        .arg(ttl);
+                }
+                _ => {}
+            }
+        }
+        if let (false, Some(lease)) = (allowed, lease) {
+            self.write_lease_key_name(&mut name, lease);
+            pipe.cmd("ZREM").arg(&name[..]).arg(lease.id);
+        }
+        if pipe.cmd_iter().next().is_some() {
+            let _: Result<Value, RateLimitError> = self.call(super::Request::Pipeline(&pipe)).await;
+        }
+    }
+
+    /// The bucket's counts now, for a peek: a plain pipeline of `GET`s.
+    pub(super) async fn peek_counters(
+        &self,
+        check: &LimitCheck,
+    ) -> Result<(Option<Window>, u64), RateLimitError> {
+        let (now, sync) = self.counters_now();
+        let grid = check.grid();
+        let start_ms = grid.start(now);
+        let mut pipe = ::redis::pipe();
+        pipe.ignore_errors();
+        let mut name = Vec::with_capacity(96);
+        let with_previous = grid.fixed_offset_ms.is_none() && start_ms >= grid.period_ms;
+        if with_previous {
+            self.write_window_key(&mut name, check, start_ms - grid.period_ms);
+            pipe.cmd("GET").arg(&name[..]);
+        }
+        self.write_window_key(&mut name, check, start_ms);
+        pipe.cmd("GET").arg(&name[..]);
+        let reply = self
+            .counters_call(&mut pipe, 1 + usize::from(with_previous), sync)
+            .await?;
+        let read = |v: &Value| integer(v).map_or(0, count);
+        let (previous, current) = match reply.as_slice() {
+            [previous, current] => (read(previous), read(current)),
+            [current] => (0, read(current)),
+            _ => return Err(unavailable("unexpected reply")),
+        };
+        let window = Window {
+            start_ms,
+            current,
+            previous,
+        };
+        Ok((Some(window), now))
+    }
+
+    /// [`settle`](crate::RateLimiter::settle) in the counters layout: each adjustment an
+    /// `INCRBY` of the window its charge went to (after the same `SET … NX` as a charge), the
+    /// lease's `ZREM`. A charge whose window no longer weighs in any estimate is left alone, as
+    /// window.rs's `adjust` leaves it.
+    pub(super) async fn settle_counters(
+        &self,
+        settlement: &Settlement<'_>,
+    ) -> Result<(), RateLimitError> {
+        let (now, sync) = self.counters_now();
+        let jitter = self.jitter_ms();
+        let mut pipe = ::redis::pipe();
+        pipe.atomic().ignore_errors();
+        let mut name = Vec::with_capacity(96);
+        let mut commands = 0;
+        for a in settlement.adjustments {
+            let grid = a.check.grid();
+            let charged = grid.start(a.charged_at_ms);
+            let current = grid.start(now);
+            let weighs = current == charged
+                || (grid.fixed_offset_ms.is_none()
+                    && current == charged.saturating_add(grid.period_ms));
+            if !weighs {
+                continue;
+            }
+            self.write_window_key(&mut name, &a.check, charged);
+            pipe.cmd("SET")
+                .arg(&name[..])
+                .arg(0)
+                .arg("PX")
+                .arg(ttl_ms(grid, jitter))
+                .arg("NX");
+            pipe.cmd("INCRBY").arg(&name[..]).arg(a.delta);
+            commands += 2;
+        }
+        if let Some(lease) = settlement.release {
+            self.write_lease_key_name(&mut name, lease);
+            pipe.cmd("ZREM").arg(&name[..]).arg(lease.id);
+            commands += 1;
+        }
+        if commands == 0 && !sync {
+            return Ok(());
+        }
+        self.counters_call(&mut pipe, commands, sync)
+            .await
+            .map(|_| ())
+    }
+}
