@@ -1021,8 +1021,8 @@ async fn counters_keys_ttls_and_give_backs() {
     }
 }
 
-/// The counters layout judges a clock that steps back at the latest instant it used: a window
-/// once left is never charged again (the hash layout judges at the stored window's start, the
+/// The counters layout judges a clock that steps back by up to a second at the latest instant it
+/// used: a window once left is not charged again (the hash layout judges at the stored window's start, the
 /// memory backend's way; `conformance::Time`).
 #[tokio::test]
 async fn counters_never_step_back_in_time() {
@@ -1038,4 +1038,12 @@ async fn counters_never_step_back_in_time() {
     let d = limiter.check(&check).await.unwrap();
     assert!(!d.allowed, "the window of T0+60s still counts");
     assert_eq!(d.statuses[0].reset_at_millis, T0 + 120_000);
+    // A clock corrected by more than a second is believed: a reading from the future does not
+    // hold the limiter in its window.
+    clock.set(T0 + 3_600_000);
+    assert!(limiter.check(&check).await.unwrap().allowed);
+    clock.set(T0 + 180_000);
+    let d = limiter.check(&check).await.unwrap();
+    assert!(d.allowed, "the hour-ahead window is left behind");
+    assert_eq!(d.statuses[0].reset_at_millis, T0 + 240_000);
 }

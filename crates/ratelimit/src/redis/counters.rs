@@ -37,10 +37,10 @@
 //!
 //! # Time
 //!
-//! The instant is the caller's: an injected clock, or Redis's estimated by redis/clock.rs. It
-//! never goes backwards within a limiter (a clock stepping back is read as the latest instant
-//! already used), since a window once left is never charged again: unlike the hash layout, this
-//! one keeps no record of a later window to judge a lagging clock by.
+//! The instant is the caller's: an injected clock, or Redis's estimated by redis/clock.rs. A
+//! clock stepping back by up to a second is read as the latest instant already used, so a
+//! window once left is not charged again (unlike the hash layout, this one keeps no record of a
+//! later window to judge a lagging clock by); a larger step is a clock corrected, and believed.
 //!
 //! # Foreign data
 //!
@@ -59,6 +59,9 @@ use crate::decision::{Decision, LimitStatus};
 use crate::key::LimitCheck;
 use crate::window::{Grid, View, Window};
 use crate::{Lease, LeaseStatus, RateLimitError, Settlement};
+
+/// The largest step back in time read as no step at all (see `counters_now`).
+const STEP_BACK_MS: u64 = 1_000;
 
 /// One distinct bucket of a check call: where its replies are and who charges it.
 struct Slot {
@@ -115,14 +118,23 @@ fn same_bucket(a: &LimitCheck, b: &LimitCheck) -> bool {
 
 impl RedisLimiter {
     /// The instant a counters call is judged at, and whether it should carry a `TIME` (see
-    /// redis/clock.rs). Never earlier than one this limiter already used.
+    /// redis/clock.rs). A step back of up to [`STEP_BACK_MS`] (a refreshed offset, two threads
+    /// racing) is read as the latest instant already used; a larger one is a clock corrected,
+    /// and believed: held at a reading from the future, the limiter would charge one window
+    /// until the real time caught up with it.
     fn counters_now(&self) -> (u64, bool) {
         let (now, sync) = match &self.clock {
             Some(clock) => (clock.now_millis(), false),
             None => self.server_clock.read(),
         };
-        let latest = self.latest_ms.fetch_max(now, Ordering::Relaxed);
-        (now.max(latest), sync)
+        let latest = self.latest_ms.load(Ordering::Relaxed);
+        if now >= latest || latest - now > STEP_BACK_MS {
+            // A plain store: two racing calls leave either reading, both fine.
+            self.latest_ms.store(now, Ordering::Relaxed);
+            (now, sync)
+        } else {
+            (latest, sync)
+        }
     }
 
     /// The counter of `check`'s bucket in the window starting at `start_ms`, written into `buf`.
