@@ -47,6 +47,7 @@
 #   BENCH_EXTRAS       1 (default) the memory figures and the denied path; 0 skips them
 #   BENCH_THREADS      wrk -t (default 2: one wrk thread cannot keep 256 connections busy)
 #   BENCH_REDIS_TIMEOUT_MS  RATE_LIMIT_REDIS_TIMEOUT_MS of every gateway (default 50)
+#   BENCH_REDIS_LAYOUT counters (default) or hashes: RATE_LIMIT_REDIS_LAYOUT of the Redis rows
 #   BENCH_PORT_BASE    first port to try for the listeners (default: random, below the ephemeral range)
 #   BENCH_GATEWAY_BIN  the gateway binary to measure (default: the release build made here), e.g. an
 #                      earlier commit's, for before/after figures
@@ -73,6 +74,7 @@ WITH_FLOOR=${BENCH_FLOOR:-1}
 WITH_EXTRAS=${BENCH_EXTRAS:-1}
 THREADS=${BENCH_THREADS:-2}
 REDIS_TIMEOUT_MS=${BENCH_REDIS_TIMEOUT_MS:-50}
+REDIS_LAYOUT=${BENCH_REDIS_LAYOUT:-counters}
 READY_DEADLINE_SECS=30
 RESULTS_DIR=$ROOT/target/bench
 RESULTS=$RESULTS_DIR/results.txt
@@ -434,17 +436,6 @@ start_redis() {
   die "redis-server did not answer PING on 127.0.0.1:$REDIS_PORT within ${READY_DEADLINE_SECS}s"
 }
 
-# Decision calls served so far: the sum of calls= of cmdstat_evalsha and cmdstat_eval (the hash
-# layout's scripts) and cmdstat_exec (the counters layout's MULTI blocks).
-redis_script_calls() {
-  local out
-  out=$(timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" INFO commandstats 2>/dev/null) ||
-    die "redis-cli INFO commandstats failed against 127.0.0.1:$REDIS_PORT"
-  tr -d '\r' <<<"$out" | awk -F'[:,=]' '
-    $1 == "cmdstat_evalsha" || $1 == "cmdstat_eval" || $1 == "cmdstat_exec" { for (i = 2; i < NF; i++) if ($i == "calls") n += $(i + 1) }
-    END { printf "%d\n", n }'
-}
-
 # The proxy under test: PROXY_PIDS are the processes whose CPU and memory are measured.
 PROXY_PIDS=()
 PROXY_PORT=
@@ -525,18 +516,20 @@ stop_proxy() {
 }
 
 # Limiter counters from the running gateway's /metrics (admin key): "FALLBACKS BACKEND_ERRORS
-# REJECTIONS", or "? ? ?" when /metrics cannot be read.
+# REJECTIONS CALLS" (CALLS: Redis round trips, the scrape's own included), or "? ? ? ?" when
+# /metrics cannot be read.
 limiter_counters() {
   local body
   body=$(curl -fsS --max-time 5 -H "X-API-Key: $ADMIN_KEY" "http://127.0.0.1:$PROXY_PORT/metrics" 2>/dev/null) || {
-    echo "? ? ?"
+    echo "? ? ? ?"
     return 0
   }
   awk '
     $1 ~ /^infergate_ratelimit_fallback_decisions_total/ { f += $2 }
     $1 ~ /^infergate_ratelimit_backend_errors_total/ { e += $2 }
     $1 ~ /^infergate_ratelimit_rejections_total/ { r += $2 }
-    END { printf "%d %d %d\n", f, e, r }' <<<"$body"
+    $1 ~ /^infergate_ratelimit_backend_calls_total/ { c += $2 }
+    END { printf "%d %d %d %d\n", f, e, r, c }' <<<"$body"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -624,7 +617,6 @@ run_wrk() {
   if ((REDIS_BACKED)); then
     sleep 0.3 # the warm-up's last requests reach Redis before counting starts
     lim0=$(limiter_counters)
-    calls0=$(redis_script_calls)
   fi
   ((${#PROXY_PIDS[@]})) && ticks0=$(proc_ticks "${PROXY_PIDS[@]}")
   c0a=$(cpu_stat 0)
@@ -637,7 +629,6 @@ run_wrk() {
   ((${#PROXY_PIDS[@]})) && ticks1=$(proc_ticks "${PROXY_PIDS[@]}")
   if ((REDIS_BACKED)); then
     sleep 0.3 # requests in flight when wrk stopped reach Redis too
-    calls1=$(redis_script_calls)
     lim1=$(limiter_counters)
   fi
   printf '%s\n' "$out" >"$TMP/wrk-$round-$scenario-$target.txt"
@@ -661,6 +652,10 @@ run_wrk() {
     rss=$(proc_kib VmRSS "${PROXY_PIDS[@]}")
   fi
   if ((REDIS_BACKED)); then
+    local fb0 er0 rj0 fb1 er1 rj1
+    read -r fb0 er0 rj0 calls0 <<<"$lim0"
+    read -r fb1 er1 rj1 calls1 <<<"$lim1"
+    [[ $calls0 == "?" || $calls1 == "?" ]] && calls0=0 calls1=0
     calls=$((calls1 - calls0))
     if [[ $mode == denied ]]; then
       ((total > 0 && calls * 100 > total)) &&
@@ -668,9 +663,6 @@ run_wrk() {
     elif ((calls < total || calls > total + conns)); then
       FAILURES+=("round $round, $scenario, $target: $calls Redis round trips for $total requests; expected exactly 1 per request")
     fi
-    local fb0 er0 rj0 fb1 er1 rj1
-    read -r fb0 er0 rj0 <<<"$lim0"
-    read -r fb1 er1 rj1 <<<"$lim1"
     if [[ $fb0 == "?" || $fb1 == "?" ]]; then
       FAILURES+=("$target ($scenario): could not read the gateway's /metrics to check for limiter fallbacks")
     elif (((er1 - er0 + fb1 - fb0) * 1000 > total)); then
@@ -709,7 +701,8 @@ REDIS_ENV=()
 if ((WITH_REDIS)); then
   start_redis
   REDIS_VERSION=$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')
-  REDIS_ENV=(RATE_LIMIT_STORAGE=redis "RATE_LIMIT_REDIS_URL=redis://127.0.0.1:$REDIS_PORT")
+  REDIS_ENV=(RATE_LIMIT_STORAGE=redis "RATE_LIMIT_REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
+    "RATE_LIMIT_REDIS_LAYOUT=$REDIS_LAYOUT")
 fi
 TARGETS=(direct nginx)
 ((WITH_FLOOR)) && TARGETS+=(floor)

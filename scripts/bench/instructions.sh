@@ -18,6 +18,7 @@
 #   BENCH_CG_DURATION  measured seconds per binary (default 10)
 #   BENCH_CG_LIMITER   memory (default) or redis: the Redis limiter against a private
 #                      redis-server on CPU 0 (what the Redis path costs the gateway's own core)
+#   BENCH_REDIS_LAYOUT counters (default) or hashes: RATE_LIMIT_REDIS_LAYOUT of the Redis limiter
 #   BENCH_NO_INSTALL   1 = never call apt-get (fail if valgrind/wrk/nginx/curl are missing)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -98,7 +99,8 @@ if [[ $LIMITER == redis ]]; then
     sleep 0.1
   done
   [[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] || die "redis-server did not start: $(tail -n 5 "$TMP/redis.log")"
-  LIMITER_ENV=(RATE_LIMIT_STORAGE=redis "RATE_LIMIT_REDIS_URL=redis://127.0.0.1:$REDIS_PORT")
+  LIMITER_ENV=(RATE_LIMIT_STORAGE=redis "RATE_LIMIT_REDIS_URL=redis://127.0.0.1:$REDIS_PORT"
+    "RATE_LIMIT_REDIS_LAYOUT=${BENCH_REDIS_LAYOUT:-counters}")
 fi
 
 printf 'limiter: %s\n' "$LIMITER"

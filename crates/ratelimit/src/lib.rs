@@ -75,6 +75,11 @@ pub trait RateLimiter: Send + Sync + std::fmt::Debug {
     /// Backend name for metrics and status pages, e.g. `"memory"`.
     fn backend(&self) -> &'static str;
 
+    /// Calls sent to a networked backend so far, each one round trip (0 for one in process).
+    fn backend_calls(&self) -> u64 {
+        0
+    }
+
     /// Everything a request is limited by, decided at once: `guards` only checked, `checks`
     /// charged their cost (request counts and token reservations alike), and a concurrency
     /// slot taken when `lease` is given. All or nothing: a refusal for any reason charges

@@ -665,6 +665,10 @@ impl RateLimiter for RedisLimiter {
         "redis"
     }
 
+    fn backend_calls(&self) -> u64 {
+        self.round_trips()
+    }
+
     /// One script call. The local deny cache is neither consulted nor fed: settlements give
     /// tokens back, so a bucket refused once may admit before its `retry_after`.
     async fn admit(

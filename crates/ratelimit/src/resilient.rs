@@ -94,6 +94,11 @@ impl ResilientLimiter {
         self.cfg.mode
     }
 
+    /// Calls sent to the shared backend so far (each one round trip).
+    pub fn backend_calls(&self) -> u64 {
+        self.primary.backend_calls()
+    }
+
     /// `closed`, `open` or `half_open`.
     pub fn breaker_state(&self) -> &'static str {
         match *self.lock() {

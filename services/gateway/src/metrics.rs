@@ -47,6 +47,7 @@ pub struct Metrics {
     pub limiter_fallback: IntCounter,
     pub limiter_breaker: IntGaugeVec,
     pub limiter_breaker_opened: IntCounter,
+    pub limiter_backend_calls: IntCounter,
     /// Token reservations, settlements, refusals and streams cut ([`crate::metering`]).
     pub tokens: TokenMetrics,
     /// The children the hot path counts into, looked up in their vectors once, on first use
@@ -290,6 +291,10 @@ impl Metrics {
             ),
             &["state"],
         ));
+        let limiter_backend_calls = must(IntCounter::new(
+            "ratelimit_backend_calls_total",
+            "Calls sent to the shared rate-limit backend, each one round trip",
+        ));
         let limiter_breaker_opened = must(IntCounter::new(
             "ratelimit_breaker_opened_total",
             "Times the breaker in front of the shared backend opened",
@@ -326,6 +331,7 @@ impl Metrics {
             Box::new(limiter_fallback.clone()),
             Box::new(limiter_breaker.clone()),
             Box::new(limiter_breaker_opened.clone()),
+            Box::new(limiter_backend_calls.clone()),
         ] {
             must(http.registry().register(c));
         }
@@ -346,6 +352,7 @@ impl Metrics {
             limiter_fallback,
             limiter_breaker,
             limiter_breaker_opened,
+            limiter_backend_calls,
             children: Arc::default(),
         }
     }
@@ -459,6 +466,7 @@ impl Metrics {
             &self.limiter_breaker_opened,
             r.stats.breaker_opened.load(Relaxed),
         );
+        set(&self.limiter_backend_calls, r.backend_calls());
         let current = r.breaker_state();
         for s in ["closed", "open", "half_open"] {
             self.limiter_breaker

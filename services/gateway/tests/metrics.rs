@@ -453,6 +453,43 @@ async fn a_healthy_shared_backend_shows_a_closed_breaker() {
     assert_eq!(m.get("infergate_ratelimit_backend_errors_total", &[]), 0.0);
 }
 
+/// Every call to the shared Redis limiter is counted (operators read round trips per request
+/// from it, and so does `make bench`): one per limited request.
+#[actix_web::test]
+async fn calls_to_the_shared_backend_are_counted() {
+    use infergate_ratelimit::redis::{RedisLimiter, RedisLimiterConfig};
+    let server = infergate_testkit::RedisServer::start();
+    let cfg = RedisLimiterConfig {
+        timeout: Duration::from_secs(30),
+        ..RedisLimiterConfig::default()
+    };
+    let redis = RedisLimiter::connect(&server.url(), cfg).await.unwrap();
+    let app = spawn_app_with(
+        &[],
+        Opts {
+            shared_limiter: Some(Arc::new(redis)),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(app.get("/protected", Some(USER_KEY)).await.status, 200);
+    let before = scrape(&app)
+        .await
+        .get("infergate_ratelimit_backend_calls_total", &[]);
+    assert!(before >= 1.0, "{before}");
+    for _ in 0..5 {
+        assert_eq!(app.get("/protected", Some(USER_KEY)).await.status, 200);
+    }
+    let after = scrape(&app)
+        .await
+        .get("infergate_ratelimit_backend_calls_total", &[]);
+    // Five requests, and the second scrape's own limit check.
+    assert!(
+        (5.0..=6.0).contains(&(after - before)),
+        "{before} -> {after}"
+    );
+}
+
 #[actix_web::test]
 async fn unreachable_upstream_counts_a_connect_error() {
     let app = spawn_app_with(

@@ -15,11 +15,15 @@
 //!
 //! # A check
 //!
-//! One `MULTI` block a call: per bucket, `GET` of the previous window's count (sliding windows
-//! only) and `SET … NX` + `INCRBY` of the current one by the check's cost (a guard, which is never
+//! One pipelined call: per bucket, `GET` of the previous window's count (sliding windows only)
+//! and `SET … NX` + `INCRBY` of the current one by the check's cost (a guard, which is never
 //! charged, reads it with `GET`); with a concurrency lease, the sorted set's sweep, `ZADD`,
-//! `PEXPIRE` and `ZCARD`. redis-server spends about a quarter of the check script's instructions
-//! on it (docs/performance.md). The reply holds every bucket's count *including this request's
+//! `PEXPIRE` and `ZCARD`, and then the call is a `MULTI` block (the `ZADD` and the `PEXPIRE`
+//! giving its key a TTL go together). Without a lease no block is needed: the `SET … NX` comes
+//! before its `INCRBY`, so a call cut short never leaves a counter without a TTL, and what other
+//! clients' commands interleave changes only which counts are seen, as a different arrival order
+//! would. redis-server spends about a quarter of the check script's instructions on it
+//! (docs/performance.md), and the gateway parses no `QUEUED` replies. The reply holds every bucket's count *including this request's
 //! charge*; the decision is window.rs's exact arithmetic on the counts before it, so a request
 //! decides exactly as the memory backend would on the same counts.
 //!
@@ -51,7 +55,7 @@
 
 use std::sync::atomic::Ordering;
 
-use ::redis::{Pipeline, Value};
+use ::redis::{Cmd, Pipeline, Value};
 
 use super::clock::ServerClock;
 use super::{RedisLimiter, unavailable};
@@ -111,6 +115,22 @@ fn ttl_ms(grid: Grid, jitter: u64) -> u64 {
     grid.period_ms.saturating_mul(2).saturating_add(jitter)
 }
 
+/// Turns `buf`, a bucket's name and `:` up to `base`, into its counter for the window starting
+/// at `start_ms`: a bucket's two keys share the name, written once.
+fn window_key(buf: &mut Vec<u8>, base: usize, start_ms: u64) -> &[u8] {
+    buf.truncate(base);
+    buf.extend_from_slice(itoa::Buffer::new().format(start_ms).as_bytes());
+    buf
+}
+
+/// `name` and room for `args` more arguments, sized up front: redis-rs grows a command made by
+/// `Pipeline::cmd` a step at a time, and a check builds several for every request.
+fn command(name: &str, args: usize, bytes: usize) -> Cmd {
+    let mut cmd = Cmd::with_capacity(args + 1, bytes + 16);
+    cmd.arg(name);
+    cmd
+}
+
 /// Whether two checks count the same bucket (memory.rs compares key and period).
 fn same_bucket(a: &LimitCheck, b: &LimitCheck) -> bool {
     a.spec.period_ms() == b.spec.period_ms() && a.key == b.key
@@ -141,7 +161,8 @@ impl RedisLimiter {
     fn write_window_key(&self, buf: &mut Vec<u8>, check: &LimitCheck, start_ms: u64) {
         self.write_key_name(buf, check);
         buf.push(b':');
-        buf.extend_from_slice(itoa::Buffer::new().format(start_ms).as_bytes());
+        let base = buf.len();
+        window_key(buf, base, start_ms);
     }
 
     /// Sends `pipe` (with a `TIME` at its end when `sync`) and returns its replies, `expected`
@@ -176,8 +197,15 @@ impl RedisLimiter {
     ) -> Result<(Decision, Option<LeaseStatus>, u64), RateLimitError> {
         let (now, sync) = self.counters_now();
         let jitter = self.jitter_ms();
-        let mut pipe = ::redis::pipe();
-        pipe.atomic().ignore_errors();
+        // Three commands a bucket, four for a lease, and the `TIME`.
+        let mut pipe = Pipeline::with_capacity(3 * checks.len() + 5);
+        pipe.ignore_errors();
+        if lease.is_some() {
+            // `ZADD` may create the slots' key, which only the `PEXPIRE` after it gives a TTL:
+            // both or neither. (A bucket's `SET … NX` comes before its `INCRBY`, so a call
+            // cut short never leaves a counter without a TTL, and needs no block.)
+            pipe.atomic();
+        }
         let mut replies = 0;
         let mut slots: Vec<Slot> = Vec::with_capacity(checks.len());
         let mut slot_of: Vec<usize> = Vec::with_capacity(checks.len());
@@ -189,30 +217,39 @@ impl RedisLimiter {
             }
             let grid = check.grid();
             let start_ms = grid.start(now);
+            self.write_key_name(&mut name, check);
+            name.push(b':');
+            let base = name.len();
             let previous = match grid.fixed_offset_ms {
                 None if start_ms >= grid.period_ms => {
-                    self.write_window_key(&mut name, check, start_ms - grid.period_ms);
-                    pipe.cmd("GET").arg(&name[..]);
+                    let key = window_key(&mut name, base, start_ms - grid.period_ms);
+                    let mut get = command("GET", 1, key.len());
+                    get.arg(key);
+                    pipe.add_command(get);
                     replies += 1;
                     Some(replies - 1)
                 }
                 _ => None,
             };
-            self.write_window_key(&mut name, check, start_ms);
+            let key = window_key(&mut name, base, start_ms);
             let cost = (i >= guards).then_some(check.cost);
             match cost {
                 Some(cost) => {
-                    pipe.cmd("SET")
-                        .arg(&name[..])
+                    let mut set = command("SET", 5, key.len() + 32);
+                    set.arg(key)
                         .arg(0)
                         .arg("PX")
                         .arg(ttl_ms(grid, jitter))
                         .arg("NX");
-                    pipe.cmd("INCRBY").arg(&name[..]).arg(charge(cost));
+                    let mut incrby = command("INCRBY", 2, key.len() + 20);
+                    incrby.arg(key).arg(charge(cost));
+                    pipe.add_command(set).add_command(incrby);
                     replies += 2;
                 }
                 None => {
-                    pipe.cmd("GET").arg(&name[..]);
+                    let mut get = command("GET", 1, key.len());
+                    get.arg(key);
+                    pipe.add_command(get);
                     replies += 1;
                 }
             }
@@ -342,8 +379,10 @@ impl RedisLimiter {
         lease: Option<&Lease>,
         jitter: u64,
     ) {
+        // No `MULTI`: each `SET … NX` precedes its `DECRBY`, so a call cut short leaves no
+        // counter without a TTL.
         let mut pipe = ::redis::pipe();
-        pipe.atomic().ignore_errors();
+        pipe.ignore_errors();
         let mut name = Vec::with_capacity(96);
         for (slot, found) in slots.iter().zip(counts) {
             let Some(cost) = slot.cost else { continue };
@@ -424,8 +463,9 @@ impl RedisLimiter {
     ) -> Result<(), RateLimitError> {
         let (now, sync) = self.counters_now();
         let jitter = self.jitter_ms();
+        // As a check's: each `SET … NX` before its `INCRBY`, no block needed.
         let mut pipe = ::redis::pipe();
-        pipe.atomic().ignore_errors();
+        pipe.ignore_errors();
         let mut name = Vec::with_capacity(96);
         let mut commands = 0;
         for a in settlement.adjustments {
