@@ -15,9 +15,9 @@
 //!
 //! # A check
 //!
-//! One pipelined call: per bucket, `GET` of the previous window's count (sliding windows only)
-//! and `SET … NX` + `INCRBY` of the current one by the check's cost (a guard, which is never
-//! charged, reads it with `GET`); with a concurrency lease, the sorted set's sweep, `ZADD`,
+//! One pipelined call: per bucket, `SET … NX` + `INCRBY` of the current window's count by the
+//! check's cost (a guard, which is never charged, reads it with `GET`), then one `MGET` of the
+//! previous windows' counts (sliding windows only); with a concurrency lease, the sorted set's sweep, `ZADD`,
 //! `PEXPIRE` and `ZCARD`, and then the call is a `MULTI` block (the `ZADD` and the `PEXPIRE`
 //! giving its key a TTL go together). Without a lease no block is needed: the `SET … NX` comes
 //! before its `INCRBY`, so a call cut short never leaves a counter without a TTL, and what other
@@ -73,8 +73,8 @@ struct Slot {
     first: usize,
     /// The window holding the call's instant.
     start_ms: u64,
-    /// Reply index of the previous window's count; `None` for a fixed window (or the epoch's
-    /// first window), which has none that counts.
+    /// Index of the previous window's count in the call's `MGET`; `None` for a fixed window
+    /// (or the epoch's first window), which has none that counts.
     previous: Option<usize>,
     /// Reply index of the current window's count: `INCRBY`'s when charged, else a `GET`'s.
     current: usize,
@@ -197,7 +197,7 @@ impl RedisLimiter {
     ) -> Result<(Decision, Option<LeaseStatus>, u64), RateLimitError> {
         let (now, sync) = self.counters_now();
         let jitter = self.jitter_ms();
-        // Three commands a bucket, four for a lease, and the `TIME`.
+        // Two commands a bucket, the `MGET`, four for a lease, and the `TIME`.
         let mut pipe = Pipeline::with_capacity(3 * checks.len() + 5);
         pipe.ignore_errors();
         if lease.is_some() {
@@ -210,6 +210,10 @@ impl RedisLimiter {
         let mut slots: Vec<Slot> = Vec::with_capacity(checks.len());
         let mut slot_of: Vec<usize> = Vec::with_capacity(checks.len());
         let mut name = Vec::with_capacity(96);
+        // The previous windows' counts, all in one command after the charges (which never touch
+        // them): one reply to parse and one command for the server instead of one a bucket.
+        let mut mget = command("MGET", checks.len(), 80 * checks.len());
+        let mut previous_keys = 0;
         for (i, check) in checks.iter().enumerate() {
             if let Some(j) = checks[..i].iter().position(|c| same_bucket(c, check)) {
                 slot_of.push(slot_of[j]);
@@ -222,12 +226,9 @@ impl RedisLimiter {
             let base = name.len();
             let previous = match grid.fixed_offset_ms {
                 None if start_ms >= grid.period_ms => {
-                    let key = window_key(&mut name, base, start_ms - grid.period_ms);
-                    let mut get = command("GET", 1, key.len());
-                    get.arg(key);
-                    pipe.add_command(get);
-                    replies += 1;
-                    Some(replies - 1)
+                    mget.arg(window_key(&mut name, base, start_ms - grid.period_ms));
+                    previous_keys += 1;
+                    Some(previous_keys - 1)
                 }
                 _ => None,
             };
@@ -262,6 +263,11 @@ impl RedisLimiter {
             });
             slot_of.push(slots.len() - 1);
         }
+        let previous_at = (previous_keys > 0).then(|| {
+            pipe.add_command(mget);
+            replies += 1;
+            replies - 1
+        });
         if let Some(lease) = lease {
             self.write_lease_key_name(&mut name, lease);
             pipe.cmd("ZREMRANGEBYSCORE")
@@ -282,12 +288,17 @@ impl RedisLimiter {
         let sent = std::time::Instant::now();
         let reply = self.counters_call(&mut pipe, replies, sync).await?;
 
+        let previous_counts: &[Value] = match previous_at.map(|k| &reply[k]) {
+            None => &[],
+            Some(Value::Array(values)) if values.len() == previous_keys => values,
+            Some(_) => return Err(unavailable("unexpected reply")),
+        };
         let counts: Vec<Counts> = slots
             .iter()
             .map(|slot| {
                 let previous = slot
                     .previous
-                    .map_or(0, |k| integer(&reply[k]).map_or(0, count));
+                    .map_or(0, |k| integer(&previous_counts[k]).map_or(0, count));
                 let current = integer(&reply[slot.current]);
                 // A count below zero before the charge was not ours either: the charge is
                 // written over like one that failed.
