@@ -91,6 +91,31 @@ fn assert_unavailable(result: Result<impl std::fmt::Debug, RateLimitError>, what
     }
 }
 
+/// Every key on the server, sorted.
+async fn all_keys(conn: &mut MultiplexedConnection) -> Vec<String> {
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(conn).await.unwrap();
+    keys.sort();
+    keys
+}
+
+/// Waits for `key` to expire, polling; fails after `limit_ms` (a TTL is what is tested: the wait
+/// is the point, not a synchronisation).
+async fn expires_within(conn: &mut MultiplexedConnection, key: &str, limit_ms: u64) {
+    let deadline = Instant::now() + Duration::from_millis(limit_ms);
+    loop {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(key)
+            .query_async(conn)
+            .await
+            .unwrap();
+        if !exists {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{key} never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Redis's hash-tag rule: the part between the first `{` and the next `}`.
 fn hash_tag(key: &str) -> Option<&str> {
     let open = key.find('{')?;
@@ -507,12 +532,7 @@ async fn key_names_hash_tags_and_ttls() {
             .allowed
     );
 
-    let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    keys.sort();
+    let keys = all_keys(&mut conn).await;
     assert_eq!(
         keys,
         [
@@ -566,19 +586,7 @@ async fn key_names_hash_tags_and_ttls() {
     assert_eq!(count, 3);
 
     // Keys really expire: the 1-second bucket is gone after two seconds and jitter.
-    let deadline = Instant::now() + Duration::from_millis(2 * 1_000 + TTL_JITTER_MAX_MS + 2_000);
-    loop {
-        let exists: bool = redis::cmd("EXISTS")
-            .arg(&keys[1])
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if !exists {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{} never expired", keys[1]);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    expires_within(&mut conn, &keys[1], 2 * 1_000 + TTL_JITTER_MAX_MS + 2_000).await;
 }
 
 #[tokio::test]
@@ -925,12 +933,7 @@ async fn counters_keys_ttls_and_give_backs() {
     let checks = [ip.clone(), burst.clone(), hourly.clone()];
     assert!(limiter.check(&checks).await.unwrap().allowed);
 
-    let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    keys.sort();
+    let keys = all_keys(&mut conn).await;
     assert_eq!(
         keys,
         [
@@ -1023,19 +1026,7 @@ async fn counters_keys_ttls_and_give_backs() {
     assert_eq!(count(conn.clone()).await, before);
 
     // Keys really expire: the 1-second window's is gone after two seconds and jitter.
-    let deadline = Instant::now() + Duration::from_millis(2 * 1_000 + TTL_JITTER_MAX_MS + 2_000);
-    loop {
-        let exists: bool = redis::cmd("EXISTS")
-            .arg(&keys[1])
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if !exists {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{} never expired", keys[1]);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    expires_within(&mut conn, &keys[1], 2 * 1_000 + TTL_JITTER_MAX_MS + 2_000).await;
 }
 
 /// The counters layout judges a clock that steps back by up to a second at the latest instant it
