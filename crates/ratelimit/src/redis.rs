@@ -140,7 +140,7 @@ const RENEW_SCRIPT: &str = concat!(
 );
 
 /// How the buckets are kept in Redis. Replicas sharing a prefix must agree: two layouts count
-/// apart (see docs/configuration.md for a rolling upgrade).
+/// apart (see docs/ratelimit.md, "Redis layouts", for a rolling upgrade).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Layout {
     /// One counter per bucket and window, charged with `INCRBY` and judged by the gateway

@@ -131,6 +131,17 @@ fn command(name: &str, args: usize, bytes: usize) -> Cmd {
     cmd
 }
 
+/// `SET key 0 PX ttl NX`, then `verb` (`INCRBY` or `DECRBY`) of `amount`: the key gets its TTL
+/// when this call creates it, and a call cut short between the two leaves a zero with a TTL,
+/// never a count without one (so no `MULTI` is needed). Every change to a counter goes this way.
+fn add(pipe: &mut Pipeline, key: &[u8], ttl_ms: u64, verb: &str, amount: i64) {
+    let mut set = command("SET", 5, key.len() + 32);
+    set.arg(key).arg(0).arg("PX").arg(ttl_ms).arg("NX");
+    let mut change = command(verb, 2, key.len() + 20);
+    change.arg(key).arg(amount);
+    pipe.add_command(set).add_command(change);
+}
+
 /// Whether two checks count the same bucket (memory.rs compares key and period).
 fn same_bucket(a: &LimitCheck, b: &LimitCheck) -> bool {
     a.spec.period_ms() == b.spec.period_ms() && a.key == b.key
@@ -148,7 +159,10 @@ impl RedisLimiter {
             None => self.server_clock.read(),
         };
         let latest = self.latest_ms.load(Ordering::Relaxed);
-        if now >= latest || latest - now > STEP_BACK_MS {
+        if now == latest {
+            // No store: the instant is shared by every worker, and most calls repeat it.
+            (now, sync)
+        } else if now > latest || latest - now > STEP_BACK_MS {
             // A plain store: two racing calls leave either reading, both fine.
             self.latest_ms.store(now, Ordering::Relaxed);
             (now, sync)
@@ -236,15 +250,7 @@ impl RedisLimiter {
             let cost = (i >= guards).then_some(check.cost);
             match cost {
                 Some(cost) => {
-                    let mut set = command("SET", 5, key.len() + 32);
-                    set.arg(key)
-                        .arg(0)
-                        .arg("PX")
-                        .arg(ttl_ms(grid, jitter))
-                        .arg("NX");
-                    let mut incrby = command("INCRBY", 2, key.len() + 20);
-                    incrby.arg(key).arg(charge(cost));
-                    pipe.add_command(set).add_command(incrby);
+                    add(&mut pipe, key, ttl_ms(grid, jitter), "INCRBY", charge(cost));
                     replies += 2;
                 }
                 None => {
@@ -338,7 +344,12 @@ impl RedisLimiter {
         };
         let allowed = slot_free && (0..checks.len()).all(|i| checks[i].shadow || admits(i));
 
-        let mut windows = Vec::with_capacity(checks.len());
+        // Costed and fixed-window buckets are settled later, which the cache cannot see.
+        let cached = lease.is_none()
+            && checks
+                .iter()
+                .all(|c| c.cost == 1 && c.fixed_offset_ms.is_none());
+        let mut windows = Vec::with_capacity(if cached { checks.len() } else { 0 });
         let statuses: Vec<LimitStatus> = checks
             .iter()
             .enumerate()
@@ -351,7 +362,9 @@ impl RedisLimiter {
                 if allowed && let Some(cost) = slot.cost {
                     window.current = window.current.saturating_add(cost);
                 }
-                windows.push(Some(window));
+                if cached {
+                    windows.push(Some(window));
+                }
                 let would_admit = !check.shadow || admits(i);
                 view(i, &window).status(check, !allowed || !would_admit)
             })
@@ -367,12 +380,7 @@ impl RedisLimiter {
 
         self.counters_follow_up(checks, &slots, &counts, allowed, lease, jitter)
             .await;
-        // Costed and fixed-window buckets are settled later, which the cache cannot see.
-        if lease.is_none()
-            && checks
-                .iter()
-                .all(|c| c.cost == 1 && c.fixed_offset_ms.is_none())
-        {
+        if cached {
             self.cache.record(checks, &windows, now, sent, !allowed);
         }
         Ok((Decision { allowed, statuses }, lease_status, now))
@@ -390,8 +398,15 @@ impl RedisLimiter {
         lease: Option<&Lease>,
         jitter: u64,
     ) {
-        // No `MULTI`: each `SET … NX` precedes its `DECRBY`, so a call cut short leaves no
-        // counter without a TTL.
+        // An admitted request whose charges all landed (nearly every one) has nothing to do.
+        if allowed
+            && slots
+                .iter()
+                .zip(counts)
+                .all(|(slot, found)| slot.cost.is_none() || found.charged)
+        {
+            return;
+        }
         let mut pipe = ::redis::pipe();
         pipe.ignore_errors();
         let mut name = Vec::with_capacity(96);
@@ -401,15 +416,7 @@ impl RedisLimiter {
             let ttl = ttl_ms(check.grid(), jitter);
             self.write_window_key(&mut name, check, slot.start_ms);
             match (allowed, found.charged) {
-                (false, true) => {
-                    pipe.cmd("SET")
-                        .arg(&name[..])
-                        .arg(0)
-                        .arg("PX")
-                        .arg(ttl)
-                        .arg("NX");
-                    pipe.cmd("DECRBY").arg(&name[..]).arg(charge(cost));
-                }
+                (false, true) => add(&mut pipe, &name, ttl, "DECRBY", charge(cost)),
                 (true, false) => {
                     pipe.cmd("SET")
                         .arg(&name[..])
@@ -474,7 +481,6 @@ impl RedisLimiter {
     ) -> Result<(), RateLimitError> {
         let (now, sync) = self.counters_now();
         let jitter = self.jitter_ms();
-        // As a check's: each `SET … NX` before its `INCRBY`, no block needed.
         let mut pipe = ::redis::pipe();
         pipe.ignore_errors();
         let mut name = Vec::with_capacity(96);
@@ -490,13 +496,7 @@ impl RedisLimiter {
                 continue;
             }
             self.write_window_key(&mut name, &a.check, charged);
-            pipe.cmd("SET")
-                .arg(&name[..])
-                .arg(0)
-                .arg("PX")
-                .arg(ttl_ms(grid, jitter))
-                .arg("NX");
-            pipe.cmd("INCRBY").arg(&name[..]).arg(a.delta);
+            add(&mut pipe, &name, ttl_ms(grid, jitter), "INCRBY", a.delta);
             commands += 2;
         }
         if let Some(lease) = settlement.release {
