@@ -20,6 +20,8 @@
 #                      redis-server on CPU 0 (what the Redis path costs the gateway's own core)
 #   BENCH_REDIS_LAYOUT counters (default) or hashes: RATE_LIMIT_REDIS_LAYOUT of the Redis limiter
 #   BENCH_NO_INSTALL   1 = never call apt-get (fail if valgrind/wrk/nginx/curl are missing)
+#   BENCH_CG_KEEP      a directory: each binary's callgrind dump is copied there (callgrind.N.out,
+#                      N its position in the list) for callgrind_annotate --inclusive=yes
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -137,6 +139,11 @@ for bin in "$@"; do
   [[ -z $non2xx ]] || die "$bin: $non2xx non-2xx answers"
   dump=$(ls "$out".1 "$out".*.1 2>/dev/null | head -1 || true)
   [[ -n $dump && -n $requests ]] || die "$bin: no callgrind dump or wrk count"
+  if [[ -n ${BENCH_CG_KEEP:-} ]]; then
+    mkdir -p "$BENCH_CG_KEEP"
+    kept=$((${kept:-0} + 1))
+    cp "$dump" "$BENCH_CG_KEEP/callgrind.$kept.out"
+  fi
   total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
   printf '%-60s %10s %14s\n' "$bin" "$requests" "$((total / requests))"
 done

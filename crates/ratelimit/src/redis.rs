@@ -1,68 +1,11 @@
 //! A rate-limit backend shared by every gateway replica, kept in Redis.
 //!
 //! Two layouts ([`Layout`]): [`Layout::Counters`], the default, one integer per bucket and
-//! window judged by the gateway (redis/counters.rs, whose doc describes it), and
-//! [`Layout::Hashes`], one hash per bucket judged by Lua scripts, which the sections below
-//! describe. Connections, deadlines, retries and the local deny cache are this module's and
-//! serve both.
-//!
-//! # Algorithm and exactness (hashes)
-//!
-//! The same sliding-window counter as [`crate::memory`]: each bucket stores the
-//! start of its current epoch-aligned window and the counts of that window and
-//! of the one before. A check is one Lua script (`src/redis/check.lua`, run
-//! with `EVALSHA`) that, atomically for all of a request's checks, rolls each
-//! bucket forward to "now", decides whether every bucket admits one more
-//! request, and only then charges one unit to each. A refused request writes
-//! nothing.
-//!
-//! The script decides only the yes/no question, with exact integer arithmetic
-//! (Lua numbers are doubles, so the products that window.rs takes in `u128` are
-//! compared in 24-bit limbs). It returns every bucket as stored afterwards and
-//! the instant it used, and the numbers reported to clients (`remaining`,
-//! `reset_at_millis`, `retry_after`) are computed here by the very code the
-//! memory backend uses (`window.rs`). Given the same clock readings, both
-//! backends therefore return identical [`Decision`]s; the conformance suite
-//! checks that on scripted and on pseudo-random sequences.
-//!
-//! The one approximation: limits above 2^53 - 1 are passed to the script as
-//! 2^53 - 1, which changes no decision unless a single bucket counts 2^52
-//! requests within two periods (at a million requests a second, 142 years).
-//!
-//! # Keys (hashes)
-//!
-//! One Redis hash per bucket and period, fields `s` (window start, Unix ms), `c`
-//! and `p` (current and previous counts):
-//!
-//! ```text
-//! {<prefix>:rl}:<BucketKey>:<period ms>ms      e.g. {infergate:rl}:ip:203.0.113.9:60000ms
-//! ```
-//!
-//! - The prefix keeps several deployments (or tests) apart on one server.
-//! - `{<prefix>:rl}` is a Cluster hash tag: every rate-limit key hashes to the
-//!   same slot, so one script may touch all of a request's buckets (per IP,
-//!   per key, per role, per endpoint) on Redis Cluster. The price is a hot
-//!   slot: all rate limiting of one prefix lands on one shard. Tagging per
-//!   subject instead would spread the load but break multi-bucket atomicity,
-//!   because one request's buckets name different subjects; shard by running
-//!   several prefixes if one node is not enough.
-//! - The period keeps `10/second` and `1000/hour` on the same key apart, as the
-//!   memory backend does; milliseconds so that no two periods share a name.
-//! - [`BucketKey`]'s `Display` percent-escapes `:` and `%` inside ids, roles and
-//!   routes, so distinct buckets never share a name.
-//!
-//! The first write in each window sets a TTL of two periods (after which the
-//! window's counts can no longer affect a decision) plus up to
-//! [`TTL_JITTER_MAX_MS`] of jitter, so keys written in one burst do not all
-//! expire in the same instant; later writes in that window leave it. Idle
-//! clients leave nothing behind.
-//!
-//! # Clock (hashes)
-//!
-//! With [`RedisLimiterConfig::clock`] left `None`, the scripts read Redis's
-//! `TIME`: one clock for every replica, so replicas whose clocks disagree still
-//! agree on windows. With `Some(clock)`, the limiter passes that clock's
-//! reading instead, which is what tests and the conformance suite do.
+//! window judged by the gateway (redis/counters.rs), and [`Layout::Hashes`], one hash per
+//! bucket judged by Lua scripts (redis/hashes.rs); each file's doc describes its keys,
+//! algorithm and clock. Connections (redis/conn.rs, speaking the RESP of redis/wire.rs, one
+//! per thread from redis/pool.rs), deadlines, retries and the local deny cache are this
+//! module's and serve both.
 //!
 //! # Local deny cache
 //!
@@ -95,10 +38,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ::redis::aio::MultiplexedConnection;
-use ::redis::{AsyncConnectionConfig, Cmd, ErrorKind, RedisError, ServerErrorKind};
 use async_trait::async_trait;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 
 use crate::Clock;
 use crate::decision::{Decision, LimitStatus};
@@ -107,37 +48,21 @@ use crate::window::{Grid, View, Window};
 use crate::{Guarded, RateLimitError, RateLimiter};
 
 mod clock;
+mod conn;
 mod counters;
 mod deny;
+mod hashes;
 mod pool;
 mod reply;
+mod wire;
 
+use self::conn::ConnError;
 use self::deny::LocalCache;
 use self::pool::Manager;
-use self::reply::{Integers, stored, unsigned};
+use self::wire::{Pipeline, Value};
 
 /// Upper bound of the random extra TTL given to a bucket when its window starts.
 pub const TTL_JITTER_MAX_MS: u64 = 1_000;
-
-/// Largest integer every Lua number (a double) represents exactly.
-const MAX_EXACT: u64 = (1 << 53) - 1;
-
-const CHECK_SCRIPT: &str = concat!(
-    include_str!("redis/common.lua"),
-    include_str!("redis/check.lua")
-);
-const PEEK_SCRIPT: &str = concat!(
-    include_str!("redis/common.lua"),
-    include_str!("redis/peek.lua")
-);
-const SETTLE_SCRIPT: &str = concat!(
-    include_str!("redis/common.lua"),
-    include_str!("redis/settle.lua")
-);
-const RENEW_SCRIPT: &str = concat!(
-    include_str!("redis/common.lua"),
-    include_str!("redis/renew.lua")
-);
 
 /// How the buckets are kept in Redis. Replicas sharing a prefix must agree: two layouts count
 /// apart (see docs/ratelimit.md, "Redis layouts", for a rolling upgrade).
@@ -223,10 +148,7 @@ pub struct RedisLimiter {
     timeout: Duration,
     connect_timeout: Duration,
     clock: Option<Arc<dyn Clock>>,
-    check_sha: String,
-    peek_sha: String,
-    settle_sha: String,
-    renew_sha: String,
+    scripts: self::hashes::Scripts,
     round_trips: AtomicU64,
     cache: LocalCache,
     jitter_seed: RandomState,
@@ -266,25 +188,6 @@ fn wants_tls(url: &str) -> bool {
     scheme.eq_ignore_ascii_case("rediss") || scheme.eq_ignore_ascii_case("valkeys")
 }
 
-/// Describes a Redis error without anything from the URL: the server's error
-/// code, or the I/O failure.
-fn describe(e: &RedisError) -> String {
-    if let Some(code) = e.code() {
-        format!("redis error {code}")
-    } else if e.is_timeout() {
-        "timeout".into()
-    } else if e.is_io_error() {
-        format!("connection failed: {e}")
-    } else {
-        format!("redis error: {}", e.category())
-    }
-}
-
-/// Whether the connection that produced `e` should be dropped.
-fn is_connection_error(e: &RedisError) -> bool {
-    e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()
-}
-
 impl RedisLimiter {
     /// Builds the limiter, connects, and loads both scripts (so the first
     /// check already runs by `EVALSHA`). Fails if Redis cannot be reached
@@ -318,19 +221,16 @@ impl RedisLimiter {
                 "rediss:// needs infergate-ratelimit's `tls` feature, which this build lacks",
             ));
         }
-        // The outer deadline of each call is the real bound; the connection's
-        // own response timeout is off so it cannot cut a call short, and its
-        // connect timeout covers background completion (see `warm_up`).
-        let conn_cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(cfg.connect_timeout))
-            .set_response_timeout(None);
-        // Not the parser's message: it may quote the URL.
-        let client = ::redis::Client::open(url).map_err(|_| {
-            unavailable("invalid Redis URL: expected redis://[user:password@]host[:port][/db]")
-        })?;
+        // redis-rs parses the URL (and only that; redis/conn.rs connects). Not the parser's
+        // message: it may quote the URL.
+        let info = ::redis::Client::open(url)
+            .map_err(|_| {
+                unavailable("invalid Redis URL: expected redis://[user:password@]host[:port][/db]")
+            })?
+            .get_connection_info()
+            .clone();
         let manager = Manager {
-            client,
-            config: conn_cfg,
+            info,
             connect_timeout: cfg.connect_timeout,
             spawn_driver: cfg.spawn_driver.clone(),
         };
@@ -344,10 +244,7 @@ impl RedisLimiter {
             timeout: cfg.timeout,
             connect_timeout: cfg.connect_timeout,
             clock: cfg.clock,
-            check_sha: ::redis::Script::new(CHECK_SCRIPT).get_hash().to_owned(),
-            peek_sha: ::redis::Script::new(PEEK_SCRIPT).get_hash().to_owned(),
-            settle_sha: ::redis::Script::new(SETTLE_SCRIPT).get_hash().to_owned(),
-            renew_sha: ::redis::Script::new(RENEW_SCRIPT).get_hash().to_owned(),
+            scripts: self::hashes::Scripts::new(),
             round_trips: AtomicU64::new(0),
             cache: LocalCache::new(cfg.local_cache_capacity),
             jitter_seed: RandomState::new(),
@@ -363,52 +260,30 @@ impl RedisLimiter {
     pub async fn ready(&self) -> Result<(), RateLimitError> {
         let deadline = Instant::now() + self.connect_timeout;
         let mut conn = self.take_connection(deadline).await?;
-        let mut pipe = ::redis::pipe();
-        pipe.cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(CHECK_SCRIPT)
-            .cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(PEEK_SCRIPT)
-            .cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(SETTLE_SCRIPT)
-            .cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(RENEW_SCRIPT);
+        let mut pipe = Pipeline::with_capacity(8192);
+        self.scripts.load(&mut pipe);
         // The counters layout learns Redis's clock in the same round trip.
         let sync = self.layout == Layout::Counters && self.clock.is_none();
         if sync {
             pipe.cmd("TIME");
         }
+        let replies = pipe.finish();
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let sent = self::clock::ServerClock::local_ms();
-        let mut reply: Vec<::redis::Value> =
-            match timeout_at(deadline, pipe.query_async(conn.conn())).await {
-                Err(_) => return Err(timeout_error()),
-                Ok(Err(e)) => {
-                    conn.healthy = !is_connection_error(&e);
-                    return Err(unavailable(describe(&e)));
-                }
-                Ok(Ok(reply)) => reply,
-            };
+        let mut reply = conn
+            .conn()
+            .send(pipe.bytes(), replies, deadline)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
         conn.healthy = true;
         if sync && let Some(time) = reply.pop() {
             let received = self::clock::ServerClock::local_ms();
             self.server_clock.observe(sent, received, &time);
         }
-        let shas: Vec<String> = reply
-            .into_iter()
-            .map(|v| ::redis::from_redis_value(v).unwrap_or_default())
-            .collect();
-        if shas
-            != [
-                self.check_sha.as_str(),
-                self.peek_sha.as_str(),
-                self.settle_sha.as_str(),
-                self.renew_sha.as_str(),
-            ]
-        {
+        if let Some(code) = reply.iter().find_map(Value::error_code) {
+            return Err(unavailable(format!("redis error {code}")));
+        }
+        if !self.scripts.loaded(&reply) {
             return Err(unavailable("Redis returned unexpected script hashes"));
         }
         Ok(())
@@ -452,116 +327,37 @@ impl RedisLimiter {
         lease.key.write_name(buf);
     }
 
-    /// The clock argument of the scripts: `None` (sent as `""`) asks for Redis `TIME`.
-    fn now_arg(&self) -> Result<Option<u64>, RateLimitError> {
-        match &self.clock {
-            None => Ok(None),
-            Some(clock) => {
-                let now = clock.now_millis();
-                // Beyond 2^53 the script could not hold it exactly (year 287396).
-                if now > MAX_EXACT {
-                    return Err(unavailable("clock reading out of range"));
-                }
-                Ok(Some(now))
-            }
-        }
-    }
-
     fn jitter_ms(&self) -> u64 {
         let n = self.jitter_counter.fetch_add(1, Ordering::Relaxed);
         self.jitter_seed.hash_one(n) % (TTL_JITTER_MAX_MS + 1)
     }
 
-    /// Runs one of our scripts and returns its integers ([`reply::Integers`]), within
-    /// the per-call deadline; see the module doc for retries. `fill` writes the
-    /// call's key count, keys and arguments after `EVALSHA <sha>`.
-    async fn run_script<F>(
-        &self,
-        sha: &str,
-        body: &str,
-        fill: F,
-    ) -> Result<Vec<i64>, RateLimitError>
-    where
-        F: Fn(&mut Cmd) + Sync,
-    {
-        let reply: Integers = self
-            .call(Request::Script {
-                sha,
-                body,
-                fill: &fill,
-            })
-            .await?;
-        Ok(reply.0)
-    }
-
-    /// Sends `request` and parses its reply as `T`, within the per-call deadline; see the
-    /// module doc for retries.
-    async fn call<T>(&self, request: Request<'_>) -> Result<T, RateLimitError>
-    where
-        T: ::redis::FromRedisValue + Send,
-    {
+    /// Sends `pipe` and returns its commands' replies (a command's error is its reply), within
+    /// the per-call deadline; see the module doc for retries.
+    async fn call(&self, pipe: &mut Pipeline) -> Result<Vec<Value>, RateLimitError> {
+        let replies = pipe.finish();
         let deadline = Instant::now() + self.timeout;
         loop {
             let mut conn = self.take_connection(deadline).await?;
             let reused = conn.reused();
-            let attempt = timeout_at(deadline, self.send(conn.conn(), &request)).await;
-            // A timed-out connection is left unhealthy, so the pool discards
-            // it: a late reply is not worth keeping a possibly wedged socket.
-            let Ok(result) = attempt else {
-                return Err(timeout_error());
-            };
-            match result {
-                Ok(reply) => {
+            self.round_trips.fetch_add(1, Ordering::Relaxed);
+            // The deadline is kept by the connection's driver (redis/conn.rs).
+            match conn.conn().send(pipe.bytes(), replies, deadline).await {
+                Ok(values) => {
                     conn.healthy = true;
-                    return Ok(reply);
+                    return pipe.replies(values).map_err(|aborted| {
+                        let code = aborted.error_code().unwrap_or("EXECABORT");
+                        unavailable(format!("redis error {code}"))
+                    });
                 }
-                Err(e) if is_connection_error(&e) => {
-                    // A connection that sat in the pool may have died with a
-                    // restarted server; a fresh one gets another try. Each
-                    // retry drops a connection, so this ends.
-                    if reused {
-                        continue;
-                    }
-                    return Err(unavailable(describe(&e)));
-                }
-                Err(e) => {
-                    conn.healthy = true;
-                    return Err(unavailable(describe(&e)));
-                }
+                // A timed-out connection is left unhealthy, so the pool discards it: a late
+                // reply is not worth keeping a possibly wedged socket.
+                Err(ConnError::Timeout) => return Err(timeout_error()),
+                // A connection that sat in the pool may have died with a restarted server; a
+                // fresh one gets another try. Each retry drops a connection, so this ends.
+                Err(_) if reused => continue,
+                Err(e) => return Err(unavailable(e.to_string())),
             }
-        }
-    }
-
-    /// One attempt at `request`. A script goes as `EVALSHA`, then as `EVAL` with the body if
-    /// the server lost its script cache (restart, `SCRIPT FLUSH`, failover); `EVAL` also caches
-    /// it again.
-    async fn send<T>(
-        &self,
-        conn: &mut MultiplexedConnection,
-        request: &Request<'_>,
-    ) -> Result<T, RedisError>
-    where
-        T: ::redis::FromRedisValue + Send,
-    {
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let (sha, body, fill) = match *request {
-            Request::Pipeline(pipe) => return pipe.query_async(conn).await,
-            Request::Script { sha, body, fill } => (sha, body, fill),
-        };
-        let build = |verb: &str, script: &str| {
-            // Sized for the usual call (a check of three buckets: 23 arguments, ~250 bytes), so
-            // the buffers do not grow a step at a time.
-            let mut cmd = Cmd::with_capacity(32, 320);
-            cmd.arg(verb).arg(script);
-            fill(&mut cmd);
-            cmd
-        };
-        match build("EVALSHA", sha).query_async(conn).await {
-            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                self.round_trips.fetch_add(1, Ordering::Relaxed);
-                build("EVAL", body).query_async(conn).await
-            }
-            other => other,
         }
     }
 
@@ -572,39 +368,11 @@ impl RedisLimiter {
     }
 }
 
-/// What one call sends: one of our scripts, or plain commands (the counters layout).
-enum Request<'a> {
-    Script {
-        sha: &'a str,
-        body: &'a str,
-        /// Writes the call's key count, keys and arguments after `EVALSHA <sha>`.
-        fill: &'a (dyn Fn(&mut Cmd) + Sync),
-    },
-    Pipeline(&'a ::redis::Pipeline),
-}
-
 fn view_at(window: Option<Window>, now_ms: u64, grid: Grid) -> View {
     match window {
         Some(w) => View::of(&w, now_ms, grid),
         None => View::fresh(now_ms, grid),
     }
-}
-
-/// A check's window offset as the scripts take it: -1 for a sliding window.
-/// Appends the clock argument (see [`RedisLimiter::now_arg`]).
-fn arg_now(cmd: &mut Cmd, now: Option<u64>) {
-    match now {
-        Some(ms) => cmd.arg(ms),
-        None => cmd.arg(""),
-    };
-}
-
-/// Appends a check's fixed-window offset, `-1` for a sliding window.
-fn arg_offset(cmd: &mut Cmd, check: &LimitCheck) {
-    match check.fixed_offset_ms {
-        Some(offset) => cmd.arg(offset),
-        None => cmd.arg(-1),
-    };
 }
 
 #[async_trait]
@@ -710,47 +478,11 @@ impl RateLimiter for RedisLimiter {
         if self.layout == Layout::Counters {
             return self.settle_counters(settlement).await;
         }
-        let now = self.now_arg()?;
-        let fill = |cmd: &mut Cmd| {
-            let mut name = Vec::with_capacity(96);
-            cmd.arg(settlement.adjustments.len() + usize::from(settlement.release.is_some()));
-            for a in settlement.adjustments {
-                self.write_key_name(&mut name, &a.check);
-                cmd.arg(&name[..]);
-            }
-            if let Some(lease) = settlement.release {
-                self.write_lease_key_name(&mut name, lease);
-                cmd.arg(&name[..]);
-            }
-            arg_now(cmd, now);
-            cmd.arg(settlement.adjustments.len());
-            for a in settlement.adjustments {
-                let grid = a.check.grid();
-                cmd.arg(grid.period_ms);
-                arg_offset(cmd, &a.check);
-                cmd.arg(grid.start(a.charged_at_ms)).arg(a.delta);
-            }
-            if let Some(lease) = settlement.release {
-                cmd.arg(lease.id);
-            }
-        };
-        self.run_script(&self.settle_sha, SETTLE_SCRIPT, fill)
-            .await
-            .map(|_| ())
+        self.settle_hashes(settlement).await
     }
 
     async fn renew(&self, lease: &crate::Lease) -> Result<(), RateLimitError> {
-        let now = self.now_arg()?;
-        let fill = |cmd: &mut Cmd| {
-            let mut name = Vec::with_capacity(96);
-            self.write_lease_key_name(&mut name, lease);
-            cmd.arg(1).arg(&name[..]);
-            arg_now(cmd, now);
-            cmd.arg(lease.id).arg(lease.ttl_ms());
-        };
-        self.run_script(&self.renew_sha, RENEW_SCRIPT, fill)
-            .await
-            .map(|_| ())
+        self.renew_lease(lease).await
     }
 }
 
@@ -767,87 +499,7 @@ impl RedisLimiter {
         if self.layout == Layout::Counters {
             return self.decide_counters(guards, checks, lease).await;
         }
-        let now = self.now_arg()?;
-        let jitter = self.jitter_ms();
-        let fill = |cmd: &mut Cmd| {
-            let mut name = Vec::with_capacity(96);
-            cmd.arg(checks.len() + usize::from(lease.is_some()));
-            for check in checks {
-                self.write_key_name(&mut name, check);
-                cmd.arg(&name[..]);
-            }
-            if let Some(lease) = lease {
-                self.write_lease_key_name(&mut name, lease);
-                cmd.arg(&name[..]);
-            }
-            arg_now(cmd, now);
-            cmd.arg(jitter).arg(guards).arg(checks.len());
-            for check in checks {
-                cmd.arg(check.spec.period_ms())
-                    .arg(check.spec.limit.min(MAX_EXACT))
-                    .arg(check.cost.min(MAX_EXACT));
-                arg_offset(cmd, check);
-                cmd.arg(u8::from(check.shadow));
-            }
-            if let Some(lease) = lease {
-                cmd.arg(lease.cap.min(MAX_EXACT))
-                    .arg(lease.id)
-                    .arg(lease.ttl_ms())
-                    .arg(u8::from(lease.shadow));
-            }
-        };
-        // Before sending, so the cache's estimate of Redis time runs ahead
-        // rather than behind: it may then send a request Redis refuses, but
-        // never refuses one Redis would admit.
-        let sent = std::time::Instant::now();
-        let mut reply = self.run_script(&self.check_sha, CHECK_SCRIPT, fill).await?;
-        // The one field that may be negative: in_flight is -1 without a lease.
-        let in_flight = match reply.get_mut(2) {
-            Some(v) => std::mem::replace(v, 0),
-            None => return Err(unavailable("unexpected script reply")),
-        };
-        let reply = unsigned(&reply)?;
-
-        let (allowed, now_ms, buckets) = match reply.as_slice() {
-            [allowed @ (0 | 1), now_ms, _, rest @ ..] if rest.len() == 5 * checks.len() => {
-                (*allowed == 1, *now_ms, rest)
-            }
-            _ => return Err(unavailable("unexpected script reply")),
-        };
-        let windows = buckets
-            .chunks_exact(5)
-            .zip(checks)
-            .map(|(fields, check)| stored(&fields[..4], check.grid()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let statuses = checks
-            .iter()
-            .zip(&windows)
-            .zip(buckets.chunks_exact(5))
-            .map(|((check, &window), fields)| {
-                // A shadow limit reports its own verdict; every other check the request's.
-                let would_admit = !check.shadow || fields[4] == 1;
-                view_at(window, now_ms, check.grid()).status(check, !allowed || !would_admit)
-            })
-            .collect();
-        let lease_status = match (lease, u64::try_from(in_flight)) {
-            (None, _) => None,
-            (Some(l), Ok(held)) => Some(crate::LeaseStatus {
-                cap: l.cap,
-                in_flight: held,
-                // As the memory backend reports it: the slot was free (or the cap a shadow).
-                acquired: l.shadow || held < l.cap || (allowed && held <= l.cap),
-            }),
-            (Some(_), Err(_)) => return Err(unavailable("unexpected script reply")),
-        };
-        // Costed and fixed-window buckets are settled later, which the cache cannot see.
-        if lease.is_none()
-            && checks
-                .iter()
-                .all(|c| c.cost == 1 && c.fixed_offset_ms.is_none())
-        {
-            self.cache.record(checks, &windows, now_ms, sent, !allowed);
-        }
-        Ok((Decision { allowed, statuses }, lease_status, now_ms))
+        self.decide_hashes(guards, checks, lease).await
     }
 
     async fn peek_bucket(&self, check: &LimitCheck) -> Result<LimitStatus, RateLimitError> {
@@ -869,25 +521,6 @@ impl RedisLimiter {
             status.is_exceeded(),
         );
         Ok(status)
-    }
-
-    /// The bucket as the peek script reads it, and the instant it read it at.
-    async fn peek_hash(&self, check: &LimitCheck) -> Result<(Option<Window>, u64), RateLimitError> {
-        let grid = check.grid();
-        let now = self.now_arg()?;
-        let fill = |cmd: &mut Cmd| {
-            let mut name = Vec::with_capacity(96);
-            self.write_key_name(&mut name, check);
-            cmd.arg(1).arg(&name[..]);
-            arg_now(cmd, now);
-            cmd.arg(grid.period_ms);
-            arg_offset(cmd, check);
-        };
-        let reply = unsigned(&self.run_script(&self.peek_sha, PEEK_SCRIPT, fill).await?)?;
-        let Some((&now_ms, fields)) = reply.split_first() else {
-            return Err(unavailable("unexpected script reply"));
-        };
-        Ok((stored(fields, grid)?, now_ms))
     }
 }
 

@@ -791,6 +791,58 @@ async fn password_in_url_is_used_and_never_echoed() {
     assert!(!msg.contains("s3cret"), "{msg}");
 }
 
+/// An ACL user and a database number from the URL: the limiter's own connection sends `AUTH
+/// user password` and `SELECT`, and its keys land in that database only.
+#[tokio::test]
+async fn acl_user_and_database_from_the_url() {
+    let server = RedisServer::start();
+    let mut conn = raw(&server).await;
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "gateway", "on", ">gw-pw-9", "~*", "+@all"][..])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let port = server.port();
+    let url = format!("redis://gateway:gw-pw-9@127.0.0.1:{port}/3");
+    for layout in [Layout::Counters, Layout::Hashes] {
+        let limiter = RedisLimiter::connect(&url, patient_in(layout, "acl", None))
+            .await
+            .unwrap();
+        assert!(
+            limiter
+                .check(&[key_check("k", spec(1, 60))])
+                .await
+                .unwrap()
+                .allowed
+        );
+    }
+    let in_db = |db: i64| {
+        let mut conn = conn.clone();
+        async move {
+            let (_, keys): ((), Vec<String>) = redis::pipe()
+                .cmd("SELECT")
+                .arg(db)
+                .cmd("KEYS")
+                .arg("{acl:rl}:*")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            keys.len()
+        }
+    };
+    // One key per layout (the counters layout's first window has no previous one to read).
+    assert_eq!(in_db(3).await, 2);
+    assert_eq!(in_db(0).await, 0);
+
+    let wrong_user = format!("redis://nobody:gw-pw-9@127.0.0.1:{port}/3");
+    let msg = assert_unavailable(
+        RedisLimiter::connect(&wrong_user, patient("acl", None)).await,
+        "unknown user",
+    );
+    assert!(msg.contains("WRONGPASS"), "{msg}");
+    assert!(!msg.contains("gw-pw-9"), "{msg}");
+}
+
 #[tokio::test]
 async fn backend_name_is_redis() {
     let limiter =

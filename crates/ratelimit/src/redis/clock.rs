@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use ::redis::Value;
+use super::wire::Value;
 
 use crate::{Clock, SystemClock};
 
@@ -75,7 +75,7 @@ fn time_ms(time: &Value) -> Option<u64> {
         return None;
     };
     let number = |v: &Value| match v {
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse::<u64>().ok(),
+        Value::Bulk(b) => std::str::from_utf8(b).ok()?.parse::<u64>().ok(),
         Value::Int(n) => u64::try_from(*n).ok(),
         _ => None,
     };
@@ -93,8 +93,8 @@ mod tests {
 
     fn time(secs: &str, micros: &str) -> Value {
         Value::Array(vec![
-            Value::BulkString(secs.as_bytes().to_vec()),
-            Value::BulkString(micros.as_bytes().to_vec()),
+            Value::Bulk(secs.as_bytes().to_vec()),
+            Value::Bulk(micros.as_bytes().to_vec()),
         ])
     }
 

@@ -55,7 +55,7 @@
 
 use std::sync::atomic::Ordering;
 
-use ::redis::{Cmd, Pipeline, Value};
+use super::wire::{Pipeline, Value};
 
 use super::clock::ServerClock;
 use super::{RedisLimiter, unavailable};
@@ -89,17 +89,6 @@ struct Counts {
     charged: bool,
 }
 
-/// An integer reply, or a `GET`'s decimal string; `None` for anything else (another program's
-/// data, an error). A missing key counts zero.
-fn integer(value: &Value) -> Option<i64> {
-    match value {
-        Value::Int(n) => Some(*n),
-        Value::Nil => Some(0),
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        _ => None,
-    }
-}
-
 /// A count as the arithmetic takes it: below zero is zero.
 fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
@@ -123,23 +112,17 @@ fn window_key(buf: &mut Vec<u8>, base: usize, start_ms: u64) -> &[u8] {
     buf
 }
 
-/// `name` and room for `args` more arguments, sized up front: redis-rs grows a command made by
-/// `Pipeline::cmd` a step at a time, and a check builds several for every request.
-fn command(name: &str, args: usize, bytes: usize) -> Cmd {
-    let mut cmd = Cmd::with_capacity(args + 1, bytes + 16);
-    cmd.arg(name);
-    cmd
-}
-
 /// `SET key 0 PX ttl NX`, then `verb` (`INCRBY` or `DECRBY`) of `amount`: the key gets its TTL
 /// when this call creates it, and a call cut short between the two leaves a zero with a TTL,
 /// never a count without one (so no `MULTI` is needed). Every change to a counter goes this way.
 fn add(pipe: &mut Pipeline, key: &[u8], ttl_ms: u64, verb: &str, amount: i64) {
-    let mut set = command("SET", 5, key.len() + 32);
-    set.arg(key).arg(0).arg("PX").arg(ttl_ms).arg("NX");
-    let mut change = command(verb, 2, key.len() + 20);
-    change.arg(key).arg(amount);
-    pipe.add_command(set).add_command(change);
+    pipe.cmd("SET")
+        .arg(key)
+        .arg(0u64)
+        .arg("PX")
+        .arg(ttl_ms)
+        .arg("NX");
+    pipe.cmd(verb).arg(key).arg(amount);
 }
 
 /// Whether two checks count the same bucket (memory.rs compares key and period).
@@ -179,22 +162,18 @@ impl RedisLimiter {
         window_key(buf, base, start_ms);
     }
 
-    /// Sends `pipe` (with a `TIME` at its end when `sync`) and returns its replies, `expected`
-    /// of them besides the `TIME`'s; feeds the `TIME` to the server clock.
+    /// Sends `pipe` (with a `TIME` at its end when `sync`) and returns its commands' replies
+    /// (one each: redis/conn.rs counts them); feeds the `TIME` to the server clock.
     async fn counters_call(
         &self,
         pipe: &mut Pipeline,
-        expected: usize,
         sync: bool,
     ) -> Result<Vec<Value>, RateLimitError> {
         if sync {
             pipe.cmd("TIME");
         }
         let sent = ServerClock::local_ms();
-        let mut reply: Vec<Value> = self.call(super::Request::Pipeline(pipe)).await?;
-        if reply.len() != expected + usize::from(sync) {
-            return Err(unavailable("unexpected reply"));
-        }
+        let mut reply = self.call(pipe).await?;
         if sync && let Some(time) = reply.pop() {
             self.server_clock
                 .observe(sent, ServerClock::local_ms(), &time);
@@ -211,22 +190,21 @@ impl RedisLimiter {
     ) -> Result<(Decision, Option<LeaseStatus>, u64), RateLimitError> {
         let (now, sync) = self.counters_now();
         let jitter = self.jitter_ms();
-        // Two commands a bucket, the `MGET`, four for a lease, and the `TIME`.
-        let mut pipe = Pipeline::with_capacity(3 * checks.len() + 5);
-        pipe.ignore_errors();
+        // Per bucket two commands naming its key (~70 bytes), the `MGET`'s, a lease's four.
+        let mut pipe = Pipeline::with_capacity(256 * checks.len() + 128);
         if lease.is_some() {
             // `ZADD` may create the slots' key, which only the `PEXPIRE` after it gives a TTL:
             // both or neither. (A bucket's `SET … NX` comes before its `INCRBY`, so a call
             // cut short never leaves a counter without a TTL, and needs no block.)
             pipe.atomic();
         }
-        let mut replies = 0;
         let mut slots: Vec<Slot> = Vec::with_capacity(checks.len());
         let mut slot_of: Vec<usize> = Vec::with_capacity(checks.len());
         let mut name = Vec::with_capacity(96);
         // The previous windows' counts, all in one command after the charges (which never touch
         // them): one reply to parse and one command for the server instead of one a bucket.
-        let mut mget = command("MGET", checks.len(), 80 * checks.len());
+        let mut mget = Pipeline::with_capacity(96 * checks.len());
+        mget.cmd("MGET");
         let mut previous_keys = 0;
         for (i, check) in checks.iter().enumerate() {
             if let Some(j) = checks[..i].iter().position(|c| same_bucket(c, check)) {
@@ -251,28 +229,23 @@ impl RedisLimiter {
             match cost {
                 Some(cost) => {
                     add(&mut pipe, key, ttl_ms(grid, jitter), "INCRBY", charge(cost));
-                    replies += 2;
                 }
                 None => {
-                    let mut get = command("GET", 1, key.len());
-                    get.arg(key);
-                    pipe.add_command(get);
-                    replies += 1;
+                    pipe.cmd("GET").arg(key);
                 }
             }
             slots.push(Slot {
                 first: i,
                 start_ms,
                 previous,
-                current: replies - 1,
+                current: pipe.len() - 1,
                 cost,
             });
             slot_of.push(slots.len() - 1);
         }
         let previous_at = (previous_keys > 0).then(|| {
-            pipe.add_command(mget);
-            replies += 1;
-            replies - 1
+            pipe.append(&mut mget);
+            pipe.len() - 1
         });
         if let Some(lease) = lease {
             self.write_lease_key_name(&mut name, lease);
@@ -288,11 +261,10 @@ impl RedisLimiter {
                 .arg(&name[..])
                 .arg(lease.ttl_ms().saturating_add(jitter));
             pipe.cmd("ZCARD").arg(&name[..]);
-            replies += 4;
         }
         // Before sending, so the cache's estimate of Redis time runs ahead rather than behind.
         let sent = std::time::Instant::now();
-        let reply = self.counters_call(&mut pipe, replies, sync).await?;
+        let reply = self.counters_call(&mut pipe, sync).await?;
 
         let previous_counts: &[Value] = match previous_at.map(|k| &reply[k]) {
             None => &[],
@@ -304,8 +276,8 @@ impl RedisLimiter {
             .map(|slot| {
                 let previous = slot
                     .previous
-                    .map_or(0, |k| integer(&previous_counts[k]).map_or(0, count));
-                let current = integer(&reply[slot.current]);
+                    .map_or(0, |k| previous_counts[k].integer().map_or(0, count));
+                let current = reply[slot.current].integer();
                 // A count below zero before the charge was not ours either: the charge is
                 // written over like one that failed.
                 let (current, charged) = match (slot.cost, current) {
@@ -328,7 +300,7 @@ impl RedisLimiter {
         // The slots held once this request's was added (ids are random: ZADD added one).
         let held = match lease {
             None => None,
-            Some(_) => match reply.last().and_then(integer).map(count) {
+            Some(_) => match reply.last().and_then(Value::integer).map(count) {
                 Some(held) if held >= 1 => Some(held),
                 _ => return Err(unavailable("unexpected reply")),
             },
@@ -407,8 +379,7 @@ impl RedisLimiter {
         {
             return;
         }
-        let mut pipe = ::redis::pipe();
-        pipe.ignore_errors();
+        let mut pipe = Pipeline::with_capacity(256 * slots.len() + 64);
         let mut name = Vec::with_capacity(96);
         for (slot, found) in slots.iter().zip(counts) {
             let Some(cost) = slot.cost else { continue };
@@ -431,8 +402,8 @@ impl RedisLimiter {
             self.write_lease_key_name(&mut name, lease);
             pipe.cmd("ZREM").arg(&name[..]).arg(lease.id);
         }
-        if pipe.cmd_iter().next().is_some() {
-            let _: Result<Value, RateLimitError> = self.call(super::Request::Pipeline(&pipe)).await;
+        if !pipe.is_empty() {
+            let _ = self.call(&mut pipe).await;
         }
     }
 
@@ -444,8 +415,7 @@ impl RedisLimiter {
         let (now, sync) = self.counters_now();
         let grid = check.grid();
         let start_ms = grid.start(now);
-        let mut pipe = ::redis::pipe();
-        pipe.ignore_errors();
+        let mut pipe = Pipeline::with_capacity(256);
         let mut name = Vec::with_capacity(96);
         let with_previous = grid.fixed_offset_ms.is_none() && start_ms >= grid.period_ms;
         if with_previous {
@@ -454,10 +424,8 @@ impl RedisLimiter {
         }
         self.write_window_key(&mut name, check, start_ms);
         pipe.cmd("GET").arg(&name[..]);
-        let reply = self
-            .counters_call(&mut pipe, 1 + usize::from(with_previous), sync)
-            .await?;
-        let read = |v: &Value| integer(v).map_or(0, count);
+        let reply = self.counters_call(&mut pipe, sync).await?;
+        let read = |v: &Value| v.integer().map_or(0, count);
         let (previous, current) = match reply.as_slice() {
             [previous, current] => (read(previous), read(current)),
             [current] => (0, read(current)),
@@ -481,10 +449,8 @@ impl RedisLimiter {
     ) -> Result<(), RateLimitError> {
         let (now, sync) = self.counters_now();
         let jitter = self.jitter_ms();
-        let mut pipe = ::redis::pipe();
-        pipe.ignore_errors();
+        let mut pipe = Pipeline::with_capacity(256 * settlement.adjustments.len() + 64);
         let mut name = Vec::with_capacity(96);
-        let mut commands = 0;
         for a in settlement.adjustments {
             let grid = a.check.grid();
             let charged = grid.start(a.charged_at_ms);
@@ -497,18 +463,14 @@ impl RedisLimiter {
             }
             self.write_window_key(&mut name, &a.check, charged);
             add(&mut pipe, &name, ttl_ms(grid, jitter), "INCRBY", a.delta);
-            commands += 2;
         }
         if let Some(lease) = settlement.release {
             self.write_lease_key_name(&mut name, lease);
             pipe.cmd("ZREM").arg(&name[..]).arg(lease.id);
-            commands += 1;
         }
-        if commands == 0 && !sync {
+        if pipe.is_empty() && !sync {
             return Ok(());
         }
-        self.counters_call(&mut pipe, commands, sync)
-            .await
-            .map(|_| ())
+        self.counters_call(&mut pipe, sync).await.map(|_| ())
     }
 }

@@ -17,20 +17,20 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ::redis::aio::MultiplexedConnection;
-use ::redis::{AsyncConnectionConfig, ConnectionAddr, RedisError};
+use ::redis::ConnectionInfo;
 use deadpool::Runtime;
 use deadpool::managed::{
     self, Metrics, Object, Pool, PoolError, QueueMode, RecycleError, RecycleResult,
 };
 use tokio::time::{Instant, timeout_at};
 
-use super::{RedisLimiter, SpawnDriver, describe, timeout_error, unavailable};
+use super::conn::{self, Conn, ConnError};
+use super::{RedisLimiter, SpawnDriver, timeout_error, unavailable};
 use crate::RateLimitError;
 
 /// A connection as the pool holds it.
 pub(super) struct Pooled {
-    pub(super) conn: MultiplexedConnection,
+    pub(super) conn: Conn,
     /// Set when a call through it failed or was abandoned; the pool then
     /// discards it instead of handing it out again. Shared with the calls
     /// using it, which may end after it went back to the pool.
@@ -43,15 +43,15 @@ pub(super) struct Pooled {
 /// connection whose reply never came may be wedged (a silent network
 /// partition), and a multiplexed connection has no other way of noticing.
 pub(super) struct Checkout {
-    conn: MultiplexedConnection,
+    conn: Conn,
     broken: Arc<AtomicBool>,
     reused: bool,
     pub(super) healthy: bool,
 }
 
 impl Checkout {
-    pub(super) fn conn(&mut self) -> &mut MultiplexedConnection {
-        &mut self.conn
+    pub(super) fn conn(&self) -> &Conn {
+        &self.conn
     }
 
     /// Whether the connection had served a call before this one.
@@ -68,93 +68,52 @@ impl Drop for Checkout {
     }
 }
 
-/// Makes the connections, and trusts one until a call through it fails (see
-/// [`Checkout`]). deadpool-redis's manager checks each connection with
-/// `UNWATCH` + `PING` whenever it leaves the pool, a second round trip per
-/// rate-limit decision.
+/// Makes the connections (redis/conn.rs), and trusts one until a call through it fails (see
+/// [`Checkout`]) or its driver ended. deadpool-redis's manager checks each connection with
+/// `UNWATCH` + `PING` whenever it leaves the pool, a second round trip per rate-limit decision.
 #[derive(Clone)]
 pub(super) struct Manager {
-    pub(super) client: ::redis::Client,
-    pub(super) config: AsyncConnectionConfig,
+    pub(super) info: ConnectionInfo,
     pub(super) connect_timeout: std::time::Duration,
     pub(super) spawn_driver: Option<SpawnDriver>,
 }
 
 impl Manager {
-    /// A plain TCP or Unix-socket connection, made here rather than by redis-rs so that its driver
-    /// runs where [`SpawnDriver`] says and Nagle is off (redis-rs leaves it on: with commands
-    /// multiplexed, a write made while an earlier one is unacknowledged would wait for its
-    /// reply). `None` for TLS, which redis-rs makes and drives itself.
-    async fn connect(&self) -> Result<Option<MultiplexedConnection>, RedisError> {
-        let info = self.client.get_connection_info();
-        let redis = info.redis_settings();
-        match info.addr() {
-            ConnectionAddr::Tcp(host, port) => {
-                let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-                stream.set_nodelay(true)?;
-                self.multiplex(redis, stream).await.map(Some)
-            }
-            ConnectionAddr::Unix(path) => {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                self.multiplex(redis, stream).await.map(Some)
-            }
-            _ => Ok(None),
-        }
-    }
-
-    async fn multiplex<C>(
-        &self,
-        redis: &::redis::RedisConnectionInfo,
-        stream: C,
-    ) -> Result<MultiplexedConnection, RedisError>
-    where
-        C: Unpin + tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
-    {
-        let (conn, driver) =
-            MultiplexedConnection::new_with_config(redis, stream, self.config.clone()).await?;
-        // The driver ends once every handle to the connection is gone.
+    /// Runs a new connection's driver where [`SpawnDriver`] says.
+    fn spawn(&self, driver: super::DriverTask) {
         match &self.spawn_driver {
-            Some(spawn) => (spawn.0)(Box::pin(driver)),
+            Some(spawn) => (spawn.0)(driver),
             None => {
                 tokio::spawn(driver);
             }
         }
-        Ok(conn)
     }
 }
 
 impl managed::Manager for Manager {
     type Type = Pooled;
-    type Error = RedisError;
+    type Error = ConnError;
 
-    async fn create(&self) -> Result<Pooled, RedisError> {
-        let made = tokio::time::timeout(self.connect_timeout, self.connect())
+    async fn create(&self) -> Result<Pooled, ConnError> {
+        let spawn = |driver| self.spawn(driver);
+        let deadline = Instant::now() + self.connect_timeout;
+        let conn = timeout_at(deadline, conn::connect(&self.info, &spawn, deadline))
             .await
-            .map_err(|_| {
-                RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connecting to Redis timed out",
-                ))
-            })??;
-        let conn = match made {
-            Some(conn) => conn,
-            None => {
-                self.client
-                    .get_multiplexed_async_connection_with_config(&self.config)
-                    .await?
-            }
-        };
+            .map_err(|_| ConnError::Io("connecting to Redis timed out".into()))??;
         Ok(Pooled {
             conn,
             broken: Arc::new(AtomicBool::new(false)),
         })
     }
 
-    async fn recycle(&self, conn: &mut Pooled, _: &Metrics) -> RecycleResult<RedisError> {
+    async fn recycle(&self, conn: &mut Pooled, _: &Metrics) -> RecycleResult<ConnError> {
         if conn.broken.load(Ordering::Relaxed) {
             return Err(RecycleError::message(
                 "a call through this connection failed",
             ));
+        }
+        if conn.conn.is_closed() {
+            return Err(RecycleError::message("the connection has closed"));
         }
         Ok(())
     }
@@ -203,7 +162,7 @@ impl RedisLimiter {
                 reused: Object::metrics(&obj).recycle_count > 0,
                 healthy: false,
             }),
-            Ok(Err(PoolError::Backend(e))) => Err(unavailable(describe(&e))),
+            Ok(Err(PoolError::Backend(e))) => Err(unavailable(e.to_string())),
             Ok(Err(e)) => Err(unavailable(format!("Redis pool: {e}"))),
             Err(_) => {
                 warm_up(shard, self.connect_timeout);

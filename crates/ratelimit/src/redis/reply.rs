@@ -3,53 +3,33 @@
 //! stored fields as a [`Window`].
 
 use super::unavailable;
+use super::wire::{Value, decimal};
 use crate::RateLimitError;
 use crate::window::{Grid, Window};
 
 /// A script's integers: an array of them, or (check.lua, the hot one) one bulk string of them
-/// separated by spaces, which redis-rs parses in one step where an array costs it a parser
-/// step per element.
-pub(super) struct Integers(pub(super) Vec<i64>);
-
-impl ::redis::FromRedisValue for Integers {
-    fn from_redis_value(v: ::redis::Value) -> Result<Self, ::redis::ParsingError> {
-        match v {
-            ::redis::Value::BulkString(bytes) => parse_integers(&bytes)
-                .map(Integers)
-                .ok_or_else(|| ::redis::ParsingError::from("script reply is not integers")),
-            other => Vec::<i64>::from_redis_value(other).map(Integers),
-        }
+/// separated by spaces, which is one reply to parse instead of one per element. `None` for
+/// anything else.
+pub(super) fn integers(value: &Value) -> Option<Vec<i64>> {
+    match value {
+        Value::Bulk(text) => parse_integers(text),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                Value::Int(n) => Some(*n),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
     }
 }
 
 /// Decimal integers separated by single spaces (`1 1765000000000 -1 1 ...`), each an optional
-/// `-` and digits whose value fits an `i64`; anything else is `None`. By hand into a vector
-/// sized once: splitting the text and parsing each piece grew the vector four times a call.
+/// `-` and digits whose value fits an `i64`; anything else is `None`. Into a vector sized once.
 fn parse_integers(text: &[u8]) -> Option<Vec<i64>> {
     let mut out = Vec::with_capacity(text.iter().filter(|&&b| b == b' ').count() + 1);
     for field in text.split(|&b| b == b' ') {
-        let (negative, digits) = match field {
-            [b'-', rest @ ..] => (true, rest),
-            _ => (false, field),
-        };
-        if digits.is_empty() {
-            return None;
-        }
-        let mut value: i64 = 0;
-        for &d in digits {
-            if !d.is_ascii_digit() {
-                return None;
-            }
-            let digit = i64::from(d - b'0');
-            // Negative values accumulate downwards, so i64::MIN parses too.
-            value = value.checked_mul(10)?;
-            value = if negative {
-                value.checked_sub(digit)?
-            } else {
-                value.checked_add(digit)?
-            };
-        }
-        out.push(value);
+        out.push(decimal(field)?);
     }
     Some(out)
 }
@@ -117,5 +97,10 @@ mod tests {
         ] {
             assert_eq!(parse_integers(bad.as_bytes()), None, "{bad:?}");
         }
+        let array = Value::Array(vec![Value::Int(3), Value::Int(-1)]);
+        assert_eq!(integers(&array), Some(vec![3, -1]));
+        let mixed = Value::Array(vec![Value::Int(3), Value::Bulk(b"1".to_vec())]);
+        assert_eq!(integers(&mixed), None);
+        assert_eq!(integers(&Value::Error("ERR".into())), None);
     }
 }
