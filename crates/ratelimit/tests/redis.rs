@@ -791,6 +791,29 @@ async fn password_in_url_is_used_and_never_echoed() {
     assert!(!msg.contains("s3cret"), "{msg}");
 }
 
+/// A `unix://` URL: the limiter's connection over the server's Unix socket, both layouts.
+#[tokio::test]
+async fn a_unix_socket_url_connects() {
+    let server = RedisServer::start();
+    for layout in [Layout::Counters, Layout::Hashes] {
+        let limiter = RedisLimiter::connect(&server.unix_url(), patient_in(layout, "unix", None))
+            .await
+            .unwrap();
+        let check = [key_check("k", spec(2, 60))];
+        let first = limiter.check(&check).await.unwrap();
+        assert!(first.allowed);
+        assert_eq!(first.statuses[0].remaining, 1);
+    }
+    // Both layouts' keys, written through the socket, are on the server TCP clients see.
+    let mut conn = raw(&server).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("{unix:rl}:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+}
+
 /// An ACL user and a database number from the URL: the limiter's own connection sends `AUTH
 /// user password` and `SELECT`, and its keys land in that database only.
 #[tokio::test]

@@ -58,8 +58,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A real `redis-server` for one test: `127.0.0.1`, a free port, no RDB or AOF persistence,
-/// protected mode off, working directory in a temporary directory. Killed on drop.
+/// A real `redis-server` for one test: `127.0.0.1`, a free port and a Unix socket in its
+/// temporary working directory, no RDB or AOF persistence, protected mode off. Killed on drop.
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
@@ -108,6 +108,15 @@ impl RedisServer {
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `unix://<dir>/redis.sock`: the same server through its Unix socket.
+    pub fn unix_url(&self) -> String {
+        format!("unix://{}", self.socket_path().display())
+    }
+
+    fn socket_path(&self) -> PathBuf {
+        self.dir.path().join("redis.sock")
     }
 
     /// Whether the server process is running (it was not stopped and has not exited).
@@ -190,6 +199,9 @@ impl RedisServer {
             .args(["--protected-mode", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .arg("--unixsocket")
+            .arg(self.socket_path())
+            .args(["--unixsocketperm", "700"])
             .arg("--logfile")
             .arg(self.log_path())
             .stdin(Stdio::null())
