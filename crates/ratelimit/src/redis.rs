@@ -229,6 +229,13 @@ impl RedisLimiter {
             })?
             .get_connection_info()
             .clone();
+        if let ::redis::ConnectionAddr::TcpTls { insecure: true, .. } = info.addr() {
+            // It skips checking that the certificate names the host: anyone on the path could
+            // then count (and refuse) every request. Not offered.
+            return Err(unavailable(
+                "rediss:// with #insecure is not supported: give Redis a certificate for its name",
+            ));
+        }
         let manager = Manager {
             info,
             connect_timeout: cfg.connect_timeout,

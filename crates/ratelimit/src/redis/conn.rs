@@ -130,18 +130,9 @@ pub(super) async fn connect(
             let stream = tokio::net::UnixStream::connect(path).await?;
             start(info, stream, spawn, deadline).await
         }
+        // `#insecure` was refused when the limiter was built (`RedisLimiter::connect_lazy`).
         #[cfg(feature = "tls")]
-        ConnectionAddr::TcpTls {
-            host,
-            port,
-            insecure,
-            ..
-        } => {
-            if *insecure {
-                return Err(ConnError::Tls(
-                    "rediss:// with #insecure is not supported: give Redis a certificate for its name",
-                ));
-            }
+        ConnectionAddr::TcpTls { host, port, .. } => {
             let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
             stream.set_nodelay(true)?;
             let stream = tls::wrap(host, stream).await?;
