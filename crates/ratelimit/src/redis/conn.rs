@@ -311,6 +311,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if self.parsed == self.filled {
             self.parsed = 0;
             self.filled = 0;
+            // A large reply (another program's value read by `GET`) does not keep its buffer.
+            if self.input.len() > 4 * INPUT {
+                self.input.truncate(INPUT);
+                self.input.shrink_to_fit();
+            }
         }
         Ok(())
     }
@@ -513,10 +518,13 @@ mod tests {
         let (calls, receive) = mpsc::unbounded_channel();
         spawn_here(Box::pin(Driver::new(client, receive)));
         let conn = Conn { calls };
-        let call = tokio::spawn(async move { conn.send(b"*1\r\n$3\r\nGET\r\n", 1, later()).await });
+        let call = {
+            let conn = conn.clone();
+            tokio::spawn(async move { conn.send(b"*1\r\n$3\r\nGET\r\n", 1, later()).await })
+        };
         let mut seen = [0u8; 13];
         server.read_exact(&mut seen).await.unwrap();
-        let big = vec![b'x'; 3 * INPUT + 5];
+        let big = vec![b'x'; 5 * INPUT + 5];
         server
             .write_all(format!("${}\r\n", big.len()).as_bytes())
             .await
@@ -524,6 +532,11 @@ mod tests {
         server.write_all(&big).await.unwrap();
         server.write_all(b"\r\n").await.unwrap();
         assert_eq!(call.await.unwrap().unwrap(), vec![Value::Bulk(big)]);
+        // The buffer, grown for it and then given back, still serves the next call.
+        let next = tokio::spawn(async move { conn.send(b"*1\r\n$3\r\nGET\r\n", 1, later()).await });
+        server.read_exact(&mut seen).await.unwrap();
+        server.write_all(b":5\r\n").await.unwrap();
+        assert_eq!(next.await.unwrap().unwrap(), vec![Value::Int(5)]);
     }
 
     /// A call past its deadline is answered `Timeout` at its deadline (the clock is paused and

@@ -184,28 +184,28 @@ impl RedisLimiter {
     ) -> Result<(Decision, Option<LeaseStatus>, u64), RateLimitError> {
         let now = self.now_arg()?;
         let jitter = self.jitter_ms();
-        let fill = |cmd: &mut Pipeline| {
+        let fill = |pipe: &mut Pipeline| {
             let mut name = Vec::with_capacity(96);
-            cmd.arg(checks.len() + usize::from(lease.is_some()));
+            pipe.arg(checks.len() + usize::from(lease.is_some()));
             for check in checks {
                 self.write_key_name(&mut name, check);
-                cmd.arg(&name[..]);
+                pipe.arg(&name[..]);
             }
             if let Some(lease) = lease {
                 self.write_lease_key_name(&mut name, lease);
-                cmd.arg(&name[..]);
+                pipe.arg(&name[..]);
             }
-            arg_now(cmd, now);
-            cmd.arg(jitter).arg(guards).arg(checks.len());
+            arg_now(pipe, now);
+            pipe.arg(jitter).arg(guards).arg(checks.len());
             for check in checks {
-                cmd.arg(check.spec.period_ms())
+                pipe.arg(check.spec.period_ms())
                     .arg(check.spec.limit.min(MAX_EXACT))
                     .arg(check.cost.min(MAX_EXACT));
-                arg_offset(cmd, check);
-                cmd.arg(u8::from(check.shadow));
+                arg_offset(pipe, check);
+                pipe.arg(u8::from(check.shadow));
             }
             if let Some(lease) = lease {
-                cmd.arg(lease.cap.min(MAX_EXACT))
+                pipe.arg(lease.cap.min(MAX_EXACT))
                     .arg(lease.id)
                     .arg(lease.ttl_ms())
                     .arg(u8::from(lease.shadow));
@@ -272,13 +272,13 @@ impl RedisLimiter {
     ) -> Result<(Option<Window>, u64), RateLimitError> {
         let grid = check.grid();
         let now = self.now_arg()?;
-        let fill = |cmd: &mut Pipeline| {
+        let fill = |pipe: &mut Pipeline| {
             let mut name = Vec::with_capacity(96);
             self.write_key_name(&mut name, check);
-            cmd.arg(1).arg(&name[..]);
-            arg_now(cmd, now);
-            cmd.arg(grid.period_ms);
-            arg_offset(cmd, check);
+            pipe.arg(1).arg(&name[..]);
+            arg_now(pipe, now);
+            pipe.arg(grid.period_ms);
+            arg_offset(pipe, check);
         };
         let reply = unsigned(&self.run_script(&self.scripts.peek, fill).await?)?;
         let Some((&now_ms, fields)) = reply.split_first() else {
@@ -293,27 +293,27 @@ impl RedisLimiter {
         settlement: &Settlement<'_>,
     ) -> Result<(), RateLimitError> {
         let now = self.now_arg()?;
-        let fill = |cmd: &mut Pipeline| {
+        let fill = |pipe: &mut Pipeline| {
             let mut name = Vec::with_capacity(96);
-            cmd.arg(settlement.adjustments.len() + usize::from(settlement.release.is_some()));
+            pipe.arg(settlement.adjustments.len() + usize::from(settlement.release.is_some()));
             for a in settlement.adjustments {
                 self.write_key_name(&mut name, &a.check);
-                cmd.arg(&name[..]);
+                pipe.arg(&name[..]);
             }
             if let Some(lease) = settlement.release {
                 self.write_lease_key_name(&mut name, lease);
-                cmd.arg(&name[..]);
+                pipe.arg(&name[..]);
             }
-            arg_now(cmd, now);
-            cmd.arg(settlement.adjustments.len());
+            arg_now(pipe, now);
+            pipe.arg(settlement.adjustments.len());
             for a in settlement.adjustments {
                 let grid = a.check.grid();
-                cmd.arg(grid.period_ms);
-                arg_offset(cmd, &a.check);
-                cmd.arg(grid.start(a.charged_at_ms)).arg(a.delta);
+                pipe.arg(grid.period_ms);
+                arg_offset(pipe, &a.check);
+                pipe.arg(grid.start(a.charged_at_ms)).arg(a.delta);
             }
             if let Some(lease) = settlement.release {
-                cmd.arg(lease.id);
+                pipe.arg(lease.id);
             }
         };
         self.run_script(&self.scripts.settle, fill)
@@ -325,12 +325,12 @@ impl RedisLimiter {
     /// lease's expiry in its sorted set.
     pub(super) async fn renew_lease(&self, lease: &Lease) -> Result<(), RateLimitError> {
         let now = self.now_arg()?;
-        let fill = |cmd: &mut Pipeline| {
+        let fill = |pipe: &mut Pipeline| {
             let mut name = Vec::with_capacity(96);
             self.write_lease_key_name(&mut name, lease);
-            cmd.arg(1).arg(&name[..]);
-            arg_now(cmd, now);
-            cmd.arg(lease.id).arg(lease.ttl_ms());
+            pipe.arg(1).arg(&name[..]);
+            arg_now(pipe, now);
+            pipe.arg(lease.id).arg(lease.ttl_ms());
         };
         self.run_script(&self.scripts.renew, fill).await.map(|_| ())
     }
