@@ -84,6 +84,14 @@ fn patient_in(layout: Layout, prefix: &str, clock: Option<ManualClock>) -> Redis
     }
 }
 
+/// Connects to `url` and checks one request against a fresh limit of one: it must be admitted.
+async fn connect_and_admit(url: &str, cfg: RedisLimiterConfig) -> RedisLimiter {
+    let limiter = RedisLimiter::connect(url, cfg).await.unwrap();
+    let decision = limiter.check(&[key_check("k", spec(1, 60))]).await.unwrap();
+    assert!(decision.allowed, "{decision:?}");
+    limiter
+}
+
 fn assert_unavailable(result: Result<impl std::fmt::Debug, RateLimitError>, what: &str) -> String {
     match result {
         Err(RateLimitError::Unavailable(msg)) => msg,
@@ -762,16 +770,7 @@ async fn password_in_url_is_used_and_never_echoed() {
     let port = server.port();
 
     let good = format!("redis://:s3cret-pw@127.0.0.1:{port}");
-    let limiter = RedisLimiter::connect(&good, patient("auth", None))
-        .await
-        .unwrap();
-    assert!(
-        limiter
-            .check(&[key_check("k", spec(1, 60))])
-            .await
-            .unwrap()
-            .allowed
-    );
+    let limiter = connect_and_admit(&good, patient("auth", None)).await;
     assert!(!format!("{limiter:?}").contains("s3cret"));
 
     let bad = format!("redis://:wrong-pw-123@127.0.0.1:{port}");
@@ -796,13 +795,7 @@ async fn password_in_url_is_used_and_never_echoed() {
 async fn a_unix_socket_url_connects() {
     let server = RedisServer::start();
     for layout in [Layout::Counters, Layout::Hashes] {
-        let limiter = RedisLimiter::connect(&server.unix_url(), patient_in(layout, "unix", None))
-            .await
-            .unwrap();
-        let check = [key_check("k", spec(2, 60))];
-        let first = limiter.check(&check).await.unwrap();
-        assert!(first.allowed);
-        assert_eq!(first.statuses[0].remaining, 1);
+        connect_and_admit(&server.unix_url(), patient_in(layout, "unix", None)).await;
     }
     // Both layouts' keys, written through the socket, are on the server TCP clients see.
     let mut conn = raw(&server).await;
@@ -828,16 +821,7 @@ async fn acl_user_and_database_from_the_url() {
     let port = server.port();
     let url = format!("redis://gateway:gw-pw-9@127.0.0.1:{port}/3");
     for layout in [Layout::Counters, Layout::Hashes] {
-        let limiter = RedisLimiter::connect(&url, patient_in(layout, "acl", None))
-            .await
-            .unwrap();
-        assert!(
-            limiter
-                .check(&[key_check("k", spec(1, 60))])
-                .await
-                .unwrap()
-                .allowed
-        );
+        connect_and_admit(&url, patient_in(layout, "acl", None)).await;
     }
     let in_db = |db: i64| {
         let mut conn = conn.clone();

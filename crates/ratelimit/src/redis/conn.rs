@@ -434,24 +434,35 @@ mod tests {
         Instant::now() + std::time::Duration::from_secs(3600)
     }
 
+    /// A connection whose driver runs over one end of an in-memory pipe of `buffer` bytes; the
+    /// test plays the server on the other end.
+    fn piped(buffer: usize) -> (Conn, tokio::io::DuplexStream) {
+        let (client, server) = tokio::io::duplex(buffer);
+        let (calls, receive) = mpsc::unbounded_channel();
+        spawn_here(Box::pin(Driver::new(client, receive)));
+        (Conn { calls }, server)
+    }
+
+    /// `bytes` sent through `conn` by a task of its own, as concurrent callers send.
+    fn call(
+        conn: &Conn,
+        bytes: &'static [u8],
+        replies: usize,
+        deadline: Instant,
+    ) -> tokio::task::JoinHandle<Answer> {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.send(bytes, replies, deadline).await })
+    }
+
     /// A fake server on a socket pair: what it reads, and replies written by hand, so framing
     /// (replies split anywhere, several calls' replies in one segment) is what the test says.
     #[tokio::test]
     async fn replies_split_and_batched_reach_their_calls_in_order() {
-        let (client, mut server) = tokio::io::duplex(64);
-        let (calls, receive) = mpsc::unbounded_channel();
-        spawn_here(Box::pin(Driver::new(client, receive)));
-        let conn = Conn { calls };
-        let first = {
-            let conn = conn.clone();
-            tokio::spawn(async move { conn.send(b"*1\r\n$4\r\nPING\r\n", 1, later()).await })
-        };
+        let (conn, mut server) = piped(64);
+        let first = call(&conn, b"*1\r\n$4\r\nPING\r\n", 1, later());
         let mut seen = [0u8; 14];
         server.read_exact(&mut seen).await.unwrap();
-        let second = {
-            let conn = conn.clone();
-            tokio::spawn(async move { conn.send(b"*1\r\n$4\r\nTIME\r\n", 2, later()).await })
-        };
+        let second = call(&conn, b"*1\r\n$4\r\nTIME\r\n", 2, later());
         server.read_exact(&mut seen).await.unwrap();
         for piece in [&b"+PO"[..], b"NG\r\n:1\r", b"\n$3\r\nabc\r\n"] {
             server.write_all(piece).await.unwrap();
@@ -469,18 +480,15 @@ mod tests {
 
     #[tokio::test]
     async fn garbage_or_a_close_fails_the_calls_and_the_connection() {
-        let (client, mut server) = tokio::io::duplex(64);
-        let (calls, receive) = mpsc::unbounded_channel();
-        spawn_here(Box::pin(Driver::new(client, receive)));
-        let conn = Conn { calls };
-        let call = {
-            let conn = conn.clone();
-            tokio::spawn(async move { conn.send(b"*1\r\n$4\r\nPING\r\n", 1, later()).await })
-        };
+        let (conn, mut server) = piped(64);
+        let pending = call(&conn, b"*1\r\n$4\r\nPING\r\n", 1, later());
         let mut seen = [0u8; 14];
         server.read_exact(&mut seen).await.unwrap();
         server.write_all(b"%3\r\n").await.unwrap();
-        assert!(matches!(call.await.unwrap(), Err(ConnError::Protocol(_))));
+        assert!(matches!(
+            pending.await.unwrap(),
+            Err(ConnError::Protocol(_))
+        ));
         assert!(matches!(
             conn.send(b"*1\r\n$4\r\nPING\r\n", 1, later()).await,
             Err(ConnError::Closed)
@@ -489,10 +497,7 @@ mod tests {
 
         // A reply nobody asked for, and the server hanging up on an idle connection.
         for hang_up in [false, true] {
-            let (client, mut server) = tokio::io::duplex(64);
-            let (calls, receive) = mpsc::unbounded_channel();
-            spawn_here(Box::pin(Driver::new(client, receive)));
-            let conn = Conn { calls };
+            let (conn, mut server) = piped(64);
             if hang_up {
                 drop(server);
             } else {
@@ -514,14 +519,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_reply_larger_than_the_buffer_is_read_whole() {
-        let (client, mut server) = tokio::io::duplex(4096);
-        let (calls, receive) = mpsc::unbounded_channel();
-        spawn_here(Box::pin(Driver::new(client, receive)));
-        let conn = Conn { calls };
-        let call = {
-            let conn = conn.clone();
-            tokio::spawn(async move { conn.send(b"*1\r\n$3\r\nGET\r\n", 1, later()).await })
-        };
+        let (conn, mut server) = piped(4096);
+        let pending = call(&conn, b"*1\r\n$3\r\nGET\r\n", 1, later());
         let mut seen = [0u8; 13];
         server.read_exact(&mut seen).await.unwrap();
         let big = vec![b'x'; 5 * INPUT + 5];
@@ -531,9 +530,9 @@ mod tests {
             .unwrap();
         server.write_all(&big).await.unwrap();
         server.write_all(b"\r\n").await.unwrap();
-        assert_eq!(call.await.unwrap().unwrap(), vec![Value::Bulk(big)]);
+        assert_eq!(pending.await.unwrap().unwrap(), vec![Value::Bulk(big)]);
         // The buffer, grown for it and then given back, still serves the next call.
-        let next = tokio::spawn(async move { conn.send(b"*1\r\n$3\r\nGET\r\n", 1, later()).await });
+        let next = call(&conn, b"*1\r\n$3\r\nGET\r\n", 1, later());
         server.read_exact(&mut seen).await.unwrap();
         server.write_all(b":5\r\n").await.unwrap();
         assert_eq!(next.await.unwrap().unwrap(), vec![Value::Int(5)]);
@@ -544,20 +543,11 @@ mod tests {
     /// they come, the late ones of the first read and dropped.
     #[tokio::test(start_paused = true)]
     async fn a_late_call_times_out_alone_and_its_replies_are_skipped() {
-        let (client, mut server) = tokio::io::duplex(64);
-        let (calls, receive) = mpsc::unbounded_channel();
-        spawn_here(Box::pin(Driver::new(client, receive)));
-        let conn = Conn { calls };
+        let (conn, mut server) = piped(64);
         let start = Instant::now();
         let soon = start + std::time::Duration::from_millis(50);
-        let first = {
-            let conn = conn.clone();
-            tokio::spawn(async move { conn.send(b"*1\r\n$4\r\nPING\r\n", 1, soon).await })
-        };
-        let second = {
-            let conn = conn.clone();
-            tokio::spawn(async move { conn.send(b"*1\r\n$4\r\nTIME\r\n", 1, later()).await })
-        };
+        let first = call(&conn, b"*1\r\n$4\r\nPING\r\n", 1, soon);
+        let second = call(&conn, b"*1\r\n$4\r\nTIME\r\n", 1, later());
         let mut seen = [0u8; 28];
         server.read_exact(&mut seen).await.unwrap();
         assert!(matches!(first.await.unwrap(), Err(ConnError::Timeout)));

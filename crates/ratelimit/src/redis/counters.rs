@@ -9,7 +9,7 @@
 //! ```
 //!
 //! A key is created by the first charge of its window with a TTL of two periods plus up to
-//! [`TTL_JITTER_MAX_MS`](super::TTL_JITTER_MAX_MS) (`SET key 0 PX ttl NX`, then `INCRBY`: a key
+//! [`TTL_JITTER_MAX_MS`](super::TTL_JITTER_MAX_MS) (`SET key 0 NX PX ttl`, then `INCRBY`: a key
 //! never exists without its TTL, and no Redis 7 option is needed), after which its count can no
 //! longer weigh in any estimate.
 //!
@@ -112,16 +112,16 @@ fn window_key(buf: &mut Vec<u8>, base: usize, start_ms: u64) -> &[u8] {
     buf
 }
 
-/// `SET key 0 PX ttl NX`, then `verb` (`INCRBY` or `DECRBY`) of `amount`: the key gets its TTL
+/// `SET key 0 NX PX ttl`, then `verb` (`INCRBY` or `DECRBY`) of `amount`: the key gets its TTL
 /// when this call creates it, and a call cut short between the two leaves a zero with a TTL,
 /// never a count without one (so no `MULTI` is needed). Every change to a counter goes this way.
 fn add(pipe: &mut Pipeline, key: &[u8], ttl_ms: u64, verb: &str, amount: i64) {
+    // `SET key 0 NX PX ttl`: the same command (options go in any order), its constant middle
+    // written once.
     pipe.cmd("SET")
         .arg(key)
-        .arg(0u64)
-        .arg("PX")
-        .arg(ttl_ms)
-        .arg("NX");
+        .encoded(3, b"$1\r\n0\r\n$2\r\nNX\r\n$2\r\nPX\r\n")
+        .arg(ttl_ms);
     pipe.cmd(verb).arg(key).arg(amount);
 }
 

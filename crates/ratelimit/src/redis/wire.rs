@@ -81,16 +81,41 @@ pub(super) trait Arg {
     fn write_to(self, out: &mut Vec<u8>);
 }
 
-/// Writes one bulk string: `$<len>\r\n<bytes>\r\n`, growing `out` at most once.
+/// Writes one bulk string: `$<len>\r\n<bytes>\r\n`, its head assembled on the stack.
 fn bulk(out: &mut Vec<u8>, bytes: &[u8]) {
     let mut len = itoa::Buffer::new();
-    let len = len.format(bytes.len()).as_bytes();
-    out.reserve(len.len() + bytes.len() + 5);
-    out.push(b'$');
-    out.extend_from_slice(len);
-    out.extend_from_slice(b"\r\n");
+    let digits = len.format(bytes.len()).as_bytes();
+    let mut head = [0u8; 24];
+    head[0] = b'$';
+    head[1..=digits.len()].copy_from_slice(digits);
+    head[digits.len() + 1..digits.len() + 3].copy_from_slice(b"\r\n");
+    out.reserve(digits.len() + bytes.len() + 5);
+    out.extend_from_slice(&head[..digits.len() + 3]);
     out.extend_from_slice(bytes);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Writes an integer as a bulk string in one piece: its decimal form is at most 20 bytes, so
+/// its length is written as one or two digits without a second conversion.
+fn decimal_bulk(out: &mut Vec<u8>, digits: &[u8]) {
+    let mut piece = [0u8; 32];
+    let n = digits.len();
+    let head = if n < 10 {
+        piece[..4].copy_from_slice(&[b'$', b'0' + n as u8, b'\r', b'\n']);
+        4
+    } else {
+        piece[..5].copy_from_slice(&[
+            b'$',
+            b'0' + (n / 10) as u8,
+            b'0' + (n % 10) as u8,
+            b'\r',
+            b'\n',
+        ]);
+        5
+    };
+    piece[head..head + n].copy_from_slice(digits);
+    piece[head + n..head + n + 2].copy_from_slice(b"\r\n");
+    out.extend_from_slice(&piece[..head + n + 2]);
 }
 
 impl Arg for &[u8] {
@@ -109,7 +134,7 @@ macro_rules! integer_arg {
     ($($t:ty),*) => {$(
         impl Arg for $t {
             fn write_to(self, out: &mut Vec<u8>) {
-                bulk(out, itoa::Buffer::new().format(self).as_bytes());
+                decimal_bulk(out, itoa::Buffer::new().format(self).as_bytes());
             }
         }
     )*};
@@ -175,6 +200,20 @@ impl Pipeline {
         if let Some((_, args)) = &mut self.open {
             *args += 1;
             arg.write_to(&mut self.buf);
+        }
+        self
+    }
+
+    /// Adds `count` arguments already written as RESP bulk strings (`encoded`): the constant
+    /// arguments of the hot path's commands, written once at compile time instead of each call.
+    pub(super) fn encoded(&mut self, count: usize, encoded: &'static [u8]) -> &mut Self {
+        debug_assert!(
+            is_bulks(encoded, count),
+            "not {count} bulk strings: {encoded:?}"
+        );
+        if let Some((_, args)) = &mut self.open {
+            *args += count;
+            self.buf.extend_from_slice(encoded);
         }
         self
     }
@@ -252,6 +291,17 @@ impl Pipeline {
             None => Err(Value::Nil),
         }
     }
+}
+
+/// Whether `bytes` are exactly `count` whole bulk strings (a check of [`Pipeline::encoded`]).
+fn is_bulks(mut bytes: &[u8], count: usize) -> bool {
+    for _ in 0..count {
+        match parse(bytes) {
+            Ok(Some((Value::Bulk(_), used))) => bytes = &bytes[used..],
+            _ => return false,
+        }
+    }
+    bytes.is_empty()
 }
 
 /// What stops a reply from being read: the server broke the protocol.
@@ -390,6 +440,27 @@ mod tests {
              *3\r\n$6\r\nINCRBY\r\n$3\r\nk:1\r\n$2\r\n-3\r\n\
              *1\r\n$4\r\nTIME\r\n"
         );
+    }
+
+    #[test]
+    fn integers_and_encoded_arguments_are_bulk_strings() {
+        let mut pipe = Pipeline::with_capacity(0);
+        pipe.cmd("X")
+            .arg(0u8)
+            .arg(i64::MIN)
+            .arg(u64::MAX)
+            .arg(123_456_789u32)
+            .encoded(2, b"$2\r\nNX\r\n$2\r\nPX\r\n")
+            .arg(-1i32);
+        pipe.finish();
+        assert_eq!(
+            String::from_utf8(pipe.bytes().to_vec()).unwrap(),
+            "*8\r\n$1\r\nX\r\n$1\r\n0\r\n$20\r\n-9223372036854775808\r\n\
+             $20\r\n18446744073709551615\r\n$9\r\n123456789\r\n$2\r\nNX\r\n$2\r\nPX\r\n\
+             $2\r\n-1\r\n"
+        );
+        assert!(!is_bulks(b"$2\r\nNX\r\n", 2));
+        assert!(!is_bulks(b"$2\r\nNX\r\n:1\r\n", 2));
     }
 
     #[test]
