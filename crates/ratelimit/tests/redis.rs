@@ -790,6 +790,48 @@ async fn password_in_url_is_used_and_never_echoed() {
     assert!(!msg.contains("s3cret"), "{msg}");
 }
 
+/// A server that cannot count (here: at `maxmemory` with nothing to evict, so every write is
+/// refused `OOM`) fails the call, in both layouts, so the caller's failure mode decides: the
+/// counters layout must not read the refused charges as another program's data (zero) and admit.
+#[tokio::test]
+async fn a_server_refusing_writes_fails_the_call_instead_of_admitting() {
+    let server = RedisServer::start();
+    let mut conn = raw(&server).await;
+    let mut limiters = Vec::new();
+    for layout in [Layout::Counters, Layout::Hashes] {
+        limiters.push(connect_and_admit(&server.url(), patient_in(layout, "oom", None)).await);
+    }
+    let _: () = redis::pipe()
+        .cmd("CONFIG")
+        .arg(&["SET", "maxmemory-policy", "noeviction"][..])
+        .ignore()
+        .cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "1"][..])
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for limiter in &limiters {
+        let refused = limiter.check(&[key_check("k", spec(100, 60))]).await;
+        let msg = assert_unavailable(refused, "writes refused");
+        assert!(msg.contains("OOM"), "{msg}");
+    }
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "0"][..])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for limiter in &limiters {
+        assert!(
+            limiter
+                .check(&[key_check("k", spec(100, 60))])
+                .await
+                .unwrap()
+                .allowed
+        );
+    }
+}
+
 /// A `unix://` URL: the limiter's connection over the server's Unix socket, both layouts.
 #[tokio::test]
 async fn a_unix_socket_url_connects() {

@@ -52,6 +52,13 @@
 //! key), reads as zero. A charge that fails on one, or lands on one, is written over with the
 //! request's cost once the request is admitted, as the scripts overwrite a bucket they cannot
 //! read.
+//!
+//! Only the errors such data explains are read that way (`WRONGTYPE`, `ERR value is not an
+//! integer…`, `ERR increment or decrement would overflow`). Any other error of a command
+//! (`LOADING`, `READONLY` after a failover, `OOM` at `maxmemory`, `NOPERM`, `MOVED`, a renamed
+//! command) says the server cannot count now: the call fails as an unreachable server's does, and
+//! the configured failure mode decides, instead of every count reading zero and every request
+//! being admitted.
 
 use std::sync::atomic::Ordering;
 
@@ -87,6 +94,18 @@ struct Counts {
     window: Window,
     /// The charge was made (it fails on a key holding something else than an integer).
     charged: bool,
+}
+
+/// The code of an error reply that another program's data in our key does not explain (see the
+/// module doc, "Foreign data"); `None` for any other reply.
+fn server_error(value: &Value) -> Option<&str> {
+    let Value::Error(text) = value else {
+        return None;
+    };
+    let foreign = text.starts_with("WRONGTYPE ")
+        || text.starts_with("ERR value is not an integer")
+        || text.starts_with("ERR increment or decrement would overflow");
+    (!foreign).then(|| value.error_code().unwrap_or("ERR"))
 }
 
 /// A count as the arithmetic takes it: below zero is zero.
@@ -174,6 +193,9 @@ impl RedisLimiter {
         }
         let sent = ServerClock::local_ms();
         let mut reply = self.call(pipe).await?;
+        if let Some(code) = reply.iter().find_map(server_error) {
+            return Err(unavailable(format!("redis error {code}")));
+        }
         if sync && let Some(time) = reply.pop() {
             self.server_clock
                 .observe(sent, ServerClock::local_ms(), &time);
