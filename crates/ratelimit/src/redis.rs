@@ -23,14 +23,15 @@
 //! # Failure
 //!
 //! Every call has one deadline ([`RedisLimiterConfig::timeout`]) covering
-//! taking a connection and running the script; missing it, or any connection
-//! error, is [`RateLimitError::Unavailable`], and the caller decides whether to
-//! fail open or closed. A connection that failed or timed out is dropped from
-//! the pool. A connection found dead when a call starts (Redis restarted while
-//! it sat idle) is replaced and the call retried within the same deadline; the
-//! only cost is that a script that did run before its connection dropped may
-//! be charged once more. Errors never include the URL (it may carry a
-//! password).
+//! taking a connection and the round trip; missing it, any connection error, or
+//! a server that cannot count (an error no foreign data explains: `LOADING`,
+//! `OOM`, `READONLY`, …) is [`RateLimitError::Unavailable`], and the caller
+//! decides whether to fail open or closed. A connection that failed or timed
+//! out is dropped from the pool. A connection found dead when a call starts
+//! (Redis restarted while it sat idle) is replaced and the call retried within
+//! the same deadline; the only cost is that a call that did run before its
+//! connection dropped may be charged once more. Errors never include the URL
+//! (it may carry a password).
 
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
@@ -189,12 +190,12 @@ fn wants_tls(url: &str) -> bool {
 }
 
 impl RedisLimiter {
-    /// Builds the limiter, connects, and loads both scripts (so the first
-    /// check already runs by `EVALSHA`). Fails if Redis cannot be reached
-    /// within [`RedisLimiterConfig::connect_timeout`].
+    /// Builds the limiter, connects, and loads the scripts (so the first
+    /// check of the hashes layout already runs by `EVALSHA`). Fails if Redis
+    /// cannot be reached within [`RedisLimiterConfig::connect_timeout`].
     ///
-    /// `url` is `redis://[user:password@]host[:port][/db]`, or `rediss://…`
-    /// with the crate's `tls` feature. Like every call of the limiter, this
+    /// `url` is `redis://[user:password@]host[:port][/db]`, `unix:///path`, or
+    /// `rediss://…` with the crate's `tls` feature. Like every call of the limiter, this
     /// must run on a Tokio runtime (actix-web's is one).
     pub async fn connect(url: &str, cfg: RedisLimiterConfig) -> Result<Self, RateLimitError> {
         let limiter = Self::connect_lazy(url, cfg)?;
