@@ -11,16 +11,14 @@ run:
 	@scripts/deps.sh run
 	@scripts/run.sh
 
-## fmt check, clippy with warnings as errors, every test (and the Redis limiter's `rediss://` against
-## a TLS redis-server: its `tls` feature), schemathesis against both OpenAPI
+## fmt check, clippy with warnings as errors, every test (the services turn on the key store's and
+## the limiter's `tls` features, so `rediss://` is tested against a TLS redis-server), schemathesis against both OpenAPI
 ## documents, the Kubernetes manifests, the README tour against make run's stack. Installs what they need first (scripts/deps.sh says what).
 test:
 	@scripts/deps.sh test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
-	$(CARGO) clippy -p infergate-ratelimit --features tls --all-targets -- -D warnings
-	$(CARGO) test -p infergate-ratelimit --features tls --test tls
 	@scripts/schemathesis.sh
 	@scripts/k8s-validate.sh
 	@scripts/readme_tour.py

@@ -25,6 +25,7 @@ mod eventually;
 pub mod otlp;
 pub mod process;
 pub mod prometheus;
+pub mod tls_redis;
 
 pub use eventually::eventually;
 
