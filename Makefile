@@ -12,8 +12,9 @@ run:
 	@scripts/run.sh
 
 ## fmt check, clippy with warnings as errors, every test (the services turn on the key store's and
-## the limiter's `tls` features, so `rediss://` is tested against a TLS redis-server), schemathesis against both OpenAPI
-## documents, the Kubernetes manifests, the README tour against make run's stack. Installs what they need first (scripts/deps.sh says what).
+## the limiter's `tls` features, so `rediss://` is tested against a TLS redis-server),
+## schemathesis against both OpenAPI documents, the Kubernetes manifests, the README tour against
+## make run's stack. Installs what they need first (scripts/deps.sh says what).
 test:
 	@scripts/deps.sh test
 	$(CARGO) fmt --all -- --check

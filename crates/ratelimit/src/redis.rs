@@ -175,8 +175,16 @@ impl fmt::Debug for RedisLimiter {
     }
 }
 
+/// What a `rediss://` URL gets from a build without the `tls` feature.
+const NO_TLS: &str = "rediss:// needs infergate-ratelimit's `tls` feature, which this build lacks";
+
 fn unavailable(msg: impl Into<String>) -> RateLimitError {
     RateLimitError::Unavailable(msg.into())
+}
+
+/// A server's error reply, by its code only (`OOM`, `NOSCRIPT`, …): the text may quote data.
+fn redis_error(code: &str) -> RateLimitError {
+    unavailable(format!("redis error {code}"))
 }
 
 fn timeout_error() -> RateLimitError {
@@ -218,9 +226,7 @@ impl RedisLimiter {
             return Err(unavailable("rate-limit timeouts must be positive"));
         }
         if wants_tls(url) && !cfg!(feature = "tls") {
-            return Err(unavailable(
-                "rediss:// needs infergate-ratelimit's `tls` feature, which this build lacks",
-            ));
+            return Err(unavailable(NO_TLS));
         }
         // redis-rs parses the URL (and only that; redis/conn.rs connects). Not the parser's
         // message: it may quote the URL.
@@ -267,29 +273,13 @@ impl RedisLimiter {
     /// [`RedisLimiterConfig::connect_timeout`]: a readiness probe.
     pub async fn ready(&self) -> Result<(), RateLimitError> {
         let deadline = Instant::now() + self.connect_timeout;
-        let mut conn = self.take_connection(deadline).await?;
         let mut pipe = Pipeline::with_capacity(8192);
         self.scripts.load(&mut pipe);
         // The counters layout learns Redis's clock in the same round trip.
         let sync = self.layout == Layout::Counters && self.clock.is_none();
-        if sync {
-            pipe.cmd("TIME");
-        }
-        let replies = pipe.finish();
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let sent = self::clock::ServerClock::local_ms();
-        let mut reply = conn
-            .conn()
-            .send(pipe.bytes(), replies, deadline)
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        conn.healthy = true;
-        if sync && let Some(time) = reply.pop() {
-            let received = self::clock::ServerClock::local_ms();
-            self.server_clock.observe(sent, received, &time);
-        }
+        let reply = self.call_synced(&mut pipe, sync, deadline).await?;
         if let Some(code) = reply.iter().find_map(Value::error_code) {
-            return Err(unavailable(format!("redis error {code}")));
+            return Err(redis_error(code));
         }
         if !self.scripts.loaded(&reply) {
             return Err(unavailable("Redis returned unexpected script hashes"));
@@ -343,8 +333,39 @@ impl RedisLimiter {
     /// Sends `pipe` and returns its commands' replies (a command's error is its reply), within
     /// the per-call deadline; see the module doc for retries.
     async fn call(&self, pipe: &mut Pipeline) -> Result<Vec<Value>, RateLimitError> {
+        self.call_until(pipe, Instant::now() + self.timeout).await
+    }
+
+    /// [`call`](Self::call) with a `TIME` at the end of `pipe` when `sync`, fed to the server
+    /// clock (redis/clock.rs) and taken off the replies.
+    async fn call_synced(
+        &self,
+        pipe: &mut Pipeline,
+        sync: bool,
+        deadline: Instant,
+    ) -> Result<Vec<Value>, RateLimitError> {
+        // The clock is read only for a call that carries a `TIME` (one a second).
+        let sent = sync.then(|| {
+            pipe.cmd("TIME");
+            self::clock::ServerClock::local_ms()
+        });
+        let mut reply = self.call_until(pipe, deadline).await?;
+        if let Some(sent) = sent
+            && let Some(time) = reply.pop()
+        {
+            let received = self::clock::ServerClock::local_ms();
+            self.server_clock.observe(sent, received, &time);
+        }
+        Ok(reply)
+    }
+
+    /// [`call`](Self::call) by `deadline`.
+    async fn call_until(
+        &self,
+        pipe: &mut Pipeline,
+        deadline: Instant,
+    ) -> Result<Vec<Value>, RateLimitError> {
         let replies = pipe.finish();
-        let deadline = Instant::now() + self.timeout;
         loop {
             let mut conn = self.take_connection(deadline).await?;
             let reused = conn.reused();
@@ -354,8 +375,7 @@ impl RedisLimiter {
                 Ok(values) => {
                     conn.healthy = true;
                     return pipe.replies(values).map_err(|aborted| {
-                        let code = aborted.error_code().unwrap_or("EXECABORT");
-                        unavailable(format!("redis error {code}"))
+                        redis_error(aborted.error_code().unwrap_or("EXECABORT"))
                     });
                 }
                 // A timed-out connection is left unhealthy, so the pool discards it: a late
@@ -632,6 +652,11 @@ mod tests {
         if !cfg!(feature = "tls") {
             let msg = bad(base(), "rediss://user:hunter2@127.0.0.1");
             assert!(msg.contains("`tls` feature"), "{msg}");
+            assert!(!msg.contains("hunter2"), "{msg}");
+        } else {
+            // Skipping the certificate's name check is refused before any I/O.
+            let msg = bad(base(), "rediss://user:hunter2@127.0.0.1/#insecure");
+            assert!(msg.contains("#insecure"), "{msg}");
             assert!(!msg.contains("hunter2"), "{msg}");
         }
     }

@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use super::wire::Value;
+use super::wire::{Value, decimal};
 
 use crate::{Clock, SystemClock};
 
@@ -75,7 +75,7 @@ fn time_ms(time: &Value) -> Option<u64> {
         return None;
     };
     let number = |v: &Value| match v {
-        Value::Bulk(b) => std::str::from_utf8(b).ok()?.parse::<u64>().ok(),
+        Value::Bulk(b) => decimal(b).and_then(|n| u64::try_from(n).ok()),
         Value::Int(n) => u64::try_from(*n).ok(),
         _ => None,
     };

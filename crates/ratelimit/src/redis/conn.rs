@@ -32,7 +32,8 @@ use tokio::time::{Instant, Sleep};
 
 use super::wire::{self, Pipeline, Value};
 
-/// Why a call got no replies. Every one of them means the connection is unusable.
+/// Why a call got no replies. Each but `Timeout` means the connection is unusable (after a
+/// timeout it still runs, but its caller has the pool drop it: it may be wedged).
 #[derive(Debug, Clone)]
 pub(super) enum ConnError {
     /// Reading or writing failed (the message is the I/O error's, which names no URL).
@@ -138,10 +139,9 @@ pub(super) async fn connect(
             let stream = tls::wrap(host, stream).await?;
             start(info, stream, spawn, deadline).await
         }
+        // Refused when the limiter was built, too.
         #[allow(unreachable_patterns)]
-        _ => Err(ConnError::Tls(
-            "rediss:// needs infergate-ratelimit's `tls` feature, which this build lacks",
-        )),
+        _ => Err(ConnError::Tls(super::NO_TLS)),
     }
 }
 

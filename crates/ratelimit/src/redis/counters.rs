@@ -17,15 +17,16 @@
 //!
 //! One pipelined call: per bucket, `SET … NX` + `INCRBY` of the current window's count by the
 //! check's cost (a guard, which is never charged, reads it with `GET`), then one `MGET` of the
-//! previous windows' counts (sliding windows only); with a concurrency lease, the sorted set's sweep, `ZADD`,
-//! `PEXPIRE` and `ZCARD`, and then the call is a `MULTI` block (the `ZADD` and the `PEXPIRE`
+//! previous windows' counts (sliding windows only); with a concurrency lease, the sorted set's
+//! sweep, `ZADD`, `PEXPIRE` and `ZCARD`, and then the call is a `MULTI` block (the `ZADD` and the `PEXPIRE`
 //! giving its key a TTL go together). Without a lease no block is needed: the `SET … NX` comes
 //! before its `INCRBY`, so a call cut short never leaves a counter without a TTL, and what other
 //! clients' commands interleave changes only which counts are seen, as a different arrival order
 //! would. redis-server spends about a quarter of the check script's instructions on it
-//! (docs/performance.md), and the gateway parses no `QUEUED` replies. The reply holds every bucket's count *including this request's
-//! charge*; the decision is window.rs's exact arithmetic on the counts before it, so a request
-//! decides exactly as the memory backend would on the same counts.
+//! (docs/performance.md), and the gateway parses no `QUEUED` replies. The reply holds every
+//! bucket's count *including this request's charge*; the decision is window.rs's exact
+//! arithmetic on the counts before it, so a request decides exactly as the memory backend would
+//! on the same counts.
 //!
 //! A request refused by any bucket (or finding no free slot) gives everything back in a second
 //! call: `DECRBY` of each charge (after the same `SET … NX`, so a give-back landing after its
@@ -64,8 +65,7 @@ use std::sync::atomic::Ordering;
 
 use super::wire::{Pipeline, Value};
 
-use super::clock::ServerClock;
-use super::{RedisLimiter, unavailable};
+use super::{RedisLimiter, redis_error, unavailable};
 use crate::decision::{Decision, LimitStatus};
 use crate::key::LimitCheck;
 use crate::window::{Grid, View, Window};
@@ -181,26 +181,19 @@ impl RedisLimiter {
         window_key(buf, base, start_ms);
     }
 
-    /// Sends `pipe` (with a `TIME` at its end when `sync`) and returns its commands' replies
-    /// (one each: redis/conn.rs counts them); feeds the `TIME` to the server clock.
+    /// Sends `pipe` (with a `TIME` when `sync`) and returns its commands' replies, one each; a
+    /// command's error that no foreign data explains fails the call (the module doc).
     async fn counters_call(
         &self,
         pipe: &mut Pipeline,
         sync: bool,
     ) -> Result<Vec<Value>, RateLimitError> {
-        if sync {
-            pipe.cmd("TIME");
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let reply = self.call_synced(pipe, sync, deadline).await?;
+        match reply.iter().find_map(server_error) {
+            Some(code) => Err(redis_error(code)),
+            None => Ok(reply),
         }
-        let sent = ServerClock::local_ms();
-        let mut reply = self.call(pipe).await?;
-        if let Some(code) = reply.iter().find_map(server_error) {
-            return Err(unavailable(format!("redis error {code}")));
-        }
-        if sync && let Some(time) = reply.pop() {
-            self.server_clock
-                .observe(sent, ServerClock::local_ms(), &time);
-        }
-        Ok(reply)
     }
 
     /// [`decide`](RedisLimiter::decide) in the counters layout (see the module doc).

@@ -59,11 +59,10 @@
 //! `TIME`: one clock for every replica, so replicas whose clocks disagree still
 //! agree on windows. With `Some(clock)`, the limiter passes that clock's
 //! reading instead, which is what tests and the conformance suite do.
-//!
 
 use super::reply::{integers, stored, unsigned};
 use super::wire::{Pipeline, Value};
-use super::{RedisLimiter, unavailable, view_at};
+use super::{RedisLimiter, redis_error, unavailable, view_at};
 use crate::decision::Decision;
 use crate::key::LimitCheck;
 use crate::window::Window;
@@ -166,10 +165,7 @@ impl RedisLimiter {
             reply = self.call(&mut build("EVAL", script.body)).await?;
         }
         match reply.first() {
-            Some(value @ Value::Error(_)) => Err(unavailable(format!(
-                "redis error {}",
-                value.error_code().unwrap_or("ERR")
-            ))),
+            Some(value @ Value::Error(_)) => Err(redis_error(value.error_code().unwrap_or("ERR"))),
             Some(value) => integers(value).ok_or_else(|| unavailable("unexpected script reply")),
             None => Err(unavailable("unexpected script reply")),
         }
