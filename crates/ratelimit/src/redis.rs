@@ -62,6 +62,17 @@ use self::deny::LocalCache;
 use self::pool::Manager;
 use self::wire::{Pipeline, Value};
 
+/// The reply parser the limiter's connections read Redis with, for the fuzz target
+/// (fuzz/fuzz_targets/resp_reply.rs): how many bytes the first whole reply in `buf` takes,
+/// `Ok(None)` while `buf` holds only part of one. Not part of the crate's API; compiled always,
+/// so `make test` keeps it building.
+#[doc(hidden)]
+pub fn parse_reply(buf: &[u8]) -> Result<Option<usize>, String> {
+    wire::parse(buf)
+        .map(|reply| reply.map(|(_, used)| used))
+        .map_err(|e| e.to_string())
+}
+
 /// Upper bound of the random extra TTL given to a bucket when its window starts.
 pub const TTL_JITTER_MAX_MS: u64 = 1_000;
 
