@@ -97,30 +97,14 @@ async fn ensure(state: &AppState, key: &str, masked: &str) -> Result<(), Bootstr
         return Ok(());
     }
     let phc = hash_off_thread(parsed.secret.to_string(), state.hash_params).await?;
-    let mut record = KeyRecord::new(
-        id.as_str(),
-        LEGACY_ADMIN_ACTOR,
-        Role::Admin,
-        BOOTSTRAP_ACTOR,
-    );
-    record.prefix = parsed.prefix.to_string();
-    state
-        .store
-        .create(StoredKey {
-            record,
-            secret_hash: phc,
-        })
-        .await?;
-    state
-        .audit(
-            BOOTSTRAP_ACTOR,
-            "bootstrap",
-            Some(id.clone()),
-            None,
-            true,
-            json!({"source": "ADMIN_API_KEY", "role": "admin"}),
-        )
-        .await?;
+    store_admin(
+        state,
+        &id,
+        parsed.prefix,
+        phc,
+        json!({"source": "ADMIN_API_KEY", "role": "admin"}),
+    )
+    .await?;
     tracing::info!(key_id = %id, "stored the record of ADMIN_API_KEY (admin)");
     Ok(())
 }
@@ -142,13 +126,28 @@ async fn mint_first(state: &AppState) -> Result<Option<GeneratedKey>, BootstrapE
         return Ok(None);
     }
     let (key, phc) = mint(&state.cfg.key_store.key_prefix, state.hash_params).await?;
-    let mut record = KeyRecord::new(
-        key.id.as_str(),
-        LEGACY_ADMIN_ACTOR,
-        Role::Admin,
-        BOOTSTRAP_ACTOR,
-    );
-    record.prefix = state.cfg.key_store.key_prefix.clone();
+    store_admin(
+        state,
+        &key.id,
+        &state.cfg.key_store.key_prefix,
+        phc,
+        json!({"source": "minted", "reason": "no active admin key", "role": "admin"}),
+    )
+    .await?;
+    tracing::warn!(key_id = %key.id, "no admin key was configured or stored: minted one (printed once to stdout)");
+    Ok(Some(key))
+}
+
+/// Stores a bootstrap admin key's record (its secret only as `phc`) and audits it.
+async fn store_admin(
+    state: &AppState,
+    id: &str,
+    prefix: &str,
+    phc: String,
+    detail: serde_json::Value,
+) -> Result<(), BootstrapError> {
+    let mut record = KeyRecord::new(id, LEGACY_ADMIN_ACTOR, Role::Admin, BOOTSTRAP_ACTOR);
+    record.prefix = prefix.to_string();
     state
         .store
         .create(StoredKey {
@@ -160,14 +159,13 @@ async fn mint_first(state: &AppState) -> Result<Option<GeneratedKey>, BootstrapE
         .audit(
             BOOTSTRAP_ACTOR,
             "bootstrap",
-            Some(key.id.clone()),
+            Some(id.to_string()),
             None,
             true,
-            json!({"source": "minted", "reason": "no active admin key", "role": "admin"}),
+            detail,
         )
         .await?;
-    tracing::warn!(key_id = %key.id, "no admin key was configured or stored: minted one (printed once to stdout)");
-    Ok(Some(key))
+    Ok(())
 }
 
 /// The banner the binary prints to stdout around a minted bootstrap key.
