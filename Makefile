@@ -50,6 +50,7 @@ bench-pipeline:
 ## Instructions per request under callgrind (fast scenario): a before/after figure the machine's
 ## noise does not move. `make bench-instructions BINS="old-build new-build"` compares builds;
 ## BENCH_CG_LIMITER=redis counts the Redis limiter's path (a private redis-server).
+## BENCH_CG_FLOOR=1 also counts the floor (the parts without the policies).
 bench-instructions:
 	@scripts/bench/instructions.sh $(BINS)
 

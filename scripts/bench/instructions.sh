@@ -20,6 +20,7 @@
 #                      redis-server on CPU 0 (what the Redis path costs the gateway's own core)
 #   BENCH_REDIS_LAYOUT counters (default) or hashes: RATE_LIMIT_REDIS_LAYOUT of the Redis limiter
 #   BENCH_NO_INSTALL   1 = never call apt-get (fail if valgrind/wrk/nginx/curl are missing)
+#   BENCH_CG_FLOOR     1 = also count the floor (examples/floor.rs: the parts, no policies)
 #   BENCH_CG_KEEP      a directory: each binary's callgrind dump is copied there (callgrind.N.out,
 #                      N its position in the list) for callgrind_annotate --inclusive=yes
 set -euo pipefail
@@ -105,6 +106,48 @@ if [[ $LIMITER == redis ]]; then
     "RATE_LIMIT_REDIS_LAYOUT=${BENCH_REDIS_LAYOUT:-counters}")
 fi
 
+# measure LABEL PORT PROGRAM ARGS...: starts PROGRAM under callgrind on CPU 1 with exactly RUN_ENV,
+# warms it up, counts the instructions of every thread over a DURATION-second wrk run and prints
+# them per request.
+measure() {
+  local label=$1 port=$2
+  shift 2
+  local out=$TMP/callgrind.out
+  rm -f "$out"*
+  (
+    cd "$TMP"
+    exec env -i "${RUN_ENV[@]}" \
+      taskset -c 1 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" "$@"
+  ) >"$TMP/gateway.log" 2>&1 &
+  local gw=$!
+  PIDS+=("$gw")
+  wait_up "http://127.0.0.1:$port/health" || die "$label under callgrind did not answer (see $TMP/gateway.log)"
+  load() {
+    taskset -c 0 wrk -t1 -c8 -d"$1"s -s scripts/bench/chat.lua -H "X-API-Key: $USER_KEY" "http://127.0.0.1:$port"
+  }
+  load 3 >/dev/null
+  callgrind_control -i on "$gw" >/dev/null 2>&1
+  local result
+  result=$(load "$DURATION")
+  callgrind_control -i off "$gw" >/dev/null 2>&1
+  callgrind_control -d "$gw" >/dev/null 2>&1
+  kill "$gw" 2>/dev/null || true
+  wait "$gw" 2>/dev/null || true
+  local requests non2xx dump total
+  requests=$(awk '/requests in/ {print $1}' <<<"$result")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$result")
+  [[ -z $non2xx ]] || die "$label: $non2xx non-2xx answers"
+  dump=$(ls "$out".1 "$out".*.1 2>/dev/null | head -1 || true)
+  [[ -n $dump && -n $requests ]] || die "$label: no callgrind dump or wrk count"
+  if [[ -n ${BENCH_CG_KEEP:-} ]]; then
+    mkdir -p "$BENCH_CG_KEEP"
+    kept=$((${kept:-0} + 1))
+    cp "$dump" "$BENCH_CG_KEEP/callgrind.$kept.out"
+  fi
+  total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+  printf '%-60s %10s %14s\n' "$label" "$requests" "$((total / requests))"
+}
+
 printf 'limiter: %s\n' "$LIMITER"
 printf '%-60s %10s %14s\n' "gateway" "requests" "instr/request"
 for bin in "$@"; do
@@ -112,38 +155,18 @@ for bin in "$@"; do
   # The gateway runs from $TMP: a relative path would name nothing there.
   bin=$(realpath "$bin")
   port=$(free_port)
-  out=$TMP/callgrind.out
-  rm -f "$out"*
   gateway_setup "$TMP" "$port" "$STUB_PORT" "$USER_KEY:user" https://app.bench.example
-  (
-    cd "$TMP"
-    exec env -i "${GATEWAY_ENV[@]}" "${LIMITER_ENV[@]}" \
-      taskset -c 1 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
-      "$bin" --config "$TMP/gateway.yaml"
-  ) >"$TMP/gateway.log" 2>&1 &
-  gw=$!
-  PIDS+=("$gw")
-  wait_up "http://127.0.0.1:$port/health" || die "the gateway under callgrind did not answer (see $TMP/gateway.log)"
-  load() {
-    taskset -c 0 wrk -t1 -c8 -d"$1"s -s scripts/bench/chat.lua -H "X-API-Key: $USER_KEY" "http://127.0.0.1:$port"
-  }
-  load 3 >/dev/null
-  callgrind_control -i on "$gw" >/dev/null 2>&1
-  result=$(load "$DURATION")
-  callgrind_control -i off "$gw" >/dev/null 2>&1
-  callgrind_control -d "$gw" >/dev/null 2>&1
-  kill "$gw" 2>/dev/null || true
-  wait "$gw" 2>/dev/null || true
-  requests=$(awk '/requests in/ {print $1}' <<<"$result")
-  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$result")
-  [[ -z $non2xx ]] || die "$bin: $non2xx non-2xx answers"
-  dump=$(ls "$out".1 "$out".*.1 2>/dev/null | head -1 || true)
-  [[ -n $dump && -n $requests ]] || die "$bin: no callgrind dump or wrk count"
-  if [[ -n ${BENCH_CG_KEEP:-} ]]; then
-    mkdir -p "$BENCH_CG_KEEP"
-    kept=$((${kept:-0} + 1))
-    cp "$dump" "$BENCH_CG_KEEP/callgrind.$kept.out"
-  fi
-  total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-  printf '%-60s %10s %14s\n' "$bin" "$requests" "$((total / requests))"
+  RUN_ENV=("${GATEWAY_ENV[@]}" "${LIMITER_ENV[@]}")
+  measure "$bin" "$port" "$bin" --config "$TMP/gateway.yaml"
 done
+
+# The floor (services/gateway/examples/floor.rs): the gateway's parts with none of its policies.
+# What a build costs above it is its pipeline.
+if [[ ${BENCH_CG_FLOOR:-0} == 1 ]]; then
+  log "building the floor (release)"
+  cargo build --release -q -p infergate-gateway --example floor
+  port=$(free_port)
+  RUN_ENV=(PATH="$PATH" HOME="${HOME:-/root}")
+  measure "floor (no policies)" "$port" "$ROOT/target/release/examples/floor" \
+    "127.0.0.1:$port" "http://127.0.0.1:$STUB_PORT"
+fi
