@@ -38,9 +38,9 @@ use std::time::{Duration, Instant};
 /// How long a server gets to answer `PING` after it is spawned.
 const READY_DEADLINE: Duration = Duration::from_secs(10);
 
-/// How many fresh ports [`RedisServer::start`] tries when the one it picked was taken between
+/// How many fresh ports [`RedisServer::start`] (and `tls_redis`) tries when the one it picked was taken between
 /// choosing it and `redis-server` binding it (other tests pick ports concurrently).
-const START_ATTEMPTS: usize = 5;
+pub(crate) const START_ATTEMPTS: usize = 5;
 
 const NOT_INSTALLED: &str =
     "redis-server not found: install it (apt-get install redis-server); .ci/run does";

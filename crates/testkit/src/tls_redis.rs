@@ -82,47 +82,28 @@ fn certificates(dir: &Path) {
 
 impl TlsRedisServer {
     /// Makes the certificates, starts the server on a free port of 127.0.0.1 and waits until
-    /// the port accepts connections.
+    /// the port accepts connections. A server that exits at start-up (most likely its port was
+    /// taken between `free_port` and the bind) is retried on another port, as
+    /// [`crate::RedisServer::start`] does.
     ///
     /// # Panics
-    /// If `openssl` or `redis-server` (built with TLS, as Debian's is) is missing, or the server
-    /// does not start.
+    /// If `openssl` or `redis-server` (built with TLS, as Debian's is) is missing, or no server
+    /// starts.
     pub fn start() -> Self {
         let dir = tempfile::Builder::new()
             .prefix("infergate-redis-tls-")
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
         certificates(dir.path());
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "no", "--protected-mode", "no"])
-            .args(["--tls-port", &port.to_string()])
-            .args([
-                "--tls-cert-file",
-                "server.pem",
-                "--tls-key-file",
-                "server.key",
-            ])
-            .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run redis-server: {e}"));
-        let mut server = TlsRedisServer { port, dir, child };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                panic!("redis-server (TLS) exited at start-up ({status})");
+        let mut failures = Vec::new();
+        for _ in 0..crate::START_ATTEMPTS {
+            let port = free_port();
+            match spawn(dir.path(), port) {
+                Ok(child) => return TlsRedisServer { port, dir, child },
+                Err(e) => failures.push(format!("port {port}: {e}")),
             }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server (TLS) did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
-        server
+        panic!("redis-server (TLS) did not start:\n{}", failures.join("\n"));
     }
 
     /// `rediss://localhost:PORT`, the name the certificate carries.
@@ -162,6 +143,39 @@ impl TlsRedisServer {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+/// redis-server with only a TLS port, on `port`, once the port accepts connections.
+fn spawn(dir: &Path, port: u16) -> Result<Child, String> {
+    let mut child = Command::new("redis-server")
+        .args(["--port", "0", "--bind", "127.0.0.1", "--save", ""])
+        .args(["--appendonly", "no", "--protected-mode", "no"])
+        .args(["--tls-port", &port.to_string()])
+        .args([
+            "--tls-cert-file",
+            "server.pem",
+            "--tls-key-file",
+            "server.key",
+        ])
+        .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run redis-server: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("exited at start-up ({status})"));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("no connection within 30 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child)
 }
 
 impl Drop for TlsRedisServer {
