@@ -170,6 +170,8 @@ pub struct RedisLimiter {
     server_clock: self::clock::ServerClock,
     /// The latest instant a counters call was judged at: time never steps back.
     latest_ms: AtomicU64,
+    /// Window counters known to exist (redis/counters.rs).
+    known: self::counters::KnownWindows,
 }
 
 impl fmt::Debug for RedisLimiter {
@@ -277,6 +279,7 @@ impl RedisLimiter {
             layout: cfg.layout,
             server_clock: self::clock::ServerClock::new(),
             latest_ms: AtomicU64::new(0),
+            known: self::counters::KnownWindows::new(),
         })
     }
 

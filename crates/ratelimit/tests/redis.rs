@@ -1130,6 +1130,72 @@ async fn counters_keys_ttls_and_give_backs() {
     expires_within(&mut conn, &keys[1], 2 * 1_000 + TTL_JITTER_MAX_MS + 2_000).await;
 }
 
+/// The counters layout sends a window's `SET … NX` once: later charges of a window a reply has
+/// shown send the `INCRBY` alone (two commands fewer a bucket). A counter that vanished inside its
+/// window (here `DEL`; `FLUSHDB`, eviction or a failover in production) is recreated by that
+/// `INCRBY` and given its TTL by a follow-up call, so no key is left without one.
+#[tokio::test]
+async fn counters_known_windows_skip_the_set_and_restore_a_lost_ttl() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0 + 1_500);
+    let cfg = patient_in(Layout::Counters, "known", Some(clock.clone()));
+    let limiter = RedisLimiter::connect(&server.url(), cfg).await.unwrap();
+    let mut conn = raw(&server).await;
+    let check = key_check("k", spec(100, 60));
+    let one = std::slice::from_ref(&check);
+    for _ in 0..5 {
+        assert!(limiter.check(one).await.unwrap().allowed);
+    }
+    assert_eq!(
+        calls(&mut conn, "set").await,
+        1,
+        "one SET NX for the window"
+    );
+    assert_eq!(calls(&mut conn, "incrby").await, 5);
+
+    let key = format!("{}:{T0}", limiter.key_name(&check));
+    let pttl = |mut conn: MultiplexedConnection, key: String| async move {
+        redis::cmd("PTTL")
+            .arg(&key)
+            .query_async::<i64>(&mut conn)
+            .await
+            .unwrap()
+    };
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let trips = limiter.round_trips();
+    let decision = limiter.check(one).await.unwrap();
+    assert!(decision.allowed);
+    assert_eq!(
+        decision.statuses[0].remaining, 99,
+        "counted from the new key"
+    );
+    assert_eq!(limiter.round_trips() - trips, 2, "the charge, then its TTL");
+    let ttl = pttl(conn.clone(), key.clone()).await;
+    assert!(
+        ttl > 2 * 60_000 - 1_000 && ttl <= 2 * 60_000 + i64::try_from(TTL_JITTER_MAX_MS).unwrap(),
+        "the recreated counter's PTTL: {ttl}"
+    );
+    assert_eq!(calls(&mut conn, "set").await, 1, "still one SET NX");
+    assert_eq!(calls(&mut conn, "pexpire").await, 1);
+
+    // Known again: the next charge is one command, one round trip.
+    let trips = limiter.round_trips();
+    assert!(limiter.check(one).await.unwrap().allowed);
+    assert_eq!(limiter.round_trips() - trips, 1);
+    assert_eq!(calls(&mut conn, "pexpire").await, 1);
+
+    // A new window is a new key: its first charge sends the SET NX again.
+    clock.set(T0 + 60_000 + 1_500);
+    assert!(limiter.check(one).await.unwrap().allowed);
+    assert_eq!(calls(&mut conn, "set").await, 2);
+    let next = format!("{}:{}", limiter.key_name(&check), T0 + 60_000);
+    assert!(pttl(conn.clone(), next).await > 100_000);
+}
+
 /// The counters layout judges a clock that steps back by up to a second at the latest instant it
 /// used: a window once left is not charged again (the hash layout judges at the stored window's start, the
 /// memory backend's way; `conformance::Time`).

@@ -13,14 +13,28 @@
 //! never exists without its TTL, and no Redis 7 option is needed), after which its count can no
 //! longer weigh in any estimate.
 //!
+//! # Known windows
+//!
+//! Once a reply has shown a window's counter (its `INCRBY` counted), the key exists with its TTL
+//! for the rest of the window, so later charges of that window send the `INCRBY` alone: two
+//! commands fewer for redis-server to parse, run and answer on every request of a busy bucket
+//! (six commands a request of three buckets become four). What the limiter has seen is a fixed
+//! table of the window keys' fingerprints ([`KnownWindows`]), lock-free and lossy: a slot taken
+//! by another key only costs the `SET … NX` again. A key that vanished inside its window anyway
+//! (`FLUSHDB`, eviction under `maxmemory`, a failover that lost writes) is recreated by that
+//! `INCRBY` without a TTL; its reply then shows a count of zero before the charge, and the
+//! follow-up call gives the key its TTL (`PEXPIRE`). Only a call cut short between the two, after
+//! such a loss, leaves a counter without one: a key of a past window, never read again.
+//!
 //! # A check
 //!
-//! One pipelined call: per bucket, `SET … NX` + `INCRBY` of the current window's count by the
-//! check's cost (a guard, which is never charged, reads it with `GET`), then one `MGET` of the
+//! One pipelined call: per bucket, `SET … NX` (unless the window is known) + `INCRBY` of the
+//! current window's count by the check's cost (a guard, which is never charged, reads it with `GET`), then one `MGET` of the
 //! previous windows' counts (sliding windows only); with a concurrency lease, the sorted set's
 //! sweep, `ZADD`, `PEXPIRE` and `ZCARD`, and then the call is a `MULTI` block (the `ZADD` and the `PEXPIRE`
 //! giving its key a TTL go together). Without a lease no block is needed: the `SET … NX` comes
-//! before its `INCRBY`, so a call cut short never leaves a counter without a TTL, and what other
+//! before its `INCRBY` (or the window is known, its key made with a TTL), so a call cut short
+//! never leaves a counter without a TTL, and what other
 //! clients' commands interleave changes only which counts are seen, as a different arrival order
 //! would. redis-server spends about a quarter of the check script's instructions on it
 //! (docs/performance.md), and the gateway parses no `QUEUED` replies. The reply holds every
@@ -61,7 +75,8 @@
 //! the configured failure mode decides, instead of every count reading zero and every request
 //! being admitted.
 
-use std::sync::atomic::Ordering;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::wire::{Pipeline, Value};
 
@@ -73,6 +88,47 @@ use crate::{Lease, LeaseStatus, RateLimitError, Settlement};
 
 /// The largest step back in time read as no step at all (see `counters_now`).
 const STEP_BACK_MS: u64 = 1_000;
+
+/// Slots of [`KnownWindows`]: 64 KiB a limiter. A busy bucket charges its window many times;
+/// one charged once a window gains nothing from a slot.
+const KNOWN_WINDOWS: usize = 8_192;
+
+/// The window counters a reply has shown to exist (see the module doc, "Known windows"): each
+/// slot holds the fingerprint of the last key stored there. Shared by every thread without a
+/// lock; a lost or overwritten entry only sends a `SET … NX` that was not needed, and a
+/// fingerprint collision (a key taken for known that is not) is the vanished key's case.
+pub(super) struct KnownWindows {
+    slots: Box<[AtomicU64]>,
+    seed: RandomState,
+}
+
+impl KnownWindows {
+    pub(super) fn new() -> Self {
+        Self {
+            slots: (0..KNOWN_WINDOWS).map(|_| AtomicU64::new(0)).collect(),
+            seed: RandomState::new(),
+        }
+    }
+
+    /// A window key's fingerprint: never 0, which marks an empty slot.
+    fn fingerprint(&self, key: &[u8]) -> u64 {
+        self.seed.hash_one(key) | 1
+    }
+
+    fn slot(&self, fingerprint: u64) -> &AtomicU64 {
+        // Lossless on 64-bit targets; on narrower ones the low bits pick the slot all the same.
+        #[allow(clippy::cast_possible_truncation)]
+        &self.slots[fingerprint as usize % KNOWN_WINDOWS]
+    }
+
+    fn contains(&self, fingerprint: u64) -> bool {
+        self.slot(fingerprint).load(Ordering::Relaxed) == fingerprint
+    }
+
+    fn insert(&self, fingerprint: u64) {
+        self.slot(fingerprint).store(fingerprint, Ordering::Relaxed);
+    }
+}
 
 /// One distinct bucket of a check call: where its replies are and who charges it.
 struct Slot {
@@ -87,6 +143,10 @@ struct Slot {
     current: usize,
     /// The cost charged (its first check's, unless that is a guard: memory.rs's rule).
     cost: Option<u64>,
+    /// The fingerprint of the window's key (see [`KnownWindows`]).
+    fingerprint: u64,
+    /// The window was known, and its `INCRBY` went without the `SET … NX`.
+    known: bool,
 }
 
 /// A bucket's counts as the call found them, before its own charge.
@@ -94,6 +154,9 @@ struct Counts {
     window: Window,
     /// The charge was made (it fails on a key holding something else than an integer).
     charged: bool,
+    /// The charge, sent without `SET … NX`, found no count: it may have created the key
+    /// without a TTL, which the follow-up gives it.
+    needs_ttl: bool,
 }
 
 /// The code of an error reply that another program's data in our key does not explain (see the
@@ -241,7 +304,12 @@ impl RedisLimiter {
             };
             let key = window_key(&mut name, base, start_ms);
             let cost = (i >= guards).then_some(check.cost);
+            let fingerprint = self.known.fingerprint(key);
+            let known = cost.is_some() && self.known.contains(fingerprint);
             match cost {
+                Some(cost) if known => {
+                    pipe.cmd("INCRBY").arg(key).arg(charge(cost));
+                }
                 Some(cost) => {
                     add(&mut pipe, key, ttl_ms(grid, jitter), "INCRBY", charge(cost));
                 }
@@ -255,6 +323,8 @@ impl RedisLimiter {
                 previous,
                 current: pipe.len() - 1,
                 cost,
+                fingerprint,
+                known,
             });
             slot_of.push(slots.len() - 1);
         }
@@ -302,6 +372,9 @@ impl RedisLimiter {
                     (None, Some(n)) => (count(n), false),
                     _ => (0, false),
                 };
+                if charged {
+                    self.known.insert(slot.fingerprint);
+                }
                 Counts {
                     window: Window {
                         start_ms: slot.start_ms,
@@ -309,6 +382,7 @@ impl RedisLimiter {
                         previous,
                     },
                     charged,
+                    needs_ttl: slot.known && charged && current == 0,
                 }
             })
             .collect();
@@ -374,7 +448,8 @@ impl RedisLimiter {
     }
 
     /// What a check call leaves to do: a refused request's charges and slot given back, an
-    /// admitted one's charge written over another program's data. One more call, only then.
+    /// admitted one's charge written over another program's data, a TTL for a counter that a
+    /// charge without `SET … NX` may have created. One more call, only then.
     /// Best effort: a give-back that fails over-counts until its window rolls out.
     async fn counters_follow_up(
         &self,
@@ -390,7 +465,7 @@ impl RedisLimiter {
             && slots
                 .iter()
                 .zip(counts)
-                .all(|(slot, found)| slot.cost.is_none() || found.charged)
+                .all(|(slot, found)| (slot.cost.is_none() || found.charged) && !found.needs_ttl)
         {
             return;
         }
@@ -411,6 +486,9 @@ impl RedisLimiter {
                         .arg(ttl);
                 }
                 _ => {}
+            }
+            if found.needs_ttl {
+                pipe.cmd("PEXPIRE").arg(&name[..]).arg(ttl);
             }
         }
         if let (false, Some(lease)) = (allowed, lease) {
