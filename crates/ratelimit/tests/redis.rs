@@ -84,6 +84,19 @@ fn patient_in(layout: Layout, prefix: &str, clock: Option<ManualClock>) -> Redis
     }
 }
 
+/// A limiter in `layout` on `server`, judging at `clock`, and a plain connection to read the
+/// server with.
+async fn clocked(
+    server: &RedisServer,
+    layout: Layout,
+    prefix: &str,
+    clock: &ManualClock,
+) -> (RedisLimiter, MultiplexedConnection) {
+    let cfg = patient_in(layout, prefix, Some(clock.clone()));
+    let limiter = RedisLimiter::connect(&server.url(), cfg).await.unwrap();
+    (limiter, raw(server).await)
+}
+
 /// Connects to `url` and checks one request against a fresh limit of one: it must be admitted.
 async fn connect_and_admit(url: &str, cfg: RedisLimiterConfig) -> RedisLimiter {
     let limiter = RedisLimiter::connect(url, cfg).await.unwrap();
@@ -463,9 +476,7 @@ async fn guarded_checks_in(server: &RedisServer, layout: Layout) {
 async fn a_bucket_ttl_and_fields_are_set_when_its_window_starts_count_alone_after() {
     let server = RedisServer::start();
     let clock = ManualClock::new(T0 + 1_500);
-    let cfg = patient_in(Layout::Hashes, "ttl", Some(clock.clone()));
-    let limiter = RedisLimiter::connect(&server.url(), cfg).await.unwrap();
-    let mut conn = raw(&server).await;
+    let (limiter, mut conn) = clocked(&server, Layout::Hashes, "ttl", &clock).await;
     let check = key_check("id:ttl", spec(100, 60));
     let key = limiter.key_name(&check);
     // Charges the bucket once, then reads its PTTL.
@@ -526,9 +537,7 @@ async fn a_bucket_ttl_and_fields_are_set_when_its_window_starts_count_alone_afte
 async fn key_names_hash_tags_and_ttls() {
     let server = RedisServer::start();
     let clock = ManualClock::new(T0 + 1_500);
-    let cfg = patient_in(Layout::Hashes, "igw", Some(clock.clone()));
-    let limiter = RedisLimiter::connect(&server.url(), cfg).await.unwrap();
-    let mut conn = raw(&server).await;
+    let (limiter, mut conn) = clocked(&server, Layout::Hashes, "igw", &clock).await;
     let ip = LimitCheck::new(BucketKey::ip("203.0.113.9".parse().unwrap()), spec(10, 60));
     let burst = key_check("id:1", spec(5, 1));
     let hourly = key_check("id:1", spec(1, 3_600));
@@ -907,9 +916,7 @@ async fn backend_name_is_redis() {
 async fn foreign_data_in_a_bucket_is_survived() {
     let server = RedisServer::start();
     let clock = ManualClock::new(T0 + 5_000);
-    let cfg = patient_in(Layout::Hashes, "junk", Some(clock));
-    let limiter = RedisLimiter::connect(&server.url(), cfg).await.unwrap();
-    let mut conn = raw(&server).await;
+    let (limiter, mut conn) = clocked(&server, Layout::Hashes, "junk", &clock).await;
     // (s, c, p) as something else wrote them. In the current window each stored count is read
     // too, so each is judged: garbage in `c` or `p` makes the bucket empty as well (a `c` of -1
     // taken as it is would leave 3).
@@ -1025,9 +1032,7 @@ async fn counters_keys_ttls_and_give_backs() {
     let server = RedisServer::start();
     let now = T0 + 1_500;
     let clock = ManualClock::new(now);
-    let cfg = patient_in(Layout::Counters, "igw", Some(clock.clone()));
-    let limiter = RedisLimiter::connect(&server.url(), cfg).await.unwrap();
-    let mut conn = raw(&server).await;
+    let (limiter, mut conn) = clocked(&server, Layout::Counters, "igw", &clock).await;
     let ip = LimitCheck::new(BucketKey::ip("203.0.113.9".parse().unwrap()), spec(10, 60));
     let burst = key_check("id:1", spec(5, 1));
     let hourly = key_check("id:1", spec(1, 3_600));
@@ -1138,9 +1143,7 @@ async fn counters_keys_ttls_and_give_backs() {
 async fn counters_known_windows_skip_the_set_and_restore_a_lost_ttl() {
     let server = RedisServer::start();
     let clock = ManualClock::new(T0 + 1_500);
-    let cfg = patient_in(Layout::Counters, "known", Some(clock.clone()));
-    let limiter = RedisLimiter::connect(&server.url(), cfg).await.unwrap();
-    let mut conn = raw(&server).await;
+    let (limiter, mut conn) = clocked(&server, Layout::Counters, "known", &clock).await;
     let check = key_check("k", spec(100, 60));
     let one = std::slice::from_ref(&check);
     for _ in 0..5 {
