@@ -1199,6 +1199,63 @@ async fn counters_known_windows_skip_the_set_and_restore_a_lost_ttl() {
     assert!(pttl(conn.clone(), next).await > 100_000);
 }
 
+/// A sliding window's previous count, once final (that window over for two seconds plus the call
+/// deadline), is read once and remembered: later calls of the window leave it out of the `MGET`.
+/// Until then it is read on every call; a costed bucket's (tokens, settled when their request
+/// ends) always is.
+#[tokio::test]
+async fn counters_remember_a_settled_previous_window() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(T0 + 1_000);
+    let (limiter, mut conn) = clocked(&server, Layout::Counters, "settled", &clock).await;
+    let check = key_check("k", spec(10, 60));
+    let costed = key_check("tokens", spec(1_000, 60)).costing(2);
+    let both = [check.clone(), costed.clone()];
+    for _ in 0..8 {
+        assert!(limiter.check(&both).await.unwrap().allowed);
+    }
+    let mgets = |conn: MultiplexedConnection| async move {
+        let mut conn = conn;
+        calls(&mut conn, "mget").await
+    };
+
+    // A second into the next window the previous counts may still move: read on every call.
+    clock.set(T0 + 61_000);
+    let before = mgets(conn.clone()).await;
+    assert!(limiter.check(&both).await.unwrap().allowed);
+    assert!(limiter.check(&both).await.unwrap().allowed);
+    assert_eq!(mgets(conn.clone()).await - before, 2);
+
+    // 45 s into it (past two seconds and the 30 s deadline): read once more, then remembered.
+    clock.set(T0 + 105_000);
+    let one = std::slice::from_ref(&check);
+    let first = limiter.check(one).await.unwrap();
+    assert!(first.allowed);
+    // What is remembered is what was read: had the count moved (it cannot, but here it is
+    // written over), the next calls would refuse on it (100 weighs 25 against a limit of 10).
+    let previous = format!("{}:{T0}", limiter.key_name(&check));
+    let _: () = redis::cmd("SET")
+        .arg(&previous)
+        .arg(100)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let before = mgets(conn.clone()).await;
+    let second = limiter.check(one).await.unwrap();
+    assert!(second.allowed, "{second:?}");
+    assert_eq!(
+        second.statuses[0].remaining + 1,
+        first.statuses[0].remaining,
+        "decided on the remembered count"
+    );
+    assert_eq!(mgets(conn.clone()).await, before, "no MGET");
+    // The costed bucket's previous count is read on every call.
+    let costed_one = std::slice::from_ref(&costed);
+    assert!(limiter.check(costed_one).await.unwrap().allowed);
+    assert!(limiter.check(costed_one).await.unwrap().allowed);
+    assert_eq!(mgets(conn.clone()).await - before, 2);
+}
+
 /// The counters layout judges a clock that steps back by up to a second at the latest instant it
 /// used: a window once left is not charged again (the hash layout judges at the stored window's start, the
 /// memory backend's way; `conformance::Time`).

@@ -26,18 +26,31 @@
 //! follow-up call gives the key its TTL (`PEXPIRE`). Only a call cut short between the two, after
 //! such a loss, leaves a counter without one: a key of a past window, never read again.
 //!
+//! # Previous windows
+//!
+//! A sliding window's estimate weighs the previous window's count, which the call reads with its
+//! `MGET`. Once that window has been over for [`SETTLED_AFTER_MS`] plus the call deadline, its
+//! count no longer moves (every replica's clock, kept within [`STEP_BACK_MS`] of Redis's, charges
+//! the new window; a refused request's give-back lands within a deadline of its charge), so each
+//! thread remembers the count it read, by the key's fingerprint, and later calls of that window
+//! leave the key out of the `MGET` (the whole command, once every bucket's is remembered: three
+//! commands a request of three buckets, down from six). Only buckets charged one unit a request
+//! are remembered: a costed charge (tokens) is settled when its request ends, possibly minutes
+//! later, into the window it was charged in.
+//!
 //! # A check
 //!
 //! One pipelined call: per bucket, `SET … NX` (unless the window is known) + `INCRBY` of the
-//! current window's count by the check's cost (a guard, which is never charged, reads it with `GET`), then one `MGET` of the
-//! previous windows' counts (sliding windows only); with a concurrency lease, the sorted set's
-//! sweep, `ZADD`, `PEXPIRE` and `ZCARD`, and then the call is a `MULTI` block (the `ZADD` and the `PEXPIRE`
+//! current window's count by the check's cost (a guard, which is never charged, reads it with
+//! `GET`), then one `MGET` of the previous windows' counts (sliding windows only; those this
+//! thread remembers are left out); with a concurrency lease, the sorted set's sweep, `ZADD`,
+//! `PEXPIRE` and `ZCARD`, and then the call is a `MULTI` block (the `ZADD` and the `PEXPIRE`
 //! giving its key a TTL go together). Without a lease no block is needed: the `SET … NX` comes
 //! before its `INCRBY` (or the window is known, its key made with a TTL), so a call cut short
-//! never leaves a counter without a TTL, and what other
-//! clients' commands interleave changes only which counts are seen, as a different arrival order
-//! would. redis-server spends about a quarter of the check script's instructions on it
-//! (docs/performance.md), and the gateway parses no `QUEUED` replies. The reply holds every
+//! never leaves a counter without a TTL, and what other clients' commands interleave changes
+//! only which counts are seen, as a different arrival order would. redis-server spends about a
+//! quarter of the check script's instructions on it (docs/performance.md), and the gateway
+//! parses no `QUEUED` replies. The reply holds every
 //! bucket's count *including this request's charge*; the decision is window.rs's exact
 //! arithmetic on the counts before it, so a request decides exactly as the memory backend would
 //! on the same counts.
@@ -75,6 +88,7 @@
 //! the configured failure mode decides, instead of every count reading zero and every request
 //! being admitted.
 
+use std::cell::RefCell;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -89,6 +103,16 @@ use crate::{Lease, LeaseStatus, RateLimitError, Settlement};
 /// The largest step back in time read as no step at all (see `counters_now`).
 const STEP_BACK_MS: u64 = 1_000;
 
+/// How long after a window has ended, beyond the call deadline, its count is taken as final (see
+/// the module doc, "Previous windows"): twice the largest clock step [`STEP_BACK_MS`] absorbs.
+const SETTLED_AFTER_MS: u64 = 2 * STEP_BACK_MS;
+
+/// Slots of each thread's table of previous windows' counts: 64 KiB a thread.
+const SETTLED_COUNTS: usize = 4_096;
+
+/// A thread's table of previous windows' final counts: (fingerprint, count) a slot.
+type SettledCounts = Box<[(u64, u64)]>;
+
 /// Slots of [`KnownWindows`]: 64 KiB a limiter. A busy bucket charges its window many times;
 /// one charged once a window gains nothing from a slot.
 const KNOWN_WINDOWS: usize = 8_192;
@@ -97,9 +121,14 @@ const KNOWN_WINDOWS: usize = 8_192;
 /// slot holds the fingerprint of the last key stored there. Shared by every thread without a
 /// lock; a lost or overwritten entry only sends a `SET … NX` that was not needed, and a
 /// fingerprint collision (a key taken for known that is not) is the vanished key's case.
+///
+/// It also holds each thread's table of previous windows' final counts (the module doc,
+/// "Previous windows"), by the same fingerprints: a pair of words a slot, which one atomic cannot
+/// hold, so one table a thread instead of a lock.
 pub(super) struct KnownWindows {
     slots: Box<[AtomicU64]>,
     seed: RandomState,
+    settled: thread_local::ThreadLocal<RefCell<SettledCounts>>,
 }
 
 impl KnownWindows {
@@ -107,7 +136,28 @@ impl KnownWindows {
         Self {
             slots: (0..KNOWN_WINDOWS).map(|_| AtomicU64::new(0)).collect(),
             seed: RandomState::new(),
+            settled: thread_local::ThreadLocal::new(),
         }
+    }
+
+    fn settled_table(&self) -> &RefCell<SettledCounts> {
+        self.settled
+            .get_or(|| RefCell::new(vec![(0, 0); SETTLED_COUNTS].into_boxed_slice()))
+    }
+
+    /// The final count this thread remembers for the window key of `fingerprint`.
+    fn settled_count(&self, fingerprint: u64) -> Option<u64> {
+        let table = self.settled_table().borrow();
+        #[allow(clippy::cast_possible_truncation)]
+        let (held, count) = table[fingerprint as usize % SETTLED_COUNTS];
+        (held == fingerprint).then_some(count)
+    }
+
+    fn remember_settled(&self, fingerprint: u64, count: u64) {
+        let mut table = self.settled_table().borrow_mut();
+        #[allow(clippy::cast_possible_truncation)]
+        let slot = &mut table[fingerprint as usize % SETTLED_COUNTS];
+        *slot = (fingerprint, count);
     }
 
     /// A window key's fingerprint: never 0, which marks an empty slot.
@@ -136,9 +186,9 @@ struct Slot {
     first: usize,
     /// The window holding the call's instant.
     start_ms: u64,
-    /// Index of the previous window's count in the call's `MGET`; `None` for a fixed window
-    /// (or the epoch's first window), which has none that counts.
-    previous: Option<usize>,
+    /// Where the previous window's count comes from; `None` for a fixed window (or the epoch's
+    /// first window), which has none that counts.
+    previous: Option<Previous>,
     /// Reply index of the current window's count: `INCRBY`'s when charged, else a `GET`'s.
     current: usize,
     /// The cost charged (its first check's, unless that is a guard: memory.rs's rule).
@@ -147,6 +197,15 @@ struct Slot {
     fingerprint: u64,
     /// The window was known, and its `INCRBY` went without the `SET … NX`.
     known: bool,
+}
+
+/// Where a slot's previous window's count comes from.
+enum Previous {
+    /// The call's `MGET`, at this index; `remember`: the key's fingerprint, when its count is
+    /// final and is to be remembered once read.
+    Read { at: usize, remember: Option<u64> },
+    /// This thread's table, read before the call.
+    Settled(u64),
 }
 
 /// A bucket's counts as the call found them, before its own charge.
@@ -284,6 +343,9 @@ impl RedisLimiter {
         let mut mget = Pipeline::with_capacity(96 * checks.len());
         mget.cmd("MGET");
         let mut previous_keys = 0;
+        let settled_after = u64::try_from(self.timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(SETTLED_AFTER_MS);
         for (i, check) in checks.iter().enumerate() {
             if let Some(j) = checks[..i].iter().position(|c| same_bucket(c, check)) {
                 slot_of.push(slot_of[j]);
@@ -296,9 +358,20 @@ impl RedisLimiter {
             let base = name.len();
             let previous = match grid.fixed_offset_ms {
                 None if start_ms >= grid.period_ms => {
-                    mget.arg(window_key(&mut name, base, start_ms - grid.period_ms));
-                    previous_keys += 1;
-                    Some(previous_keys - 1)
+                    let key = window_key(&mut name, base, start_ms - grid.period_ms);
+                    let settled = check.cost == 1 && now >= start_ms.saturating_add(settled_after);
+                    let fingerprint = settled.then(|| self.known.fingerprint(key));
+                    match fingerprint.and_then(|f| self.known.settled_count(f)) {
+                        Some(count) => Some(Previous::Settled(count)),
+                        None => {
+                            mget.arg(key);
+                            previous_keys += 1;
+                            Some(Previous::Read {
+                                at: previous_keys - 1,
+                                remember: fingerprint,
+                            })
+                        }
+                    }
                 }
                 _ => None,
             };
@@ -359,9 +432,17 @@ impl RedisLimiter {
         let counts: Vec<Counts> = slots
             .iter()
             .map(|slot| {
-                let previous = slot
-                    .previous
-                    .map_or(0, |k| previous_counts[k].integer().map_or(0, count));
+                let previous = match slot.previous {
+                    None => 0,
+                    Some(Previous::Settled(n)) => n,
+                    Some(Previous::Read { at, remember }) => {
+                        let n = previous_counts[at].integer().map_or(0, count);
+                        if let Some(fingerprint) = remember {
+                            self.known.remember_settled(fingerprint, n);
+                        }
+                        n
+                    }
+                };
                 let current = reply[slot.current].integer();
                 // A count below zero before the charge was not ours either: the charge is
                 // written over like one that failed.
