@@ -193,8 +193,8 @@ struct Slot {
     current: usize,
     /// The cost charged (its first check's, unless that is a guard: memory.rs's rule).
     cost: Option<u64>,
-    /// The fingerprint of the window's key (see [`KnownWindows`]).
-    fingerprint: u64,
+    /// The fingerprint of the window's key when charged (see [`KnownWindows`]).
+    fingerprint: Option<u64>,
     /// The window was known, and its `INCRBY` went without the `SET … NX`.
     known: bool,
 }
@@ -377,8 +377,9 @@ impl RedisLimiter {
             };
             let key = window_key(&mut name, base, start_ms);
             let cost = (i >= guards).then_some(check.cost);
-            let fingerprint = self.known.fingerprint(key);
-            let known = cost.is_some() && self.known.contains(fingerprint);
+            // A guard's key is only read: whether it exists does not matter.
+            let fingerprint = cost.map(|_| self.known.fingerprint(key));
+            let known = fingerprint.is_some_and(|f| self.known.contains(f));
             match cost {
                 Some(cost) if known => {
                     pipe.cmd("INCRBY").arg(key).arg(charge(cost));
@@ -453,8 +454,8 @@ impl RedisLimiter {
                     (None, Some(n)) => (count(n), false),
                     _ => (0, false),
                 };
-                if charged {
-                    self.known.insert(slot.fingerprint);
+                if let (true, Some(fingerprint)) = (charged, slot.fingerprint) {
+                    self.known.insert(fingerprint);
                 }
                 Counts {
                     window: Window {
