@@ -532,6 +532,16 @@ limiter_counters() {
     END { printf "%d %d %d %d\n", f, e, r, c }' <<<"$body"
 }
 
+# The bench's redis-server: "COMMANDS TICKS", the commands it has run (INFO's own left out) and
+# its CPU in clock ticks, or "? ?" when it cannot be read.
+redis_counters() {
+  local cmds ticks
+  cmds=$(timeout 5 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" info commandstats 2>/dev/null |
+    awk -F'[:=,]' '/^cmdstat_/ && $1 != "cmdstat_info" { c += $3 } END { print c + 0 }') || cmds="?"
+  ticks=$(proc_ticks "$REDIS_PID")
+  echo "${cmds:-?} ${ticks% *}"
+}
+
 # ---------------------------------------------------------------------------------------------
 # 4. Measuring.
 
@@ -585,7 +595,7 @@ to_ms() {
 }
 
 mkdir -p "$RESULTS_DIR"
-printf 'round\tscenario\ttarget\trps\tp50_ms\tp99_ms\trequests\tnon2xx\tcpu_us_per_req\trss_kib\tload_core_busy\tproxy_core_busy\tredis_calls\tsys_us_per_req\tlog_lines\n' >"$RUNS"
+printf 'round\tscenario\ttarget\trps\tp50_ms\tp99_ms\trequests\tnon2xx\tcpu_us_per_req\trss_kib\tload_core_busy\tproxy_core_busy\tredis_calls\tsys_us_per_req\tredis_cmds\tredis_us_per_req\tlog_lines\n' >"$RUNS"
 
 # run_wrk ROUND SCENARIO TARGET BASE [MODE]: one measured run (after a warm-up), one TSV row.
 #   MODE allowed (default): at most 1 % non-2xx. denied: the key is spent, at least 99 % 429s.
@@ -613,10 +623,11 @@ run_wrk() {
       die "wrk warm-up against $target failed or hung"
   fi
 
-  local calls0=0 calls1=0 lim0="" lim1="" ticks0="0 0" ticks1="0 0" c0a c0b c1a c1b
+  local calls0=0 calls1=0 lim0="" lim1="" rd0="? 0" rd1="? 0" ticks0="0 0" ticks1="0 0" c0a c0b c1a c1b
   if ((REDIS_BACKED)); then
     sleep 0.3 # the warm-up's last requests reach Redis before counting starts
     lim0=$(limiter_counters)
+    rd0=$(redis_counters)
   fi
   ((${#PROXY_PIDS[@]})) && ticks0=$(proc_ticks "${PROXY_PIDS[@]}")
   c0a=$(cpu_stat 0)
@@ -630,6 +641,7 @@ run_wrk() {
   if ((REDIS_BACKED)); then
     sleep 0.3 # requests in flight when wrk stopped reach Redis too
     lim1=$(limiter_counters)
+    rd1=$(redis_counters)
   fi
   printf '%s\n' "$out" >"$TMP/wrk-$round-$scenario-$target.txt"
 
@@ -645,7 +657,7 @@ run_wrk() {
   LAST_REQUESTS=$total
   [[ -n $errors ]] && NOTES+=("round $round, $scenario, $target: wrk socket errors: $errors")
 
-  local cpu_us=- sys_us=- rss=- calls=-
+  local cpu_us=- sys_us=- rss=- calls=- redis_cmds=- redis_us=-
   if ((${#PROXY_PIDS[@]})) && ((total > 0)); then
     cpu_us=$(awk -v t=$((${ticks1% *} - ${ticks0% *})) -v hz="$CLK_TCK" -v n="$total" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
     sys_us=$(awk -v t=$((${ticks1#* } - ${ticks0#* })) -v hz="$CLK_TCK" -v n="$total" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
@@ -657,6 +669,12 @@ run_wrk() {
     read -r fb1 er1 rj1 calls1 <<<"$lim1"
     [[ $calls0 == "?" || $calls1 == "?" ]] && calls0=0 calls1=0
     calls=$((calls1 - calls0))
+    # What redis-server spends on the run: its commands and CPU a request (it runs on the load
+    # core, and every replica of a fleet shares it).
+    if [[ ${rd0% *} != "?" && ${rd1% *} != "?" ]] && ((total > 0)); then
+      redis_cmds=$(awk -v c=$((${rd1% *} - ${rd0% *})) -v n="$total" 'BEGIN { printf "%.2f", c / n }')
+      redis_us=$(awk -v t=$((${rd1#* } - ${rd0#* })) -v hz="$CLK_TCK" -v n="$total" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+    fi
     if [[ $mode == denied ]]; then
       ((total > 0 && calls * 100 > total)) &&
         FAILURES+=("$target: $calls Redis round trips for $total refused requests (the local deny cache should answer them)")
@@ -682,9 +700,9 @@ run_wrk() {
   elif ((total == 0 || non2xx * 100 > total)); then
     FAILURES+=("round $round, $scenario, $target: $non2xx of $total responses were not 2xx (more than 1 %)")
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\n' "$round" "$scenario" "$target" "$rps" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t-\n' "$round" "$scenario" "$target" "$rps" \
     "$p50" "$p99" "$total" "$non2xx" "$cpu_us" "$rss" "$(busy_pct "$c0a" "$c0b")" "$(busy_pct "$c1a" "$c1b")" \
-    "$calls" "$sys_us" >>"$RUNS"
+    "$calls" "$sys_us" "$redis_cmds" "$redis_us" >>"$RUNS"
 }
 
 # The log check: every request wrk completed (plus the few the checks sent) has its line, written

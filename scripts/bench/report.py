@@ -112,6 +112,9 @@ def main():
         trips = [
             num(r["redis_calls"]) / num(r["requests"]) for r in redis_rows if num(r["redis_calls"]) and num(r["requests"])
         ]
+        # redis-server's own side (runs.tsv files from before these columns have none).
+        redis_cmds = [x for x in (num(r.get("redis_cmds")) for r in redis_rows) if x is not None]
+        redis_us = [x for x in (num(r.get("redis_us_per_req")) for r in redis_rows) if x is not None]
         # The gateway's own side of the comparison: its CPU per request with the memory limiter
         # over that with Redis, round by round. req/s also depends on redis-server, which shares
         # the load core with wrk and the upstream.
@@ -146,6 +149,11 @@ def main():
                 f"  redis/memory req/s {med(rm):.2f}{spread(rm, '{:.2f}')}; "
                 f"Redis round trips per request {med(trips):.3f}"
             )
+            if redis_cmds and redis_us:
+                print(
+                    f"  redis-server a request: {med(redis_cmds):.2f} commands, "
+                    f"{med(redis_us):.1f} us CPU{spread(redis_us, '{:.1f}')} (on the load core)"
+                )
             if cm:
                 print(
                     f"  gateway CPU per request, memory/redis: {med(cm):.2f}{spread(cm, '{:.2f}')} "
