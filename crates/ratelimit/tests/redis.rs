@@ -13,8 +13,8 @@ use infergate_ratelimit::redis::{
     Layout, RedisLimiter, RedisLimiterConfig, SpawnDriver, TTL_JITTER_MAX_MS,
 };
 use infergate_ratelimit::{
-    BucketKey, Clock, Dimension, Guarded, LimitCheck, ManualClock, MemoryLimiter, RateLimitError,
-    RateLimiter, RateSpec, Subject, conformance, conformance::Time,
+    Adjustment, BucketKey, Clock, Dimension, Guarded, LimitCheck, ManualClock, MemoryLimiter,
+    RateLimitError, RateLimiter, RateSpec, Settlement, Subject, conformance, conformance::Time,
 };
 use infergate_testkit::RedisServer;
 use redis::aio::MultiplexedConnection;
@@ -1155,6 +1155,22 @@ async fn counters_known_windows_skip_the_set_and_restore_a_lost_ttl() {
         "one SET NX for the window"
     );
     assert_eq!(calls(&mut conn, "incrby").await, 5);
+    // A settlement into a known window is its INCRBY alone too.
+    let settle = |delta: i64| Adjustment {
+        check: check.clone(),
+        charged_at_ms: T0 + 1_500,
+        delta,
+    };
+    fn settlement(adjustments: &[Adjustment]) -> Settlement<'_> {
+        Settlement {
+            adjustments,
+            release: None,
+            local: false,
+        }
+    }
+    limiter.settle(&settlement(&[settle(3)])).await.unwrap();
+    assert_eq!(calls(&mut conn, "set").await, 1);
+    assert_eq!(calls(&mut conn, "incrby").await, 6);
 
     let key = format!("{}:{T0}", limiter.key_name(&check));
     let pttl = |mut conn: MultiplexedConnection, key: String| async move {
@@ -1190,6 +1206,17 @@ async fn counters_known_windows_skip_the_set_and_restore_a_lost_ttl() {
     assert!(limiter.check(one).await.unwrap().allowed);
     assert_eq!(limiter.round_trips() - trips, 1);
     assert_eq!(calls(&mut conn, "pexpire").await, 1);
+
+    // A settlement that recreates a vanished counter gives it its TTL too.
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    limiter.settle(&settlement(&[settle(2)])).await.unwrap();
+    assert_eq!(calls(&mut conn, "pexpire").await, 2);
+    let ttl = pttl(conn.clone(), key.clone()).await;
+    assert!(ttl > 100_000, "the recreated counter's PTTL: {ttl}");
 
     // A new window is a new key: its first charge sends the SET NX again.
     clock.set(T0 + 60_000 + 1_500);

@@ -24,7 +24,8 @@
 //! (`FLUSHDB`, eviction under `maxmemory`, a failover that lost writes) is recreated by that
 //! `INCRBY` without a TTL; its reply then shows a count of zero before the charge, and the
 //! follow-up call gives the key its TTL (`PEXPIRE`). Only a call cut short between the two, after
-//! such a loss, leaves a counter without one: a key of a past window, never read again.
+//! such a loss, leaves a counter without one: a key of a past window, never read again. A
+//! settlement's adjustment of a known window is its `INCRBY` alone in the same way.
 //!
 //! # Previous windows
 //!
@@ -615,8 +616,9 @@ impl RedisLimiter {
     }
 
     /// [`settle`](crate::RateLimiter::settle) in the counters layout: each adjustment an
-    /// `INCRBY` of the window its charge went to (after the same `SET … NX` as a charge), the
-    /// lease's `ZREM`. A charge whose window no longer weighs in any estimate is left alone, as
+    /// `INCRBY` of the window its charge went to (after the same `SET … NX` as a charge, unless
+    /// the window is known, when a count that is the adjustment alone gets a `PEXPIRE` after),
+    /// the lease's `ZREM`. A charge whose window no longer weighs in any estimate is left alone, as
     /// window.rs's `adjust` leaves it.
     pub(super) async fn settle_counters(
         &self,
@@ -626,6 +628,9 @@ impl RedisLimiter {
         let jitter = self.jitter_ms();
         let mut pipe = Pipeline::with_capacity(256 * settlement.adjustments.len() + 64);
         let mut name = Vec::with_capacity(96);
+        // Adjustments of a known window, sent without `SET … NX`: (reply index, adjustment,
+        // window start, TTL), for the vanished key's follow-up (the module doc, "Known windows").
+        let mut unsure = Vec::new();
         for a in settlement.adjustments {
             let grid = a.check.grid();
             let charged = grid.start(a.charged_at_ms);
@@ -637,7 +642,13 @@ impl RedisLimiter {
                 continue;
             }
             self.write_window_key(&mut name, &a.check, charged);
-            add(&mut pipe, &name, ttl_ms(grid, jitter), "INCRBY", a.delta);
+            let ttl = ttl_ms(grid, jitter);
+            if self.known.contains(self.known.fingerprint(&name)) {
+                pipe.cmd("INCRBY").arg(&name[..]).arg(a.delta);
+                unsure.push((pipe.len() - 1, a, charged, ttl));
+            } else {
+                add(&mut pipe, &name, ttl, "INCRBY", a.delta);
+            }
         }
         if let Some(lease) = settlement.release {
             self.write_lease_key_name(&mut name, lease);
@@ -646,6 +657,19 @@ impl RedisLimiter {
         if pipe.is_empty() && !sync {
             return Ok(());
         }
-        self.counters_call(&mut pipe, sync).await.map(|_| ())
+        let reply = self.counters_call(&mut pipe, sync).await?;
+        // A count that is the adjustment alone found no key: the `INCRBY` may have made it.
+        let mut follow_up = Pipeline::with_capacity(128 * unsure.len());
+        for (at, a, charged, ttl) in unsure {
+            if reply.get(at).and_then(Value::integer) == Some(a.delta) {
+                self.write_window_key(&mut name, &a.check, charged);
+                follow_up.cmd("PEXPIRE").arg(&name[..]).arg(ttl);
+            }
+        }
+        if !follow_up.is_empty() {
+            // Best effort, as a give-back is.
+            let _ = self.call(&mut follow_up).await;
+        }
+        Ok(())
     }
 }
