@@ -455,7 +455,9 @@ impl RedisLimiter {
                     (None, Some(n)) => (count(n), false),
                     _ => (0, false),
                 };
-                if let (true, Some(fingerprint)) = (charged, slot.fingerprint) {
+                // Stored only when it was not there: a slot every worker rewrote on every charge
+                // would move its cache line between their cores.
+                if let (true, false, Some(fingerprint)) = (charged, slot.known, slot.fingerprint) {
                     self.known.insert(fingerprint);
                 }
                 Counts {
