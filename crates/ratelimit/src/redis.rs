@@ -279,7 +279,7 @@ impl RedisLimiter {
             layout: cfg.layout,
             server_clock: self::clock::ServerClock::new(),
             latest_ms: AtomicU64::new(0),
-            known: self::counters::KnownWindows::new(),
+            known: self::counters::KnownWindows::new(cfg.timeout),
         })
     }
 

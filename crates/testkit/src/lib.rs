@@ -38,8 +38,8 @@ use std::time::{Duration, Instant};
 /// How long a server gets to answer `PING` after it is spawned.
 const READY_DEADLINE: Duration = Duration::from_secs(10);
 
-/// How many fresh ports [`RedisServer::start`] (and `tls_redis`) tries when the one it picked was taken between
-/// choosing it and `redis-server` binding it (other tests pick ports concurrently).
+/// How many fresh ports [`RedisServer::start`] (and `tls_redis`) tries when the one it picked was
+/// taken between choosing it and `redis-server` binding it (other tests pick ports concurrently).
 pub(crate) const START_ATTEMPTS: usize = 5;
 
 const NOT_INSTALLED: &str =

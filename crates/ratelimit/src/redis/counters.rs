@@ -51,10 +51,9 @@
 //! never leaves a counter without a TTL, and what other clients' commands interleave changes
 //! only which counts are seen, as a different arrival order would. redis-server spends about a
 //! quarter of the check script's instructions on it (docs/performance.md), and the gateway
-//! parses no `QUEUED` replies. The reply holds every
-//! bucket's count *including this request's charge*; the decision is window.rs's exact
-//! arithmetic on the counts before it, so a request decides exactly as the memory backend would
-//! on the same counts.
+//! parses no `QUEUED` replies. The reply holds every bucket's count *including this request's
+//! charge*; the decision is window.rs's exact arithmetic on the counts before it, so a request
+//! decides exactly as the memory backend would on the same counts.
 //!
 //! A request refused by any bucket (or finding no free slot) gives everything back in a second
 //! call: `DECRBY` of each charge (after the same `SET … NX`, so a give-back landing after its
@@ -130,14 +129,21 @@ pub(super) struct KnownWindows {
     slots: Box<[AtomicU64]>,
     seed: RandomState,
     settled: thread_local::ThreadLocal<RefCell<SettledCounts>>,
+    /// How long into a window its previous one's count is final: [`SETTLED_AFTER_MS`] plus the
+    /// call deadline.
+    settled_after_ms: u64,
 }
 
 impl KnownWindows {
-    pub(super) fn new() -> Self {
+    /// For a limiter whose calls have `timeout` (a give-back lands within it).
+    pub(super) fn new(timeout: std::time::Duration) -> Self {
         Self {
             slots: (0..KNOWN_WINDOWS).map(|_| AtomicU64::new(0)).collect(),
             seed: RandomState::new(),
             settled: thread_local::ThreadLocal::new(),
+            settled_after_ms: u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .saturating_add(SETTLED_AFTER_MS),
         }
     }
 
@@ -304,6 +310,26 @@ impl RedisLimiter {
         window_key(buf, base, start_ms);
     }
 
+    /// [`add`]'s `INCRBY` of `amount` on `key`, without its `SET … NX` when the window is known
+    /// (the module doc, "Known windows"). Returns the key's fingerprint and whether it was known;
+    /// a known key whose reply equals `amount` found no count, and its caller sends a `PEXPIRE`.
+    fn add_counted(
+        &self,
+        pipe: &mut Pipeline,
+        key: &[u8],
+        ttl_ms: u64,
+        amount: i64,
+    ) -> (u64, bool) {
+        let fingerprint = self.known.fingerprint(key);
+        let known = self.known.contains(fingerprint);
+        if known {
+            pipe.cmd("INCRBY").arg(key).arg(amount);
+        } else {
+            add(pipe, key, ttl_ms, "INCRBY", amount);
+        }
+        (fingerprint, known)
+    }
+
     /// Sends `pipe` (with a `TIME` when `sync`) and returns its commands' replies, one each; a
     /// command's error that no foreign data explains fails the call (the module doc).
     async fn counters_call(
@@ -344,9 +370,6 @@ impl RedisLimiter {
         let mut mget = Pipeline::with_capacity(96 * checks.len());
         mget.cmd("MGET");
         let mut previous_keys = 0;
-        let settled_after = u64::try_from(self.timeout.as_millis())
-            .unwrap_or(u64::MAX)
-            .saturating_add(SETTLED_AFTER_MS);
         for (i, check) in checks.iter().enumerate() {
             if let Some(j) = checks[..i].iter().position(|c| same_bucket(c, check)) {
                 slot_of.push(slot_of[j]);
@@ -360,7 +383,8 @@ impl RedisLimiter {
             let previous = match grid.fixed_offset_ms {
                 None if start_ms >= grid.period_ms => {
                     let key = window_key(&mut name, base, start_ms - grid.period_ms);
-                    let settled = check.cost == 1 && now >= start_ms.saturating_add(settled_after);
+                    let settled = check.cost == 1
+                        && now >= start_ms.saturating_add(self.known.settled_after_ms);
                     let fingerprint = settled.then(|| self.known.fingerprint(key));
                     match fingerprint.and_then(|f| self.known.settled_count(f)) {
                         Some(count) => Some(Previous::Settled(count)),
@@ -379,19 +403,17 @@ impl RedisLimiter {
             let key = window_key(&mut name, base, start_ms);
             let cost = (i >= guards).then_some(check.cost);
             // A guard's key is only read: whether it exists does not matter.
-            let fingerprint = cost.map(|_| self.known.fingerprint(key));
-            let known = fingerprint.is_some_and(|f| self.known.contains(f));
-            match cost {
-                Some(cost) if known => {
-                    pipe.cmd("INCRBY").arg(key).arg(charge(cost));
-                }
+            let (fingerprint, known) = match cost {
                 Some(cost) => {
-                    add(&mut pipe, key, ttl_ms(grid, jitter), "INCRBY", charge(cost));
+                    let (f, known) =
+                        self.add_counted(&mut pipe, key, ttl_ms(grid, jitter), charge(cost));
+                    (Some(f), known)
                 }
                 None => {
                     pipe.cmd("GET").arg(key);
+                    (None, false)
                 }
-            }
+            };
             slots.push(Slot {
                 first: i,
                 start_ms,
@@ -645,11 +667,8 @@ impl RedisLimiter {
             }
             self.write_window_key(&mut name, &a.check, charged);
             let ttl = ttl_ms(grid, jitter);
-            if self.known.contains(self.known.fingerprint(&name)) {
-                pipe.cmd("INCRBY").arg(&name[..]).arg(a.delta);
+            if self.add_counted(&mut pipe, &name, ttl, a.delta).1 {
                 unsure.push((pipe.len() - 1, a, charged, ttl));
-            } else {
-                add(&mut pipe, &name, ttl, "INCRBY", a.delta);
             }
         }
         if let Some(lease) = settlement.release {
