@@ -89,7 +89,7 @@
 //! being admitted.
 
 use std::cell::RefCell;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, DefaultHasher, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::wire::{Pipeline, Value};
@@ -167,9 +167,22 @@ impl KnownWindows {
         *slot = (fingerprint, count);
     }
 
-    /// A window key's fingerprint: never 0, which marks an empty slot.
-    fn fingerprint(&self, key: &[u8]) -> u64 {
-        self.seed.hash_one(key) | 1
+    /// A bucket's part of its window keys' fingerprints: `name`, the key up to the window's start
+    /// (the limiter's prefix, common to every key, may be left out), hashed once for both of a
+    /// call's windows. SipHash, keyed per limiter: a fingerprint picks a remembered count, and an
+    /// attacker able to make two buckets collide could have one read the other's.
+    fn bucket(&self, name: &[u8]) -> DefaultHasher {
+        let mut hasher = self.seed.build_hasher();
+        hasher.write(name);
+        hasher
+    }
+
+    /// The fingerprint of `bucket`'s key for the window starting at `start_ms`: never 0, which
+    /// marks an empty slot.
+    fn fingerprint(bucket: &DefaultHasher, start_ms: u64) -> u64 {
+        let mut hasher = bucket.clone();
+        hasher.write_u64(start_ms);
+        hasher.finish() | 1
     }
 
     fn slot(&self, fingerprint: u64) -> &AtomicU64 {
@@ -303,31 +316,40 @@ impl RedisLimiter {
     }
 
     /// The counter of `check`'s bucket in the window starting at `start_ms`, written into `buf`.
-    fn write_window_key(&self, buf: &mut Vec<u8>, check: &LimitCheck, start_ms: u64) {
+    /// Returns where the window's start begins in it.
+    fn write_window_key(&self, buf: &mut Vec<u8>, check: &LimitCheck, start_ms: u64) -> usize {
         self.write_key_name(buf, check);
         buf.push(b':');
         let base = buf.len();
         window_key(buf, base, start_ms);
+        base
     }
 
-    /// [`add`]'s `INCRBY` of `amount` on `key`, without its `SET … NX` when the window is known
-    /// (the module doc, "Known windows"). Returns the key's fingerprint and whether it was known;
-    /// a known key whose reply equals `amount` found no count, and its caller sends a `PEXPIRE`.
+    /// The bucket part of the fingerprints of `name`'s window keys (`name`: a key up to `base`,
+    /// where its window's start begins).
+    fn bucket_hasher(&self, name: &[u8], base: usize) -> DefaultHasher {
+        self.known.bucket(&name[self.key_prefix.len()..base])
+    }
+
+    /// [`add`]'s `INCRBY` of `amount` on `key` (whose fingerprint is `fingerprint`), without its
+    /// `SET … NX` when the window is known (the module doc, "Known windows"). Returns whether it
+    /// was known: a known key whose reply equals `amount` found no count, and its caller sends a
+    /// `PEXPIRE`.
     fn add_counted(
         &self,
         pipe: &mut Pipeline,
         key: &[u8],
+        fingerprint: u64,
         ttl_ms: u64,
         amount: i64,
-    ) -> (u64, bool) {
-        let fingerprint = self.known.fingerprint(key);
+    ) -> bool {
         let known = self.known.contains(fingerprint);
         if known {
             pipe.cmd("INCRBY").arg(key).arg(amount);
         } else {
             add(pipe, key, ttl_ms, "INCRBY", amount);
         }
-        (fingerprint, known)
+        known
     }
 
     /// Sends `pipe` (with a `TIME` when `sync`) and returns its commands' replies, one each; a
@@ -380,12 +402,15 @@ impl RedisLimiter {
             self.write_key_name(&mut name, check);
             name.push(b':');
             let base = name.len();
+            let bucket = self.bucket_hasher(&name, base);
             let previous = match grid.fixed_offset_ms {
                 None if start_ms >= grid.period_ms => {
-                    let key = window_key(&mut name, base, start_ms - grid.period_ms);
+                    let previous_ms = start_ms - grid.period_ms;
+                    let key = window_key(&mut name, base, previous_ms);
                     let settled = check.cost == 1
                         && now >= start_ms.saturating_add(self.known.settled_after_ms);
-                    let fingerprint = settled.then(|| self.known.fingerprint(key));
+                    let fingerprint =
+                        settled.then(|| KnownWindows::fingerprint(&bucket, previous_ms));
                     match fingerprint.and_then(|f| self.known.settled_count(f)) {
                         Some(count) => Some(Previous::Settled(count)),
                         None => {
@@ -405,8 +430,9 @@ impl RedisLimiter {
             // A guard's key is only read: whether it exists does not matter.
             let (fingerprint, known) = match cost {
                 Some(cost) => {
-                    let (f, known) =
-                        self.add_counted(&mut pipe, key, ttl_ms(grid, jitter), charge(cost));
+                    let f = KnownWindows::fingerprint(&bucket, start_ms);
+                    let known =
+                        self.add_counted(&mut pipe, key, f, ttl_ms(grid, jitter), charge(cost));
                     (Some(f), known)
                 }
                 None => {
@@ -665,9 +691,10 @@ impl RedisLimiter {
             if !weighs {
                 continue;
             }
-            self.write_window_key(&mut name, &a.check, charged);
+            let base = self.write_window_key(&mut name, &a.check, charged);
+            let fingerprint = KnownWindows::fingerprint(&self.bucket_hasher(&name, base), charged);
             let ttl = ttl_ms(grid, jitter);
-            if self.add_counted(&mut pipe, &name, ttl, a.delta).1 {
+            if self.add_counted(&mut pipe, &name, fingerprint, ttl, a.delta) {
                 unsure.push((pipe.len() - 1, a, charged, ttl));
             }
         }

@@ -9,11 +9,19 @@
 //! per call made every decision its own `writev` and `recv` and its own wake-up of redis-server,
 //! which cost more of the gateway's core than the decision itself (docs/performance.md).
 //!
+//! A call takes the connection the thread used last without going through deadpool at all, while
+//! that one is still sound: deadpool's checkout (its semaphore, hooks, recycling and the timer
+//! around it) cost more instructions than the rate limiting it carried, and its future, with the
+//! connect inline, made every decision's future two kilobytes larger, copied at every `await`
+//! that moved it. deadpool makes and replaces connections; that path is boxed, so only a call
+//! that needs it carries its state.
+//!
 //! Each thread that calls the limiter has its own pool. A multiplexed connection is driven by a
 //! task on the runtime that made it; one pool shared by all of actix's single-threaded workers
 //! would put every worker's commands through the one worker that happened to make the shared
 //! connection, a cross-thread wake-up per call each way.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -122,8 +130,36 @@ impl managed::Manager for Manager {
 /// One thread's pool.
 pub(super) struct ThreadPool {
     pool: Pool<Manager>,
+    /// The connection this thread's calls share, until one of them finds it broken (see the
+    /// module doc).
+    current: RefCell<Option<Current>>,
     /// Set while a background task finishes a connection (see `warm_up`).
     warming: Arc<AtomicBool>,
+}
+
+/// The connection a thread's calls share: a handle onto one of its pool's.
+struct Current {
+    conn: Conn,
+    broken: Arc<AtomicBool>,
+}
+
+impl ThreadPool {
+    /// The shared connection, if it is still sound.
+    fn current(&self) -> Option<Checkout> {
+        let current = self.current.borrow();
+        let current = current.as_ref()?;
+        if current.broken.load(Ordering::Relaxed) || current.conn.is_closed() {
+            return None;
+        }
+        Some(Checkout {
+            conn: current.conn.clone(),
+            broken: Arc::clone(&current.broken),
+            // It served a call before (the one that made it current, at least): a failure may
+            // be a server restarted since, worth one more try on a new connection.
+            reused: true,
+            healthy: false,
+        })
+    }
 }
 
 /// A pool of at most `size` connections.
@@ -137,6 +173,7 @@ pub(super) fn build(manager: Manager, size: usize) -> Result<ThreadPool, RateLim
         .map_err(|e| unavailable(format!("cannot build the Redis pool: {e}")))?;
     Ok(ThreadPool {
         pool,
+        current: RefCell::new(None),
         warming: Arc::new(AtomicBool::new(false)),
     })
 }
@@ -148,24 +185,45 @@ impl RedisLimiter {
             .get_or_try(|| build(self.manager.clone(), self.pool_size))
     }
 
-    /// A pooled connection, within `deadline`. The pool gets it back at once
-    /// (see the module doc); a broken one is discarded at its next checkout.
+    /// A pooled connection, within `deadline`: the thread's shared one while it is sound, else
+    /// one from the pool, which gets it back at once (see the module doc) and discards a broken
+    /// one at its next checkout.
     pub(super) async fn take_connection(
         &self,
         deadline: Instant,
     ) -> Result<Checkout, RateLimitError> {
         let shard = self.thread_pool()?;
-        match timeout_at(deadline, shard.pool.get()).await {
-            Ok(Ok(obj)) => Ok(Checkout {
-                conn: obj.conn.clone(),
-                broken: Arc::clone(&obj.broken),
-                reused: Object::metrics(&obj).recycle_count > 0,
-                healthy: false,
-            }),
+        if let Some(checkout) = shard.current() {
+            return Ok(checkout);
+        }
+        // Boxed: the checkout's state (deadpool's, the connect's, the timer's) is carried only
+        // by the calls that take this path.
+        Box::pin(self.checkout(deadline)).await
+    }
+
+    /// A connection from this thread's pool (made if needed), which becomes the thread's shared
+    /// one. The pool is looked up again after the wait: a `&ThreadPool` held across it would
+    /// make the future `!Send` (its shared connection sits in a `RefCell`).
+    async fn checkout(&self, deadline: Instant) -> Result<Checkout, RateLimitError> {
+        let pool = self.thread_pool()?.pool.clone();
+        match timeout_at(deadline, pool.get()).await {
+            Ok(Ok(obj)) => {
+                let shard = self.thread_pool()?;
+                *shard.current.borrow_mut() = Some(Current {
+                    conn: obj.conn.clone(),
+                    broken: Arc::clone(&obj.broken),
+                });
+                Ok(Checkout {
+                    conn: obj.conn.clone(),
+                    broken: Arc::clone(&obj.broken),
+                    reused: Object::metrics(&obj).recycle_count > 0,
+                    healthy: false,
+                })
+            }
             Ok(Err(PoolError::Backend(e))) => Err(unavailable(e.to_string())),
             Ok(Err(e)) => Err(unavailable(format!("Redis pool: {e}"))),
             Err(_) => {
-                warm_up(shard, self.connect_timeout);
+                warm_up(self.thread_pool()?, self.connect_timeout);
                 Err(timeout_error())
             }
         }
