@@ -3,6 +3,7 @@
 //! refused here, with no round trip.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -25,6 +26,12 @@ pub(super) struct Snapshot {
 }
 
 impl Snapshot {
+    /// Whether the snapshot, of a bucket of `period_ms`, is too old to refuse anything: taken
+    /// two periods ago, every count it holds has rolled out of its window.
+    fn expired(&self, period_ms: u64) -> bool {
+        self.sent.elapsed() >= Duration::from_millis(period_ms.saturating_mul(2))
+    }
+
     /// Estimated backend time now, without an injected clock.
     fn backend_now(&self) -> u64 {
         let elapsed = u64::try_from(self.sent.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -36,32 +43,64 @@ pub(super) type CacheKey = (BucketKey, u64);
 
 /// The local deny cache; see the module doc. One std mutex: every critical
 /// section is a few hash operations and never spans an `.await`.
+///
+/// Only refused requests add entries, so on a gateway refusing nothing the map stays empty, and
+/// its size, read without the lock, lets every decision skip it: no lock shared by all workers
+/// and no hashing of the request's buckets on the path of traffic within its limits. A size read
+/// just before another worker's insertion only sends one more request to Redis. Snapshots that
+/// can no longer refuse anything are swept out (at most once every [`SWEEP_EVERY`]), so the
+/// map empties again once refusals stop.
 pub(super) struct LocalCache {
     capacity: usize,
-    entries: Mutex<HashMap<CacheKey, Snapshot>>,
+    entries: Mutex<Entries>,
+    /// The map's size, written under the lock after every change.
+    held: AtomicUsize,
+}
+
+/// How often the snapshots too old to refuse are swept out.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+struct Entries {
+    map: HashMap<CacheKey, Snapshot>,
+    /// When the map was last swept.
+    swept: std::time::Instant,
 }
 
 impl LocalCache {
     pub(super) fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries {
+                map: HashMap::new(),
+                swept: std::time::Instant::now(),
+            }),
+            held: AtomicUsize::new(0),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<CacheKey, Snapshot>> {
+    fn lock(&self) -> MutexGuard<'_, Entries> {
         // Snapshots are replaced whole, so a panic elsewhere cannot leave one torn.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether the cache holds nothing (a request finds none of its buckets).
+    fn is_empty(&self) -> bool {
+        self.held.load(Ordering::Relaxed) == 0
+    }
+
     fn snapshots(&self, checks: &[LimitCheck]) -> Option<Vec<Snapshot>> {
-        if self.capacity == 0 {
+        if self.capacity == 0 || self.is_empty() {
             return None;
         }
-        let map = self.lock();
+        let entries = self.lock();
         checks
             .iter()
-            .map(|c| map.get(&(c.key.clone(), c.spec.period_ms())).copied())
+            .map(|c| {
+                entries
+                    .map
+                    .get(&(c.key.clone(), c.spec.period_ms()))
+                    .copied()
+            })
             .collect()
     }
 
@@ -128,10 +167,17 @@ impl LocalCache {
         sent: std::time::Instant,
         refused: bool,
     ) {
-        if self.capacity == 0 {
+        if self.capacity == 0 || (!refused && self.is_empty()) {
             return;
         }
-        let mut map = self.lock();
+        let mut entries = self.lock();
+        if sent.saturating_duration_since(entries.swept) >= SWEEP_EVERY {
+            entries.swept = sent;
+            entries
+                .map
+                .retain(|&(_, period_ms), s| !s.expired(period_ms));
+        }
+        let map = &mut entries.map;
         for (check, &window) in checks.iter().zip(windows) {
             let key = (check.key.clone(), check.spec.period_ms());
             let snapshot = Snapshot {
@@ -143,20 +189,19 @@ impl LocalCache {
                 *held = snapshot;
             } else if refused {
                 if map.len() >= self.capacity {
-                    Self::make_room(&mut map, self.capacity);
+                    Self::make_room(map, self.capacity);
                 }
                 map.insert(key, snapshot);
             }
         }
+        self.held.store(map.len(), Ordering::Relaxed);
     }
 
     /// Drops snapshots older than two periods (they can no longer refuse
     /// anything), then arbitrary ones down to 7/8 of the capacity, so a flood
     /// of refused clients costs amortised O(1) per insertion.
     fn make_room(map: &mut HashMap<CacheKey, Snapshot>, capacity: usize) {
-        map.retain(|(_, period_ms), s| {
-            s.sent.elapsed() < Duration::from_millis(period_ms.saturating_mul(2))
-        });
+        map.retain(|&(_, period_ms), s| !s.expired(period_ms));
         let target = capacity - capacity / 8 - 1;
         if map.len() > target {
             let excess = map.len() - target;
@@ -169,7 +214,7 @@ impl LocalCache {
 
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().map.len()
     }
 }
 
@@ -235,6 +280,74 @@ mod tests {
             LocalCache::new(0)
                 .snapshots(std::slice::from_ref(&full))
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn snapshots_too_old_to_refuse_are_swept_and_an_empty_cache_is_skipped() {
+        let cache = LocalCache::new(16);
+        let clock = ManualClock::new(T0);
+        let full = LimitCheck::new(BucketKey::key(Arc::from("k")), spec(2, 60));
+        let window = Window {
+            start_ms: T0,
+            current: 2,
+            previous: 0,
+        };
+        let now = std::time::Instant::now();
+        // Nothing refused yet: a reply of an admitted request stores nothing, and a check finds
+        // the cache empty without looking.
+        cache.record(std::slice::from_ref(&full), &[Some(window)], T0, now, false);
+        assert!(cache.is_empty());
+        assert!(cache.snapshots(std::slice::from_ref(&full)).is_none());
+
+        // A refusal seen two periods (120 s) ago and more: its counts have rolled out.
+        let long_ago = now.checked_sub(Duration::from_secs(130)).unwrap();
+        cache.record(
+            std::slice::from_ref(&full),
+            &[Some(window)],
+            T0,
+            long_ago,
+            true,
+        );
+        assert!(!cache.is_empty());
+        assert!(
+            cache
+                .refuse(std::slice::from_ref(&full), Some(&clock))
+                .is_some()
+        );
+        // Another bucket's admitted reply, a sweep interval later, sweeps it out.
+        let other = LimitCheck::new(BucketKey::key(Arc::from("other")), spec(2, 60));
+        let later = now + SWEEP_EVERY + Duration::from_millis(1);
+        cache.record(
+            std::slice::from_ref(&other),
+            &[Some(window)],
+            T0,
+            later,
+            false,
+        );
+        assert_eq!(cache.len(), 0);
+        assert!(cache.is_empty());
+        assert!(
+            cache
+                .refuse(std::slice::from_ref(&full), Some(&clock))
+                .is_none()
+        );
+
+        // A recent refusal stays through sweeps.
+        cache.record(std::slice::from_ref(&full), &[Some(window)], T0, now, true);
+        let much_later = later + SWEEP_EVERY + Duration::from_millis(1);
+        cache.record(
+            std::slice::from_ref(&other),
+            &[Some(window)],
+            T0,
+            much_later,
+            false,
+        );
+        assert_eq!(cache.len(), 1);
+        assert!(
+            cache
+                .refuse(std::slice::from_ref(&full), Some(&clock))
+                .is_some()
         );
     }
 }
