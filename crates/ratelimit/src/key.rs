@@ -77,7 +77,7 @@ impl Subject {
 /// route template contains.
 fn push_escaped(out: &mut Vec<u8>, s: &str) {
     let mut rest = s.as_bytes();
-    while let Some(pos) = rest.iter().position(|&b| b == b':' || b == b'%') {
+    while let Some(pos) = memchr::memchr2(b':', b'%', rest) {
         out.extend_from_slice(&rest[..pos]);
         out.extend_from_slice(if rest[pos] == b':' { b"%3A" } else { b"%25" });
         rest = &rest[pos + 1..];
