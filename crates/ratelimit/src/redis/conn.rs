@@ -3,6 +3,12 @@
 //! its replies as they come back, in order (Redis answers a connection's commands in the order
 //! they arrived).
 //!
+//! One batch is out at a time: calls made while a batch's replies are still coming are held
+//! and leave together once the last of them is in. Each write is a send on the gateway's core
+//! and, most often, a wake-up of a sleeping redis-server (on a VM, an interrupt sent through
+//! the hypervisor); writing a batch every turn, the gateway sent two while one was being
+//! answered. A call waits at most one round trip more, and only under load (docs/performance.md).
+//!
 //! redis-rs's `MultiplexedConnection` works the same way; this one exists because it moves our
 //! own RESP bytes (redis/wire.rs) instead of redis-rs's commands and values, which cost the
 //! gateway more per request than the rate limiting they carried (docs/performance.md).
@@ -203,6 +209,11 @@ struct Driver<S> {
     parsed: usize,
     filled: usize,
     waiting: VecDeque<Waiting>,
+    /// How many of `waiting`'s last calls are held in `out`, unwritten, while earlier ones'
+    /// replies are still coming (see the module doc).
+    held: usize,
+    /// `out` is being written: calls taken meanwhile join the write.
+    writing: bool,
     /// Fires at or before the earliest deadline of a call still waiting; `armed` says whether
     /// it is set for one at all.
     timer: Pin<Box<Sleep>>,
@@ -223,14 +234,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             parsed: 0,
             filled: 0,
             waiting: VecDeque::new(),
+            held: 0,
+            writing: false,
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             armed: false,
         }
     }
 
-    /// One turn: take every queued call, write what can be written, read what has come.
-    /// `Ready(Ok)` when every handle is gone; `Ready(Err)` when the connection broke.
+    /// One turn: take every queued call, write what can be written, read what has come; again
+    /// while the replies read let a held batch leave. `Ready(Ok)` when every handle is gone;
+    /// `Ready(Err)` when the connection broke.
     fn turn(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        loop {
+            if let Some(done) = self.take_calls(cx) {
+                return Poll::Ready(done);
+            }
+            self.write(cx)?;
+            self.expire(cx);
+            // Read even with nothing waiting: the server closing an idle connection is noticed
+            // now, not by the next call.
+            loop {
+                if self.filled == self.input.len() {
+                    self.make_room();
+                }
+                let mut buf = ReadBuf::new(&mut self.input[self.filled..]);
+                match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
+                    Poll::Ready(Ok(())) => {
+                        let n = buf.filled().len();
+                        if n == 0 {
+                            return Poll::Ready(Err(ConnError::Closed));
+                        }
+                        self.filled += n;
+                        self.deliver()?;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                    Poll::Pending => break,
+                }
+            }
+            // A write the socket could not take whole waits for it to be writable (its waker
+            // is set); only held calls that the replies just read released go round again.
+            if self.writing || !self.may_write() {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Takes every queued call into `out` and `waiting`; `Some(Ok)` when every handle is gone.
+    fn take_calls(&mut self, cx: &mut Context<'_>) -> Option<Result<(), ConnError>> {
         loop {
             match self.calls.poll_recv(cx) {
                 Poll::Ready(Some(call)) => {
@@ -238,6 +288,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     if !self.armed || call.deadline < self.timer.deadline() {
                         self.timer.as_mut().reset(call.deadline);
                         self.armed = true;
+                    }
+                    // A write under way takes the call along; otherwise it waits its turn.
+                    if !self.writing {
+                        self.held += 1;
                     }
                     self.waiting.push_back(Waiting {
                         replies: call.replies,
@@ -247,46 +301,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     });
                 }
                 // No handle left, so no caller is waiting for anything.
-                Poll::Ready(None) => return Poll::Ready(Ok(())),
-                Poll::Pending => break,
+                Poll::Ready(None) => return Some(Ok(())),
+                Poll::Pending => return None,
             }
         }
+    }
+
+    /// Whether there are bytes to write now: a write under way, or held calls that every
+    /// earlier call's replies have come in for.
+    fn may_write(&self) -> bool {
+        self.writing || (!self.out.is_empty() && self.held == self.waiting.len())
+    }
+
+    /// Writes what may be written (see [`may_write`](Self::may_write)), as far as the socket
+    /// takes it.
+    fn write(&mut self, cx: &mut Context<'_>) -> Result<(), ConnError> {
+        if !self.may_write() {
+            return Ok(());
+        }
+        // The held calls are on their way.
+        self.held = 0;
+        self.writing = true;
         while self.written < self.out.len() {
             match Pin::new(&mut self.stream).poll_write(cx, &self.out[self.written..]) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(ConnError::Closed)),
+                Poll::Ready(Ok(0)) => return Err(ConnError::Closed),
                 Poll::Ready(Ok(n)) => self.written += n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
-                Poll::Pending => break,
+                Poll::Ready(Err(e)) => return Err(e.into()),
+                Poll::Pending => return Ok(()),
             }
         }
-        if self.written == self.out.len() && !self.out.is_empty() {
-            self.out.clear();
-            self.written = 0;
-            // A no-op on a socket; TLS may hold a record back until flushed.
-            if let Poll::Ready(Err(e)) = Pin::new(&mut self.stream).poll_flush(cx) {
-                return Poll::Ready(Err(e.into()));
-            }
-        }
-        self.expire(cx);
-        // Read even with nothing waiting: the server closing an idle connection is noticed now,
-        // not by the next call.
-        loop {
-            if self.filled == self.input.len() {
-                self.make_room();
-            }
-            let mut buf = ReadBuf::new(&mut self.input[self.filled..]);
-            match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) => {
-                    let n = buf.filled().len();
-                    if n == 0 {
-                        return Poll::Ready(Err(ConnError::Closed));
-                    }
-                    self.filled += n;
-                    self.deliver()?;
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
-                Poll::Pending => return Poll::Pending,
-            }
+        self.out.clear();
+        self.written = 0;
+        self.writing = false;
+        // A no-op on a socket; TLS may hold a record back until flushed.
+        match Pin::new(&mut self.stream).poll_flush(cx) {
+            Poll::Ready(Err(e)) => Err(e.into()),
+            _ => Ok(()),
         }
     }
 
@@ -296,7 +346,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             wire::parse(&self.input[self.parsed..self.filled]).map_err(ConnError::Protocol)?
         {
             self.parsed += used;
-            let Some(call) = self.waiting.front_mut() else {
+            // Only a call written can be answered: the held ones are at the back.
+            let written = self.waiting.len() > self.held;
+            let Some(call) = self.waiting.front_mut().filter(|_| written) else {
                 return Err(ConnError::Protocol(wire::ProtocolError::UNASKED));
             };
             call.got.push(value);
@@ -422,6 +474,8 @@ mod tls {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -459,11 +513,12 @@ mod tests {
     #[tokio::test]
     async fn replies_split_and_batched_reach_their_calls_in_order() {
         let (conn, mut server) = piped(64);
+        // Both calls queued before the driver's turn: one write.
         let first = call(&conn, b"*1\r\n$4\r\nPING\r\n", 1, later());
-        let mut seen = [0u8; 14];
-        server.read_exact(&mut seen).await.unwrap();
         let second = call(&conn, b"*1\r\n$4\r\nTIME\r\n", 2, later());
+        let mut seen = [0u8; 28];
         server.read_exact(&mut seen).await.unwrap();
+        assert_eq!(&seen, b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nTIME\r\n");
         for piece in [&b"+PO"[..], b"NG\r\n:1\r", b"\n$3\r\nabc\r\n"] {
             server.write_all(piece).await.unwrap();
             server.flush().await.unwrap();
@@ -476,6 +531,165 @@ mod tests {
             second.await.unwrap().unwrap(),
             vec![Value::Int(1), Value::Bulk(b"abc".to_vec())]
         );
+    }
+
+    /// Calls made while a batch is out are held, and leave together, in one write, once its
+    /// last reply is in (the module doc). The clock is paused: it moves only once every task
+    /// waits, so "nothing written yet" is checked after the driver has had every chance to
+    /// write.
+    #[tokio::test(start_paused = true)]
+    async fn calls_made_while_a_batch_is_out_leave_together_after_its_replies() {
+        let (conn, mut server) = piped(256);
+        let first = call(&conn, b"*1\r\n$4\r\nPING\r\n", 1, later());
+        let mut seen = [0u8; 14];
+        server.read_exact(&mut seen).await.unwrap();
+        let second = call(&conn, b"*1\r\n$4\r\nTIME\r\n", 1, later());
+        let third = call(&conn, b"*1\r\n$4\r\nINFO\r\n", 1, later());
+        let idle = std::time::Duration::from_millis(10);
+        let mut more = [0u8; 28];
+        assert!(
+            tokio::time::timeout(idle, server.read(&mut more))
+                .await
+                .is_err(),
+            "a call left while the batch before it was out"
+        );
+        // A reply for a call not yet written is one nobody asked for; half of the first's
+        // reply is not its end.
+        server.write_all(b"+PO").await.unwrap();
+        assert!(
+            tokio::time::timeout(idle, server.read(&mut more))
+                .await
+                .is_err()
+        );
+        server.write_all(b"NG\r\n").await.unwrap();
+        server.read_exact(&mut more).await.unwrap();
+        assert_eq!(&more, b"*1\r\n$4\r\nTIME\r\n*1\r\n$4\r\nINFO\r\n");
+        assert_eq!(
+            first.await.unwrap().unwrap(),
+            vec![Value::Status("PONG".into())]
+        );
+        server.write_all(b":1\r\n:2\r\n").await.unwrap();
+        assert_eq!(second.await.unwrap().unwrap(), vec![Value::Int(1)]);
+        assert_eq!(third.await.unwrap().unwrap(), vec![Value::Int(2)]);
+        assert!(!conn.is_closed());
+    }
+
+    /// A stream that takes a few bytes a write and then is not writable until a timer wakes
+    /// its writer, counting the writes tried after it said `Pending` and before that waker
+    /// fired (a driver must wait for it). Past a hundred it panics: a driver spinning on it
+    /// never yields, so on one thread the timer would never fire.
+    struct Stingy {
+        inner: tokio::io::DuplexStream,
+        /// Not writable; `waiting`: and it said so, the timer set.
+        blocked: bool,
+        waiting: Arc<std::sync::atomic::AtomicBool>,
+        /// Set by the timer.
+        unblocked: Arc<std::sync::atomic::AtomicBool>,
+        spurious: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl AsyncWrite for Stingy {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            use std::sync::atomic::Ordering::SeqCst;
+            // The timer fired (it clears `waiting`): writable again.
+            if self.blocked && self.unblocked.swap(false, SeqCst) {
+                self.blocked = false;
+            }
+            if self.blocked {
+                if self.waiting.load(SeqCst) {
+                    assert!(
+                        self.spurious.fetch_add(1, SeqCst) < 100,
+                        "spinning on a full socket"
+                    );
+                } else {
+                    self.waiting.store(true, SeqCst);
+                    let (waiting, unblocked) =
+                        (Arc::clone(&self.waiting), Arc::clone(&self.unblocked));
+                    let waker = cx.waker().clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                        waiting.store(false, SeqCst);
+                        unblocked.store(true, SeqCst);
+                        waker.wake();
+                    });
+                }
+                return Poll::Pending;
+            }
+            self.blocked = true;
+            let n = buf.len().min(4);
+            Pin::new(&mut self.inner).poll_write(cx, &buf[..n])
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    impl AsyncRead for Stingy {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    /// A batch the socket cannot take at once is written as it becomes writable, the driver
+    /// waiting for its waker in between instead of trying again at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_the_socket_cannot_take_at_once_waits_for_it_to_drain() {
+        let (client, mut server) = tokio::io::duplex(1024);
+        let spurious = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stream = Stingy {
+            inner: client,
+            blocked: false,
+            waiting: Arc::default(),
+            unblocked: Arc::default(),
+            spurious: Arc::clone(&spurious),
+        };
+        let (calls, receive) = mpsc::unbounded_channel();
+        spawn_here(Box::pin(Driver::new(stream, receive)));
+        let conn = Conn { calls };
+        let both = b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nTIME\r\n";
+        let pending = call(&conn, both, 2, later());
+        let mut seen = [0u8; 28];
+        server.read_exact(&mut seen).await.unwrap();
+        assert_eq!(&seen, both);
+        server.write_all(b"+PONG\r\n:2\r\n").await.unwrap();
+        assert_eq!(
+            pending.await.unwrap().unwrap(),
+            vec![Value::Status("PONG".into()), Value::Int(2)]
+        );
+        assert_eq!(spurious.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    /// A reply that comes while only held calls wait answers none of them: the connection is
+    /// failed as for any reply nobody asked for.
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_for_a_held_call_is_unasked() {
+        let (conn, mut server) = piped(256);
+        let first = call(&conn, b"*1\r\n$4\r\nPING\r\n", 1, later());
+        let mut seen = [0u8; 14];
+        server.read_exact(&mut seen).await.unwrap();
+        let held = call(&conn, b"*1\r\n$4\r\nTIME\r\n", 1, later());
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        // Two replies: the first's, and one for the call still held.
+        server.write_all(b"+PONG\r\n:1\r\n").await.unwrap();
+        assert_eq!(
+            first.await.unwrap().unwrap(),
+            vec![Value::Status("PONG".into())]
+        );
+        assert!(matches!(held.await.unwrap(), Err(ConnError::Protocol(_))));
+        assert!(conn.is_closed());
     }
 
     #[tokio::test]
