@@ -18,8 +18,7 @@
 //! refusing bucket's numbers are exact; other buckets of the request are
 //! reported as last seen, which lags behind what other replicas consumed since).
 //! States seen in later replies refresh the cache; it holds at most
-//! [`RedisLimiterConfig::local_cache_capacity`] buckets, drops those too old to
-//! refuse anything, and costs nothing (no lock, no hashing) while it is empty.
+//! [`RedisLimiterConfig::local_cache_capacity`] buckets.
 //!
 //! # Failure
 //!

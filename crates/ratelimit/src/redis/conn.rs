@@ -3,12 +3,6 @@
 //! its replies as they come back, in order (Redis answers a connection's commands in the order
 //! they arrived).
 //!
-//! One batch is out at a time: calls made while a batch's replies are still coming are held
-//! and leave together once the last of them is in. Each write is a send on the gateway's core
-//! and, most often, a wake-up of a sleeping redis-server (on a VM, an interrupt sent through
-//! the hypervisor); writing a batch every turn, the gateway sent two while one was being
-//! answered. A call waits at most one round trip more, and only under load (docs/performance.md).
-//!
 //! redis-rs's `MultiplexedConnection` works the same way; this one exists because it moves our
 //! own RESP bytes (redis/wire.rs) instead of redis-rs's commands and values, which cost the
 //! gateway more per request than the rate limiting they carried (docs/performance.md).
@@ -209,11 +203,6 @@ struct Driver<S> {
     parsed: usize,
     filled: usize,
     waiting: VecDeque<Waiting>,
-    /// How many of `waiting`'s last calls are held in `out`, unwritten, while earlier ones'
-    /// replies are still coming (see the module doc).
-    held: usize,
-    /// `out` is being written: calls taken meanwhile join the write.
-    writing: bool,
     /// Fires at or before the earliest deadline of a call still waiting; `armed` says whether
     /// it is set for one at all.
     timer: Pin<Box<Sleep>>,
@@ -234,53 +223,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             parsed: 0,
             filled: 0,
             waiting: VecDeque::new(),
-            held: 0,
-            writing: false,
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             armed: false,
         }
     }
 
-    /// One turn: take every queued call, write what can be written, read what has come; again
-    /// while the replies read let a held batch leave. `Ready(Ok)` when every handle is gone;
-    /// `Ready(Err)` when the connection broke.
+    /// One turn: take every queued call, write what can be written, read what has come.
+    /// `Ready(Ok)` when every handle is gone; `Ready(Err)` when the connection broke.
     fn turn(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
-        loop {
-            if let Some(done) = self.take_calls(cx) {
-                return Poll::Ready(done);
-            }
-            self.write(cx)?;
-            self.expire(cx);
-            // Read even with nothing waiting: the server closing an idle connection is noticed
-            // now, not by the next call.
-            loop {
-                if self.filled == self.input.len() {
-                    self.make_room();
-                }
-                let mut buf = ReadBuf::new(&mut self.input[self.filled..]);
-                match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
-                    Poll::Ready(Ok(())) => {
-                        let n = buf.filled().len();
-                        if n == 0 {
-                            return Poll::Ready(Err(ConnError::Closed));
-                        }
-                        self.filled += n;
-                        self.deliver()?;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
-                    Poll::Pending => break,
-                }
-            }
-            // A write the socket could not take whole waits for it to be writable (its waker
-            // is set); only held calls that the replies just read released go round again.
-            if self.writing || !self.may_write() {
-                return Poll::Pending;
-            }
-        }
-    }
-
-    /// Takes every queued call into `out` and `waiting`; `Some(Ok)` when every handle is gone.
-    fn take_calls(&mut self, cx: &mut Context<'_>) -> Option<Result<(), ConnError>> {
         loop {
             match self.calls.poll_recv(cx) {
                 Poll::Ready(Some(call)) => {
@@ -288,10 +238,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     if !self.armed || call.deadline < self.timer.deadline() {
                         self.timer.as_mut().reset(call.deadline);
                         self.armed = true;
-                    }
-                    // A write under way takes the call along; otherwise it waits its turn.
-                    if !self.writing {
-                        self.held += 1;
                     }
                     self.waiting.push_back(Waiting {
                         replies: call.replies,
@@ -301,42 +247,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     });
                 }
                 // No handle left, so no caller is waiting for anything.
-                Poll::Ready(None) => return Some(Ok(())),
-                Poll::Pending => return None,
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => break,
             }
         }
-    }
-
-    /// Whether there are bytes to write now: a write under way, or held calls that every
-    /// earlier call's replies have come in for.
-    fn may_write(&self) -> bool {
-        self.writing || (!self.out.is_empty() && self.held == self.waiting.len())
-    }
-
-    /// Writes what may be written (see [`may_write`](Self::may_write)), as far as the socket
-    /// takes it.
-    fn write(&mut self, cx: &mut Context<'_>) -> Result<(), ConnError> {
-        if !self.may_write() {
-            return Ok(());
-        }
-        // The held calls are on their way.
-        self.held = 0;
-        self.writing = true;
         while self.written < self.out.len() {
             match Pin::new(&mut self.stream).poll_write(cx, &self.out[self.written..]) {
-                Poll::Ready(Ok(0)) => return Err(ConnError::Closed),
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(ConnError::Closed)),
                 Poll::Ready(Ok(n)) => self.written += n,
-                Poll::Ready(Err(e)) => return Err(e.into()),
-                Poll::Pending => return Ok(()),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => break,
             }
         }
-        self.out.clear();
-        self.written = 0;
-        self.writing = false;
-        // A no-op on a socket; TLS may hold a record back until flushed.
-        match Pin::new(&mut self.stream).poll_flush(cx) {
-            Poll::Ready(Err(e)) => Err(e.into()),
-            _ => Ok(()),
+        if self.written == self.out.len() && !self.out.is_empty() {
+            self.out.clear();
+            self.written = 0;
+            // A no-op on a socket; TLS may hold a record back until flushed.
+            if let Poll::Ready(Err(e)) = Pin::new(&mut self.stream).poll_flush(cx) {
+                return Poll::Ready(Err(e.into()));
+            }
+        }
+        self.expire(cx);
+        // Read even with nothing waiting: the server closing an idle connection is noticed now,
+        // not by the next call.
+        loop {
+            if self.filled == self.input.len() {
+                self.make_room();
+            }
+            let mut buf = ReadBuf::new(&mut self.input[self.filled..]);
+            match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) => {
+                    let n = buf.filled().len();
+                    if n == 0 {
+                        return Poll::Ready(Err(ConnError::Closed));
+                    }
+                    self.filled += n;
+                    self.deliver()?;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 
@@ -346,9 +296,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             wire::parse(&self.input[self.parsed..self.filled]).map_err(ConnError::Protocol)?
         {
             self.parsed += used;
-            // Only a call written can be answered: the held ones are at the back.
-            let written = self.waiting.len() > self.held;
-            let Some(call) = self.waiting.front_mut().filter(|_| written) else {
+            let Some(call) = self.waiting.front_mut() else {
                 return Err(ConnError::Protocol(wire::ProtocolError::UNASKED));
             };
             call.got.push(value);
@@ -513,12 +461,11 @@ mod tests {
     #[tokio::test]
     async fn replies_split_and_batched_reach_their_calls_in_order() {
         let (conn, mut server) = piped(64);
-        // Both calls queued before the driver's turn: one write.
         let first = call(&conn, b"*1\r\n$4\r\nPING\r\n", 1, later());
-        let second = call(&conn, b"*1\r\n$4\r\nTIME\r\n", 2, later());
-        let mut seen = [0u8; 28];
+        let mut seen = [0u8; 14];
         server.read_exact(&mut seen).await.unwrap();
-        assert_eq!(&seen, b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nTIME\r\n");
+        let second = call(&conn, b"*1\r\n$4\r\nTIME\r\n", 2, later());
+        server.read_exact(&mut seen).await.unwrap();
         for piece in [&b"+PO"[..], b"NG\r\n:1\r", b"\n$3\r\nabc\r\n"] {
             server.write_all(piece).await.unwrap();
             server.flush().await.unwrap();
@@ -533,45 +480,64 @@ mod tests {
         );
     }
 
-    /// Calls made while a batch is out are held, and leave together, in one write, once its
-    /// last reply is in (the module doc). The clock is paused: it moves only once every task
-    /// waits, so "nothing written yet" is checked after the driver has had every chance to
-    /// write.
-    #[tokio::test(start_paused = true)]
-    async fn calls_made_while_a_batch_is_out_leave_together_after_its_replies() {
-        let (conn, mut server) = piped(256);
-        let first = call(&conn, b"*1\r\n$4\r\nPING\r\n", 1, later());
+    #[tokio::test]
+    async fn garbage_or_a_close_fails_the_calls_and_the_connection() {
+        let (conn, mut server) = piped(64);
+        let pending = call(&conn, b"*1\r\n$4\r\nPING\r\n", 1, later());
         let mut seen = [0u8; 14];
         server.read_exact(&mut seen).await.unwrap();
-        let second = call(&conn, b"*1\r\n$4\r\nTIME\r\n", 1, later());
-        let third = call(&conn, b"*1\r\n$4\r\nINFO\r\n", 1, later());
-        let idle = std::time::Duration::from_millis(10);
-        let mut more = [0u8; 28];
-        assert!(
-            tokio::time::timeout(idle, server.read(&mut more))
+        server.write_all(b"%3\r\n").await.unwrap();
+        assert!(matches!(
+            pending.await.unwrap(),
+            Err(ConnError::Protocol(_))
+        ));
+        assert!(matches!(
+            conn.send(b"*1\r\n$4\r\nPING\r\n", 1, later()).await,
+            Err(ConnError::Closed)
+        ));
+        assert!(conn.is_closed());
+
+        // A reply nobody asked for, and the server hanging up on an idle connection.
+        for hang_up in [false, true] {
+            let (conn, mut server) = piped(64);
+            if hang_up {
+                drop(server);
+            } else {
+                server.write_all(b"+OK\r\n").await.unwrap();
+            }
+            // The driver notices on its own, before any call.
+            let closed = async {
+                while !conn.is_closed() {
+                    tokio::task::yield_now().await;
+                }
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(30), closed)
                 .await
-                .is_err(),
-            "a call left while the batch before it was out"
-        );
-        // A reply for a call not yet written is one nobody asked for; half of the first's
-        // reply is not its end.
-        server.write_all(b"+PO").await.unwrap();
-        assert!(
-            tokio::time::timeout(idle, server.read(&mut more))
-                .await
-                .is_err()
-        );
-        server.write_all(b"NG\r\n").await.unwrap();
-        server.read_exact(&mut more).await.unwrap();
-        assert_eq!(&more, b"*1\r\n$4\r\nTIME\r\n*1\r\n$4\r\nINFO\r\n");
-        assert_eq!(
-            first.await.unwrap().unwrap(),
-            vec![Value::Status("PONG".into())]
-        );
-        server.write_all(b":1\r\n:2\r\n").await.unwrap();
-        assert_eq!(second.await.unwrap().unwrap(), vec![Value::Int(1)]);
-        assert_eq!(third.await.unwrap().unwrap(), vec![Value::Int(2)]);
-        assert!(!conn.is_closed());
+                .unwrap();
+            let result = conn.send(b"*1\r\n$4\r\nPING\r\n", 1, later()).await;
+            assert!(matches!(result, Err(ConnError::Closed)), "{result:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reply_larger_than_the_buffer_is_read_whole() {
+        let (conn, mut server) = piped(4096);
+        let pending = call(&conn, b"*1\r\n$3\r\nGET\r\n", 1, later());
+        let mut seen = [0u8; 13];
+        server.read_exact(&mut seen).await.unwrap();
+        let big = vec![b'x'; 5 * INPUT + 5];
+        server
+            .write_all(format!("${}\r\n", big.len()).as_bytes())
+            .await
+            .unwrap();
+        server.write_all(&big).await.unwrap();
+        server.write_all(b"\r\n").await.unwrap();
+        assert_eq!(pending.await.unwrap().unwrap(), vec![Value::Bulk(big)]);
+        // The buffer, grown for it and then given back, still serves the next call.
+        let next = call(&conn, b"*1\r\n$3\r\nGET\r\n", 1, later());
+        server.read_exact(&mut seen).await.unwrap();
+        server.write_all(b":5\r\n").await.unwrap();
+        assert_eq!(next.await.unwrap().unwrap(), vec![Value::Int(5)]);
     }
 
     /// A stream that takes a few bytes a write and then is not writable until a timer wakes
@@ -670,86 +636,6 @@ mod tests {
             vec![Value::Status("PONG".into()), Value::Int(2)]
         );
         assert_eq!(spurious.load(std::sync::atomic::Ordering::SeqCst), 0);
-    }
-
-    /// A reply that comes while only held calls wait answers none of them: the connection is
-    /// failed as for any reply nobody asked for.
-    #[tokio::test(start_paused = true)]
-    async fn a_reply_for_a_held_call_is_unasked() {
-        let (conn, mut server) = piped(256);
-        let first = call(&conn, b"*1\r\n$4\r\nPING\r\n", 1, later());
-        let mut seen = [0u8; 14];
-        server.read_exact(&mut seen).await.unwrap();
-        let held = call(&conn, b"*1\r\n$4\r\nTIME\r\n", 1, later());
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        // Two replies: the first's, and one for the call still held.
-        server.write_all(b"+PONG\r\n:1\r\n").await.unwrap();
-        assert_eq!(
-            first.await.unwrap().unwrap(),
-            vec![Value::Status("PONG".into())]
-        );
-        assert!(matches!(held.await.unwrap(), Err(ConnError::Protocol(_))));
-        assert!(conn.is_closed());
-    }
-
-    #[tokio::test]
-    async fn garbage_or_a_close_fails_the_calls_and_the_connection() {
-        let (conn, mut server) = piped(64);
-        let pending = call(&conn, b"*1\r\n$4\r\nPING\r\n", 1, later());
-        let mut seen = [0u8; 14];
-        server.read_exact(&mut seen).await.unwrap();
-        server.write_all(b"%3\r\n").await.unwrap();
-        assert!(matches!(
-            pending.await.unwrap(),
-            Err(ConnError::Protocol(_))
-        ));
-        assert!(matches!(
-            conn.send(b"*1\r\n$4\r\nPING\r\n", 1, later()).await,
-            Err(ConnError::Closed)
-        ));
-        assert!(conn.is_closed());
-
-        // A reply nobody asked for, and the server hanging up on an idle connection.
-        for hang_up in [false, true] {
-            let (conn, mut server) = piped(64);
-            if hang_up {
-                drop(server);
-            } else {
-                server.write_all(b"+OK\r\n").await.unwrap();
-            }
-            // The driver notices on its own, before any call.
-            let closed = async {
-                while !conn.is_closed() {
-                    tokio::task::yield_now().await;
-                }
-            };
-            tokio::time::timeout(std::time::Duration::from_secs(30), closed)
-                .await
-                .unwrap();
-            let result = conn.send(b"*1\r\n$4\r\nPING\r\n", 1, later()).await;
-            assert!(matches!(result, Err(ConnError::Closed)), "{result:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn a_reply_larger_than_the_buffer_is_read_whole() {
-        let (conn, mut server) = piped(4096);
-        let pending = call(&conn, b"*1\r\n$3\r\nGET\r\n", 1, later());
-        let mut seen = [0u8; 13];
-        server.read_exact(&mut seen).await.unwrap();
-        let big = vec![b'x'; 5 * INPUT + 5];
-        server
-            .write_all(format!("${}\r\n", big.len()).as_bytes())
-            .await
-            .unwrap();
-        server.write_all(&big).await.unwrap();
-        server.write_all(b"\r\n").await.unwrap();
-        assert_eq!(pending.await.unwrap().unwrap(), vec![Value::Bulk(big)]);
-        // The buffer, grown for it and then given back, still serves the next call.
-        let next = call(&conn, b"*1\r\n$3\r\nGET\r\n", 1, later());
-        server.read_exact(&mut seen).await.unwrap();
-        server.write_all(b":5\r\n").await.unwrap();
-        assert_eq!(next.await.unwrap().unwrap(), vec![Value::Int(5)]);
     }
 
     /// A call past its deadline is answered `Timeout` at its deadline (the clock is paused and
