@@ -144,11 +144,14 @@ struct Current {
 }
 
 impl ThreadPool {
-    /// The shared connection, if it is still sound.
+    /// The shared connection, if it is still sound. One that is not is let go at once (the
+    /// pool discards its own handle at the next checkout), so its driver and socket end even
+    /// while no new connection can be made.
     fn current(&self) -> Option<Checkout> {
-        let current = self.current.borrow();
-        let current = current.as_ref()?;
+        let mut slot = self.current.borrow_mut();
+        let current = slot.as_ref()?;
         if current.broken.load(Ordering::Relaxed) || current.conn.is_closed() {
+            *slot = None;
             return None;
         }
         Some(Checkout {
