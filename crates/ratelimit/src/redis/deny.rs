@@ -232,17 +232,21 @@ mod tests {
         RateSpec::new(limit, Duration::from_secs(secs)).unwrap()
     }
 
-    #[test]
-    fn local_cache_refuses_only_known_buckets_and_stays_bounded() {
-        let cache = LocalCache::new(16);
-        let clock = ManualClock::new(T0);
+    /// A cache of 16, a clock at `T0`, a bucket of 2 a minute, and a window of it holding 2.
+    fn full_bucket() -> (LocalCache, ManualClock, LimitCheck, Window) {
         let full = LimitCheck::new(BucketKey::key(Arc::from("k")), spec(2, 60));
-        let other = LimitCheck::new(BucketKey::key(Arc::from("other")), spec(2, 60));
         let window = Window {
             start_ms: T0,
             current: 2,
             previous: 0,
         };
+        (LocalCache::new(16), ManualClock::new(T0), full, window)
+    }
+
+    #[test]
+    fn local_cache_refuses_only_known_buckets_and_stays_bounded() {
+        let (cache, clock, full, window) = full_bucket();
+        let other = LimitCheck::new(BucketKey::key(Arc::from("other")), spec(2, 60));
         let sent = std::time::Instant::now();
         // Seen in an allowed reply: not stored.
         cache.record(
@@ -285,69 +289,52 @@ mod tests {
 
     #[test]
     fn snapshots_too_old_to_refuse_are_swept_and_an_empty_cache_is_skipped() {
-        let cache = LocalCache::new(16);
-        let clock = ManualClock::new(T0);
-        let full = LimitCheck::new(BucketKey::key(Arc::from("k")), spec(2, 60));
-        let window = Window {
-            start_ms: T0,
-            current: 2,
-            previous: 0,
-        };
+        let (cache, clock, full, window) = full_bucket();
         let now = std::time::Instant::now();
+        let record = |check: &LimitCheck, sent, refused| {
+            cache.record(
+                std::slice::from_ref(check),
+                &[Some(window)],
+                T0,
+                sent,
+                refused,
+            );
+        };
+        let refuses = |check: &LimitCheck| {
+            cache
+                .refuse(std::slice::from_ref(check), Some(&clock))
+                .is_some()
+        };
         // Nothing refused yet: a reply of an admitted request stores nothing, and a check finds
         // the cache empty without looking.
-        cache.record(std::slice::from_ref(&full), &[Some(window)], T0, now, false);
+        record(&full, now, false);
         assert!(cache.is_empty());
         assert!(cache.snapshots(std::slice::from_ref(&full)).is_none());
 
         // A refusal seen two periods (120 s) ago and more: its counts have rolled out.
-        let long_ago = now.checked_sub(Duration::from_secs(130)).unwrap();
-        cache.record(
-            std::slice::from_ref(&full),
-            &[Some(window)],
-            T0,
-            long_ago,
+        record(
+            &full,
+            now.checked_sub(Duration::from_secs(130)).unwrap(),
             true,
         );
         assert!(!cache.is_empty());
-        assert!(
-            cache
-                .refuse(std::slice::from_ref(&full), Some(&clock))
-                .is_some()
-        );
+        assert!(refuses(&full));
         // Another bucket's admitted reply, a sweep interval later, sweeps it out.
         let other = LimitCheck::new(BucketKey::key(Arc::from("other")), spec(2, 60));
         let later = now + SWEEP_EVERY + Duration::from_millis(1);
-        cache.record(
-            std::slice::from_ref(&other),
-            &[Some(window)],
-            T0,
-            later,
-            false,
-        );
+        record(&other, later, false);
         assert_eq!(cache.len(), 0);
         assert!(cache.is_empty());
-        assert!(
-            cache
-                .refuse(std::slice::from_ref(&full), Some(&clock))
-                .is_none()
-        );
+        assert!(!refuses(&full));
 
         // A recent refusal stays through sweeps.
-        cache.record(std::slice::from_ref(&full), &[Some(window)], T0, now, true);
-        let much_later = later + SWEEP_EVERY + Duration::from_millis(1);
-        cache.record(
-            std::slice::from_ref(&other),
-            &[Some(window)],
-            T0,
-            much_later,
+        record(&full, now, true);
+        record(
+            &other,
+            later + SWEEP_EVERY + Duration::from_millis(1),
             false,
         );
         assert_eq!(cache.len(), 1);
-        assert!(
-            cache
-                .refuse(std::slice::from_ref(&full), Some(&clock))
-                .is_some()
-        );
+        assert!(refuses(&full));
     }
 }
