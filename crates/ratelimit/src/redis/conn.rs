@@ -546,11 +546,10 @@ mod tests {
     /// never yields, so on one thread the timer would never fire.
     struct Stingy {
         inner: tokio::io::DuplexStream,
-        /// Not writable; `waiting`: and it said so, the timer set.
-        blocked: bool,
-        waiting: Arc<std::sync::atomic::AtomicBool>,
-        /// Set by the timer.
-        unblocked: Arc<std::sync::atomic::AtomicBool>,
+        /// Not writable until the timer clears it.
+        blocked: Arc<std::sync::atomic::AtomicBool>,
+        /// It said `Pending` and set the timer.
+        waiting: bool,
         spurious: Arc<std::sync::atomic::AtomicUsize>,
     }
 
@@ -561,33 +560,27 @@ mod tests {
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
             use std::sync::atomic::Ordering::SeqCst;
-            // The timer fired (it clears `waiting`): writable again.
-            if self.blocked && self.unblocked.swap(false, SeqCst) {
-                self.blocked = false;
+            if !self.blocked.load(SeqCst) {
+                self.waiting = false;
+                self.blocked.store(true, SeqCst);
+                let n = buf.len().min(4);
+                return Pin::new(&mut self.inner).poll_write(cx, &buf[..n]);
             }
-            if self.blocked {
-                if self.waiting.load(SeqCst) {
-                    assert!(
-                        self.spurious.fetch_add(1, SeqCst) < 100,
-                        "spinning on a full socket"
-                    );
-                } else {
-                    self.waiting.store(true, SeqCst);
-                    let (waiting, unblocked) =
-                        (Arc::clone(&self.waiting), Arc::clone(&self.unblocked));
-                    let waker = cx.waker().clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                        waiting.store(false, SeqCst);
-                        unblocked.store(true, SeqCst);
-                        waker.wake();
-                    });
-                }
-                return Poll::Pending;
+            if self.waiting {
+                assert!(
+                    self.spurious.fetch_add(1, SeqCst) < 100,
+                    "spinning on a full socket"
+                );
+            } else {
+                self.waiting = true;
+                let (blocked, waker) = (Arc::clone(&self.blocked), cx.waker().clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    blocked.store(false, SeqCst);
+                    waker.wake();
+                });
             }
-            self.blocked = true;
-            let n = buf.len().min(4);
-            Pin::new(&mut self.inner).poll_write(cx, &buf[..n])
+            Poll::Pending
         }
 
         fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -617,9 +610,8 @@ mod tests {
         let spurious = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stream = Stingy {
             inner: client,
-            blocked: false,
-            waiting: Arc::default(),
-            unblocked: Arc::default(),
+            blocked: Arc::default(),
+            waiting: false,
             spurious: Arc::clone(&spurious),
         };
         let (calls, receive) = mpsc::unbounded_channel();

@@ -26,10 +26,11 @@ pub(super) struct Snapshot {
 }
 
 impl Snapshot {
-    /// Whether the snapshot, of a bucket of `period_ms`, is too old to refuse anything: taken
-    /// two periods ago, every count it holds has rolled out of its window.
-    fn expired(&self, period_ms: u64) -> bool {
-        self.sent.elapsed() >= Duration::from_millis(period_ms.saturating_mul(2))
+    /// Whether the snapshot, of a bucket of `period_ms`, is too old at `now` to refuse anything:
+    /// taken two periods before, every count it holds has rolled out of its window.
+    fn expired(&self, period_ms: u64, now: std::time::Instant) -> bool {
+        now.saturating_duration_since(self.sent)
+            >= Duration::from_millis(period_ms.saturating_mul(2))
     }
 
     /// Estimated backend time now, without an injected clock.
@@ -170,12 +171,13 @@ impl LocalCache {
         if self.capacity == 0 || (!refused && self.is_empty()) {
             return;
         }
+        // `sent` is the reply's call's instant: now, give or take a round trip, read once.
         let mut entries = self.lock();
         if sent.saturating_duration_since(entries.swept) >= SWEEP_EVERY {
             entries.swept = sent;
             entries
                 .map
-                .retain(|&(_, period_ms), s| !s.expired(period_ms));
+                .retain(|&(_, period_ms), s| !s.expired(period_ms, sent));
         }
         let map = &mut entries.map;
         for (check, &window) in checks.iter().zip(windows) {
@@ -189,7 +191,7 @@ impl LocalCache {
                 *held = snapshot;
             } else if refused {
                 if map.len() >= self.capacity {
-                    Self::make_room(map, self.capacity);
+                    Self::make_room(map, self.capacity, sent);
                 }
                 map.insert(key, snapshot);
             }
@@ -200,8 +202,8 @@ impl LocalCache {
     /// Drops snapshots older than two periods (they can no longer refuse
     /// anything), then arbitrary ones down to 7/8 of the capacity, so a flood
     /// of refused clients costs amortised O(1) per insertion.
-    fn make_room(map: &mut HashMap<CacheKey, Snapshot>, capacity: usize) {
-        map.retain(|&(_, period_ms), s| !s.expired(period_ms));
+    fn make_room(map: &mut HashMap<CacheKey, Snapshot>, capacity: usize, now: std::time::Instant) {
+        map.retain(|&(_, period_ms), s| !s.expired(period_ms, now));
         let target = capacity - capacity / 8 - 1;
         if map.len() > target {
             let excess = map.len() - target;

@@ -36,13 +36,27 @@ use super::conn::{self, Conn, ConnError};
 use super::{RedisLimiter, SpawnDriver, timeout_error, unavailable};
 use crate::RateLimitError;
 
-/// A connection as the pool holds it.
+/// A connection as the pool holds it (and as a thread keeps the one its calls share: a clone is
+/// another handle onto the same connection and flag).
+#[derive(Clone)]
 pub(super) struct Pooled {
     pub(super) conn: Conn,
     /// Set when a call through it failed or was abandoned; the pool then
     /// discards it instead of handing it out again. Shared with the calls
     /// using it, which may end after it went back to the pool.
     pub(super) broken: Arc<AtomicBool>,
+}
+
+impl Pooled {
+    /// A handle for one call; `reused`: the connection served a call before.
+    fn checkout(&self, reused: bool) -> Checkout {
+        Checkout {
+            conn: self.conn.clone(),
+            broken: Arc::clone(&self.broken),
+            reused,
+            healthy: false,
+        }
+    }
 }
 
 /// A connection used by one call, shared with the other calls in flight.
@@ -132,15 +146,9 @@ pub(super) struct ThreadPool {
     pool: Pool<Manager>,
     /// The connection this thread's calls share, until one of them finds it broken (see the
     /// module doc).
-    current: RefCell<Option<Current>>,
+    current: RefCell<Option<Pooled>>,
     /// Set while a background task finishes a connection (see `warm_up`).
     warming: Arc<AtomicBool>,
-}
-
-/// The connection a thread's calls share: a handle onto one of its pool's.
-struct Current {
-    conn: Conn,
-    broken: Arc<AtomicBool>,
 }
 
 impl ThreadPool {
@@ -154,14 +162,9 @@ impl ThreadPool {
             *slot = None;
             return None;
         }
-        Some(Checkout {
-            conn: current.conn.clone(),
-            broken: Arc::clone(&current.broken),
-            // It served a call before (the one that made it current, at least): a failure may
-            // be a server restarted since, worth one more try on a new connection.
-            reused: true,
-            healthy: false,
-        })
+        // It served a call before (the one that made it current, at least): a failure may be a
+        // server restarted since, worth one more try on a new connection.
+        Some(current.checkout(true))
     }
 }
 
@@ -211,17 +214,8 @@ impl RedisLimiter {
         let pool = self.thread_pool()?.pool.clone();
         match timeout_at(deadline, pool.get()).await {
             Ok(Ok(obj)) => {
-                let shard = self.thread_pool()?;
-                *shard.current.borrow_mut() = Some(Current {
-                    conn: obj.conn.clone(),
-                    broken: Arc::clone(&obj.broken),
-                });
-                Ok(Checkout {
-                    conn: obj.conn.clone(),
-                    broken: Arc::clone(&obj.broken),
-                    reused: Object::metrics(&obj).recycle_count > 0,
-                    healthy: false,
-                })
+                *self.thread_pool()?.current.borrow_mut() = Some(Pooled::clone(&obj));
+                Ok(obj.checkout(Object::metrics(&obj).recycle_count > 0))
             }
             Ok(Err(PoolError::Backend(e))) => Err(unavailable(e.to_string())),
             Ok(Err(e)) => Err(unavailable(format!("Redis pool: {e}"))),
