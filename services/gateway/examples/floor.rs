@@ -24,7 +24,7 @@ use infergate_gateway::proxy::is_hop_by_hop_name;
 use infergate_gateway::upstream::{Body, Pool, PoolConfig, header_pair, response_body};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: infergate_alloc::Mimalloc = infergate_alloc::Mimalloc;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -12,7 +12,7 @@ use infergate_service::run::ReadyFile;
 
 /// mimalloc's per-thread free lists instead of glibc's arenas: see Cargo.toml.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: infergate_alloc::Mimalloc = infergate_alloc::Mimalloc;
 
 #[derive(Parser)]
 #[command(
