@@ -66,7 +66,7 @@ use siphasher::sip128::{Hash128, Hasher128, SipHasher13};
 use crate::decision::{Decision, LimitStatus};
 use crate::key::{BucketKey, LimitCheck};
 use crate::window::{Grid, View, Window};
-use crate::{Admission, Admitted, Lease, LeaseStatus, Settlement};
+use crate::{Admission, Admitted, Guarded, Lease, LeaseStatus, Settlement};
 use crate::{Clock, SystemClock};
 use crate::{RateLimitError, RateLimiter};
 
@@ -523,6 +523,22 @@ impl RateLimiter for MemoryLimiter {
 
     async fn peek(&self, check: &LimitCheck) -> Result<LimitStatus, RateLimitError> {
         Ok(self.peek_now(check))
+    }
+
+    /// The default's peek-then-check, without boxing a future for each step (every key's
+    /// request is guarded by its IP's failed-auth budget).
+    async fn check_guarded(
+        &self,
+        guards: &[LimitCheck],
+        checks: &[LimitCheck],
+    ) -> Result<Guarded, RateLimitError> {
+        for guard in guards {
+            let status = self.peek_now(guard);
+            if status.is_exceeded() {
+                return Ok(Guarded::Refused(status));
+            }
+        }
+        Ok(Guarded::Decided(self.check_now(checks)))
     }
 
     fn backend(&self) -> &'static str {
