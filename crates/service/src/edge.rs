@@ -279,9 +279,11 @@ pub async fn edge<S: EdgeService>(
         infergate_telemetry::trace_id(&span)
     };
     // Strings as `&str` fields, not `%` ones: the log line escapes a `&str` as it is, where a
-    // `Display` field is formatted through `core::fmt` first (the same text either way).
+    // `Display` field is formatted through `core::fmt` first (the same text either way). The
+    // message too: `info!(…, "request")` would record it as `format_args!`, through `core::fmt`.
     let client = infergate_telemetry::ip::text(client);
     tracing::info!(
+        message = "request",
         request_id = &*request_id,
         trace_id = trace_id.as_deref().unwrap_or("-"),
         method = method.as_str(),
@@ -290,7 +292,6 @@ pub async fn edge<S: EdgeService>(
         duration_ms = elapsed.as_secs_f64() * 1000.0,
         client_ip = client.as_str(),
         key_id = key_id.as_deref().unwrap_or("-"),
-        "request"
     );
     Ok(res)
 }
