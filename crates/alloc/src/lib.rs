@@ -2,9 +2,8 @@
 //!
 //! Every Rust allocation comes with an alignment, and the `mimalloc` crate's `MiMalloc` hands all
 //! of them to `mi_malloc_aligned`. In mimalloc 3 that entry's fast path only serves a block up to
-//! 1 KiB whose free-list head happens to be aligned; anything larger (actix's and hyper's
-//! buffers, header maps, the access-log line) takes the generic path and there an
-//! over-allocation of `size + align - 1`: ~10 of the gateway's ~50 allocations a request, ~300
+//! 1 KiB whose free-list head happens to be aligned; anything larger (the connections' I/O
+//! buffers among them) takes the generic path and there an over-allocation of `size + align - 1`: ~10 of the gateway's ~50 allocations a request, ~300
 //! instructions each, and a block one size class larger than asked for (docs/performance.md).
 //! Every mimalloc block is at least word-aligned (its size classes are whole words from a
 //! 16-byte-aligned page start), so a layout whose alignment is a word or less is served by

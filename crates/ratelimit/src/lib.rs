@@ -213,6 +213,19 @@ pub enum Guarded {
     Decided(Decision),
 }
 
+impl Guarded {
+    /// The refusal of the first guard status over its limit, read in order and no further: how
+    /// a backend that can see its guards' counts without a call refuses before making one.
+    pub(crate) fn by_first_exceeded(
+        statuses: impl IntoIterator<Item = LimitStatus>,
+    ) -> Option<Self> {
+        statuses
+            .into_iter()
+            .find(LimitStatus::is_exceeded)
+            .map(Guarded::Refused)
+    }
+}
+
 /// Why a backend could not decide. The caller chooses whether to fail open
 /// or closed; the memory backend never returns it. The message never holds
 /// a backend URL (it may carry a password).

@@ -532,13 +532,8 @@ impl RateLimiter for MemoryLimiter {
         guards: &[LimitCheck],
         checks: &[LimitCheck],
     ) -> Result<Guarded, RateLimitError> {
-        for guard in guards {
-            let status = self.peek_now(guard);
-            if status.is_exceeded() {
-                return Ok(Guarded::Refused(status));
-            }
-        }
-        Ok(Guarded::Decided(self.check_now(checks)))
+        let refused = Guarded::by_first_exceeded(guards.iter().map(|g| self.peek_now(g)));
+        Ok(refused.unwrap_or_else(|| Guarded::Decided(self.check_now(checks))))
     }
 
     fn backend(&self) -> &'static str {

@@ -439,12 +439,11 @@ impl RateLimiter for RedisLimiter {
         guards: &[LimitCheck],
         checks: &[LimitCheck],
     ) -> Result<Guarded, RateLimitError> {
-        for guard in guards {
-            if let Some(status) = self.cache.peek(guard, self.local_clock())
-                && status.is_exceeded()
-            {
-                return Ok(Guarded::Refused(status));
-            }
+        let cached = guards
+            .iter()
+            .filter_map(|g| self.cache.peek(g, self.local_clock()));
+        if let Some(refused) = Guarded::by_first_exceeded(cached) {
+            return Ok(refused);
         }
         if guards.is_empty() || checks.is_empty() {
             // Nothing to fold together: the plain calls are as cheap.
