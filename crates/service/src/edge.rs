@@ -289,7 +289,7 @@ pub async fn edge<S: EdgeService>(
         method = method.as_str(),
         route = label,
         status = status.as_u16(),
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        duration_ms = infergate_telemetry::log_millis(elapsed),
         client_ip = client.as_str(),
         key_id = key_id.as_deref().unwrap_or("-"),
     );

@@ -33,6 +33,7 @@ pub mod writer;
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use actix_web::http::Method;
 use actix_web::http::header::{HeaderMap, HeaderValue};
@@ -346,6 +347,14 @@ pub fn traceparent_trace_id(value: &str) -> Option<&str> {
     .then(|| &value[3..35])
 }
 
+/// A request's duration as the access log's `duration_ms`: milliseconds to the microsecond.
+/// Whole microseconds divided by 1000 print as their own digits (`2.24` for 2,240.983 µs), where
+/// `as_secs_f64() * 1000.0` carries the product's rounding into the line (`2.2409830000000004`).
+pub fn log_millis(elapsed: Duration) -> f64 {
+    // Exact below 2^53 µs (285 years).
+    elapsed.as_micros() as f64 / 1000.0
+}
+
 /// An HTTP method as a bounded label (span names and attributes must not take any token a
 /// client invents).
 pub fn method_label(m: &Method) -> &'static str {
@@ -418,6 +427,20 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn log_millis_prints_the_microseconds_digits() {
+        // A duration from an access log line, as `as_secs_f64() * 1000.0` rendered it.
+        let d = Duration::from_nanos(2_240_983);
+        assert_eq!((d.as_secs_f64() * 1000.0).to_string(), "2.2409830000000004");
+        assert_eq!(log_millis(d).to_string(), "2.24");
+        assert_eq!(
+            log_millis(Duration::from_micros(2_240_983)).to_string(),
+            "2240.983"
+        );
+        assert_eq!(log_millis(Duration::from_micros(17)).to_string(), "0.017");
+        assert_eq!(log_millis(Duration::ZERO).to_string(), "0");
     }
 
     #[test]

@@ -115,7 +115,7 @@ fn refusal(
         method = %method,
         route = %template,
         status = status.as_u16(),
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        duration_ms = infergate_telemetry::log_millis(elapsed),
         client_ip = client.as_str(),
         key_id = "-",
         expect = "100-continue",
