@@ -272,6 +272,17 @@ impl KeyVerifier {
         if let Some(v) = self.cached(&key, now) {
             return Ok(v);
         }
+        // Boxed: the miss holds a stored record across the store's and Argon2's awaits (1.2 KiB),
+        // and an unboxed future that size would be moved with every caller's on every request.
+        Box::pin(self.verify_uncached(key, presented, now)).await
+    }
+
+    async fn verify_uncached(
+        &self,
+        key: CacheKey,
+        presented: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Verification, KeyStoreError> {
         self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
         if let (Some(store), Ok(parsed)) = (&self.store, format::parse(presented))
             && let Some(stored) = store.get(parsed.id).await?

@@ -256,9 +256,17 @@ async fn forward_with(
             let estimate = parsed
                 .as_ref()
                 .and_then(|v| crate::metering::estimate::estimate(route.schema, v, &rules));
-            let a =
-                crate::metering::admit(state, ctx, &plan, record, route.schema.metered(), estimate)
-                    .await?;
+            // Boxed: only keys with a token budget or a concurrency cap come here, and the
+            // admission's future would otherwise enlarge every proxied request's.
+            let a = Box::pin(crate::metering::admit(
+                state,
+                ctx,
+                &plan,
+                record,
+                route.schema.metered(),
+                estimate,
+            ))
+            .await?;
             if let (Some(json), Some(e)) = (parsed.as_mut(), estimate)
                 && a.reservation.as_ref().is_some_and(|r| r.meters_tokens())
             {
@@ -284,7 +292,8 @@ async fn forward_with(
                     parsed_rewritten = Some(Bytes::from(bytes));
                 }
             }
-            admitted = Some(a);
+            // Boxed: held across the upstream call, it would make every request's future larger.
+            admitted = Some(Box::new(a));
         }
     }
     let mut body = body?;
@@ -545,7 +554,7 @@ async fn forward_with(
         request,
         tokens,
         shadowed,
-    } = admitted;
+    } = *admitted;
     let mut res = match reservation {
         None => match length {
             Some(len) => out.body(SizedStream::new(len, stream)),

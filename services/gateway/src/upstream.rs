@@ -380,7 +380,8 @@ impl Pool {
         loop {
             let (mut sender, born, reused) = match self.take_idle() {
                 Some(idle) => (idle.sender, idle.born, true),
-                None => (self.connect().await?, Instant::now(), false),
+                // Boxed: connecting is rare under load and its future is most of this one's.
+                None => (Box::pin(self.connect()).await?, Instant::now(), false),
             };
             if sender.ready().await.is_err() {
                 if reused {

@@ -28,17 +28,18 @@ pub async fn dispatch(
         .map(|i| state.routes.routes()[i].serve);
     Ok(match serve.ok_or(GatewayError::NotFound)? {
         Serve::Health => handlers::health().await,
-        Serve::HealthDetailed => handlers::health_detailed(state, pool(req)?).await,
+        // Boxed, as the proxy's below: rare routes with large futures, which would otherwise be
+        // moved with every request's (docs/performance.md, "Futures moved per request").
+        Serve::HealthDetailed => Box::pin(handlers::health_detailed(state, pool(req)?)).await,
         Serve::Ready => handlers::ready(state),
         Serve::Protected => handlers::protected(req, state, ctx),
-        Serve::ApiTest => handlers::api_test(payload, req, state).await?,
+        Serve::ApiTest => Box::pin(handlers::api_test(payload, req, state)).await?,
         Serve::ApiStatus => handlers::api_status(state, ctx),
         Serve::Metrics => handlers::metrics(state.clone()).await,
         Serve::OpenApi => docs::openapi(req.clone()).await,
         Serve::Docs => docs::page(req.clone()).await,
         Serve::DocsAsset => docs::asset::<GatewayError>(req.clone()).await?,
-        // Boxed: the proxy's future is the largest of all, and would otherwise be moved with
-        // every future it is awaited in.
+        // Boxed: the proxy's future is the largest of all.
         Serve::Upstream => Box::pin(proxy::forward(req, payload, state, pool(req)?, ctx)).await?,
     })
 }
