@@ -19,6 +19,9 @@ test:
 	@scripts/deps.sh test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@# The fuzz targets (their own workspace) type-checked without libFuzzer: one that stops
+	@# compiling fails here, not only in `make fuzz`.
+	$(CARGO) check --manifest-path fuzz/Cargo.toml --no-default-features --bins --target-dir target
 	$(CARGO) test --workspace
 	@scripts/schemathesis.sh
 	@scripts/k8s-validate.sh
