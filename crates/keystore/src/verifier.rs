@@ -16,10 +16,21 @@
 //! The store's change feed drops cached entries of changed keys, so a revocation is seen within
 //! the feed's latency; the TTL is the safety net if a change is missed.
 //!
+//! The verified caches (by digest, and by id for JWTs) have two levels. Each worker thread keeps
+//! its own copies of the entries it has used ([`Local`]): a hit there takes no lock and clones a
+//! reference count no other thread touches, so workers on many cores serving one busy key do not
+//! meet. The shared maps behind it are what every change acts on; a change also bumps a
+//! generation, and a thread whose copies are of an older generation drops them at its next
+//! lookup (refilling from the shared maps, not with Argon2). A copy keeps the shared entry's
+//! cache time, so it goes stale when that entry does.
+//!
 //! Keys that are not in the infergate format (`API_KEY`, `API_KEYS`, the seed file's plaintext
 //! keys) are looked up in the [`StaticKeyStore`], by SHA-256 digest.
 
+use std::borrow::Borrow;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -27,6 +38,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use infergate_types::{Clock, SystemClock};
 use sha2::{Digest, Sha256};
+use thread_local::ThreadLocal;
 use tokio::sync::Semaphore;
 
 use crate::{
@@ -78,6 +90,29 @@ struct Cached {
     hash: Option<Arc<str>>,
 }
 
+impl Cached {
+    /// This thread's own copy: the record (its id too) in allocations no other thread's clones
+    /// and drops touch. The hash is not needed there (refreshing goes through the shared entry).
+    fn private_copy(&self) -> Self {
+        let mut record = (*self.record).clone();
+        record.id = Arc::from(&*record.id);
+        Cached {
+            record: Arc::new(record),
+            at: self.at,
+            hash: None,
+        }
+    }
+}
+
+/// A thread's first level of the verified caches (see the module doc).
+#[derive(Debug, Default)]
+struct Local {
+    /// The [`KeyVerifier::generation`] these copies were made in.
+    generation: u64,
+    verified: HashMap<CacheKey, Cached>,
+    by_id: HashMap<Arc<str>, Cached>,
+}
+
 #[derive(Debug)]
 pub struct KeyVerifier {
     store: Option<Arc<dyn KeyStore>>,
@@ -86,6 +121,10 @@ pub struct KeyVerifier {
     verified: Mutex<HashMap<CacheKey, Cached>>,
     failed: Mutex<HashMap<CacheKey, u64>>,
     by_id: Mutex<HashMap<Arc<str>, Cached>>,
+    /// Each thread's copies of `verified` and `by_id` entries.
+    local: ThreadLocal<RefCell<Local>>,
+    /// Bumped after every change to the shared caches: older copies are dropped where found.
+    generation: AtomicU64,
     slots: Semaphore,
     waiting: AtomicUsize,
     cfg: VerifierConfig,
@@ -131,6 +170,8 @@ impl KeyVerifier {
             verified: Mutex::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
             by_id: Mutex::new(HashMap::new()),
+            local: ThreadLocal::new(),
+            generation: AtomicU64::new(0),
             slots: Semaphore::new(cfg.max_concurrent.max(1)),
             waiting: AtomicUsize::new(0),
             cfg,
@@ -154,6 +195,63 @@ impl KeyVerifier {
         *self.legacy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(legacy);
         lock(&self.verified).clear();
         lock(&self.failed).clear();
+        self.outdate_copies();
+    }
+
+    /// After a change to the shared caches (made first, so a thread that sees the new generation
+    /// finds them changed): every thread's copies are dropped at its next lookup.
+    fn outdate_copies(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// A fresh entry's record: this thread's copy, else the shared entry (copied here for the
+    /// next lookup). `local` and `shared` are the same cache's two levels.
+    fn two_level<K, Q>(
+        &self,
+        key: &Q,
+        age_now: u64,
+        local: impl Fn(&mut Local) -> &mut HashMap<K, Cached>,
+        shared: &Mutex<HashMap<K, Cached>>,
+    ) -> Option<Arc<KeyRecord>>
+    where
+        K: Borrow<Q> + Hash + Eq + Clone,
+        Q: Hash + Eq + ?Sized,
+    {
+        let ttl = self.cfg.cache_ttl;
+        // Read before the shared map: a copy made from a map a change has not reached yet is
+        // then of the older generation, and dropped at the next lookup.
+        let generation = self.generation.load(Ordering::Acquire);
+        let cell = self.local.get_or_default();
+        // Never borrowed twice (nothing here re-enters); a failed borrow only skips the copies.
+        let mut mine = cell.try_borrow_mut().ok();
+        if let Some(l) = mine.as_deref_mut() {
+            if l.generation != generation {
+                l.verified.clear();
+                l.by_id.clear();
+                l.generation = generation;
+            }
+            if let Some(c) = local(l).get(key)
+                && fresh(age_now, c.at, ttl)
+            {
+                return Some(c.record.clone());
+            }
+        }
+        let (k, entry) = {
+            let map = lock(shared);
+            let (k, c) = map.get_key_value(key)?;
+            if !fresh(age_now, c.at, ttl) {
+                return None;
+            }
+            (k.clone(), c.clone())
+        };
+        if let Some(l) = mine.as_deref_mut() {
+            let copies = local(l);
+            if copies.len() >= self.cfg.cache_size {
+                copies.clear();
+            }
+            copies.insert(k, entry.private_copy());
+        }
+        Some(entry.record)
     }
 
     pub fn legacy_count(&self) -> usize {
@@ -182,6 +280,7 @@ impl KeyVerifier {
                 lock(&self.failed).clear();
             }
         }
+        self.outdate_copies();
     }
 
     /// Follows the store's change feed until the verifier is dropped. Call from inside a tokio
@@ -247,11 +346,9 @@ impl KeyVerifier {
 
     fn cached(&self, key: &CacheKey, now: DateTime<Utc>) -> Option<Verification> {
         let age_now = self.clock.now_millis();
-        if let Some(c) = lock(&self.verified).get(key)
-            && fresh(age_now, c.at, self.cfg.cache_ttl)
-        {
+        if let Some(record) = self.two_level(key, age_now, |l| &mut l.verified, &self.verified) {
             self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Some(judge(c.record.clone(), now));
+            return Some(judge(record, now));
         }
         if let Some(at) = lock(&self.failed).get(key)
             && fresh(age_now, *at, self.cfg.negative_ttl)
@@ -338,10 +435,9 @@ impl KeyVerifier {
     /// The current record of a key id (for JWTs, whose `sub` must still be an active key).
     /// Cached like verified keys and dropped by the same change feed.
     pub async fn record(&self, id: &str) -> Result<Option<Arc<KeyRecord>>, KeyStoreError> {
-        if let Some(c) = lock(&self.by_id).get(id)
-            && fresh(self.clock.now_millis(), c.at, self.cfg.cache_ttl)
-        {
-            return Ok(Some(c.record.clone()));
+        let age_now = self.clock.now_millis();
+        if let Some(record) = self.two_level(id, age_now, |l| &mut l.by_id, &self.by_id) {
+            return Ok(Some(record));
         }
         let Some(store) = &self.store else {
             return Ok(None);
@@ -363,5 +459,79 @@ impl KeyVerifier {
             },
         );
         Ok(Some(record))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::sync::mpsc;
+
+    use infergate_policy::Role;
+
+    use super::*;
+
+    fn verifier() -> Arc<KeyVerifier> {
+        let v = KeyVerifier::new(
+            None,
+            StaticKeyStore::new(Vec::new()).unwrap(),
+            VerifierConfig::default(),
+        )
+        .unwrap();
+        Arc::new(v)
+    }
+
+    /// What the module doc promises: a worker's hit in its own copies does not wait for the lock
+    /// every worker shares. The shared lock is held by this thread while the worker looks up.
+    #[test]
+    fn a_hit_in_a_workers_own_copy_takes_no_shared_lock() {
+        let v = verifier();
+        let key = v.digest("some-presented-key");
+        let record = Arc::new(KeyRecord::new("kid", "t", Role::User, "test"));
+        v.remember(key, record, None);
+        let (found_tx, found) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel::<()>();
+        let worker = {
+            let v = v.clone();
+            std::thread::spawn(move || {
+                // From the shared cache, copied into this thread's.
+                found_tx.send(v.cached(&key, Utc::now()).is_some()).unwrap();
+                go_rx.recv().unwrap();
+                found_tx.send(v.cached(&key, Utc::now()).is_some()).unwrap();
+            })
+        };
+        let wait = Duration::from_secs(30);
+        assert_eq!(found.recv_timeout(wait), Ok(true));
+        let held = lock(&v.verified);
+        go.send(()).unwrap();
+        let second = found.recv_timeout(wait);
+        drop(held);
+        worker.join().unwrap();
+        assert_eq!(
+            second,
+            Ok(true),
+            "the worker's hit waited for the shared lock"
+        );
+    }
+
+    #[test]
+    fn a_threads_copy_shares_no_reference_count_with_the_shared_entry() {
+        let v = verifier();
+        let key = v.digest("k");
+        let record = Arc::new(KeyRecord::new("kid", "t", Role::User, "test"));
+        v.remember(key, record.clone(), None);
+        let first = v.two_level(&key, v.clock.now_millis(), |l| &mut l.verified, &v.verified);
+        let second = v.two_level(&key, v.clock.now_millis(), |l| &mut l.verified, &v.verified);
+        let (first, second) = (first.unwrap(), second.unwrap());
+        assert!(
+            Arc::ptr_eq(&first, &record),
+            "the first lookup reads the shared entry"
+        );
+        assert!(
+            !Arc::ptr_eq(&second, &record),
+            "the second reads this thread's copy"
+        );
+        assert!(!Arc::ptr_eq(&second.id, &record.id));
+        assert_eq!(*second, *record);
     }
 }

@@ -183,3 +183,39 @@ async fn a_clock_that_goes_backwards_makes_entries_stale_not_immortal() {
     clock.set(999_999);
     assert!(v.verify_cached(&key, Utc::now()).is_none());
 }
+
+/// Each worker thread answers hits from its own copies (src/verifier.rs); a change must still
+/// reach every one of them, not only the shared cache.
+#[tokio::test]
+async fn a_change_reaches_every_threads_own_copies() {
+    let (_store, v, key, id) = setup(VerifierConfig::default()).await;
+    assert!(matches!(
+        v.verify(&key, Utc::now()).await.unwrap(),
+        Verification::Valid(_)
+    ));
+    let v = Arc::new(v);
+    let copied = Arc::new(std::sync::Barrier::new(5));
+    let changed = Arc::new(std::sync::Barrier::new(5));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (v, key) = (v.clone(), key.clone());
+            let (copied, changed) = (copied.clone(), changed.clone());
+            std::thread::spawn(move || {
+                // The first lookup copies the shared entry here, the second answers from the copy.
+                let before = v.verify_cached(&key, Utc::now()).is_some()
+                    && v.verify_cached(&key, Utc::now()).is_some();
+                copied.wait();
+                changed.wait();
+                (before, v.verify_cached(&key, Utc::now()).is_none())
+            })
+        })
+        .collect();
+    copied.wait();
+    v.invalidate(&KeyChange::Key(id));
+    changed.wait();
+    for w in workers {
+        let (before, after) = w.join().unwrap();
+        assert!(before, "a worker thread missed the cached key");
+        assert!(after, "a worker thread kept its copy of a changed key");
+    }
+}
