@@ -1,48 +1,99 @@
-//! The log writer: log lines are appended to one shared in-memory buffer, and a thread of its
-//! own writes the buffer out every [`FLUSH_EVERY`], or as soon as it holds [`FLUSH_AT`] bytes.
+//! The log writer: each logging thread appends its lines to a buffer of its own, and a thread of
+//! its own writes the buffers out every [`FLUSH_EVERY`], or as soon as one holds [`FLUSH_AT`]
+//! bytes.
 //!
 //! Written here rather than taken from tracing-appender because of what a gateway's access log
 //! needs: tracing-appender queues each line as its own allocation on a channel and its worker
 //! drains and flushes the queue whenever it runs dry, so under load it is woken (and scheduled
 //! against the request workers, often on their core) for nearly every line. Here a line costs a
-//! short lock and a copy, no allocation and no wake-up; the thread wakes about ten times a second
-//! and writes tens of kilobytes at once, as nginx's `access_log ... buffer=64k flush=1s` does.
+//! lock of the thread's own buffer (contended only by the writer, about ten times a second) and a
+//! copy: no allocation, no wake-up, and no lock or cache line shared by all workers (issue 11).
+//! The writer writes tens of kilobytes at once, as nginx's `access_log ... buffer=64k flush=1s`
+//! does, and like nginx's workers, each thread's lines stay in their order and whole, while two
+//! threads' lines are interleaved a buffer at a time.
 //!
-//! No line is dropped: past [`MAX_BUFFERED`] bytes (the disk cannot keep up) a logging thread
-//! waits for the writer instead. [`WriterGuard`] writes out everything buffered when dropped
-//! (on clean shutdown), before the process exits.
+//! No line is dropped: past [`MAX_BUFFERED`] bytes in its buffer (the disk cannot keep up) a
+//! logging thread waits for the writer instead. [`WriterGuard`] writes out everything buffered
+//! when dropped (on clean shutdown), before the process exits; a line logged after that is
+//! written straight through.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use thread_local::ThreadLocal;
 use tracing_subscriber::fmt::MakeWriter;
 
-/// How long a line may wait in the buffer on a quiet server.
+/// How long a line may wait in a buffer on a quiet server.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// Buffered bytes that wake the writer at once.
+/// Bytes in one thread's buffer that wake the writer at once.
 pub const FLUSH_AT: usize = 64 * 1024;
-/// Buffered bytes past which a logging thread waits for the writer (no line is dropped).
+/// Bytes in one thread's buffer past which it waits for the writer (no line is dropped).
 pub const MAX_BUFFERED: usize = 8 * 1024 * 1024;
 
-struct State {
-    buf: Vec<u8>,
-    closed: bool,
+/// A panic while holding one of these locks leaves at worst a partial line; logging goes on.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-struct Shared {
-    state: Mutex<State>,
-    /// Signalled when the buffer reaches [`FLUSH_AT`] or the writer is closed.
-    full: Condvar,
-    /// Signalled after each write-out, for threads waiting on [`MAX_BUFFERED`].
+/// One logging thread's buffer.
+#[derive(Default)]
+struct Buffer {
+    lines: Mutex<Lines>,
+    /// Signalled after the writer takes this buffer's lines, for a thread waiting on
+    /// [`MAX_BUFFERED`].
     drained: Condvar,
 }
 
+#[derive(Default)]
+struct Lines {
+    buf: Vec<u8>,
+    /// Set by the writer's last pass (or at once, for a buffer made after it): lines go straight
+    /// through from then on.
+    closed: bool,
+}
+
+/// What the writer thread takes lines from.
+#[derive(Default)]
+struct Registry {
+    /// Every thread's buffer, in the order the threads first logged. A thread registers once;
+    /// the writer copies the list on each pass. Bounded by the most threads alive at once:
+    /// `ThreadLocal` keeps a value when its thread exits and gives it to the next thread that
+    /// takes the same id.
+    buffers: Vec<Arc<Buffer>>,
+    /// Set when the guard is dropped: a buffer registered after it is closed from the start.
+    closed: bool,
+    /// A buffer crossed [`FLUSH_AT`]: write out now, not at the next tick.
+    wake: bool,
+}
+
+struct Shared {
+    registry: Mutex<Registry>,
+    /// Signalled on `wake` and on close.
+    wake: Condvar,
+    /// This thread's buffer, looked up without a lock.
+    mine: ThreadLocal<Arc<Buffer>>,
+}
+
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while appending leaves at worst a partial line; logging goes on.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    fn buffer(&self) -> &Buffer {
+        self.mine.get_or(|| {
+            let buffer = Arc::new(Buffer::default());
+            let mut registry = lock(&self.registry);
+            if registry.closed {
+                // Never seen by the writer's last pass: write straight through.
+                lock(&buffer.lines).closed = true;
+            } else {
+                registry.buffers.push(buffer.clone());
+            }
+            buffer
+        })
+    }
+
+    fn wake_writer(&self) {
+        lock(&self.registry).wake = true;
+        self.wake.notify_one();
     }
 }
 
@@ -63,12 +114,9 @@ pub struct WriterGuard {
 /// straight to stderr by the logging thread.
 pub fn buffered<W: Write + Send + 'static>(out: W) -> (BufferedWriter, WriterGuard) {
     let shared = Arc::new(Shared {
-        state: Mutex::new(State {
-            buf: Vec::with_capacity(FLUSH_AT * 2),
-            closed: false,
-        }),
-        full: Condvar::new(),
-        drained: Condvar::new(),
+        registry: Mutex::new(Registry::default()),
+        wake: Condvar::new(),
+        mine: ThreadLocal::new(),
     });
     let thread = {
         let shared = shared.clone();
@@ -79,8 +127,8 @@ pub fn buffered<W: Write + Send + 'static>(out: W) -> (BufferedWriter, WriterGua
     let thread = match thread {
         Ok(t) => Some(t),
         Err(_) => {
-            // No writer: mark closed so appenders write through themselves.
-            shared.lock().closed = true;
+            // No writer: buffers are closed as they are made, so lines go straight through.
+            lock(&shared.registry).closed = true;
             None
         }
     };
@@ -95,51 +143,70 @@ pub fn buffered<W: Write + Send + 'static>(out: W) -> (BufferedWriter, WriterGua
 fn run<W: Write>(shared: &Shared, mut out: W) {
     let mut spare = Vec::with_capacity(FLUSH_AT * 2);
     loop {
-        let mut state = shared.lock();
-        if state.buf.len() < FLUSH_AT && !state.closed {
-            state = shared
-                .full
-                .wait_timeout(state, FLUSH_EVERY)
-                .map(|(s, _)| s)
-                .unwrap_or_else(|e| e.into_inner().0);
+        let (buffers, closed) = {
+            let mut registry = lock(&shared.registry);
+            if !registry.wake && !registry.closed {
+                registry = shared
+                    .wake
+                    .wait_timeout(registry, FLUSH_EVERY)
+                    .map(|(r, _)| r)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+            registry.wake = false;
+            // Once closed, no buffer is added: this pass is the last, and sees them all.
+            (registry.buffers.clone(), registry.closed)
+        };
+        for buffer in &buffers {
+            {
+                let mut lines = lock(&buffer.lines);
+                std::mem::swap(&mut lines.buf, &mut spare);
+                // Under the same lock as the take: a line after this goes straight through, one
+                // before it is in `spare`.
+                lines.closed |= closed;
+            }
+            buffer.drained.notify_all();
+            if !spare.is_empty() {
+                // Nowhere to report a failed log write; the next write-out tries again.
+                let _ = out.write_all(&spare);
+                spare.clear();
+            }
         }
-        std::mem::swap(&mut state.buf, &mut spare);
-        let closed = state.closed;
-        drop(state);
-        if !spare.is_empty() {
-            // Nowhere to report a failed log write; the next write-out tries again.
-            let _ = out.write_all(&spare);
-            let _ = out.flush();
-            spare.clear();
-        }
-        shared.drained.notify_all();
-        if closed && shared.lock().buf.is_empty() {
+        let _ = out.flush();
+        if closed {
             return;
         }
     }
 }
 
-impl Write for BufferedWriter {
+/// What the fmt layer writes one event's line through: the writer borrowed, so making it per
+/// event touches no reference count (an `Arc` clone would be a cache line every worker shares).
+pub struct LineWriter<'a> {
+    shared: &'a Shared,
+}
+
+impl Write for LineWriter<'_> {
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
-        let mut state = self.shared.lock();
-        while state.buf.len() >= MAX_BUFFERED && !state.closed {
-            state = self
-                .shared
+        let buffer = self.shared.buffer();
+        let mut lines = lock(&buffer.lines);
+        while lines.buf.len() >= MAX_BUFFERED && !lines.closed {
+            lines = buffer
                 .drained
-                .wait(state)
+                .wait(lines)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        if state.closed {
+        if lines.closed {
             // After shutdown (or with no writer thread): straight through.
-            drop(state);
+            drop(lines);
             return std::io::stderr().write(line);
         }
-        let before = state.buf.len();
-        state.buf.extend_from_slice(line);
-        // Only the line that crosses the mark wakes the writer: a notify is a futex syscall
-        // even with nobody waiting, and lines keep arriving until the writer takes the buffer.
-        if before < FLUSH_AT && state.buf.len() >= FLUSH_AT {
-            self.shared.full.notify_one();
+        let before = lines.buf.len();
+        lines.buf.extend_from_slice(line);
+        let crossed = before < FLUSH_AT && lines.buf.len() >= FLUSH_AT;
+        drop(lines);
+        // Only the line that crosses the mark wakes the writer: a wake-up is a lock and a futex
+        // syscall, and lines keep arriving until the writer takes the buffer.
+        if crossed {
+            self.shared.wake_writer();
         }
         Ok(line.len())
     }
@@ -150,17 +217,18 @@ impl Write for BufferedWriter {
 }
 
 impl<'a> MakeWriter<'a> for BufferedWriter {
-    type Writer = BufferedWriter;
-    fn make_writer(&'a self) -> BufferedWriter {
-        self.clone()
+    type Writer = LineWriter<'a>;
+    fn make_writer(&'a self) -> LineWriter<'a> {
+        LineWriter {
+            shared: &self.shared,
+        }
     }
 }
 
 impl Drop for WriterGuard {
     fn drop(&mut self) {
-        self.shared.lock().closed = true;
-        self.shared.full.notify_one();
-        self.shared.drained.notify_all();
+        lock(&self.shared.registry).closed = true;
+        self.shared.wake.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -215,6 +283,31 @@ mod tests {
             assert_eq!(mine.len(), 20_000);
             assert_eq!(mine[19_999], format!("thread {t} line 19999"));
         }
+    }
+
+    /// Each thread appends to its own buffer: a thread in the middle of a line (its buffer
+    /// locked, here by the test) holds up no other thread's logging.
+    #[test]
+    fn a_thread_appends_without_waiting_for_another_threads_buffer() {
+        let sink = Sink::default();
+        let (writer, guard) = buffered(sink.clone());
+        writer.make_writer().write_all(b"first\n").unwrap();
+        let held = lock(&writer.shared.buffer().lines);
+        let (appended_tx, appended) = std::sync::mpsc::channel();
+        let other = {
+            let writer = writer.clone();
+            std::thread::spawn(move || {
+                writer.make_writer().write_all(b"second\n").unwrap();
+                appended_tx.send(()).unwrap();
+            })
+        };
+        let waited = appended.recv_timeout(Duration::from_secs(30)).is_err();
+        drop(held);
+        other.join().unwrap();
+        assert!(!waited, "a line waited for another thread's buffer");
+        drop(guard);
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
     }
 
     #[test]
