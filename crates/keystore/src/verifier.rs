@@ -17,12 +17,12 @@
 //! the feed's latency; the TTL is the safety net if a change is missed.
 //!
 //! The verified caches (by digest, and by id for JWTs) have two levels. Each worker thread keeps
-//! its own copies of the entries it has used ([`Local`]): a hit there takes no lock and clones a
-//! reference count no other thread touches, so workers on many cores serving one busy key do not
-//! meet. The shared maps behind it are what every change acts on; a change also bumps a
-//! generation, and a thread whose copies are of an older generation drops them at its next
-//! lookup (refilling from the shared maps, not with Argon2). A copy keeps the shared entry's
-//! cache time, so it goes stale when that entry does.
+//! its own copies of the entries it has used (`Local`, up to `LOCAL_ENTRIES` a cache): a hit
+//! there takes no lock and clones a reference count no other thread touches, so workers on many
+//! cores serving one busy key do not meet. The shared maps behind it are what every change acts
+//! on; a change also bumps a generation, and a thread whose copies are of an older generation
+//! drops them at its next lookup (refilling from the shared maps, not with Argon2). A copy keeps
+//! the shared entry's cache time, so it goes stale when that entry does.
 //!
 //! Keys that are not in the infergate format (`API_KEY`, `API_KEYS`, the seed file's plaintext
 //! keys) are looked up in the [`StaticKeyStore`], by SHA-256 digest.
@@ -103,6 +103,11 @@ impl Cached {
         }
     }
 }
+
+/// Entries a thread keeps copies of, per cache. The copies are for the keys busy enough for
+/// workers to meet on; a bound well under the shared cache's (10,000) keeps a worker's copies
+/// of the long tail from costing memory per worker (1,024 records of a few hundred bytes each).
+const LOCAL_ENTRIES: usize = 1024;
 
 /// A thread's first level of the verified caches (see the module doc).
 #[derive(Debug, Default)]
@@ -246,7 +251,7 @@ impl KeyVerifier {
         };
         if let Some(l) = mine.as_deref_mut() {
             let copies = local(l);
-            if copies.len() >= self.cfg.cache_size {
+            if copies.len() >= LOCAL_ENTRIES.min(self.cfg.cache_size) {
                 copies.clear();
             }
             copies.insert(k, entry.private_copy());
@@ -512,6 +517,23 @@ mod tests {
             Ok(true),
             "the worker's hit waited for the shared lock"
         );
+    }
+
+    #[test]
+    fn a_thread_keeps_copies_of_at_most_local_entries_keys() {
+        let v = verifier();
+        for i in 0..=LOCAL_ENTRIES {
+            let key = v.digest(&format!("key-{i}"));
+            let id = format!("kid-{i}");
+            v.remember(
+                key,
+                Arc::new(KeyRecord::new(id, "t", Role::User, "test")),
+                None,
+            );
+            assert!(v.cached(&key, Utc::now()).is_some());
+            let copies = v.local.get().map_or(0, |l| l.borrow().verified.len());
+            assert!((1..=LOCAL_ENTRIES).contains(&copies), "{copies} copies");
+        }
     }
 
     #[test]
