@@ -10,7 +10,8 @@
 //! copy: no allocation, no wake-up, and no lock or cache line shared by all workers (issue 11).
 //! The writer writes tens of kilobytes at once, as nginx's `access_log ... buffer=64k flush=1s`
 //! does, and like nginx's workers, each thread's lines stay in their order and whole, while two
-//! threads' lines are interleaved a buffer at a time.
+//! threads' lines are interleaved a buffer at a time (the buffer whose first line is oldest
+//! first; at shutdown the closing thread's last, so the process's last line is the log's).
 //!
 //! No line is dropped: past [`MAX_BUFFERED`] bytes in its buffer (the disk cannot keep up) a
 //! logging thread waits for the writer instead. [`WriterGuard`] writes out everything buffered
@@ -18,6 +19,7 @@
 //! written straight through.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -49,6 +51,9 @@ struct Buffer {
 #[derive(Default)]
 struct Lines {
     buf: Vec<u8>,
+    /// When `buf`'s first line came, in [`Shared::order`]: the writer takes the buffers oldest
+    /// first, so the output stays close to the order lines were logged in.
+    since: u64,
     /// Set by the writer's last pass (or at once, for a buffer made after it): lines go straight
     /// through from then on.
     closed: bool,
@@ -66,6 +71,9 @@ struct Registry {
     closed: bool,
     /// A buffer crossed [`FLUSH_AT`]: write out now, not at the next tick.
     wake: bool,
+    /// The buffer of the thread that dropped the guard: written last in the last pass, so the
+    /// process's last line (the server's "stopped") is the log's last.
+    closer: Option<Arc<Buffer>>,
 }
 
 struct Shared {
@@ -74,6 +82,9 @@ struct Shared {
     wake: Condvar,
     /// This thread's buffer, looked up without a lock.
     mine: ThreadLocal<Arc<Buffer>>,
+    /// Counts buffers' first lines ([`Lines::since`]): taken once a buffer a write-out, not once
+    /// a line.
+    order: AtomicU64,
 }
 
 impl Shared {
@@ -117,6 +128,7 @@ pub fn buffered<W: Write + Send + 'static>(out: W) -> (BufferedWriter, WriterGua
         registry: Mutex::new(Registry::default()),
         wake: Condvar::new(),
         mine: ThreadLocal::new(),
+        order: AtomicU64::new(0),
     });
     let thread = {
         let shared = shared.clone();
@@ -154,9 +166,24 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
             }
             registry.wake = false;
             // Once closed, no buffer is added: this pass is the last, and sees them all.
-            (registry.buffers.clone(), registry.closed)
+            let mut buffers: Vec<(bool, u64, Arc<Buffer>)> = registry
+                .buffers
+                .iter()
+                .map(|b| {
+                    let lines = lock(&b.lines);
+                    let since = if lines.buf.is_empty() {
+                        u64::MAX
+                    } else {
+                        lines.since
+                    };
+                    let closer = registry.closer.as_ref().is_some_and(|c| Arc::ptr_eq(c, b));
+                    (closer, since, b.clone())
+                })
+                .collect();
+            buffers.sort_unstable_by_key(|&(closer, since, _)| (closer, since));
+            (buffers, registry.closed)
         };
-        for buffer in &buffers {
+        for (_, _, buffer) in &buffers {
             {
                 let mut lines = lock(&buffer.lines);
                 std::mem::swap(&mut lines.buf, &mut spare);
@@ -200,6 +227,9 @@ impl Write for LineWriter<'_> {
             return std::io::stderr().write(line);
         }
         let before = lines.buf.len();
+        if before == 0 {
+            lines.since = self.shared.order.fetch_add(1, Ordering::Relaxed);
+        }
         lines.buf.extend_from_slice(line);
         let crossed = before < FLUSH_AT && lines.buf.len() >= FLUSH_AT;
         drop(lines);
@@ -227,7 +257,10 @@ impl<'a> MakeWriter<'a> for BufferedWriter {
 
 impl Drop for WriterGuard {
     fn drop(&mut self) {
-        lock(&self.shared.registry).closed = true;
+        let mut registry = lock(&self.shared.registry);
+        registry.closed = true;
+        registry.closer = self.shared.mine.get().cloned();
+        drop(registry);
         self.shared.wake.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -308,6 +341,51 @@ mod tests {
         drop(guard);
         let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 2, "{text}");
+    }
+
+    /// Buffers are written oldest first, so lines of two threads come out in the order they
+    /// were logged when each buffer holds one; and the thread that drops the guard is written
+    /// last, so the process's last line is the log's last.
+    #[test]
+    fn buffers_are_written_oldest_first_and_the_closing_threads_last() {
+        let sink = Sink::default();
+        let (writer, guard) = buffered(sink.clone());
+        let log = |text: &'static str| {
+            let writer = writer.clone();
+            move || writer.make_writer().write_all(text.as_bytes()).unwrap()
+        };
+        log("main: early\n")();
+        // `second` registers its buffer first (and its line is written out), so in the list of
+        // buffers it comes before `first`.
+        let (go_tx, go) = std::sync::mpsc::channel::<()>();
+        let second = std::thread::spawn({
+            let (c0, c) = (log("second: 0\n"), log("second: 2\n"));
+            move || {
+                c0();
+                go.recv().unwrap();
+                c();
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !String::from_utf8_lossy(&sink.0.lock().unwrap()).contains("second: 0") {
+            assert!(std::time::Instant::now() < deadline, "never written");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Pending in this thread's buffer, older than the next two threads' lines.
+        log("main: pending\n")();
+        std::thread::spawn(log("first: 1\n")).join().unwrap();
+        go_tx.send(()).unwrap();
+        second.join().unwrap();
+        log("main: stopped\n")();
+        drop(guard);
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let at = |l: &str| {
+            text.find(l)
+                .unwrap_or_else(|| panic!("{l} missing from {text}"))
+        };
+        assert!(at("first: 1") < at("second: 2"), "{text}");
+        assert_eq!(text.lines().last(), Some("main: stopped"), "{text}");
+        assert_eq!(text.lines().count(), 6, "{text}");
     }
 
     #[test]
